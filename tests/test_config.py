@@ -1,0 +1,110 @@
+"""Config: layering, overrides, YAML with line numbers, validation that lists every problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from emodist import config, variants
+from emodist.errors import UsageError
+
+
+def test_variant_preset_is_applied():
+    cfg = config.load("mistral-qlora")
+    assert cfg.variant == "mistral-qlora"
+    assert cfg.model.name_or_path == "mistralai/Mistral-7B-Instruct-v0.2"
+    assert (cfg.model.method, cfg.model.quantization, cfg.model.architecture) == ("lora", "nf4", "mistral")
+    assert cfg.model.head_modules == ["score"]
+    assert cfg.optim.name == "paged_adamw_8bit"
+
+
+def test_every_variant_loads_and_validates():
+    for name in variants.names():
+        for smoke in (False, True):
+            cfg = config.load(name, smoke=smoke)
+            assert cfg.variant == name and cfg.smoke is smoke
+
+
+def test_smoke_layer_swaps_data_but_keeps_the_method():
+    cfg = config.load("gemma-lora", smoke=True)
+    assert cfg.data.dataset == "synthetic"
+    assert cfg.model.method == "lora" and cfg.model.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_overrides_are_typed_and_win_over_file(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text("optim:\n  lr: 1.0e-3\ntrain:\n  epochs: 5\n")
+    cfg = config.load("distilbert", str(file), ["optim.lr=2e-4", "model.lora.target_modules=q_lin,v_lin",
+                                               "data.max_train_examples=100", "train.max_steps=none"])
+    assert cfg.optim.lr == pytest.approx(2e-4)
+    assert cfg.train.epochs == 5
+    assert cfg.model.lora.target_modules == ["q_lin", "v_lin"]
+    assert cfg.data.max_train_examples == 100 and cfg.train.max_steps is None
+
+
+def test_command_line_flags_win_over_overrides():
+    cfg = config.load("distilbert", overrides=["output_dir=runs/a"], cli={"output_dir": "runs/b"})
+    assert cfg.output_dir == "runs/b"
+
+
+def test_misspelt_yaml_key_names_file_line_and_suggestion(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text("train:\n  epochs: 2\noptim:\n  lrr: 3e-4\n")
+    with pytest.raises(UsageError) as err:
+        config.load("distilbert", str(file))
+    assert str(err.value) == f"{file}:4: unknown key 'optim.lrr' (did you mean optim.lr?)"
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(UsageError) as err:
+        config.load("distilbert", overrides=["optim.lr=abc", "train.micro_batch_size=7", "optim.warmup_ratio=1.5"])
+    message = str(err.value)
+    assert message.startswith("3 problems")
+    assert "optim.lr='abc': must be a number" in message
+    assert "train.global_batch_size: must be a multiple of train.micro_batch_size=7" in message
+    assert "optim.warmup_ratio: must be in [0, 1) [override 'optim.warmup_ratio=1.5']" in message
+
+
+def test_contradictions_are_refused_in_words():
+    with pytest.raises(UsageError, match="needs model.method=lora"):
+        config.load("distilbert", overrides=["model.quantization=nf4"])
+    with pytest.raises(UsageError, match="one of auto, goemotions"):
+        config.load("distilbert", overrides=["data.dataset=imdb"])
+
+
+def test_unknown_variant_lists_the_valid_ones():
+    with pytest.raises(UsageError) as err:
+        config.load("gema-lora")
+    assert "did you mean gemma-lora?" in str(err.value)
+    assert all(name in str(err.value) for name in variants.names())
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    file = tmp_path / "bad.yaml"
+    file.write_text("train:\n  epochs: [1\n")
+    with pytest.raises(UsageError, match=rf"{file}:\d+: invalid YAML"):
+        config.load("distilbert", str(file))
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = config.load("gemma-lora", overrides=["optim.lr=3e-4", "model.lora.r=4"], smoke=True)
+    config.dump(cfg, tmp_path / "config.yaml")
+    again = config.load(config_file=str(tmp_path / "config.yaml"))
+    assert again == cfg
+
+
+@pytest.mark.parametrize(("global_batch", "micro", "processes", "expected"), [(32, 8, 1, 4), (32, 8, 2, 2), (32, 16, 2, 1)])
+def test_gradient_accumulation_is_derived(global_batch, micro, processes, expected):
+    train = config.TrainConfig(global_batch_size=global_batch, micro_batch_size=micro)
+    assert train.gradient_accumulation_steps(processes) == expected
+
+
+def test_gradient_accumulation_must_divide():
+    train = config.TrainConfig(global_batch_size=32, micro_batch_size=8)
+    with pytest.raises(UsageError, match="not a multiple of train.micro_batch_size x processes = 8 x 3"):
+        train.gradient_accumulation_steps(3)
+
+
+def test_every_field_has_a_docstring():
+    docs = config.field_docs()
+    assert "optim.head_lr" in docs
+    assert [key for key, (_, doc) in docs.items() if not doc] == []
