@@ -1,0 +1,429 @@
+"""Emotion data sets: load, check, subsample, tokenize, batch.
+
+    data = emodist.data.load(cfg.data, seed=cfg.train.seed)     # -> EmotionData (labels + 3 splits)
+
+Sources (data.dataset):
+  goemotions   hub `google-research-datasets/go_emotions` (simplified), or a directory in the original
+               layout: train.tsv, dev.tsv, test.tsv (text <TAB> comma-separated label ids <TAB> comment id)
+               and emotions.txt (one label name per line, the ids index it).
+  semeval2018  hub `SemEvalWorkshop/sem_eval_2018_task_1` (subtask5.english), or a directory with the
+               official 2018-E-c-En-{train,dev,test-gold}.txt (header `ID Tweet anger ... trust`, 0/1 columns).
+  csv, jsonl   {train,dev,test}.{csv,jsonl} with a text column and a label column holding a list of names
+               (JSON list, or names separated by , ; or | in CSV). labels.txt (one name per line) fixes the
+               label set and its order; otherwise it is the sorted set of train labels.
+  synthetic    the built-in deterministic emotion set used by --smoke (`synthetic()`).
+  auto         detect goemotions / semeval2018 / csv / jsonl from the files in data_dir.
+
+Every bad input (missing file, malformed row, unknown label, empty text, empty split, bad encoding)
+raises one UsageError naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emodist import hub
+from emodist.config import DataConfig
+from emodist.errors import UsageError
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    targets: np.ndarray
+    """(examples, labels) float32 multi-hot."""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, size: int | None, seed: int) -> Split:
+        """A seeded random subset of `size` examples in their original order (all of them if size is None)."""
+        if size is None or size >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=size, replace=False))
+        return Split([self.texts[i] for i in keep], self.targets[keep])
+
+
+@dataclass
+class EmotionData:
+    name: str
+    labels: list[str]
+    splits: dict[str, Split]
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+
+def load(cfg: DataConfig, seed: int) -> EmotionData:
+    """Load the configured data set, check it and apply the example caps. Raises UsageError."""
+    name = detect(Path(cfg.data_dir)) if cfg.dataset == "auto" else cfg.dataset
+    if name == "synthetic":
+        data = synthetic(seed)
+    elif cfg.data_dir is None:
+        data = _HUB_LOADERS[name]()
+    else:
+        data = _DIR_LOADERS[name](Path(cfg.data_dir), cfg)
+    caps = {"train": cfg.max_train_examples, "dev": cfg.max_eval_examples, "test": cfg.max_eval_examples}
+    data.splits = {s: data.splits[s].subset(caps[s], seed) for s in SPLITS}
+    return data
+
+
+def detect(directory: Path) -> str:
+    """The format of the files in `directory`; UsageError listing what was looked for otherwise."""
+    if (directory / "train.tsv").exists() and (directory / "emotions.txt").exists():
+        return "goemotions"
+    if (directory / _SEMEVAL_FILES["train"]).exists():
+        return "semeval2018"
+    for fmt in ("jsonl", "csv"):
+        if (directory / f"train.{fmt}").exists():
+            return fmt
+    raise UsageError(
+        f"--data-dir {directory}: no known data layout: expected GoEmotions (train.tsv + emotions.txt), "
+        f"SemEval-2018 E-c ({_SEMEVAL_FILES['train']}) or train.csv / train.jsonl"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# GoEmotions
+
+
+def _load_goemotions_dir(directory: Path, cfg: DataConfig) -> EmotionData:
+    labels = [line.strip() for line in _read_lines(directory / "emotions.txt") if line.strip()]
+    if not labels:
+        raise UsageError(f"{directory / 'emotions.txt'}: no label names")
+    splits = {}
+    for split in SPLITS:
+        path = directory / f"{split}.tsv"
+        splits[split] = _collect(path, _goemotions_rows(path, len(labels)), len(labels))
+    return EmotionData("goemotions", labels, splits)
+
+
+def _goemotions_rows(path: Path, num_labels: int) -> Iterator[tuple[int, str, list[int]]]:
+    for lineno, line in enumerate(_read_lines(path), 1):
+        columns = line.rstrip("\r\n").split("\t")
+        if len(columns) not in (2, 3):
+            raise _row_error(path, lineno, f"expected 3 tab-separated columns (text, label ids, id), got {len(columns)}")
+        text, ids = columns[0], columns[1]
+        label_ids = []
+        for token in ids.split(","):
+            if not token.strip().isdigit():
+                raise _row_error(path, lineno, f"label id {token.strip()!r} is not a number")
+            label_id = int(token)
+            if label_id >= num_labels:
+                raise _row_error(path, lineno, f"label id {label_id} is out of range: emotions.txt names "
+                                               f"{num_labels} labels (ids 0-{num_labels - 1})")
+            label_ids.append(label_id)
+        yield lineno, text, label_ids
+
+
+def _load_goemotions_hub() -> EmotionData:
+    ds = _hub_dataset("google-research-datasets/go_emotions", "simplified")
+    labels = ds["train"].features["labels"].feature.names
+    splits = {
+        split: _from_ids(ds[hub_split]["text"], ds[hub_split]["labels"], len(labels))
+        for split, hub_split in (("train", "train"), ("dev", "validation"), ("test", "test"))
+    }
+    return EmotionData("goemotions", labels, splits)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SemEval-2018 Task 1, E-c (English)
+
+_SEMEVAL_FILES = {"train": "2018-E-c-En-train.txt", "dev": "2018-E-c-En-dev.txt", "test": "2018-E-c-En-test-gold.txt"}
+_SEMEVAL_LABELS = ["anger", "anticipation", "disgust", "fear", "joy", "love", "optimism", "pessimism",
+                   "sadness", "surprise", "trust"]
+
+
+def _load_semeval_dir(directory: Path, cfg: DataConfig) -> EmotionData:
+    splits = {}
+    for split in SPLITS:
+        path = directory / _SEMEVAL_FILES[split]
+        splits[split] = _collect(path, _semeval_rows(path), len(_SEMEVAL_LABELS), allow_no_label=True)
+    return EmotionData("semeval2018", list(_SEMEVAL_LABELS), splits)
+
+
+def _semeval_rows(path: Path) -> Iterator[tuple[int, str, list[int]]]:
+    lines = _read_lines(path)
+    header = next(lines, "").rstrip("\r\n").split("\t")
+    if header[2:] != _SEMEVAL_LABELS:
+        raise _row_error(path, 1, f"expected the header ID, Tweet, {', '.join(_SEMEVAL_LABELS)}")
+    for lineno, line in enumerate(lines, 2):
+        columns = line.rstrip("\r\n").split("\t")
+        if len(columns) != len(header):
+            raise _row_error(path, lineno, f"expected {len(header)} tab-separated columns, got {len(columns)}")
+        flags = columns[2:]
+        if any(flag not in ("0", "1") for flag in flags):
+            raise _row_error(path, lineno, "emotion columns must be 0 or 1 (the unlabeled test file has NONE: "
+                                           "use the gold file)")
+        yield lineno, columns[1], [i for i, flag in enumerate(flags) if flag == "1"]
+
+
+def _load_semeval_hub() -> EmotionData:
+    ds = _hub_dataset("SemEvalWorkshop/sem_eval_2018_task_1", "subtask5.english")
+    splits = {}
+    for split, hub_split in (("train", "train"), ("dev", "validation"), ("test", "test")):
+        rows = ds[hub_split]
+        ids = [[i for i, name in enumerate(_SEMEVAL_LABELS) if row[name]] for row in rows]
+        splits[split] = _from_ids(rows["Tweet"], ids, len(_SEMEVAL_LABELS))
+    return EmotionData("semeval2018", list(_SEMEVAL_LABELS), splits)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generic CSV / JSONL
+
+_SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "val"), "test": ("test",)}
+
+
+def _load_table_dir(directory: Path, cfg: DataConfig) -> EmotionData:
+    fmt = cfg.dataset if cfg.dataset in ("csv", "jsonl") else detect(directory)
+    files = {split: _find_split_file(directory, split, fmt) for split in SPLITS}
+    reader = _csv_records if fmt == "csv" else _jsonl_records
+    records = {split: list(_table_rows(path, reader(path), cfg)) for split, path in files.items()}
+
+    labels_file = directory / "labels.txt"
+    if labels_file.exists():
+        labels = [line.strip() for line in _read_lines(labels_file) if line.strip()]
+    else:
+        labels = sorted({name for _, _, names in records["train"] for name in names})
+    if not labels:
+        raise UsageError(f"{files['train']}: no labels in column {cfg.label_column!r}")
+    index = {name: i for i, name in enumerate(labels)}
+    source = f"{labels_file}" if labels_file.exists() else f"the labels of {files['train'].name}"
+
+    splits = {}
+    for split, path in files.items():
+        rows = []
+        for lineno, text, names in records[split]:
+            unknown = [n for n in names if n not in index]
+            if unknown:
+                raise _row_error(path, lineno, f"unknown label {unknown[0]!r}: not in {source}")
+            rows.append((lineno, text, [index[n] for n in names]))
+        splits[split] = _collect(path, iter(rows), len(labels), allow_no_label=True)
+    return EmotionData(directory.name or fmt, labels, splits)
+
+
+def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
+    for name in _SPLIT_NAMES[split]:
+        if (directory / f"{name}.{fmt}").exists():
+            return directory / f"{name}.{fmt}"
+    raise UsageError(f"{directory}: missing {' or '.join(f'{n}.{fmt}' for n in _SPLIT_NAMES[split])}")
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
+    reader = csv.DictReader(_read_lines(path))
+    for row in reader:
+        yield reader.line_num, row
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    for lineno, line in enumerate(_read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise _row_error(path, lineno, f"invalid JSON: {err.msg}") from None
+        if not isinstance(row, dict):
+            raise _row_error(path, lineno, "each line must be a JSON object")
+        yield lineno, row
+
+
+def _table_rows(path: Path, records: Iterator[tuple[int, dict]], cfg: DataConfig):
+    for lineno, row in records:
+        for column in (cfg.text_column, cfg.label_column):
+            if column not in row:
+                raise _row_error(path, lineno, f"no column {column!r} (set data.text_column / data.label_column)")
+        yield lineno, row[cfg.text_column], _label_names(row[cfg.label_column], path, lineno)
+
+
+def _label_names(value, path: Path, lineno: int) -> list[str]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise _row_error(path, lineno, f"label list {text!r} is not valid JSON") from None
+        else:
+            for separator in ",;|":
+                text = text.replace(separator, ",")
+            return [name.strip() for name in text.split(",") if name.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value]
+    raise _row_error(path, lineno, f"labels must be a list of label names, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The synthetic emotion set (--smoke)
+
+SYNTHETIC_CUES = {
+    "anger": ["angry", "furious", "outraged", "irritated", "livid", "enraged"],
+    "fear": ["afraid", "scared", "terrified", "frightened", "anxious", "panicked"],
+    "joy": ["happy", "delighted", "cheerful", "thrilled", "glad", "joyful"],
+    "love": ["adore", "cherish", "treasure", "beloved", "devoted", "smitten"],
+    "sadness": ["sad", "miserable", "heartbroken", "gloomy", "sorrowful", "depressed"],
+    "surprise": ["surprised", "amazed", "astonished", "stunned", "startled", "speechless"],
+}
+_SUBJECTS = ["i", "we", "my sister", "the whole team", "our neighbour", "everyone", "my friend", "the kids"]
+_CONTEXTS = ["after the meeting", "about the news", "this morning", "at the station", "on the phone",
+             "during dinner", "when the letter came", "at work today", "after the game", "in the evening"]
+_LINKS = ["and also", "but mostly", "and honestly", "and a little"]
+SYNTHETIC_SIZES = {"train": 1024, "dev": 256, "test": 256}
+
+
+def synthetic(seed: int = 0) -> EmotionData:
+    """A deterministic multi-label emotion set whose cue words carry the labels (1-3 per example).
+
+    Built for the `--smoke` runs: a tiny randomly initialised model can learn it in a few hundred steps,
+    so a smoke run checks that training really learns, not only that it runs.
+    """
+    labels = list(SYNTHETIC_CUES)
+    splits = {}
+    for offset, split in enumerate(SPLITS):
+        rng = random.Random(seed * 1000 + offset)
+        texts, ids = [], []
+        for _ in range(SYNTHETIC_SIZES[split]):
+            chosen = rng.sample(range(len(labels)), k=rng.choices([1, 2, 3], weights=[5, 4, 1])[0])
+            cues = [rng.choice(SYNTHETIC_CUES[labels[i]]) for i in chosen]
+            feeling = f" {rng.choice(_LINKS)} ".join(cues)
+            texts.append(f"{rng.choice(_SUBJECTS)} felt {feeling} {rng.choice(_CONTEXTS)}")
+            ids.append(chosen)
+        splits[split] = _from_ids(texts, ids, len(labels))
+    return EmotionData("synthetic", labels, splits)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shared checks
+
+
+def _collect(path: Path, rows: Iterator[tuple[int, str, list[int]]], num_labels: int,
+             allow_no_label: bool = False) -> Split:
+    """Turn (line, text, label ids) rows into a Split, refusing empty texts, label-less rows and empty files."""
+    texts, ids = [], []
+    for lineno, text, label_ids in rows:
+        if not text.strip():
+            raise _row_error(path, lineno, "empty text")
+        if not label_ids and not allow_no_label:
+            raise _row_error(path, lineno, "no label")
+        texts.append(text)
+        ids.append(label_ids)
+    if not texts:
+        raise UsageError(f"{path}: no examples (the split is empty)")
+    return _from_ids(texts, ids, num_labels)
+
+
+def _from_ids(texts: list[str], ids: list[list[int]], num_labels: int) -> Split:
+    targets = np.zeros((len(texts), num_labels), dtype=np.float32)
+    for row, label_ids in enumerate(ids):
+        targets[row, label_ids] = 1.0
+    return Split(list(texts), targets)
+
+
+def _read_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 text file (a leading BOM dropped); UsageError for a missing file or a bad line."""
+    if not path.is_file():
+        raise UsageError(f"{path}: missing file")
+    with path.open("rb") as handle:  # decoded line by line, so an error names its line
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise _row_error(path, lineno, f"not UTF-8 ({err.reason}): save the file as UTF-8") from None
+
+
+def _row_error(path: Path, lineno: int, message: str) -> UsageError:
+    return UsageError(f"{path}:{lineno}: {message}")
+
+
+def _hub_dataset(name: str, subset: str):
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, subset)
+    except (ConnectionError, OSError) as err:
+        if hub.is_offline():
+            raise UsageError(hub.unreachable(
+                "data set", name, "pass --data-dir DIR with the files (GoEmotions .tsv, SemEval-2018 E-c .txt, "
+                "or train/dev/test .csv/.jsonl), or --smoke for the built-in synthetic set")) from None
+        raise UsageError(f"data set {name!r} ({subset}) could not be loaded from the hub: {err}") from None
+
+
+_HUB_LOADERS: dict[str, Callable[[], EmotionData]] = {
+    "goemotions": _load_goemotions_hub,
+    "semeval2018": _load_semeval_hub,
+}
+_DIR_LOADERS: dict[str, Callable[[Path, DataConfig], EmotionData]] = {
+    "goemotions": _load_goemotions_dir,
+    "semeval2018": _load_semeval_dir,
+    "csv": _load_table_dir,
+    "jsonl": _load_table_dir,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tokenize and batch
+
+
+def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | None, accelerator) -> dict:
+    """Tokenized `datasets.Dataset` per split (the tokenizer's model inputs and float labels), cached.
+
+    The cache key covers the tokenizer, max_length, texts and targets, so a cached split is reused only
+    for exactly the same input. The local main process tokenizes first and the others read its cache.
+    """
+    import datasets
+
+    root = Path(cache_dir or os.environ.get("EMODIST_CACHE") or Path.home() / ".cache" / "emodist") / "tokenized"
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer_id = _tokenizer_fingerprint(tokenizer)
+
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+
+    out = {}
+    with accelerator.local_main_process_first():
+        for split, part in data.splits.items():
+            key = _fingerprint(tokenizer_id, str(max_length), *part.texts, part.targets.tobytes())
+            raw = datasets.Dataset.from_dict({"text": part.texts, "labels": part.targets.tolist()})
+            out[split] = raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
+                                 cache_file_name=str(root / f"{split}-{key}.arrow"), new_fingerprint=key,
+                                 desc=f"tokenize {split}")
+    return out
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        state = repr(sorted(tokenizer.get_vocab().items()))
+    else:  # truncation and padding are per-call settings the backend keeps from its last call
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        state = json.dumps(state, sort_keys=True)
+    return _fingerprint(state, type(tokenizer).__name__, str(tokenizer.padding_side))
+
+
+def _fingerprint(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:20]
+
+
+def collator(tokenizer):
+    """Pads a list of tokenized examples to the longest, rounded up to a multiple of 8 (tensor cores)."""
+    from transformers import DataCollatorWithPadding
+
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8, return_tensors="pt")

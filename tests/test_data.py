@@ -1,0 +1,198 @@
+"""Data: every format, the checks on bad input, subsets, the synthetic set, tokenization and batching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emodist import data
+from emodist.config import DataConfig
+from emodist.errors import UsageError
+
+GOEMOTIONS_LABELS = ["admiration", "anger", "joy", "neutral"]
+
+
+def write_goemotions(directory: Path, rows: dict[str, list[str]] | None = None) -> Path:
+    """A small data set in the original GoEmotions layout (text, label ids, comment id)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "emotions.txt").write_text("\n".join(GOEMOTIONS_LABELS))
+    rows = rows or {
+        "train": ["I love it\t0,2\ta1", "So angry right now\t1\ta2", "ok then\t3\ta3"],
+        "dev": ["What a joy\t2\tb1", "whatever\t3\tb2"],
+        "test": ["Furious!\t1\tc1", "Great work\t0\tc2"],
+    }
+    for split, lines in rows.items():
+        (directory / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return directory
+
+
+def load_dir(directory: Path, **kwargs) -> data.EmotionData:
+    return data.load(DataConfig(dataset="auto", data_dir=str(directory), **kwargs), seed=0)
+
+
+def test_goemotions_layout(tmp_path):
+    loaded = load_dir(write_goemotions(tmp_path / "ge"))
+    assert loaded.name == "goemotions"
+    assert loaded.labels == GOEMOTIONS_LABELS
+    train = loaded.splits["train"]
+    assert train.texts == ["I love it", "So angry right now", "ok then"]
+    np.testing.assert_array_equal(train.targets, [[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+    assert train.targets.dtype == np.float32
+    assert loaded.id2label == dict(enumerate(GOEMOTIONS_LABELS))
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("Hello\t4\tx", r"dev.tsv:3: label id 4 is out of range: emotions.txt names 4 labels \(ids 0-3\)"),
+    ("Hello\tjoy\tx", r"dev.tsv:3: label id 'joy' is not a number"),
+    ("Hello", r"dev.tsv:3: expected 3 tab-separated columns \(text, label ids, id\), got 1"),
+    ("  \t1\tx", r"dev.tsv:3: empty text"),
+])
+def test_goemotions_bad_rows_name_file_and_line(tmp_path, line, message):
+    directory = write_goemotions(tmp_path / "ge")
+    with (directory / "dev.tsv").open("a") as handle:
+        handle.write(line + "\n")
+    with pytest.raises(UsageError, match=message):
+        load_dir(directory)
+
+
+def test_missing_and_empty_files(tmp_path):
+    directory = write_goemotions(tmp_path / "ge")
+    (directory / "test.tsv").unlink()
+    with pytest.raises(UsageError, match=r"test.tsv: missing file"):
+        load_dir(directory)
+    (directory / "test.tsv").write_text("")
+    with pytest.raises(UsageError, match=r"test.tsv: no examples \(the split is empty\)"):
+        load_dir(directory)
+
+
+def test_undecodable_file_names_the_line(tmp_path):
+    directory = write_goemotions(tmp_path / "ge")
+    (directory / "train.tsv").write_bytes(b"fine\t0\ta\nbad \xff\xfe text\t1\tb\n")
+    with pytest.raises(UsageError, match=r"train.tsv:2: not UTF-8"):
+        load_dir(directory)
+
+
+def test_unknown_layout_says_what_it_looked_for(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UsageError, match="no known data layout: expected GoEmotions"):
+        load_dir(tmp_path)
+
+
+SEMEVAL_HEADER = "ID\tTweet\tanger\tanticipation\tdisgust\tfear\tjoy\tlove\toptimism\tpessimism\tsadness\tsurprise\ttrust"
+
+
+def write_semeval(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = {"train": ["2017-En-1\tSo happy today\t0\t0\t0\t0\t1\t0\t1\t0\t0\t0\t0",
+                      "2017-En-2\tnothing at all\t0\t0\t0\t0\t0\t0\t0\t0\t0\t0\t0"],
+            "dev": ["2018-En-1\tI am scared\t0\t0\t0\t1\t0\t0\t0\t0\t0\t0\t0"],
+            "test-gold": ["2018-En-9\tugh\t1\t0\t1\t0\t0\t0\t0\t0\t0\t0\t0"]}
+    for split, lines in rows.items():
+        (directory / f"2018-E-c-En-{split}.txt").write_text("\n".join([SEMEVAL_HEADER, *lines]) + "\n")
+    return directory
+
+
+def test_semeval_layout(tmp_path):
+    loaded = load_dir(write_semeval(tmp_path / "se"))
+    assert loaded.name == "semeval2018"
+    assert len(loaded.labels) == 11 and loaded.labels[4] == "joy"
+    train = loaded.splits["train"]
+    assert train.targets[0].nonzero()[0].tolist() == [4, 6]  # joy, optimism
+    assert train.targets[1].sum() == 0  # a tweet with no emotion is valid here
+
+
+def test_semeval_unlabeled_file_is_refused(tmp_path):
+    directory = write_semeval(tmp_path / "se")
+    with (directory / "2018-E-c-En-dev.txt").open("a") as handle:
+        handle.write("2018-En-5\thm\tNONE\tNONE\tNONE\tNONE\tNONE\tNONE\tNONE\tNONE\tNONE\tNONE\tNONE\n")
+    with pytest.raises(UsageError, match=r"2018-E-c-En-dev.txt:3: emotion columns must be 0 or 1"):
+        load_dir(directory)
+
+
+def test_jsonl_and_csv_layouts(tmp_path):
+    jsonl = tmp_path / "j"
+    jsonl.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = [{"text": "yay", "labels": ["joy"]}, {"text": "grr and wow", "labels": ["anger", "surprise"]}]
+        (jsonl / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    loaded = load_dir(jsonl)
+    assert loaded.labels == ["anger", "joy", "surprise"]  # sorted train labels
+    np.testing.assert_array_equal(loaded.splits["dev"].targets, [[0, 1, 0], [1, 0, 1]])
+
+    csv_dir = tmp_path / "c"
+    csv_dir.mkdir()
+    (csv_dir / "labels.txt").write_text("surprise\njoy\nanger\n")
+    for split in ("train", "dev", "test"):
+        (csv_dir / f"{split}.csv").write_text('body,tags\n"yay, really",joy\ngrr,"anger;surprise"\n')
+    loaded = load_dir(csv_dir, text_column="body", label_column="tags")
+    assert loaded.labels == ["surprise", "joy", "anger"]  # labels.txt fixes the order
+    assert loaded.splits["train"].texts[0] == "yay, really"
+    np.testing.assert_array_equal(loaded.splits["train"].targets, [[0, 1, 0], [1, 0, 1]])
+
+
+def test_table_errors_name_file_and_line(tmp_path):
+    directory = tmp_path / "c"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
+    (directory / "test.csv").write_text("text,labels\nyay,joy\nhmm,confusion\n")
+    with pytest.raises(UsageError, match=r"test.csv:3: unknown label 'confusion': not in the labels of train.csv"):
+        load_dir(directory)
+    (directory / "dev.csv").write_text("sentence,labels\nyay,joy\n")
+    with pytest.raises(UsageError, match=r"dev.csv:2: no column 'text' \(set data.text_column"):
+        load_dir(directory)
+
+
+def test_subset_is_seeded_and_keeps_order(tmp_path):
+    split = data.synthetic(0).splits["train"]
+    a, b = split.subset(100, seed=7), split.subset(100, seed=7)
+    assert a.texts == b.texts and len(a) == 100
+    assert split.subset(100, seed=8).texts != a.texts
+    positions = [split.texts.index(t) for t in a.texts[:20]]
+    assert positions == sorted(positions)
+    loaded = data.load(DataConfig(dataset="synthetic", max_train_examples=50, max_eval_examples=10), seed=0)
+    assert [len(loaded.splits[s]) for s in data.SPLITS] == [50, 10, 10]
+
+
+def test_synthetic_set_is_deterministic_multilabel_and_cued():
+    first, again = data.synthetic(3), data.synthetic(3)
+    assert first.splits["train"].texts == again.splits["train"].texts
+    assert data.synthetic(4).splits["train"].texts != first.splits["train"].texts
+    targets = first.splits["train"].targets
+    assert set(targets.sum(axis=1).tolist()) == {1.0, 2.0, 3.0}
+    assert (targets.sum(axis=1) > 1).mean() > 0.3
+    for text, row in zip(first.splits["train"].texts, targets, strict=True):  # every label's cue word is in its text
+        for label, on in zip(first.labels, row, strict=True):
+            assert bool(on) == any(f" {cue} " in f" {text} " for cue in data.SYNTHETIC_CUES[label])
+
+
+def test_tokenize_caches_and_keys_on_inputs(tmp_path):
+    from accelerate import PartialState
+
+    from emodist.modeling import smoke_tokenizer
+
+    synthetic = data.synthetic(0)
+    tokenizer = smoke_tokenizer(synthetic.splits["train"].texts)
+    first = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
+    files = sorted(p.name for p in (tmp_path / "tokenized").glob("*.arrow"))
+    assert len(files) == 3
+    again = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
+    assert sorted(p.name for p in (tmp_path / "tokenized").glob("*.arrow")) == files  # read from the cache
+    assert again["train"][0] == first["train"][0]
+    data.tokenize(synthetic, tokenizer, 24, str(tmp_path), PartialState())
+    assert len(list((tmp_path / "tokenized").glob("*.arrow"))) == 6  # another max_length, another key
+    assert max(len(row["input_ids"]) for row in first["train"]) <= 16
+
+
+def test_collator_pads_to_a_multiple_of_eight():
+    from emodist.modeling import smoke_tokenizer
+
+    tokenizer = smoke_tokenizer(["a b c d e f g h i j"])
+    features = [dict(tokenizer(text), labels=[1.0, 0.0]) for text in ("a b c d e f g h i j", "a")]
+    batch = data.collator(tokenizer)(features)
+    assert batch["input_ids"].shape == (2, 16)  # 12 tokens with [CLS]/[SEP], rounded up to 16
+    assert batch["attention_mask"][1].tolist() == [1, 1, 1] + [0] * 13
+    assert batch["labels"].dtype.is_floating_point and batch["labels"].tolist() == [[1, 0], [1, 0]]
