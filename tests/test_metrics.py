@@ -1,0 +1,60 @@
+"""Metrics against values worked out by hand (see the comments)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emodist.metrics import multilabel_metrics, sigmoid
+
+LABELS = ["a", "b", "c"]
+TARGETS = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float32)
+PROBABILITIES = np.array([
+    [0.9, 0.2, 0.4],  # predicts {a}     of {a, c}
+    [0.1, 0.7, 0.6],  # predicts {b, c}  of {b}
+    [0.8, 0.5, 0.1],  # predicts {a, b}  of {a, b}: 0.5 counts as predicted
+    [0.3, 0.2, 0.1],  # predicts {}      of {c}
+])
+
+
+def test_hand_computed_scores():
+    scores = multilabel_metrics(TARGETS, PROBABILITIES, LABELS)
+    # labels a and b are perfect (tp 2 each); c has tp 0, fp 1, fn 2
+    assert scores["num_examples"] == 4
+    assert scores["precision_micro"] == pytest.approx(4 / 5)
+    assert scores["recall_micro"] == pytest.approx(4 / 6)
+    assert scores["f1_micro"] == pytest.approx(8 / 11)
+    assert scores["f1_macro"] == pytest.approx(2 / 3)
+    assert scores["precision_macro"] == pytest.approx(2 / 3)
+    assert scores["recall_macro"] == pytest.approx(2 / 3)
+    assert scores["f1_weighted"] == pytest.approx(2 / 3)  # equal supports
+    assert scores["subset_accuracy"] == pytest.approx(1 / 4)  # only row 2 exact
+    assert scores["hamming_loss"] == pytest.approx(3 / 12)
+    assert scores["f1_samples"] == pytest.approx((2 / 3 + 2 / 3 + 1 + 0) / 4)
+    assert scores["jaccard_samples"] == pytest.approx((1 / 2 + 1 / 2 + 1 + 0) / 4)
+    assert scores["per_label"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert scores["per_label"]["a"]["f1"] == 1.0
+    assert scores["confusion"]["c"] == [[1, 1], [2, 0]]  # [[tn, fp], [fn, tp]]
+
+
+def test_threshold_moves_predictions():
+    scores = multilabel_metrics(TARGETS, PROBABILITIES, LABELS, threshold=0.35)
+    # row 0 now also predicts c (0.4): c gets tp 1, so micro tp 5, fp 2 (row 1's c, row 3 none)...
+    assert scores["per_label"]["c"]["recall"] == pytest.approx(1 / 2)
+    assert scores["f1_micro"] > multilabel_metrics(TARGETS, PROBABILITIES, LABELS)["f1_micro"]
+
+
+def test_scores_are_plain_json_types():
+    import json
+
+    json.dumps(multilabel_metrics(TARGETS, PROBABILITIES, LABELS))
+
+
+def test_mismatched_shapes_are_refused():
+    with pytest.raises(ValueError, match="do not match"):
+        multilabel_metrics(TARGETS, PROBABILITIES[:, :2], LABELS)
+
+
+def test_sigmoid_at_zero_is_the_default_threshold():
+    assert sigmoid(np.array([0.0]))[0] == 0.5
+    assert sigmoid(np.array([-50.0, 50.0])).tolist() == pytest.approx([0.0, 1.0], abs=1e-12)
