@@ -24,6 +24,7 @@ from emodist.errors import UsageError
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
 Dtype = Literal["float32", "bfloat16", "float16"]
+_HALF_PRECISION = {"bfloat16": "bf16", "float16": "fp16", "float32": "no"}
 
 
 @dataclass
@@ -113,9 +114,10 @@ class TrainConfig:
     eval_batch_size: int = 64
     """Examples per evaluation forward on one process."""
     mixed_precision: Precision = "auto"
-    """Autocast precision of the forward pass (accelerate `mixed_precision`). `auto`: bf16 where the
-    hardware computes it natively (recent GPUs; CPUs with AVX512-BF16 or AMX), fp16 on older GPUs,
-    otherwise no (emulated bf16 matmuls on a plain AVX2 CPU run ~20x slower than float32)."""
+    """Autocast precision of the forward pass (accelerate `mixed_precision`). `auto`: the base's own
+    precision for a bfloat16/float16 base; otherwise bf16 where the hardware computes it natively
+    (recent GPUs; CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, else no (emulated bf16 matmuls on
+    a plain AVX2 CPU run ~20x slower than float32)."""
     cpu_threads: int | None = None
     """Threads per process when training on CPUs (unset: the cores available / processes on the node;
     `accelerate launch` would otherwise leave a single process one thread)."""
@@ -188,6 +190,10 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
          "4-bit quantization freezes the base, so it needs model.method=lora"),
         ("model.dtype", m.method == "full" and m.dtype != "float32",
          "a full fine-tune keeps float32 master weights; use train.mixed_precision=bf16 for bf16 compute"),
+        ("train.mixed_precision", m.quantization == "none" and m.dtype != "float32"
+         and t.mixed_precision not in ("auto", _HALF_PRECISION[m.dtype]),
+         f"a {m.dtype} base computes in {m.dtype}, so its float32 head needs autocast: set "
+         f"train.mixed_precision=auto or {_HALF_PRECISION.get(m.dtype)}, or model.dtype=float32"),
         ("model.lora.target_modules", m.method == "lora" and not m.lora.target_modules,
          "is empty: name the Linear layers that get adapters"),
         ("model.lora.r", m.method == "lora" and m.lora.r < 1, "must be >= 1"),
