@@ -1,0 +1,327 @@
+"""The one Accelerate loop that trains every variant: setup -> fit -> finish.
+
+    accelerator = make_accelerator(cfg)
+    summary = train(cfg, accelerator, built, data, tokenized, run_dir, console)
+
+Batch arithmetic: each process runs `train.micro_batch_size` examples per forward/backward and
+accumulates `train.global_batch_size / (micro_batch_size x processes)` of them per optimizer step
+(`accelerator.accumulate`, which also steps at the end of every epoch). Loss is multi-label BCE on
+float32 logits; the trainable parameters are float32 and the forward runs under accelerate's autocast.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+
+from emodist import checkpointing, evaluation, telemetry
+from emodist import data as data_mod
+from emodist.config import OptimConfig, RunConfig
+from emodist.console import Console
+from emodist.errors import UsageError
+from emodist.metrics import HEADLINE
+from emodist.modeling import BuiltModel, is_head_parameter
+from emodist.tracking import MetricLogger
+
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
+
+
+def make_accelerator(cfg: RunConfig) -> Accelerator:
+    """The Accelerator for `cfg`: precision resolved for the hardware, accumulation derived, seeds set."""
+    accelerator = Accelerator(mixed_precision=resolve_precision(cfg),
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    accelerator.gradient_accumulation_steps = cfg.train.gradient_accumulation_steps(accelerator.num_processes)
+    if accelerator.device.type == "cpu":
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(cfg.train.cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
+    set_seed(cfg.train.seed)
+    return accelerator
+
+
+def resolve_precision(cfg: RunConfig) -> str:
+    """The accelerate `mixed_precision` for `cfg` on this machine (see train.mixed_precision)."""
+    requested = cfg.train.mixed_precision
+    if requested == "auto":
+        # a half-precision base computes in that precision whatever the hardware: autocast it to match
+        # the float32 trainable head (config validation refuses any other explicit choice)
+        requested = HALF_BASE_PRECISION.get(cfg.model.dtype, "auto") if cfg.model.quantization == "none" else "auto"
+    cuda = torch.cuda.is_available()
+    if requested == "fp16" and not cuda:
+        raise UsageError("train.mixed_precision=fp16 needs a CUDA GPU (model.dtype=float16 too): use bf16 or no")
+    if requested != "auto":
+        return requested
+    if cuda:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "no"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); False where it cannot tell."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+@dataclass
+class Plan:
+    """How many steps the run makes, derived once from the config and the data."""
+
+    batches_per_epoch: int
+    """Micro-batches per epoch on each process."""
+    accumulation: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def make(cls, cfg: RunConfig, batches_per_epoch: int, accumulation: int) -> Plan:
+        steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
+        total = steps_per_epoch * cfg.train.epochs
+        if cfg.train.max_steps:
+            total = min(total, cfg.train.max_steps)
+        return cls(batches_per_epoch, accumulation, steps_per_epoch, total, round(cfg.optim.warmup_ratio * total))
+
+
+@dataclass
+class Session:
+    """Everything the loop functions share; `step` counts optimizer steps."""
+
+    cfg: RunConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loaders: dict[str, DataLoader]
+    labels: list[str]
+    plan: Plan
+    run_dir: Path
+    console: Console
+    logger: MetricLogger
+    meter: telemetry.Throughput
+    step: int = 0
+    epoch: int = 0
+    last_loss: float = float("nan")
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    loss_count: int = 0
+
+
+def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
+          tokenized: dict, run_dir: Path, console: Console) -> dict:
+    """Train, evaluate on dev and test, export `model/`, write `summary.json`; return the summary."""
+    session = setup(cfg, accelerator, built, data, tokenized, run_dir, console)
+    try:
+        fit(session)
+        return finish(session, built, data)
+    finally:
+        session.logger.close()
+
+
+def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
+          tokenized: dict, run_dir: Path, console: Console) -> Session:
+    collate = data_mod.collator(built.tokenizer)
+    loaders = {
+        split: DataLoader(tokenized[split], collate_fn=collate, shuffle=split == "train",
+                          batch_size=cfg.train.micro_batch_size if split == "train" else cfg.train.eval_batch_size)
+        for split in data_mod.SPLITS
+    }
+    loaders = dict(zip(loaders, accelerator.prepare(*loaders.values()), strict=True))
+    plan = Plan.make(cfg, len(loaders["train"]), accelerator.gradient_accumulation_steps)
+    optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules)
+    scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
+    model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
+    console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
+        cfg, accelerator, built, data, plan))
+    logger = MetricLogger(run_dir / "metrics.jsonl", console, enabled=accelerator.is_main_process)
+    return Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, run_dir, console,
+                   logger, telemetry.Throughput(accelerator.device),
+                   loss_sum=torch.zeros((), device=accelerator.device))
+
+
+def fit(s: Session) -> None:
+    """Run optimizer steps until the plan's total, evaluating, logging and saving on the way."""
+    s.model.train()
+    s.meter.resume()
+    with s.console.progress(s.plan.total_steps, completed=s.step):
+        while s.step < s.plan.total_steps:
+            s.loaders["train"].set_epoch(s.epoch)
+            for batch in s.loaders["train"]:
+                train_micro_batch(s, batch)
+                if s.accelerator.sync_gradients:
+                    s.step += 1
+                    after_step(s)
+                    if s.step >= s.plan.total_steps:
+                        break
+            s.epoch += 1
+    s.meter.pause()
+
+
+def train_micro_batch(s: Session, batch: dict) -> None:
+    with s.accelerator.accumulate(s.model):
+        targets = batch.pop("labels")
+        logits = s.model(**batch).logits
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+        s.accelerator.backward(loss)
+        if s.accelerator.sync_gradients and s.cfg.optim.max_grad_norm > 0:
+            s.accelerator.clip_grad_norm_(s.model.parameters(), s.cfg.optim.max_grad_norm)
+        s.optimizer.step()
+        s.scheduler.step()
+        s.optimizer.zero_grad(set_to_none=True)
+    s.loss_sum += loss.detach()
+    s.loss_count += 1
+    s.meter.count(batch)
+
+
+def after_step(s: Session) -> None:
+    """Log, evaluate and save at their intervals (everything here runs on every rank)."""
+    train = s.cfg.train
+    last = s.step == s.plan.total_steps
+    if s.step % train.log_every_steps == 0 or last:
+        log_train(s)
+    if train.eval_every_steps and s.step % train.eval_every_steps == 0 and not last:
+        run_eval(s, "dev", prefix="eval")
+    if (train.save_every_steps and s.step % train.save_every_steps == 0) or last:
+        s.meter.pause()
+        checkpointing.save_checkpoint(s.accelerator, s.run_dir, s.step, s.epoch, train.keep_last_checkpoints)
+        s.meter.resume()
+    s.console.advance(s.step, f"loss {s.last_loss:.4f}")
+
+
+def log_train(s: Session) -> None:
+    loss = s.accelerator.reduce(s.loss_sum / max(s.loss_count, 1), reduction="mean")
+    s.last_loss = float(loss)
+    s.loss_sum.zero_()
+    s.loss_count = 0
+    s.logger.log({
+        "step": s.step,
+        "epoch": round(s.step / s.plan.steps_per_epoch, 4),
+        "train/loss": s.last_loss,
+        "train/lr": s.scheduler.get_last_lr()[0],
+        "perf/train_samples_per_s": s.meter.interval() * s.accelerator.num_processes,
+    })
+
+
+def run_eval(s: Session, split: str, prefix: str) -> dict:
+    """Evaluate `split` (a collective), log the headline metrics under `prefix/`, return all scores."""
+    s.meter.pause()
+    scores = evaluation.evaluate(s.model, s.loaders[split], s.accelerator, s.labels)
+    s.logger.log({"step": s.step, "epoch": round(s.step / s.plan.steps_per_epoch, 4),
+                  **{f"{prefix}/{k}": scores[k] for k in ("loss", *HEADLINE)}})
+    s.meter.resume()
+    return scores
+
+
+def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
+    """Final dev and test evaluation, export, summary.json and the end tables."""
+    dev = run_eval(s, "dev", prefix="eval")
+    test = run_eval(s, "test", prefix="test")
+    perf = s.meter.totals(s.accelerator)
+    perf["peak_memory_bytes_per_rank"] = telemetry.peak_memory_per_rank(s.accelerator)
+    perf["peak_memory_bytes"] = max(perf["peak_memory_bytes_per_rank"])
+    checkpointing.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
+    summary = summarize(s, built, data, dev, test, perf)
+    if s.accelerator.is_main_process:
+        checkpointing.write_json(s.run_dir / "summary.json", summary)
+    s.console.final(summary)
+    s.console.print(f"run directory: {s.run_dir}")
+    return summary
+
+
+def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: dict, test: dict,
+              perf: dict) -> dict:
+    cfg, acc = s.cfg, s.accelerator
+    return {
+        "variant": cfg.variant,
+        "base_model": cfg.model.name_or_path,
+        "base_model_source": built.source,
+        "method": cfg.model.method,
+        "quantization": cfg.model.quantization,
+        "smoke": cfg.smoke,
+        "dataset": data.name,
+        "labels": data.labels,
+        "num_processes": acc.num_processes,
+        "distributed_type": acc.distributed_type.value,
+        "mixed_precision": acc.mixed_precision,
+        "params": {"total": built.params_total, "trainable": built.params_trainable},
+        "train": {"steps": s.step, "epochs": round(s.step / s.plan.steps_per_epoch, 4),
+                  "examples": len(data.splits["train"]), "global_batch_size": cfg.train.global_batch_size,
+                  "micro_batch_size": cfg.train.micro_batch_size,
+                  "gradient_accumulation_steps": s.plan.accumulation, "final_loss": s.last_loss},
+        "dev": dev,
+        "test": test,
+        "perf": perf,
+    }
+
+
+def banner_rows(cfg: RunConfig, acc: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
+                plan: Plan) -> list[tuple[str, str]]:
+    m, t = cfg.model, cfg.train
+    method = m.method + (f" r={m.lora.r} on {','.join(m.lora.target_modules)}" if m.method == "lora" else "")
+    sizes = " / ".join(f"{len(data.splits[s]):,}" for s in data_mod.SPLITS)
+    return [
+        ("model", f"{m.name_or_path} ({m.architecture})" + (" · tiny random (smoke)" if cfg.smoke else "")),
+        ("weights from", built.source),
+        ("method", method + (" · 4-bit NF4 base" if m.quantization == "nf4" else "")),
+        ("parameters", f"{built.params_trainable:,} trainable of {built.params_total:,} "
+                       f"({100 * built.params_trainable / max(built.params_total, 1):.2f}%)"),
+        ("data", f"{data.name}: {len(data.labels)} labels, train/dev/test {sizes}"),
+        ("processes", f"{acc.num_processes} ({acc.distributed_type.value}) on {acc.device.type}"),
+        ("precision", f"autocast {acc.mixed_precision}, base weights {m.dtype}"),
+        ("batch", f"global {t.global_batch_size} = micro {t.micro_batch_size} x {acc.num_processes} processes "
+                  f"x {plan.accumulation} accumulation"),
+        ("schedule", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), warmup {plan.warmup_steps}, "
+                     f"{cfg.optim.schedule}, lr {cfg.optim.lr:g}"
+                     + (f", head lr {cfg.optim.head_lr:g}" if cfg.optim.head_lr else "")),
+    ]
+
+
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: list[str]):
+    """The configured AdamW over the trainable parameters, in up to four groups: body/head x decay/no decay.
+
+    The body groups come first, so `get_last_lr()[0]` is the body's rate. Biases and norm weights
+    (1-D tensors) get no weight decay.
+    """
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((is_head_parameter(name, head_modules), param.ndim < 2), []).append(param)
+    head_lr = optim.head_lr or optim.lr
+    param_groups = [
+        {"params": groups[key], "lr": head_lr if key[0] else optim.lr,
+         "weight_decay": 0.0 if key[1] else optim.weight_decay}
+        for key in sorted(groups)
+    ]
+    return _optimizer_class(optim.name)(param_groups, lr=optim.lr)
+
+
+def _optimizer_class(name: str):
+    if name == "adamw":
+        return torch.optim.AdamW
+    import bitsandbytes as bnb  # imported only when asked for: it is slow to import
+
+    return {"adamw_8bit": bnb.optim.AdamW8bit, "paged_adamw": bnb.optim.PagedAdamW,
+            "paged_adamw_8bit": bnb.optim.PagedAdamW8bit}[name]
+
+
+def build_scheduler(optimizer, optim: OptimConfig, plan: Plan, num_processes: int):
+    """Warmup then the configured decay, in scheduler ticks.
+
+    accelerate's prepared scheduler ticks `num_processes` times per optimizer step (it assumes lengths
+    counted on the unsharded data), so the schedule is laid out in those ticks.
+    """
+    from transformers import get_scheduler
+
+    return get_scheduler(SCHEDULES[optim.schedule], optimizer,
+                         num_warmup_steps=plan.warmup_steps * num_processes,
+                         num_training_steps=plan.total_steps * num_processes)
