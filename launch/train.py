@@ -1,0 +1,78 @@
+"""Train one variant end to end and write its run directory.
+
+    accelerate launch launch/train.py --variant gemma-lora [--smoke] [--config FILE.yaml] [key=value ...]
+    python launch/train.py --list-variants | --list-keys
+
+Parse -> config -> Accelerator -> data -> model -> train. The logic lives in `emodist/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from emodist import config, errors, hub, variants  # light: no torch or HF imports yet
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", help=f"preset to start from: {', '.join(variants.names())}")
+    parser.add_argument("--config", help="YAML file of settings (e.g. a run's config.yaml)")
+    parser.add_argument("--output-dir", help="run directory (default: runs/<variant>-<date>-<time>)")
+    parser.add_argument("--data-dir", help="local data directory; its format is detected from the files")
+    parser.add_argument("--dataset", help="data set format or name (sets data.dataset)")
+    parser.add_argument("--smoke", action="store_true", help="tiny random model + synthetic data: offline check")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
+    parser.add_argument("--list-variants", action="store_true", help="show the variants and exit")
+    parser.add_argument("--list-keys", action="store_true", help="show every config key and exit")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings, e.g. optim.lr=2e-4")
+    return parser.parse_intermixed_args(argv)  # KEY=VALUE may come before or after the flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list_variants or args.list_keys:
+        return print_listing(args.list_variants)
+    accelerator = None
+    try:
+        cli = {"output_dir": args.output_dir, "data.data_dir": args.data_dir,
+               "data.dataset": args.dataset or ("auto" if args.data_dir else None)}
+        cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke, cli=cli)
+        if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
+            print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
+        # torch, accelerate and the HF libraries are imported only now, after the offline decision
+        from emodist import checkpointing, data, modeling, training
+        from emodist.console import Console
+
+        Console.quiet_libraries()
+        accelerator = training.make_accelerator(cfg)
+        run_dir = checkpointing.prepare_run_dir(cfg, accelerator, overwrite=args.overwrite)
+        dataset = data.load(cfg.data, seed=cfg.train.seed)
+        source = modeling.base_path(cfg.model)
+        if cfg.smoke:
+            with accelerator.main_process_first():
+                source = str(modeling.make_smoke_base(cfg.model.architecture, dataset.splits["train"].texts,
+                                                      run_dir / "smoke-base", seed=cfg.train.seed))
+        built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device)
+        tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
+        training.train(cfg, accelerator, built, dataset, tokenized, run_dir, Console(accelerator.is_main_process))
+        return 0
+    except errors.UsageError as err:
+        return errors.report(err)
+    finally:
+        if accelerator is not None:
+            accelerator.end_training()
+
+
+def print_listing(show_variants: bool) -> int:
+    if show_variants:
+        for v in variants.VARIANTS.values():
+            print(f"{v.name:<15} {v.base_model:<40} {v.description}")
+    else:
+        for key, (type_name, doc) in config.field_docs().items():
+            print(f"{key:<30} {type_name:<28} {doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""End to end: the real `accelerate launch launch/train.py` in a subprocess, then the files it wrote."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import launch, read_metrics, read_summary
+
+from emodist import data, metrics, modeling, variants
+
+SUMMARY_KEYS = ["variant", "base_model", "smoke", "num_processes", "distributed_type", "mixed_precision",
+                "params", "dev", "test", "perf"]
+METRIC_KEYS = ["f1_micro", "f1_macro", "precision_micro", "recall_micro", "subset_accuracy", "jaccard_samples",
+               "per_label"]
+PERF_KEYS = ["train_samples_per_s", "train_tokens_per_s", "peak_memory_bytes", "train_seconds"]
+
+
+@pytest.fixture(scope="module", params=variants.names())
+def smoke_run(request, tmp_path_factory, cache_dir):
+    run_dir = tmp_path_factory.mktemp("runs") / f"smoke-{request.param}"
+    result = launch("--variant", request.param, "--smoke", "--output-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return request.param, run_dir, result
+
+
+def test_smoke_run_writes_the_run_directory(smoke_run):
+    variant, run_dir, result = smoke_run
+    summary = read_summary(run_dir)
+    assert [k for k in SUMMARY_KEYS if k not in summary] == []
+    for split in ("dev", "test"):
+        assert [k for k in METRIC_KEYS if k not in summary[split]] == []
+        assert sorted(summary[split]["per_label"]) == sorted(data.SYNTHETIC_CUES)
+    assert [k for k in PERF_KEYS if k not in summary["perf"]] == []
+    assert summary["variant"] == variant and summary["smoke"] is True
+    assert (summary["num_processes"], summary["distributed_type"]) == (1, "NO")
+    assert 0 < summary["params"]["trainable"] <= summary["params"]["total"]
+    perf = summary["perf"]
+    assert perf["peak_memory_bytes"] > 0 and perf["train_seconds"] > 0
+    assert 0 < perf["train_tokens_per_s"] <= perf["train_padded_tokens_per_s"]
+
+    # resumable checkpoints: the last two kept, each complete
+    checkpoints = sorted((run_dir / "checkpoints").iterdir())
+    assert [p.name for p in checkpoints] == ["step-500", "step-512"]
+    assert json.loads((checkpoints[-1] / "state.json").read_text())["step"] == 512
+    # the terminal: banner, progress lines, final tables
+    assert "emodist" in result.stdout and "step 10 " in result.stdout
+    assert "Results" in result.stdout and "Throughput and memory" in result.stdout
+
+
+def test_smoke_run_learns(smoke_run):
+    variant, run_dir, _ = smoke_run
+    losses = [r["train/loss"] for r in read_metrics(run_dir) if "train/loss" in r]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])
+    summary = read_summary(run_dir)
+    # measured: dev f1_micro 0.98-1.00 for every architecture
+    assert summary["dev"]["f1_micro"] >= 0.8
+    steps = [r["step"] for r in read_metrics(run_dir) if "train/loss" in r]
+    assert steps == sorted(steps) and steps[-1] == summary["train"]["steps"] == 512
+
+
+def test_exported_model_reloads_with_the_reported_dev_scores(smoke_run):
+    variant, run_dir, _ = smoke_run
+    summary = read_summary(run_dir)
+    model_dir = run_dir / "model"
+    if summary["method"] == "full":
+        assert list(model_dir.glob("model-0000*-of-*.safetensors")) and (model_dir / "model.safetensors.index.json").exists()
+    else:
+        assert (model_dir / "adapter_model.safetensors").exists()
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["id2label"] == {str(i): name for i, name in enumerate(data.SYNTHETIC_CUES)}
+
+    model, tokenizer = modeling.load_trained(model_dir)
+    if summary["quantization"] == "nf4":
+        import bitsandbytes as bnb
+
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    logits, targets = _predict(model, tokenizer, summary)
+    rescored = metrics.multilabel_metrics(targets, metrics.sigmoid(logits), summary["labels"])
+    assert rescored["f1_micro"] == pytest.approx(summary["dev"]["f1_micro"], abs=1e-6)
+    assert rescored["f1_macro"] == pytest.approx(summary["dev"]["f1_macro"], abs=1e-6)
+
+
+def _predict(model, tokenizer, summary):
+    """Dev logits of a reloaded model, batched and autocast as the run evaluated them."""
+    dev = data.synthetic(seed=42).splits["dev"]
+    collate = data.collator(tokenizer)
+    parts = []
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=summary["mixed_precision"] == "bf16"):
+        for start in range(0, len(dev), 64):
+            features = [tokenizer(t, truncation=True, max_length=32) for t in dev.texts[start:start + 64]]
+            parts.append(model(**collate(features)).logits.float())
+    return torch.cat(parts).numpy(), dev.targets
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad input: one line, exit code 2, nothing lost
+
+
+def test_unknown_variant_is_one_line():
+    result = launch("--variant", "nope", accelerate=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "emodist: error: unknown variant 'nope': choose one of " + ", ".join(variants.names())]
+
+
+def test_misspelt_config_key_is_one_line(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text("optim:\n  lr: 2.0e-4\n  warmup_ratoi: 0.1\n")
+    result = launch("--variant", "distilbert", "--config", str(file), accelerate=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"emodist: error: {file}:3: unknown key 'optim.warmup_ratoi' (did you mean optim.warmup_ratio?)"]
+
+
+def test_label_id_out_of_range_names_file_and_line(tmp_path, cache_dir):
+    from test_data import write_goemotions
+
+    directory = write_goemotions(tmp_path / "ge")
+    with (directory / "train.tsv").open("a") as handle:
+        handle.write("one more\t0,9\tzz\n")
+    result = launch("--variant", "minilm", "--data-dir", str(directory), "--output-dir", str(tmp_path / "run"),
+                    accelerate=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"emodist: error: {directory / 'train.tsv'}:4: label id 9 is out of range: emotions.txt names 4 labels "
+        "(ids 0-3)")
+
+
+def test_a_run_is_never_replaced_silently(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text('{"variant": "an earlier run"}')
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    args = ["--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "train.max_steps=2"]
+    refused = launch(*args, accelerate=False)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"emodist: error: --output-dir {run_dir} already holds a run (metrics.jsonl, summary.json): choose a new "
+        "--output-dir, or pass --overwrite to replace it")
+    assert (run_dir / "summary.json").read_text() == '{"variant": "an earlier run"}'
+
+    replaced = launch(*args, "--overwrite", accelerate=False)
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert read_summary(run_dir)["train"]["steps"] == 2
+    assert read_metrics(run_dir)[0]["step"] == 2
+
+
+def test_list_variants():
+    result = launch("--list-variants", accelerate=False)
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == variants.names()
