@@ -129,6 +129,27 @@ def test_label_id_out_of_range_names_file_and_line(tmp_path, cache_dir):
         "(ids 0-3)")
 
 
+def test_hub_data_set_offline_is_one_line_pointing_to_local_data(tmp_path, cache_dir):
+    result = launch("--variant", "minilm", "--output-dir", str(tmp_path / "run"), accelerate=False)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("emodist: error: data set 'google-research-datasets/go_emotions' is on the "
+                           "HuggingFace hub, which is unreachable from here")
+    assert "--data-dir DIR" in last and "--smoke" in last
+
+
+def test_hub_model_offline_is_one_line_pointing_to_local_models(tmp_path, cache_dir):
+    from test_data import write_goemotions
+
+    directory = write_goemotions(tmp_path / "ge")
+    result = launch("--variant", "distilbert", "--data-dir", str(directory), "--output-dir", str(tmp_path / "run"),
+                    accelerate=False)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("emodist: error: model 'distilbert-base-uncased' is on the HuggingFace hub")
+    assert "local model directory" in last and "--smoke" in last
+
+
 def test_a_run_is_never_replaced_silently(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
