@@ -61,10 +61,6 @@ class EmotionData:
     labels: list[str]
     splits: dict[str, Split]
 
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.labels))
-
 
 def load(cfg: DataConfig, seed: int) -> EmotionData:
     """Load the configured data set, check it and apply the example caps. Raises UsageError."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import expit
 
-from emodist.metrics import multilabel_metrics, sigmoid
+from emodist.metrics import multilabel_metrics
 
 
 @torch.no_grad()
@@ -34,6 +35,6 @@ def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray]:
 def evaluate(model, loader, accelerator, labels: list[str]) -> dict:
     """Metrics of `emodist.metrics.multilabel_metrics` at threshold 0.5, plus the mean BCE `loss`."""
     logits, targets = predict(model, loader, accelerator)
-    scores = multilabel_metrics(targets, sigmoid(logits), labels)
+    scores = multilabel_metrics(targets, expit(logits), labels)
     loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets))
     return {"loss": float(loss), **scores}

@@ -47,7 +47,3 @@ def multilabel_metrics(targets: np.ndarray, probabilities: np.ndarray, labels: l
     confusion = skm.multilabel_confusion_matrix(y_true, y_pred)
     scores["confusion"] = {name: matrix.tolist() for name, matrix in zip(labels, confusion, strict=True)}
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in scores.items()}
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emodist.metrics import multilabel_metrics, sigmoid
+from emodist.metrics import multilabel_metrics
 
 LABELS = ["a", "b", "c"]
 TARGETS = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float32)
@@ -53,8 +53,3 @@ def test_scores_are_plain_json_types():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="do not match"):
         multilabel_metrics(TARGETS, PROBABILITIES[:, :2], LABELS)
-
-
-def test_sigmoid_at_zero_is_the_default_threshold():
-    assert sigmoid(np.array([0.0]))[0] == 0.5
-    assert sigmoid(np.array([-50.0, 50.0])).tolist() == pytest.approx([0.0, 1.0], abs=1e-12)
