@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -110,11 +110,17 @@ class Session:
     console: Console
     logger: MetricLogger
     meter: telemetry.Throughput
+    loss_sum: torch.Tensor
+    """Sum of the micro-batch losses since the last log, kept on the device (no sync per step)."""
     step: int = 0
     epoch: int = 0
     last_loss: float = float("nan")
-    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     loss_count: int = 0
+
+    @property
+    def epochs_done(self) -> float:
+        """Epochs trained so far, counted in optimizer steps."""
+        return round(self.step / self.plan.steps_per_epoch, 4)
 
 
 def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
@@ -145,8 +151,7 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
         cfg, accelerator, built, data, plan))
     logger = MetricLogger(run_dir / "metrics.jsonl", console, enabled=accelerator.is_main_process)
     return Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, run_dir, console,
-                   logger, telemetry.Throughput(accelerator.device),
-                   loss_sum=torch.zeros((), device=accelerator.device))
+                   logger, telemetry.Throughput(accelerator.device), torch.zeros((), device=accelerator.device))
 
 
 def fit(s: Session) -> None:
@@ -205,7 +210,7 @@ def log_train(s: Session) -> None:
     s.loss_count = 0
     s.logger.log({
         "step": s.step,
-        "epoch": round(s.step / s.plan.steps_per_epoch, 4),
+        "epoch": s.epochs_done,
         "train/loss": s.last_loss,
         "train/lr": s.scheduler.get_last_lr()[0],
         "perf/train_samples_per_s": s.meter.interval() * s.accelerator.num_processes,
@@ -216,7 +221,7 @@ def run_eval(s: Session, split: str, prefix: str) -> dict:
     """Evaluate `split` (a collective), log the headline metrics under `prefix/`, return all scores."""
     s.meter.pause()
     scores = evaluation.evaluate(s.model, s.loaders[split], s.accelerator, s.labels)
-    s.logger.log({"step": s.step, "epoch": round(s.step / s.plan.steps_per_epoch, 4),
+    s.logger.log({"step": s.step, "epoch": s.epochs_done,
                   **{f"{prefix}/{k}": scores[k] for k in ("loss", *HEADLINE)}})
     s.meter.resume()
     return scores
@@ -254,7 +259,7 @@ def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: di
         "distributed_type": acc.distributed_type.value,
         "mixed_precision": acc.mixed_precision,
         "params": {"total": built.params_total, "trainable": built.params_trainable},
-        "train": {"steps": s.step, "epochs": round(s.step / s.plan.steps_per_epoch, 4),
+        "train": {"steps": s.step, "epochs": s.epochs_done,
                   "examples": len(data.splits["train"]), "global_batch_size": cfg.train.global_batch_size,
                   "micro_batch_size": cfg.train.micro_batch_size,
                   "gradient_accumulation_steps": s.plan.accumulation, "final_loss": s.last_loss},
