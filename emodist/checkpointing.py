@@ -70,6 +70,7 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, epoch: int, keep_last
     final = root / f"step-{step}"
     tmp = root / f".step-{step}.tmp"
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every rank writes its own files (RNG state, ZeRO shards) into tmp
     if accelerator.is_main_process:
         write_json(tmp / "state.json", {"step": step, "epoch": epoch, "num_processes": accelerator.num_processes})
         if final.exists():

@@ -47,8 +47,9 @@ class ModelConfig:
     """Model family (transformers `model_type`). `--smoke` builds a tiny random model of this family."""
     method: Literal["full", "lora"] = "full"
     """`full`: every weight is trained. `lora`: the base is frozen and low-rank adapters are trained."""
-    quantization: Literal["none", "nf4"] = "none"
-    """`nf4`: load the frozen base in 4-bit NormalFloat with double quantization (QLoRA). Needs method=lora."""
+    quantization: Literal["none", "nf4", "int8"] = "none"
+    """Frozen base in bitsandbytes format. `nf4`: 4-bit NormalFloat with double quantization (QLoRA);
+    `int8`: LLM.int8 8-bit weights. Both need method=lora."""
     dtype: Dtype = "float32"
     """Storage dtype of the base weights. Trainable weights are always float32 (master weights)."""
     compute_dtype: Dtype = "bfloat16"
@@ -187,7 +188,7 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
     checks = [
         ("model.name_or_path", not m.name_or_path, "is empty: give a hub id or a local model directory"),
         ("model.quantization", m.quantization != "none" and m.method != "lora",
-         "4-bit quantization freezes the base, so it needs model.method=lora"),
+         "a quantized base is frozen, so it needs model.method=lora"),
         ("model.dtype", m.method == "full" and m.dtype != "float32",
          "a full fine-tune keeps float32 master weights; use train.mixed_precision=bf16 for bf16 compute"),
         ("train.mixed_precision", m.quantization == "none" and m.dtype != "float32"

@@ -46,6 +46,8 @@ class Console:
         datasets.disable_progress_bars()
         # peft still calls transformers' v6-deprecated names; nothing a user of emodist can act on
         warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
+        # DeepSpeed's collectives call torch names torch deprecates, once per call
+        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
 
     def banner(self, title: str, rows: list[tuple[str, str]]) -> None:
         table = Table(title=title, show_header=False, title_justify="left", title_style="bold")

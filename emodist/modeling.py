@@ -1,4 +1,4 @@
-"""THE model builder: tokenizer -> (4-bit quantization) -> load -> (k-bit prep) -> checkpointing -> (LoRA).
+"""THE model builder: tokenizer -> (bitsandbytes quantization) -> load -> (k-bit prep) -> checkpointing -> (LoRA).
 
     path = modeling.base_path(cfg.model)                  # hub id, local dir, or packaged weights
     built = modeling.build_model(cfg.model, labels, path, device=accelerator.device)
@@ -68,9 +68,14 @@ def base_path(cfg: ModelConfig) -> str:
     return cfg.name_or_path
 
 
-def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.device) -> BuiltModel:
+def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.device,
+                deepspeed_stage: int | None = None, quant_storage: str | None = None) -> BuiltModel:
     """Load the tokenizer and the classifier from `source` and make it trainable as `cfg` says.
 
+    `deepspeed_stage`: the ZeRO stage the model will run under (None: no DeepSpeed). DeepSpeed keeps
+    its own float32 master weights, so trainable weights stay in the base's dtype there; elsewhere they
+    are float32. `quant_storage`: the dtype packed 4-bit weights are stored in (ZeRO-3/FSDP need the
+    compute dtype; see `emodist.distributed.quant_storage_dtype`).
     Returns the model (a PeftModel under LoRA) with its tokenizer and parameter counts.
     Raises UsageError when the model cannot be found or does not match `cfg`.
     """
@@ -80,8 +85,10 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
     if tokenizer.pad_token is None:  # decoder tokenizers (Mistral) have none: pad with end-of-sequence
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     kwargs = {}
-    if cfg.quantization == "nf4":
-        kwargs = {"quantization_config": _bnb_config(cfg), "device_map": {"": device}}
+    if cfg.quantization != "none":
+        kwargs = {"quantization_config": _bnb_config(cfg, quant_storage)}
+        if deepspeed_stage != 3:  # ZeRO-3 places the weights itself (and refuses a device_map)
+            kwargs["device_map"] = {"": device}
     model = _load(
         AutoModelForSequenceClassification.from_pretrained, source, dtype=DTYPES[cfg.dtype],
         num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
@@ -93,7 +100,7 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
     model.config.pad_token_id = tokenizer.pad_token_id  # decoders pool the last non-pad token
     _check_head(model, cfg)
 
-    if cfg.quantization != "none":
+    if cfg.quantization != "none" and deepspeed_stage != 3:  # its float32 upcasts would break ZeRO-3's flat buffers
         from peft import prepare_model_for_kbit_training
 
         # checkpointing is switched on below, the same way for every method
@@ -102,32 +109,36 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
         model.activation_checkpointing_enable({"use_reentrant": False})
         model.config.use_cache = False
     if cfg.method == "lora":
-        model = _add_lora(model, cfg)
+        model = _add_lora(model, cfg, float32_trainable=deepspeed_stage is None)
     total, trainable = count_parameters(model)
     return BuiltModel(model, tokenizer, total, trainable, source)
 
 
-def _add_lora(model, cfg: ModelConfig):
+def _add_lora(model, cfg: ModelConfig, float32_trainable: bool):
     from peft import LoraConfig, TaskType, get_peft_model
 
     lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                       lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules),
                       modules_to_save=list(cfg.head_modules))
     try:
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora, autocast_adapter_dtype=float32_trainable)
     except ValueError as err:  # peft: "Target modules {...} not found in the base model"
         raise UsageError(f"model.lora.target_modules={cfg.lora.target_modules}: {err}".splitlines()[0]) from None
-    for param in model.parameters():
-        if param.requires_grad:  # trainable weights in float32, whatever the frozen base is stored in
-            param.data = param.data.float()
+    if float32_trainable:
+        for param in model.parameters():
+            if param.requires_grad:  # trainable weights in float32, whatever the frozen base is stored in
+                param.data = param.data.float()
     return model
 
 
-def _bnb_config(cfg: ModelConfig):
+def _bnb_config(cfg: ModelConfig, quant_storage: str | None = None):
     from transformers import BitsAndBytesConfig
 
+    if cfg.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=DTYPES[cfg.compute_dtype])
+                              bnb_4bit_compute_dtype=DTYPES[cfg.compute_dtype],
+                              bnb_4bit_quant_storage=DTYPES[quant_storage] if quant_storage else torch.uint8)
 
 
 def _load(loader, source: str, **kwargs):
@@ -155,7 +166,7 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(total, trainable) parameter counts; a packed 4-bit tensor counts the weights it holds."""
     total = trainable = 0
     for param in model.parameters():
-        count = param.numel()
+        count = getattr(param, "ds_numel", None) or param.numel()  # ZeRO-3 leaves an empty local tensor
         if param.__class__.__name__ == "Params4bit":  # two 4-bit weights per stored byte
             count *= 2 * param.element_size()
         total += count
@@ -178,7 +189,8 @@ def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: 
     The vocabulary is the most frequent words of `texts`, so the tiny model can learn from them.
     Returns `directory`; an existing complete base there is reused.
     """
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     if (directory / "config.json").exists():
         return directory
@@ -190,7 +202,9 @@ def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: 
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = AutoModel.from_config(config)
+        # the class itself, not AutoModel.from_config: under ZeRO-3 that would build inside zero.Init, a
+        # collective, while only one rank writes the base
+        model = MODEL_MAPPING[type(config)](config)
     tmp = directory.with_name(directory.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

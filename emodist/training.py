@@ -23,7 +23,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, evaluation, telemetry
+from emodist import checkpointing, distributed, evaluation, telemetry
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
@@ -37,10 +37,14 @@ HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
 
 
 def make_accelerator(cfg: RunConfig) -> Accelerator:
-    """The Accelerator for `cfg`: precision resolved for the hardware, accumulation derived, seeds set."""
+    """The Accelerator for `cfg` under the launcher's topology: precision resolved for the hardware,
+    accumulation derived, the support matrix checked, DeepSpeed's "auto" values filled, seeds set."""
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg),
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+                              **distributed.accelerator_kwargs())
     accelerator.gradient_accumulation_steps = cfg.train.gradient_accumulation_steps(accelerator.num_processes)
+    distributed.check_support(cfg, distributed.Topology.of(accelerator))
+    distributed.fill_deepspeed_config(cfg, accelerator)
     if accelerator.device.type == "cpu":
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         torch.set_num_threads(cfg.train.cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
@@ -55,6 +59,10 @@ def resolve_precision(cfg: RunConfig) -> str:
         # a half-precision base computes in that precision whatever the hardware: autocast it to match
         # the float32 trainable head (config validation refuses any other explicit choice)
         requested = HALF_BASE_PRECISION.get(cfg.model.dtype, "auto") if cfg.model.quantization == "none" else "auto"
+        if cfg.model.quantization == "nf4" and distributed.launched_zero_stage() == 3:
+            # ZeRO-3 trains a 4-bit base stored in its compute dtype, and keeps float32 masters only
+            # when DeepSpeed's own half precision is on
+            requested = HALF_BASE_PRECISION.get(cfg.model.compute_dtype, "no")
     cuda = torch.cuda.is_available()
     if requested == "fp16" and not cuda:
         raise UsageError("train.mixed_precision=fp16 needs a CUDA GPU (model.dtype=float16 too): use bf16 or no")
@@ -106,6 +114,7 @@ class Session:
     loaders: dict[str, DataLoader]
     labels: list[str]
     plan: Plan
+    topology: distributed.Topology
     run_dir: Path
     console: Console
     logger: MetricLogger
@@ -144,14 +153,16 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
     }
     loaders = dict(zip(loaders, accelerator.prepare(*loaders.values()), strict=True))
     plan = Plan.make(cfg, len(loaders["train"]), accelerator.gradient_accumulation_steps)
+    topology = distributed.Topology.of(accelerator)
     optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules)
     scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
-        cfg, accelerator, built, data, plan))
+        cfg, accelerator, topology, built, data, plan))
     logger = MetricLogger(run_dir / "metrics.jsonl", console, enabled=accelerator.is_main_process)
-    return Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, run_dir, console,
-                   logger, telemetry.Throughput(accelerator.device), torch.zeros((), device=accelerator.device))
+    return Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run_dir,
+                   console, logger, telemetry.Throughput(accelerator.device),
+                   torch.zeros((), device=accelerator.device))
 
 
 def fit(s: Session) -> None:
@@ -256,7 +267,9 @@ def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: di
         "dataset": data.name,
         "labels": data.labels,
         "num_processes": acc.num_processes,
-        "distributed_type": acc.distributed_type.value,
+        "num_nodes": s.topology.num_nodes,
+        "distributed_type": s.topology.distributed_type,
+        "zero_stage": s.topology.zero_stage,
         "mixed_precision": acc.mixed_precision,
         "params": {"total": built.params_total, "trainable": built.params_trainable},
         "train": {"steps": s.step, "epochs": s.epochs_done,
@@ -269,20 +282,21 @@ def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: di
     }
 
 
-def banner_rows(cfg: RunConfig, acc: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-                plan: Plan) -> list[tuple[str, str]]:
+def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology, built: BuiltModel,
+                data: data_mod.EmotionData, plan: Plan) -> list[tuple[str, str]]:
     m, t = cfg.model, cfg.train
     method = m.method + (f" r={m.lora.r} on {','.join(m.lora.target_modules)}" if m.method == "lora" else "")
     sizes = " / ".join(f"{len(data.splits[s]):,}" for s in data_mod.SPLITS)
     return [
         ("model", f"{m.name_or_path} ({m.architecture})" + (" · tiny random (smoke)" if cfg.smoke else "")),
         ("weights from", built.source),
-        ("method", method + (" · 4-bit NF4 base" if m.quantization == "nf4" else "")),
+        ("method", method + {"nf4": " · 4-bit NF4 base", "int8": " · 8-bit LLM.int8 base"}.get(m.quantization, "")),
         ("parameters", f"{built.params_trainable:,} trainable of {built.params_total:,} "
                        f"({100 * built.params_trainable / max(built.params_total, 1):.2f}%)"),
         ("data", f"{data.name}: {len(data.labels)} labels, train/dev/test {sizes}"),
-        ("processes", f"{acc.num_processes} ({acc.distributed_type.value}) on {acc.device.type}"),
-        ("precision", f"autocast {acc.mixed_precision}, base weights {m.dtype}"),
+        ("processes", f"{topology.describe()} · {acc.device.type}"),
+        ("precision", f"{'DeepSpeed' if topology.deepspeed else 'autocast'} {acc.mixed_precision}, "
+                      f"base weights {m.dtype}"),
         ("batch", f"global {t.global_batch_size} = micro {t.micro_batch_size} x {acc.num_processes} processes "
                   f"x {plan.accumulation} accumulation"),
         ("schedule", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), warmup {plan.warmup_steps}, "
@@ -295,7 +309,8 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: li
     """The configured AdamW over the trainable parameters, in up to four groups: body/head x decay/no decay.
 
     The body groups come first, so `get_last_lr()[0]` is the body's rate. Biases and norm weights
-    (1-D tensors) get no weight decay.
+    (1-D tensors) get no weight decay. Under DeepSpeed optimizer offload, accelerate turns this AdamW
+    into DeepSpeedCPUAdam (adamw_mode) over the same groups.
     """
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -319,14 +334,15 @@ def _optimizer_class(name: str):
             "paged_adamw_8bit": bnb.optim.PagedAdamW8bit}[name]
 
 
-def build_scheduler(optimizer, optim: OptimConfig, plan: Plan, num_processes: int):
-    """Warmup then the configured decay, in scheduler ticks.
+def build_scheduler(optimizer, optim: OptimConfig, plan: Plan, ticks_per_step: int):
+    """Warmup then the configured decay, laid out in scheduler ticks.
 
     accelerate's prepared scheduler ticks `num_processes` times per optimizer step (it assumes lengths
-    counted on the unsharded data), so the schedule is laid out in those ticks.
+    counted on the unsharded data), under DeepSpeed too (it hands DeepSpeed only DeepSpeed's own
+    schedulers), so the schedule is laid out in those ticks.
     """
     from transformers import get_scheduler
 
     return get_scheduler(SCHEDULES[optim.schedule], optimizer,
-                         num_warmup_steps=plan.warmup_steps * num_processes,
-                         num_training_steps=plan.total_steps * num_processes)
+                         num_warmup_steps=plan.warmup_steps * ticks_per_step,
+                         num_training_steps=plan.total_steps * ticks_per_step)

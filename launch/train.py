@@ -41,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
             print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
         # torch, accelerate and the HF libraries are imported only now, after the offline decision
-        from emodist import checkpointing, data, modeling, training
+        from emodist import checkpointing, data, distributed, modeling, training
         from emodist.console import Console
 
         Console.quiet_libraries()
         accelerator = training.make_accelerator(cfg)
+        topology = distributed.Topology.of(accelerator)
         run_dir = checkpointing.prepare_run_dir(cfg, accelerator, overwrite=args.overwrite)
         dataset = data.load(cfg.data, seed=cfg.train.seed)
         source = modeling.base_path(cfg.model)
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             with accelerator.main_process_first():
                 source = str(modeling.make_smoke_base(cfg.model.architecture, dataset.splits["train"].texts,
                                                       run_dir / "smoke-base", seed=cfg.train.seed))
-        built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device)
+        built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device,
+                                     deepspeed_stage=topology.zero_stage,
+                                     quant_storage=distributed.quant_storage_dtype(cfg, topology))
         tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
         training.train(cfg, accelerator, built, dataset, tokenized, run_dir, Console(accelerator.is_main_process))
         return 0
