@@ -57,8 +57,8 @@ class BuiltModel:
 
 def base_path(cfg: ModelConfig) -> str:
     """Where to load the base from: a local directory, a package that ships the weights, or the hub id."""
-    if Path(cfg.name_or_path).is_dir():
-        return cfg.name_or_path
+    if Path(cfg.name_or_path).is_dir():  # absolute: an exported adapter names its base from anywhere
+        return str(Path(cfg.name_or_path).resolve())
     package = hub.PACKAGED_WEIGHTS.get(cfg.name_or_path)
     if package:
         try:
@@ -187,11 +187,12 @@ def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: 
     """Write a tiny randomly initialised `architecture` model and a word-level tokenizer to `directory`.
 
     The vocabulary is the most frequent words of `texts`, so the tiny model can learn from them.
-    Returns `directory`; an existing complete base there is reused.
+    Returns `directory` as an absolute path; an existing complete base there is reused.
     """
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
+    directory = directory.resolve()
     if (directory / "config.json").exists():
         return directory
     tokenizer = smoke_tokenizer(texts)

@@ -91,6 +91,13 @@ def test_smoke_tokenizer_knows_the_frequent_words():
     assert tokens == ["[CLS]", "happy", "joy", "[UNK]", "[SEP]"]
 
 
+def test_a_relative_local_base_is_recorded_absolute(tmp_path, monkeypatch):
+    """An exported adapter names its base; a path relative to where training ran breaks reloading elsewhere."""
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert modeling.base_path(config.ModelConfig(name_or_path="models/base")) == str(tmp_path / "models" / "base")
+
+
 def test_base_path_prefers_local_weights(tmp_path):
     assert modeling.base_path(config.ModelConfig(name_or_path=str(tmp_path))) == str(tmp_path)
     assert modeling.base_path(config.ModelConfig(name_or_path="org/model")) == "org/model"

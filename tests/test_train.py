@@ -6,11 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from conftest import launch, read_metrics, read_summary
-from scipy.special import expit
+from conftest import launch, read_metrics, read_summary, rescore_dev
 
-from emodist import data, metrics, modeling, variants
+from emodist import data, variants
 
 SUMMARY_KEYS = ["variant", "base_model", "smoke", "num_processes", "distributed_type", "mixed_precision",
                 "params", "dev", "test", "perf"]
@@ -73,27 +71,13 @@ def test_exported_model_reloads_with_the_reported_dev_scores(smoke_run):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["id2label"] == {str(i): name for i, name in enumerate(data.SYNTHETIC_CUES)}
 
-    model, tokenizer = modeling.load_trained(model_dir)
+    rescored, model = rescore_dev(run_dir)
     if summary["quantization"] == "nf4":
         import bitsandbytes as bnb
 
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
-    logits, targets = _predict(model, tokenizer, summary)
-    rescored = metrics.multilabel_metrics(targets, expit(logits), summary["labels"])
     assert rescored["f1_micro"] == pytest.approx(summary["dev"]["f1_micro"], abs=1e-6)
     assert rescored["f1_macro"] == pytest.approx(summary["dev"]["f1_macro"], abs=1e-6)
-
-
-def _predict(model, tokenizer, summary):
-    """Dev logits of a reloaded model, batched and autocast as the run evaluated them."""
-    dev = data.synthetic(seed=42).splits["dev"]
-    collate = data.collator(tokenizer)
-    parts = []
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=summary["mixed_precision"] == "bf16"):
-        for start in range(0, len(dev), 64):
-            features = [tokenizer(t, truncation=True, max_length=32) for t in dev.texts[start:start + 64]]
-            parts.append(model(**collate(features)).logits.float())
-    return torch.cat(parts).numpy(), dev.targets
 
 
 # ---------------------------------------------------------------------------------------------------
