@@ -6,7 +6,7 @@
 # 1. every variant --smoke on one GPU (accelerate_configs/single_gpu.yaml): the real CUDA paths of
 #    bf16 autocast, 4-bit NF4 (bitsandbytes CUDA kernels) and paged 8-bit AdamW;
 # 2. mistral-lora --smoke under FSDP2 (fsdp.yaml) and DeepSpeed ZeRO-3 (deepspeed_zero3.yaml) on every
-#    visible GPU, and mistral-qlora under ZeRO-3 (4-bit storage in bf16);
+#    visible GPU, and mistral-qlora under ZeRO-2 and ZeRO-3 (4-bit storage in bf16);
 # 3. the tests marked `gpu` (pytest -m gpu).
 # It ends with one table (wall time, samples/s, peak memory per rank, dev F1) read from each summary.json:
 # copy it, with the card's name, into bench/RESULTS.md.
@@ -47,7 +47,8 @@ for variant in distilbert gemma-lora mistral-lora mistral-qlora minilm; do
 done
 run fsdp-mistral-lora fsdp.yaml "$gpus" mistral-lora
 run zero3-mistral-lora deepspeed_zero3.yaml "$gpus" mistral-lora
-run zero3-mistral-qlora deepspeed_zero3.yaml "$gpus" mistral-qlora optim.name=adamw
+run zero2-mistral-qlora deepspeed_zero2.yaml "$gpus" mistral-qlora
+run zero3-mistral-qlora deepspeed_zero3.yaml "$gpus" mistral-qlora
 
 python3 -m pytest -q -m gpu tests > "$results/pytest-gpu.log" 2>&1
 echo "pytest -m gpu rc=$? (log: $results/pytest-gpu.log)"

@@ -6,7 +6,9 @@
 Batch arithmetic: each process runs `train.micro_batch_size` examples per forward/backward and
 accumulates `train.global_batch_size / (micro_batch_size x processes)` of them per optimizer step
 (`accelerator.accumulate`, which also steps at the end of every epoch). Loss is multi-label BCE on
-float32 logits; the trainable parameters are float32 and the forward runs under accelerate's autocast.
+float32 logits; the trainable parameters are float32 and the forward runs under accelerate's autocast,
+except under DeepSpeed, which casts the whole model to its half precision and keeps float32 master
+weights in the optimizer. The topology itself comes from the accelerate config (`emodist.distributed`).
 """
 
 from __future__ import annotations
@@ -295,8 +297,8 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
                        f"({100 * built.params_trainable / max(built.params_total, 1):.2f}%)"),
         ("data", f"{data.name}: {len(data.labels)} labels, train/dev/test {sizes}"),
         ("processes", f"{topology.describe()} · {acc.device.type}"),
-        ("precision", f"{'DeepSpeed' if topology.deepspeed else 'autocast'} {acc.mixed_precision}, "
-                      f"base weights {m.dtype}"),
+        ("precision", f"{'DeepSpeed' if topology.deepspeed else 'autocast'} "
+                      f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}, base weights {m.dtype}"),
         ("batch", f"global {t.global_batch_size} = micro {t.micro_batch_size} x {acc.num_processes} processes "
                   f"x {plan.accumulation} accumulation"),
         ("schedule", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), warmup {plan.warmup_steps}, "
@@ -334,8 +336,8 @@ def _optimizer_class(name: str):
             "paged_adamw_8bit": bnb.optim.PagedAdamW8bit}[name]
 
 
-def build_scheduler(optimizer, optim: OptimConfig, plan: Plan, ticks_per_step: int):
-    """Warmup then the configured decay, laid out in scheduler ticks.
+def build_scheduler(optimizer, optim: OptimConfig, plan: Plan, num_processes: int):
+    """Warmup then the configured decay, in scheduler ticks.
 
     accelerate's prepared scheduler ticks `num_processes` times per optimizer step (it assumes lengths
     counted on the unsharded data), under DeepSpeed too (it hands DeepSpeed only DeepSpeed's own
@@ -344,5 +346,5 @@ def build_scheduler(optimizer, optim: OptimConfig, plan: Plan, ticks_per_step: i
     from transformers import get_scheduler
 
     return get_scheduler(SCHEDULES[optim.schedule], optimizer,
-                         num_warmup_steps=plan.warmup_steps * ticks_per_step,
-                         num_training_steps=plan.total_steps * ticks_per_step)
+                         num_warmup_steps=plan.warmup_steps * num_processes,
+                         num_training_steps=plan.total_steps * num_processes)

@@ -62,6 +62,35 @@ def test_qlora_really_quantizes_to_4bit(bases):
     assert all(p.grad is not None for n, p in qlora.model.named_parameters() if p.requires_grad)
 
 
+def test_int8_base_is_really_8bit_and_trains(bases):
+    import bitsandbytes as bnb
+
+    built = build("mistral-qlora", bases["mistral"], "model.quantization=int8")
+    quantized = [m for m in built.model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+    assert len(quantized) == 2 * 7 and quantized[0].weight.dtype == torch.int8
+    batch = built.tokenizer(["i felt happy", "we felt sad today"], padding=True, return_tensors="pt")
+    built.model(**batch).logits.float().sum().backward()
+    assert all(p.grad is not None for n, p in built.model.named_parameters() if p.requires_grad)
+
+
+def test_4bit_weights_stored_in_bf16_for_sharding(bases):
+    """What ZeRO-3 and FSDP need: packed 4-bit weights in the dtype of the rest of the model."""
+    import bitsandbytes as bnb
+
+    cfg = config.load("mistral-qlora", smoke=True)
+    built = modeling.build_model(cfg.model, LABELS, bases["mistral"], torch.device("cpu"), quant_storage="bfloat16")
+    quantized = [m for m in built.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert {m.weight.dtype for m in quantized} == {torch.bfloat16}
+    assert built.params_total == build("mistral-lora", bases["mistral"]).params_total  # same weights, other packing
+
+
+def test_under_deepspeed_trainable_weights_keep_the_base_dtype(bases):
+    """DeepSpeed keeps float32 masters itself, and ZeRO-3 needs one dtype in its flat buffers."""
+    cfg = config.load("gemma-lora", smoke=True)
+    built = modeling.build_model(cfg.model, LABELS, bases["gemma"], torch.device("cpu"), deepspeed_stage=3)
+    assert {p.dtype for p in built.model.parameters()} == {torch.bfloat16}
+
+
 def test_gradient_checkpointing_is_on_for_decoders(bases):
     built = build("mistral-lora", bases["mistral"])
     assert built.model.get_base_model().is_activation_checkpointing
