@@ -108,6 +108,11 @@ class Topology:
         """Whether each rank holds only a slice of every weight (ZeRO-3, FSDP)."""
         return self.zero_stage == 3 or self.distributed_type == "FSDP"
 
+    def identity(self) -> dict:
+        """What a checkpoint records of the topology, and a resume must match."""
+        return {"num_processes": self.num_processes, "distributed_type": self.distributed_type,
+                "zero_stage": self.zero_stage}
+
     def describe(self) -> str:
         """e.g. `2 processes on 1 node, DEEPSPEED ZeRO-3 (optimizer offload: cpu)`."""
         text = (f"{self.num_processes} process{'es' if self.num_processes > 1 else ''} on {self.num_nodes} "

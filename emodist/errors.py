@@ -12,9 +12,35 @@ from __future__ import annotations
 import os
 import sys
 
+# Exit codes of launch/train.py (a launcher such as torchrun may report any failure as 1)
+EXIT_USAGE = 2
+"""Refused: bad input, a combination that cannot work, a checkpoint that does not fit the run."""
+EXIT_DIVERGED = 3
+"""The loss became NaN or infinite; the last good checkpoint is kept."""
+EXIT_PREEMPTED = 75
+"""Stopped by a signal (SIGTERM, SIGUSR1, SIGINT) after saving a checkpoint: run again with --resume auto
+(75 is sysexits' EX_TEMPFAIL, "try again later")."""
+
 
 class UsageError(ValueError):
     """A problem in the user's input (config, data files, command line, model choice)."""
+
+    exit_code = EXIT_USAGE
+
+
+class Diverged(UsageError):
+    """Training produced a non-finite loss."""
+
+    exit_code = EXIT_DIVERGED
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after saving `checkpoint` (exit code EXIT_PREEMPTED)."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint):
+        super().__init__(f"stopped by {signal_name} at step {step}: saved {checkpoint}; run the same command "
+                         "with --resume auto to continue")
+        self.checkpoint = checkpoint
 
 
 def is_global_main_process() -> bool:
@@ -22,8 +48,8 @@ def is_global_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def report(err: UsageError, exit_code: int = 2) -> int:
-    """Print `err` once (rank 0 only, so N processes do not print it N times); return `exit_code`."""
+def report(err: UsageError) -> int:
+    """Print `err` once (rank 0 only, so N processes do not print it N times); return its exit code."""
     if is_global_main_process():
         print(f"emodist: error: {err}", file=sys.stderr, flush=True)
-    return exit_code
+    return err.exit_code

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from emodist import checkpointing, distributed, evaluation, telemetry
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
-from emodist.errors import UsageError
+from emodist.errors import Diverged, Preempted, UsageError
 from emodist.metrics import HEADLINE
 from emodist.modeling import BuiltModel, is_head_parameter
 from emodist.tracking import MetricLogger
@@ -123,10 +124,15 @@ class Session:
     meter: telemetry.Throughput
     loss_sum: torch.Tensor
     """Sum of the micro-batch losses since the last log, kept on the device (no sync per step)."""
+    stop: StopSignals
     step: int = 0
     epoch: int = 0
+    batches_in_epoch: int = 0
+    """Micro-batches of the current epoch this rank has trained on (a resume skips them)."""
     last_loss: float = float("nan")
     loss_count: int = 0
+    best: dict | None = None
+    """The best dev score during training: {"metric", "value", "step"}."""
 
     @property
     def epochs_done(self) -> float:
@@ -134,19 +140,48 @@ class Session:
         return round(self.step / self.plan.steps_per_epoch, 4)
 
 
+class StopSignals:
+    """SIGTERM, SIGUSR1 and SIGINT ask for a stop at the next step boundary instead of killing the process.
+
+    Whichever rank receives one, all ranks agree at the next optimizer step (`after_step`), save a
+    checkpoint and raise `Preempted`. Further signals while that happens change nothing.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = self.received or signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run_dir: Path, console: Console) -> dict:
-    """Train, evaluate on dev and test, export `model/`, write `summary.json`; return the summary."""
-    session = setup(cfg, accelerator, built, data, tokenized, run_dir, console)
-    try:
-        fit(session)
-        return finish(session, built, data)
-    finally:
-        session.logger.close()
+          tokenized: dict, run_dir: Path, console: Console, resume_from: Path | None = None) -> dict:
+    """Train (from `resume_from`, a checkpoint, when given), evaluate on dev and test, export `model/`,
+    write `summary.json`; return the summary. Raises Preempted on a stop signal, Diverged on a NaN loss."""
+    with StopSignals() as stop:
+        session = setup(cfg, accelerator, built, data, tokenized, run_dir, console, stop, resume_from)
+        try:
+            fit(session)
+            return finish(session, built, data)
+        finally:
+            session.logger.close()
 
 
 def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run_dir: Path, console: Console) -> Session:
+          tokenized: dict, run_dir: Path, console: Console, stop: StopSignals,
+          resume_from: Path | None = None) -> Session:
     collate = data_mod.collator(built.tokenizer)
     loaders = {
         split: DataLoader(tokenized[split], collate_fn=collate, shuffle=split == "train",
@@ -159,12 +194,43 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
     optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules)
     scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
+    if cfg.model.method == "lora":
+        checkpointing.keep_trainable_only(accelerator, model)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
         cfg, accelerator, topology, built, data, plan))
     logger = MetricLogger(run_dir / "metrics.jsonl", console, enabled=accelerator.is_main_process)
-    return Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run_dir,
-                   console, logger, telemetry.Throughput(accelerator.device),
-                   torch.zeros((), device=accelerator.device))
+    s = Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run_dir,
+                console, logger, telemetry.Throughput(accelerator.device),
+                torch.zeros((), device=accelerator.device), stop)
+    if resume_from is not None:
+        restore(s, resume_from)
+    return s
+
+
+def restore(s: Session, checkpoint: Path) -> None:
+    """Continue from `checkpoint`: weights, optimizer, scheduler and RNG (accelerate), and the progress."""
+    state = checkpointing.load_checkpoint(s.accelerator, checkpoint, trainable_only=s.cfg.model.method == "lora")
+    s.step, s.epoch, s.batches_in_epoch, s.best = state["step"], state["epoch"], state["batches_in_epoch"], state["best"]
+    rank = s.accelerator.process_index
+    s.loss_sum.fill_(state["loss_sum_per_rank"][rank])
+    s.loss_count = state["loss_count"]
+    s.console.print(f"resumed from {checkpoint} at step {s.step} (epoch {s.epoch}, batch {s.batches_in_epoch})")
+
+
+def progress(s: Session) -> dict:
+    """What state.json records of a checkpoint taken now (a collective: every rank's loss sum)."""
+    loss_sums = s.accelerator.gather(s.loss_sum.detach().float().reshape(1)).tolist()
+    train_size = len(s.loaders["train"].dataset)
+    seen_this_epoch = s.batches_in_epoch * s.cfg.train.micro_batch_size * s.accelerator.num_processes
+    return {
+        "step": s.step, "epoch": s.epoch, "batches_in_epoch": s.batches_in_epoch,
+        "examples_seen": s.epoch * train_size + min(seen_this_epoch, train_size),
+        "best": s.best, "loss_sum_per_rank": loss_sums, "loss_count": s.loss_count,
+        **s.topology.identity(),
+        "fingerprint": (fp := checkpointing.fingerprint(s.cfg, s.labels)),
+        "config_hash": checkpointing.fingerprint_hash(fp),
+        "stopped_by": s.stop.received,
+    }
 
 
 def fit(s: Session) -> None:
@@ -173,16 +239,40 @@ def fit(s: Session) -> None:
     s.meter.resume()
     with s.console.progress(s.plan.total_steps, completed=s.step):
         while s.step < s.plan.total_steps:
-            s.loaders["train"].set_epoch(s.epoch)
-            for batch in s.loaders["train"]:
+            for batch in epoch_batches(s):
                 train_micro_batch(s, batch)
+                s.batches_in_epoch += 1
                 if s.accelerator.sync_gradients:
                     s.step += 1
                     after_step(s)
                     if s.step >= s.plan.total_steps:
                         break
-            s.epoch += 1
+            else:
+                s.epoch += 1
+                s.batches_in_epoch = 0
     s.meter.pause()
+
+
+def epoch_batches(s: Session):
+    """An iterator over the rest of the current epoch: all of it, or what follows the batches a resumed
+    run already trained on. The order is the epoch's own (the sampler is seeded by seed + epoch)."""
+    loader = s.loaders["train"]
+    loader.set_epoch(s.epoch)
+    if not s.batches_in_epoch:
+        return iter(loader)
+    return _rng_neutral(s.accelerator.skip_first_batches(loader, s.batches_in_epoch))
+
+
+def _rng_neutral(loader):
+    """Iterate `loader` without the draw from the global RNG that starting a DataLoader makes: the
+    uninterrupted run drew it at the start of the epoch, before the RNG state the checkpoint holds."""
+    rng = torch.get_rng_state()
+    batches = iter(loader)
+    first = next(batches, None)  # the iterator starts (and draws) on the first batch
+    torch.set_rng_state(rng)
+    if first is not None:
+        yield first
+        yield from batches
 
 
 def train_micro_batch(s: Session, batch: dict) -> None:
@@ -202,18 +292,47 @@ def train_micro_batch(s: Session, batch: dict) -> None:
 
 
 def after_step(s: Session) -> None:
-    """Log, evaluate and save at their intervals (everything here runs on every rank)."""
+    """Check the loss and the stop signals, then log, evaluate and save at their intervals (everything
+    here runs on every rank). Raises Diverged or Preempted."""
     train = s.cfg.train
+    stop_requested = check_step(s)
     last = s.step == s.plan.total_steps
     if s.step % train.log_every_steps == 0 or last:
         log_train(s)
     if train.eval_every_steps and s.step % train.eval_every_steps == 0 and not last:
-        run_eval(s, "dev", prefix="eval")
-    if (train.save_every_steps and s.step % train.save_every_steps == 0) or last:
-        s.meter.pause()
-        checkpointing.save_checkpoint(s.accelerator, s.run_dir, s.step, s.epoch, train.keep_last_checkpoints)
-        s.meter.resume()
+        scores = run_eval(s, "dev", prefix="eval")
+        if s.best is None or scores["f1_micro"] > s.best["value"]:
+            s.best = {"metric": "eval/f1_micro", "value": scores["f1_micro"], "step": s.step}
+    if (train.save_every_steps and s.step % train.save_every_steps == 0) or last or stop_requested:
+        checkpoint = save(s)
+        if stop_requested:
+            raise Preempted(s.stop.received or "a signal on another rank", s.step, checkpoint)
     s.console.advance(s.step, f"loss {s.last_loss:.4f}")
+
+
+def check_step(s: Session) -> bool:
+    """Whether any rank was asked to stop; raises Diverged if any rank's loss is no longer finite.
+
+    One small all-reduce per optimizer step carries both answers, so every rank acts on the same step.
+    """
+    flags = torch.stack([torch.tensor(float(s.stop.received is not None), device=s.loss_sum.device),
+                         (~torch.isfinite(s.loss_sum)).float()])
+    stop, diverged = (bool(v) for v in s.accelerator.reduce(flags, reduction="sum").tolist())
+    if diverged:
+        last_good = checkpointing.latest_checkpoint(s.run_dir)
+        kept = f"the last good checkpoint, {last_good}, is kept" if last_good else "no checkpoint was saved yet"
+        raise Diverged(f"the training loss became NaN or infinite at step {s.step} (epoch {s.epoch}); {kept}. "
+                       "Start again with a lower optim.lr or with clipping (optim.max_grad_norm)")
+    return stop
+
+
+def save(s: Session) -> Path:
+    s.meter.pause()
+    best_step = s.best["step"] if s.best else None
+    checkpoint = checkpointing.save_checkpoint(s.accelerator, s.run_dir, progress(s), s.cfg.train.keep_last_checkpoints,
+                                               best_step, trainable_only=s.cfg.model.method == "lora")
+    s.meter.resume()
+    return checkpoint
 
 
 def log_train(s: Session) -> None:

@@ -1,9 +1,12 @@
 """Train one variant end to end and write its run directory.
 
     accelerate launch launch/train.py --variant gemma-lora [--smoke] [--config FILE.yaml] [key=value ...]
+    accelerate launch launch/train.py ... --output-dir runs/x --resume auto     # continue a stopped run
     python launch/train.py --list-variants | --list-keys
 
-Parse -> config -> Accelerator -> data -> model -> train. The logic lives in `emodist/`.
+Parse -> config -> Accelerator -> data -> run directory -> model -> train. The logic lives in `emodist/`.
+Exit codes: 0 done, 2 refused (one line says why), 3 the loss diverged, 75 stopped by a signal after
+saving a checkpoint (a launcher such as torchrun reports any failure as 1).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", help="data set format or name (sets data.dataset)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model + synthetic data: offline check")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
+    parser.add_argument("--resume", default="none", metavar="auto|PATH|none",
+                        help="continue from a checkpoint: auto = the newest complete one in --output-dir "
+                             "(a fresh start if there is none), PATH = a checkpoints/step-N directory")
     parser.add_argument("--list-variants", action="store_true", help="show the variants and exit")
     parser.add_argument("--list-keys", action="store_true", help="show every config key and exit")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="settings, e.g. optim.lr=2e-4")
@@ -47,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         Console.quiet_libraries()
         accelerator = training.make_accelerator(cfg)
         topology = distributed.Topology.of(accelerator)
-        run_dir = checkpointing.prepare_run_dir(cfg, accelerator, overwrite=args.overwrite)
         dataset = data.load(cfg.data, seed=cfg.train.seed)
+        run_dir, resume_from = checkpointing.prepare_run_dir(cfg, accelerator, dataset.labels, topology.identity(),
+                                                             overwrite=args.overwrite, resume=args.resume)
         source = modeling.base_path(cfg.model)
         if cfg.smoke:
             with accelerator.main_process_first():
@@ -58,10 +65,15 @@ def main(argv: list[str] | None = None) -> int:
                                      deepspeed_stage=topology.zero_stage,
                                      quant_storage=distributed.quant_storage_dtype(cfg, topology))
         tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
-        training.train(cfg, accelerator, built, dataset, tokenized, run_dir, Console(accelerator.is_main_process))
+        training.train(cfg, accelerator, built, dataset, tokenized, run_dir, Console(accelerator.is_main_process),
+                       resume_from=resume_from)
         return 0
     except errors.UsageError as err:
         return errors.report(err)
+    except errors.Preempted as stopped:
+        if errors.is_global_main_process():
+            print(f"emodist: {stopped}", file=sys.stderr, flush=True)
+        return errors.EXIT_PREEMPTED
     finally:
         if accelerator is not None:
             accelerator.end_training()

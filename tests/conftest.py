@@ -46,7 +46,10 @@ def launch(*args: str, timeout: int = 600, accelerate: bool = True, config_file:
         command = [sys.executable, "-m", "accelerate.commands.launch"]
         if config_file:
             command += ["--config_file", str(ROOT / "accelerate_configs" / config_file)]
-        command += ["--num_processes", str(num_processes), *launcher_args, script, *args]
+        command += ["--num_processes", str(num_processes), *launcher_args]
+        if num_processes > 1 and "--main_process_port" not in launcher_args:
+            command += ["--main_process_port", "0"]  # a free port: runs beside this one must not collide
+        command += [script, *args]
     else:
         command = [sys.executable, script, *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)

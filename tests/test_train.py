@@ -144,8 +144,8 @@ def test_a_run_is_never_replaced_silently(tmp_path, cache_dir):
     refused = launch(*args, accelerate=False)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1] == (
-        f"emodist: error: --output-dir {run_dir} already holds a run (metrics.jsonl, summary.json): choose a new "
-        "--output-dir, or pass --overwrite to replace it")
+        f"emodist: error: --output-dir {run_dir} already holds a run (metrics.jsonl, summary.json): continue it "
+        "with --resume auto, choose a new --output-dir, or pass --overwrite to replace it")
     assert (run_dir / "summary.json").read_text() == '{"variant": "an earlier run"}'
 
     replaced = launch(*args, "--overwrite", accelerate=False)

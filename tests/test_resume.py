@@ -1,0 +1,179 @@
+"""Fault tolerance: runs killed (SIGKILL) or stopped (SIGTERM) mid-epoch and resumed with `--resume auto`
+end exactly where the uninterrupted run ends: the same per-step losses, the same final metrics.
+
+Signals go to every process of the launch, as SLURM delivers them to a job step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT, error_lines, launch, read_metrics, read_summary
+
+from emodist import checkpointing, errors
+
+# 60 steps of 16 examples: about one epoch (64 steps) of the synthetic set, checkpoints mid-epoch
+SHORT = ["train.max_steps=60", "train.save_every_steps=20", "train.log_every_steps=1", "train.eval_every_steps=15"]
+CASES = [("distilbert", 1), ("mistral-qlora", 1), ("distilbert", 2), ("mistral-qlora", 2)]
+
+
+def command(variant: str, processes: int, run_dir: Path, *extra: str) -> list[str]:
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    if processes > 1:
+        launcher += ["--config_file", str(ROOT / "accelerate_configs" / "multi_gpu.yaml"), "--main_process_port", "0"]
+    return [*launcher, str(ROOT / "launch" / "train.py"), "--variant", variant, "--smoke",
+            "--output-dir", str(run_dir), *SHORT, *extra]
+
+
+def signal_when(cmd: list[str], checkpoint: Path, sig: signal.Signals) -> str:
+    """Run `cmd` until `checkpoint` is complete, send `sig` to every process of it, wait; return stderr."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (checkpoint / checkpointing.STATE_FILE).exists():
+        assert proc.poll() is None, f"the run ended before {checkpoint.name}: {proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):  # already gone
+            process.send_signal(sig)
+    psutil.wait_procs(tree, timeout=120)
+    return proc.stderr.read()
+
+
+def steps_and_scores(run_dir: Path) -> list[tuple]:
+    return [(r["step"], r.get("train/loss"), r.get("train/lr"), r.get("eval/f1_micro"), r.get("eval/loss"))
+            for r in read_metrics(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory, cache_dir) -> dict[tuple[str, int], Path]:
+    """The uninterrupted runs, one per case."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    runs = {}
+    for variant, processes in CASES:
+        run_dir = root / f"{variant}-{processes}"
+        result = subprocess.run(command(variant, processes, run_dir), cwd=ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[variant, processes] = run_dir
+    return runs
+
+
+@pytest.mark.parametrize(("variant", "processes"), CASES)
+def test_sigterm_then_sigkill_then_resume_ends_like_the_uninterrupted_run(references, tmp_path, variant, processes):
+    run_dir = tmp_path / "run"
+    cmd = command(variant, processes, run_dir)
+
+    # SIGTERM after the step-20 checkpoint: every rank stops at the same step boundary and saves
+    stderr = signal_when(cmd, run_dir / "checkpoints" / "step-20", signal.SIGTERM)
+    assert "emodist: stopped by SIGTERM at step" in stderr
+    stopped = checkpointing.latest_checkpoint(run_dir)
+    state = checkpointing.read_state(stopped)
+    assert state["stopped_by"] == "SIGTERM" and 20 < state["step"] < 60
+    assert not (run_dir / "summary.json").exists()
+
+    # resumed, then killed outright after the step-40 checkpoint: no chance to save anything more
+    signal_when([*cmd, "--resume", "auto"], run_dir / "checkpoints" / "step-40", signal.SIGKILL)
+    assert not (run_dir / "summary.json").exists()
+
+    result = subprocess.run([*cmd, "--resume", "auto"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stdout
+    reference = references[variant, processes]
+    assert steps_and_scores(run_dir) == steps_and_scores(reference)
+    resumed, uninterrupted = read_summary(run_dir), read_summary(reference)
+    assert resumed["dev"] == uninterrupted["dev"] and resumed["test"] == uninterrupted["test"]
+    assert resumed["train"]["steps"] == 60
+
+
+def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir):
+    """Run directly (no launcher in between), a SIGTERM ends the process with EXIT_PREEMPTED (75)."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "distilbert", "--smoke",
+           "--output-dir", str(run_dir), "train.max_steps=400", "train.save_every_steps=10"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not (run_dir / "checkpoints" / "step-10" / checkpointing.STATE_FILE).exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == errors.EXIT_PREEMPTED
+    assert checkpointing.read_state(checkpointing.latest_checkpoint(run_dir))["stopped_by"] == "SIGTERM"
+
+
+def test_auto_skips_a_checkpoint_cut_short(references, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(references["distilbert", 1], run_dir)
+    checkpoints = run_dir / "checkpoints"
+    assert checkpointing.latest_checkpoint(run_dir) == checkpoints / "step-60"
+    weights = checkpoints / "step-60" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a file cut short
+    (checkpoints / "step-80").mkdir()  # a directory with no state.json
+    (checkpoints / ".step-100.tmp").mkdir()  # a save that never finished
+    assert checkpointing.latest_checkpoint(run_dir) == checkpoints / "step-40"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (["model.lora.r=8"], "model.lora.r=16 there, 8 here"),
+    (["data.max_train_examples=512"], "data.max_train_examples=null there, 512 here"),
+])
+def test_resuming_with_other_settings_is_refused_in_one_line(references, tmp_path, change, expected):
+    run_dir = tmp_path / "run"
+    shutil.copytree(references["mistral-qlora", 1], run_dir)
+    before = (run_dir / "metrics.jsonl").read_text()
+    result = launch("--variant", "mistral-qlora", "--smoke", "--output-dir", str(run_dir), *SHORT, *change,
+                    "--resume", "auto", accelerate=False)
+    assert result.returncode == errors.EXIT_USAGE
+    [line] = error_lines(result)
+    assert line.startswith(f"emodist: error: --resume {run_dir / 'checkpoints' / 'step-60'}: it was trained with "
+                           "other settings: ")
+    assert expected in line and "start a new run in a new --output-dir" in line
+    assert (run_dir / "metrics.jsonl").read_text() == before  # nothing of the run was touched
+    assert (run_dir / "summary.json").exists()
+
+
+def test_resuming_a_different_data_set_is_refused(references, tmp_path):
+    from test_data import write_goemotions
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(references["distilbert", 1], run_dir)
+    result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), *SHORT,
+                    "--data-dir", str(write_goemotions(tmp_path / "ge")), "--resume", "auto", accelerate=False)
+    assert result.returncode == errors.EXIT_USAGE
+    [line] = error_lines(result)
+    assert 'data.dataset="synthetic" there, "auto" here' in line and "labels=" in line
+
+
+def test_resuming_with_another_process_count_is_refused(references, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(references["distilbert", 1], run_dir)
+    result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), *SHORT, "--resume", "auto",
+                    config_file="multi_gpu.yaml", num_processes=2)
+    assert error_lines(result) == [
+        f"emodist: error: --resume {run_dir / 'checkpoints' / 'step-60'}: written with num_processes=1, this run has "
+        "num_processes=2; each rank's data position and RNG stream belong to its rank. Launch with the same "
+        "accelerate config and --num_processes, or start a new run in a new --output-dir"]
+
+
+def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "train.max_steps=20",
+                    "train.save_every_steps=1", "optim.lr=1e30", "optim.max_grad_norm=0", accelerate=False)
+    assert result.returncode == errors.EXIT_DIVERGED
+    [line] = error_lines(result)
+    last_good = checkpointing.latest_checkpoint(run_dir)
+    bad_step = checkpointing.read_state(last_good)["step"] + 1
+    assert line == (f"emodist: error: the training loss became NaN or infinite at step {bad_step} (epoch 0); the last "
+                    f"good checkpoint, {last_good}, is kept. Start again with a lower optim.lr or with clipping "
+                    "(optim.max_grad_norm)")
+    assert not (run_dir / "checkpoints" / f"step-{bad_step}").exists()
+    assert all(json.loads(line)["step"] < bad_step for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    assert not (run_dir / "summary.json").exists()
