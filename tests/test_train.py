@@ -40,10 +40,11 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert perf["peak_memory_bytes"] > 0 and perf["train_seconds"] > 0
     assert 0 < perf["train_tokens_per_s"] <= perf["train_padded_tokens_per_s"]
 
-    # resumable checkpoints: the last two kept, each complete
-    checkpoints = sorted((run_dir / "checkpoints").iterdir())
-    assert [p.name for p in checkpoints] == ["step-500", "step-512"]
-    assert json.loads((checkpoints[-1] / "state.json").read_text())["step"] == 512
+    # resumable checkpoints: the last two kept, and the one of the best dev score, each complete
+    state = json.loads((run_dir / "checkpoints" / "step-512" / "state.json").read_text())
+    assert state["step"] == 512 and state["best"]["metric"] == "eval/f1_micro"
+    kept = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert kept == {"step-500", "step-512", f"step-{state['best']['step']}"}  # evals and saves share steps
     # the terminal: banner, progress lines, final tables
     assert "emodist" in result.stdout and "step 10 " in result.stdout
     assert "Results" in result.stdout and "Throughput and memory" in result.stdout
