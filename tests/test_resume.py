@@ -1,5 +1,6 @@
 """Fault tolerance: runs killed (SIGKILL) or stopped (SIGTERM) mid-epoch and resumed with `--resume auto`
-end exactly where the uninterrupted run ends: the same per-step losses, the same final metrics.
+end exactly where the uninterrupted run ends: the same per-step losses, the same final metrics; single
+process, DDP, and DeepSpeed ZeRO-2 (whose checkpoints are DeepSpeed's own, frozen weights left out).
 
 Signals go to every process of the launch, as SLURM delivers them to a job step.
 """
@@ -23,13 +24,16 @@ from emodist import checkpointing, errors
 
 # 60 steps of 16 examples: about one epoch (64 steps) of the synthetic set, checkpoints mid-epoch
 SHORT = ["train.max_steps=60", "train.save_every_steps=20", "train.log_every_steps=1", "train.eval_every_steps=15"]
-CASES = [("distilbert", 1), ("mistral-qlora", 1), ("distilbert", 2), ("mistral-qlora", 2)]
+CASES = [("distilbert", 1), ("mistral-qlora", 1), ("distilbert", 2), ("mistral-qlora", 2), ("mistral-lora", "zero2")]
 
 
-def command(variant: str, processes: int, run_dir: Path, *extra: str) -> list[str]:
+def command(variant: str, processes: int | str, run_dir: Path, *extra: str) -> list[str]:
+    """The launch of a case: 1 process, N DDP processes, or "zero2" (2 processes under DeepSpeed ZeRO-2)."""
+    config = "deepspeed_zero2.yaml" if processes == "zero2" else "multi_gpu.yaml"
+    processes = 2 if processes == "zero2" else processes
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
     if processes > 1:
-        launcher += ["--config_file", str(ROOT / "accelerate_configs" / "multi_gpu.yaml"), "--main_process_port", "0"]
+        launcher += ["--config_file", str(ROOT / "accelerate_configs" / config), "--main_process_port", "0"]
     return [*launcher, str(ROOT / "launch" / "train.py"), "--variant", variant, "--smoke",
             "--output-dir", str(run_dir), *SHORT, *extra]
 
@@ -56,7 +60,7 @@ def steps_and_scores(run_dir: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def references(tmp_path_factory, cache_dir) -> dict[tuple[str, int], Path]:
+def references(tmp_path_factory, cache_dir) -> dict[tuple[str, int | str], Path]:
     """The uninterrupted runs, one per case."""
     root = tmp_path_factory.mktemp("uninterrupted")
     runs = {}
