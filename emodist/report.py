@@ -1,0 +1,179 @@
+"""The comparison across runs: one row per finished run, read from its `summary.json`.
+
+    runs = report.find_runs([Path("runs/study-42")])      # run directories, or directories of runs
+    written = report.write_comparison(runs, Path("runs/study-42/comparison"))
+
+Writes `comparison.csv` (every column, full precision) and `report.md` (the table a reader wants).
+Runs that are not comparable (another data set or label set) are refused, never mixed; runs that
+did not finish (no `summary.json`) are listed in the report as such. Pure file work: no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emodist.errors import UsageError
+
+SUMMARY = "summary.json"
+MARKERS = (SUMMARY, "config.yaml")  # what makes a directory a run directory (finished or not)
+
+# (column, where in summary.json, format for the markdown table); the CSV holds every column unformatted
+COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
+    ("run", (), "{}"),
+    ("variant", ("variant",), "{}"),
+    ("base_model", ("base_model",), "{}"),
+    ("method", ("method",), "{}"),
+    ("quantization", ("quantization",), "{}"),
+    ("num_nodes", ("num_nodes",), "{}"),
+    ("num_processes", ("num_processes",), "{}"),
+    ("distributed", (), "{}"),
+    ("mixed_precision", ("mixed_precision",), "{}"),
+    ("params_trainable", ("params", "trainable"), "{:,}"),
+    ("train_steps", ("train", "steps"), "{}"),
+    ("dev_f1_macro", ("dev", "f1_macro"), "{:.4f}"),
+    ("dev_f1_micro", ("dev", "f1_micro"), "{:.4f}"),
+    ("test_f1_macro", ("test", "f1_macro"), "{:.4f}"),
+    ("test_f1_micro", ("test", "f1_micro"), "{:.4f}"),
+    ("test_precision_micro", ("test", "precision_micro"), "{:.4f}"),
+    ("test_recall_micro", ("test", "recall_micro"), "{:.4f}"),
+    ("test_subset_accuracy", ("test", "subset_accuracy"), "{:.4f}"),
+    ("train_seconds", ("perf", "train_seconds"), "{:.1f}"),
+    ("train_samples_per_s", ("perf", "train_samples_per_s"), "{:.1f}"),
+    ("train_tokens_per_s", ("perf", "train_tokens_per_s"), "{:,.0f}"),
+    ("peak_memory_gib", (), "{:.2f}"),
+]
+HEADERS = {"run": "run", "variant": "variant", "base_model": "base model", "method": "method",
+           "quantization": "quant", "num_nodes": "nodes", "num_processes": "procs", "distributed": "topology",
+           "mixed_precision": "precision", "params_trainable": "trainable params", "train_steps": "steps",
+           "dev_f1_macro": "dev F1 macro", "dev_f1_micro": "dev F1 micro", "test_f1_macro": "test F1 macro",
+           "test_f1_micro": "test F1 micro", "test_precision_micro": "test P micro",
+           "test_recall_micro": "test R micro", "test_subset_accuracy": "test exact match",
+           "train_seconds": "train s", "train_samples_per_s": "samples/s", "train_tokens_per_s": "tokens/s",
+           "peak_memory_gib": "peak mem GiB"}
+
+
+@dataclass
+class Runs:
+    finished: list[Path] = field(default_factory=list)
+    unfinished: list[Path] = field(default_factory=list)
+
+
+def find_runs(paths: list[Path]) -> Runs:
+    """The run directories named, or found one level inside a named directory (a study's runs)."""
+    runs = Runs()
+    for path in paths:
+        if not path.is_dir():
+            raise UsageError(f"{path}: no such directory: name run directories (runs/<run>) or a directory of runs")
+        candidates = [path] if _is_run(path) else sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+        if not candidates:
+            raise UsageError(f"{path}: neither a run directory nor a directory of runs (no {SUMMARY} or config.yaml "
+                             "in it or one level below)")
+        for run in candidates:
+            target = runs.finished if (run / SUMMARY).is_file() else runs.unfinished
+            if run not in target:
+                target.append(run)
+    if not runs.finished:
+        raise UsageError("no finished run to compare (a finished run has summary.json): "
+                         + ", ".join(str(r) for r in runs.unfinished))
+    return runs
+
+
+def _is_run(path: Path) -> bool:
+    return any((path / marker).is_file() for marker in MARKERS)
+
+
+def load_summaries(runs: list[Path]) -> list[dict]:
+    summaries = []
+    for run in runs:
+        try:
+            summaries.append(json.loads((run / SUMMARY).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{run / SUMMARY}: unreadable ({err}): rerun or remove that run") from None
+    return summaries
+
+
+def check_comparable(runs: list[Path], summaries: list[dict]) -> None:
+    """Refuse runs trained on different data sets or label sets: their scores do not compare."""
+    for key in ("dataset", "labels"):
+        groups: dict[str, list[str]] = {}
+        for run, summary in zip(runs, summaries, strict=True):
+            groups.setdefault(json.dumps(summary.get(key)), []).append(run.name)
+        if len(groups) > 1:
+            kinds = "; ".join(f"{', '.join(names)}: {_short(json.loads(value))}" for value, names in groups.items())
+            raise UsageError(f"these runs differ in their {key}, so their scores do not compare ({kinds}): "
+                             "compare runs of one data set and label set at a time")
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return f"{len(value)} labels ({', '.join(map(str, value[:3]))}{', ...' if len(value) > 3 else ''})"
+    return str(value)
+
+
+def row(run: Path, summary: dict) -> dict:
+    values = {}
+    for name, path, _ in COLUMNS:
+        value = summary
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        values[name] = value if path else None
+    values["run"] = run.name
+    values["distributed"] = summary.get("distributed_type", "") + (
+        f" ZeRO-{summary['zero_stage']}" if summary.get("zero_stage") is not None else "")
+    peak = summary.get("perf", {}).get("peak_memory_bytes")
+    values["peak_memory_gib"] = peak / 2**30 if peak is not None else None
+    return values
+
+
+def write_comparison(runs: Runs, output: Path) -> list[Path]:
+    """Write comparison.csv and report.md into `output`; return the files written."""
+    summaries = load_summaries(runs.finished)
+    check_comparable(runs.finished, summaries)
+    rows = sorted((row(r, s) for r, s in zip(runs.finished, summaries, strict=True)),
+                  key=lambda r: -(r["test_f1_macro"] if _is_number(r["test_f1_macro"]) else -math.inf))
+    output.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = output / "comparison.csv", output / "report.md"
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[name for name, _, _ in COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path.write_text(markdown(rows, summaries[0], runs.unfinished), encoding="utf-8")
+    return [csv_path, md_path]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None:
+        return "–"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def markdown(rows: list[dict], first: dict, unfinished: list[Path]) -> str:
+    labels = first.get("labels") or []
+    lines = ["# emodist comparison", "",
+             f"{len(rows)} run{'s' if len(rows) != 1 else ''} on `{first.get('dataset')}` ({len(labels)} labels), "
+             "best test F1 macro first. Scores at each run's decision threshold; throughput counts real "
+             "(unpadded) tokens; peak memory is the largest of the ranks (GPU allocated, or CPU resident set).",
+             ""]
+    names = [name for name, _, _ in COLUMNS]
+    lines.append("| " + " | ".join(HEADERS[n] for n in names) + " |")
+    lines.append("|" + "|".join("---:" if n not in ("run", "variant", "base_model", "method", "quantization",
+                                                   "distributed", "mixed_precision") else "---"
+                                for n in names) + "|")
+    formats = {name: fmt for name, _, fmt in COLUMNS}
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r[n], formats[n]) for n in names) + " |")
+    if unfinished:
+        lines += ["", "Not finished (no summary.json; failed, stopped or still running): "
+                  + ", ".join(f"`{p.name}`" for p in unfinished) + "."]
+    return "\n".join(lines) + "\n"

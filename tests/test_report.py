@@ -1,0 +1,91 @@
+"""launch/compare.py over run directories: the table holds each run's summary.json values; runs of
+another data set or label set are refused; unfinished runs are named, not silently dropped.
+
+The runs here are run directories written by hand (summary.json is the contract compare.py reads);
+tests/test_slurm.py compares real runs of a study.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+from emodist import errors
+
+LABELS = ["joy", "anger", "surprise"]
+
+
+def write_run(path: Path, variant: str, f1_macro: float, labels=LABELS, dataset="goemotions") -> Path:
+    path.mkdir(parents=True)
+    scores = {"f1_macro": f1_macro, "f1_micro": f1_macro + 0.05, "precision_micro": 0.7, "recall_micro": 0.6,
+              "subset_accuracy": 0.4}
+    summary = {"variant": variant, "base_model": f"hub/{variant}", "method": "lora", "quantization": "none",
+               "dataset": dataset, "labels": labels, "num_processes": 2, "num_nodes": 1,
+               "distributed_type": "DEEPSPEED", "zero_stage": 3, "mixed_precision": "bf16",
+               "params": {"total": 1000, "trainable": 10}, "train": {"steps": 50},
+               "dev": scores, "test": scores,
+               "perf": {"train_seconds": 12.5, "train_samples_per_s": 80.0, "train_tokens_per_s": 2500.0,
+                        "peak_memory_bytes": 3 * 2**30}}
+    (path / "summary.json").write_text(json.dumps(summary))
+    (path / "config.yaml").write_text(f"variant: {variant}\n")
+    return path
+
+
+def compare(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "launch" / "compare.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_a_study_directory_gives_one_row_per_run_best_first(tmp_path):
+    study = tmp_path / "study-7"
+    write_run(study / "distilbert", "distilbert", 0.41)
+    write_run(study / "gemma-lora", "gemma-lora", 0.52)
+    unfinished = study / "mistral-lora"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("variant: mistral-lora\n")
+
+    result = compare(str(study))
+    assert result.returncode == 0, result.stderr
+    assert "1 unfinished left out" in result.stdout
+    rows = list(csv.DictReader((study / "comparison" / "comparison.csv").open()))
+    assert [r["variant"] for r in rows] == ["gemma-lora", "distilbert"]  # best test F1 macro first
+    assert float(rows[0]["test_f1_macro"]) == 0.52 and float(rows[1]["dev_f1_micro"]) == 0.41 + 0.05
+    assert rows[0]["distributed"] == "DEEPSPEED ZeRO-3" and float(rows[0]["peak_memory_gib"]) == 3.0
+    report = (study / "comparison" / "report.md").read_text()
+    assert "| gemma-lora | gemma-lora | hub/gemma-lora |" in report and "0.5200" in report
+    assert "`mistral-lora`" in report.split("Not finished")[1]
+
+
+def test_runs_named_one_by_one_report_beside_them(tmp_path):
+    a = write_run(tmp_path / "runs" / "a", "distilbert", 0.3)
+    b = write_run(tmp_path / "runs" / "b", "minilm", 0.2)
+    assert compare(str(a), str(b)).returncode == 0
+    assert (tmp_path / "runs" / "comparison" / "report.md").exists()
+
+
+def test_runs_of_another_label_set_are_refused_in_one_line(tmp_path):
+    a = write_run(tmp_path / "a", "distilbert", 0.3)
+    b = write_run(tmp_path / "b", "minilm", 0.2, labels=["positive", "negative"])
+    result = compare(str(a), str(b), "--output", str(tmp_path / "out"))
+    assert result.returncode == errors.EXIT_USAGE
+    assert result.stderr.count("emodist: error:") == 1
+    assert "differ in their labels" in result.stderr and "a: 3 labels" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_runs_of_another_data_set_are_refused(tmp_path):
+    a = write_run(tmp_path / "a", "distilbert", 0.3)
+    b = write_run(tmp_path / "b", "distilbert", 0.3, dataset="semeval")
+    result = compare(str(a), str(b))
+    assert result.returncode == errors.EXIT_USAGE and "differ in their dataset" in result.stderr
+
+
+def test_a_directory_without_runs_is_refused(tmp_path):
+    result = compare(str(tmp_path))
+    assert result.returncode == errors.EXIT_USAGE
+    assert "neither a run directory nor a directory of runs" in result.stderr
