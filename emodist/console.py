@@ -32,8 +32,8 @@ class Console:
         self._progress: Progress | None = None
 
     def print(self, *objects) -> None:
-        if self.enabled:
-            self.rich.print(*objects)
+        if self.enabled:  # a line of text stays one line (paths included), however narrow the log
+            self.rich.print(*objects, soft_wrap=all(isinstance(o, str) for o in objects))
 
     @staticmethod
     def quiet_libraries() -> None:
