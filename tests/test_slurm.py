@@ -1,0 +1,230 @@
+"""SLURM: every template submitted for real (`sbatch --wait`) in smoke mode, on real SLURM daemons.
+
+The `slurm` tests need a SLURM that answers with at least two idle nodes: CI starts the local one
+(`slurm/local-cluster.sh start`: two emulated nodes on this machine); elsewhere they skip and say so.
+The lint tests (bash -n, shellcheck) run everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, read_metrics, read_summary
+
+SLURM_DIR = ROOT / "slurm"
+SCRIPTS = sorted([*SLURM_DIR.glob("*.sh"), *SLURM_DIR.glob("*.sbatch")])
+# The smallest run that still trains, evaluates, checkpoints and exports
+SMOKE = "--smoke train.max_steps=20 train.log_every_steps=5 train.eval_every_steps=10 train.save_every_steps=10"
+# Long enough to be signalled mid-run: logs every step, a checkpoint every 20
+PREEMPTIBLE = "--smoke train.max_steps=60 train.log_every_steps=1 train.eval_every_steps=30 train.save_every_steps=20"
+SINGLE_RUN_TEMPLATES = {  # template: (variant, what the run must report)
+    "distilbert.sbatch": ("distilbert", {"num_nodes": 1, "num_processes": 1}),
+    "gemma.sbatch": ("gemma-lora", {"num_nodes": 1, "num_processes": 1}),
+    "mistral-qlora.sbatch": ("mistral-qlora", {"num_nodes": 1, "num_processes": 1, "quantization": "nf4"}),
+    "mistral.sbatch": ("mistral-lora", {"num_nodes": 2, "num_processes": 2, "distributed_type": "DEEPSPEED",
+                                        "zero_stage": 3}),
+}
+STUDY = ["distilbert", "minilm"]
+
+
+# --- lint: everywhere -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_passes_bash_n_and_shellcheck(script: Path):
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck); bash -n passed")
+    result = subprocess.run(["shellcheck", "--shell=bash", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_every_template_is_submitted_by_a_test():
+    templates = {p.name for p in SLURM_DIR.glob("*.sbatch")}
+    assert templates == {*SINGLE_RUN_TEMPLATES, "study.sbatch"}
+
+
+# --- on a real SLURM ------------------------------------------------------------------------------------
+
+def idle_nodes() -> int | None:
+    """Idle nodes of the SLURM that answers here; None when none answers."""
+    if shutil.which("sinfo") is None:
+        return None
+    try:
+        result = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return None
+    return result.stdout.split().count("idle") if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def slurm() -> None:
+    nodes = idle_nodes()
+    if nodes is None:
+        pytest.skip("no SLURM answers here (sinfo): start the local one with `sudo slurm/local-cluster.sh start`")
+    if nodes < 2:
+        pytest.skip(f"SLURM answers with {nodes} idle node(s); these tests need 2")
+
+
+class Job:
+    """A template submitted from the repository root with `sbatch --wait`, as a user does."""
+
+    def __init__(self, template: str, root: Path, *sbatch_args: str, **settings: str):
+        self.template, self.logs, self.run_dir = template, root / "logs", root / "run"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMODIST_") or k == "EMODIST_CACHE"}
+        env.update(EMODIST_RUN_DIR=str(self.run_dir), **settings)
+        command = ["sbatch", "--parsable", "--wait", f"--output={self.logs}/%x-%j.out", *sbatch_args,
+                   str(SLURM_DIR / template)]
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.id = self.proc.stdout.readline().strip().split(";")[0]  # printed at submission
+        self.stderr = ""
+
+    def wait(self, timeout: int = 1200) -> int:
+        """The job's exit status (`sbatch --wait` returns it)."""
+        if self.proc.returncode is None:
+            _, self.stderr = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode
+
+    @property
+    def log(self) -> str:
+        """Everything the job (all its array tasks, requeued runs included) wrote to its output files."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.out")))
+
+    def failure(self) -> str:
+        return f"job {self.id} ({self.template}) exited {self.proc.returncode}: {self.stderr[-500:]}\n{self.log[-4000:]}"
+
+
+def signal_once_training_runs(job: Job, at_step: int = 5) -> None:
+    """What `#SBATCH --signal=B:USR1@300` does before the time limit, sent once training is under way."""
+    deadline = time.monotonic() + 600
+    while not any(r.get("step", 0) >= at_step for r in _metrics(job.run_dir)):
+        if job.proc.poll() is not None or time.monotonic() > deadline:
+            return  # the test reports it: no "received SIGUSR1" in the log
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job.id], check=True)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    try:
+        return read_metrics(run_dir)
+    except (FileNotFoundError, ValueError):  # not written yet, or a line half written
+        return []
+
+
+@pytest.fixture(scope="module")
+def jobs(slurm, tmp_path_factory, cache_dir) -> dict[str, Job]:
+    """Every job of this module, submitted at once: the cluster runs them side by side, as a user's would.
+
+    `preempted` is a second distilbert.sbatch job with the same settings, signalled mid-run by a helper thread.
+    """
+    root = tmp_path_factory.mktemp("slurm")
+    submitted = {}
+    for template in SINGLE_RUN_TEMPLATES:
+        args = PREEMPTIBLE if template == "distilbert.sbatch" else SMOKE
+        submitted[template] = Job(template, root / template, EMODIST_TRAIN_ARGS=args)
+    submitted["preempted"] = Job("distilbert.sbatch", root / "preempted", EMODIST_TRAIN_ARGS=PREEMPTIBLE)
+    threading.Thread(target=signal_once_training_runs, args=(submitted["preempted"],), daemon=True).start()
+    submitted["study.sbatch"] = Job("study.sbatch", root / "study", "--array=0-1", EMODIST_TRAIN_ARGS=SMOKE,
+                                    EMODIST_STUDY_VARIANTS=" ".join(STUDY), EMODIST_STUDY_DIR=str(root / "study" / "run"))
+    yield submitted
+    for job in submitted.values():  # a failed test leaves nothing running
+        if job.proc.poll() is None:
+            subprocess.run(["scancel", job.id], check=False)
+            job.proc.kill()
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("template", sorted(SINGLE_RUN_TEMPLATES))
+def test_template_trains_in_smoke_mode(jobs, template):
+    variant, expected = SINGLE_RUN_TEMPLATES[template]
+    job = jobs[template]
+    assert job.wait() == 0, job.failure()
+    summary = read_summary(job.run_dir)
+    assert summary["variant"] == variant
+    assert {key: summary[key] for key in expected} == expected
+    assert summary["train"]["steps"] == (60 if template == "distilbert.sbatch" else 20)
+    assert (job.run_dir / "model" / "config.json").is_file()
+    # the launcher derived the topology from the allocation and said so
+    nodes = expected["num_nodes"]
+    assert f"{nodes} node(s)" in job.log
+    ranks = sorted(re.findall(r"node (node\d+): machine rank (\d+) of (\d+)", job.log))
+    assert [(int(rank), int(of)) for _, rank, of in ranks] == [(r, nodes) for r in range(nodes)]
+    assert len({name for name, _, _ in ranks}) == nodes  # each rank on its own SLURM node
+
+
+@pytest.mark.slurm
+def test_preempted_job_is_requeued_resumes_and_ends_like_the_uninterrupted_run(jobs):
+    job, reference = jobs["preempted"], jobs["distilbert.sbatch"]
+    assert job.wait() == 0, job.failure()
+    assert reference.wait() == 0, reference.failure()
+    log = job.log
+    # one signal, one requeue, one resume from the checkpoint the stop wrote
+    assert log.count("received SIGUSR1") == 1, log
+    assert log.count("requeueing job") == 1
+    assert "restart 1" in log and "restart 2" not in log
+    stopped_at = [int(step) for step in re.findall(r"stopped by SIGUSR1 at step (\d+)", log)]
+    assert len(stopped_at) == 1 and 5 <= stopped_at[0] < 60
+    assert log.count("resumed from") == 1
+    assert f"resumed from {job.run_dir / 'checkpoints' / f'step-{stopped_at[0]}'}" in log
+    # and the end is the uninterrupted run's
+    resumed, uninterrupted = read_summary(job.run_dir), read_summary(reference.run_dir)
+    assert resumed["train"]["steps"] == uninterrupted["train"]["steps"] == 60
+    assert resumed["dev"] == uninterrupted["dev"] and resumed["test"] == uninterrupted["test"]
+    assert _losses(job.run_dir) == _losses(reference.run_dir)
+
+
+def _losses(run_dir: Path) -> list[tuple]:
+    return [(r["step"], r.get("train/loss"), r.get("eval/f1_micro")) for r in read_metrics(run_dir)]
+
+
+@pytest.mark.slurm
+def test_study_trains_each_variant_then_its_report_job_compares_them(jobs):
+    job = jobs["study.sbatch"]
+    assert job.wait() == 0, job.failure()
+    study = job.run_dir.parent / "run"
+    for variant in STUDY:
+        assert read_summary(study / variant)["variant"] == variant
+    report_job = (study / "report.jobid").read_text().strip()
+    deadline = time.monotonic() + 300
+    while _job_alive(report_job):
+        assert time.monotonic() < deadline, f"report job {report_job} did not end in 5 minutes"
+        time.sleep(1)
+    comparison = study / "comparison" / "comparison.csv"
+    assert comparison.exists(), f"report job {report_job} wrote no comparison: {list(study.glob('report-*.out'))}"
+    rows = {row["variant"]: row for row in csv.DictReader(comparison.open())}
+    assert sorted(rows) == sorted(STUDY)
+    for variant, row in rows.items():
+        summary = read_summary(study / variant)
+        assert float(row["test_f1_macro"]) == summary["test"]["f1_macro"]
+        assert int(row["num_processes"]) == summary["num_processes"]
+    assert "| distilbert |" in (study / "comparison" / "report.md").read_text()
+
+
+def _job_alive(job_id: str) -> bool:
+    result = subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True)
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(("template", "settings", "message"), [
+    ("distilbert.sbatch", {"EMODIST_ACCELERATE_CONFIG": "accelerate_configs/nope.yaml"},
+     "EMODIST_ACCELERATE_CONFIG=accelerate_configs/nope.yaml: no such file"),
+    ("gemma.sbatch", {"EMODIST_PROCS_PER_NODE": "two"}, "EMODIST_PROCS_PER_NODE=two: expected a whole number"),
+    ("study.sbatch", {"EMODIST_STUDY_VARIANTS": "distilbert minilm"},
+     "the array has 4 tasks for 2 variants (distilbert minilm): submit with sbatch --array=0-1"),
+])
+def test_bad_settings_fail_the_job_in_one_line(slurm, tmp_path, template, settings, message):
+    job = Job(template, tmp_path, **settings)
+    assert job.wait() == 2, job.failure()
+    errors = [line for line in job.log.splitlines() if line.startswith("emodist-slurm: error:")]
+    assert errors and all(message in line for line in errors), job.log
+    assert not job.run_dir.exists()
