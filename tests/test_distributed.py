@@ -236,6 +236,7 @@ def test_fsdp_on_gpus(tmp_path, cache_dir):
 # The other configs: two "nodes" on this machine, and the single-process ones
 
 
+@pytest.mark.slow  # CI runs the same launch on two SLURM nodes (tests/test_slurm.py, mistral.sbatch)
 def test_two_nodes_meet_through_the_c10d_rendezvous(tmp_path, cache_dir):
     """multi_node_zero3.yaml as two machines would run it: one launcher per node, one rank each."""
     import socket
