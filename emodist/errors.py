@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 # Exit codes of launch/train.py (a launcher such as torchrun may report any failure as 1)
 EXIT_USAGE = 2
@@ -48,8 +49,21 @@ def is_global_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+# How long another rank waits for the main rank to print a refusal before printing its own
+REPORT_GRACE_S = 10.0
+
+
 def report(err: UsageError) -> int:
-    """Print `err` once (rank 0 only, so N processes do not print it N times); return its exit code."""
+    """Print `err` once, from the main rank (N processes do not print it N times); return its exit code.
+
+    A refusal usually reaches every rank. The other ranks wait before they print and exit: a launcher
+    such as torchrun stops all ranks as soon as one exits, which could silence the main rank. When the
+    main rank has printed and exited first, the launcher stops them before they print; a problem only
+    they met is still printed, naming the rank.
+    """
     if is_global_main_process():
         print(f"emodist: error: {err}", file=sys.stderr, flush=True)
+    else:
+        time.sleep(REPORT_GRACE_S)
+        print(f"emodist: error on rank {os.environ.get('RANK')}: {err}", file=sys.stderr, flush=True)
     return err.exit_code

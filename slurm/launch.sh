@@ -130,6 +130,20 @@ log "job $SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}
 log "$NNODES node(s) ($SLURM_JOB_NODELIST) x $PROCS_PER_NODE = $NUM_PROCESSES process(es) ($device); head $HEAD_NODE = $HEAD_ADDR:$PORT"
 log "run directory $RUN_DIR"
 
+stop_checkpoint() {  # the run's newest checkpoint if training wrote it on stopping for a signal, else nothing
+    python3 - "$RUN_DIR" <<'EOF'
+import json, sys
+from pathlib import Path
+steps = [p for p in Path(sys.argv[1], "checkpoints").glob("step-*") if p.name[5:].isdigit()]
+newest = max(steps, key=lambda p: int(p.name[5:]), default=None)
+try:
+    if newest and json.loads((newest / "state.json").read_text()).get("stopped_by"):
+        print(newest)
+except (OSError, ValueError):
+    pass
+EOF
+}
+
 stop_signal=""
 srun_pid=""
 # shellcheck disable=SC2317  # called by the trap
@@ -140,6 +154,7 @@ on_stop_signal() {
 }
 trap 'on_stop_signal USR1' USR1
 
+previous_stop=$(stop_checkpoint)
 srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
     bash "$HOME_DIR/slurm/launch.sh" --node &
 srun_pid=$!
@@ -153,14 +168,18 @@ if ((rc == 0)); then
     log "training finished: $RUN_DIR/summary.json"
     exit 0
 fi
-if [[ -n $stop_signal && ! -f $RUN_DIR/summary.json ]]; then
+# Training exits 75 when it stopped on the signal, but the launchers above it report any failure as 1:
+# the evidence is in the run directory, a checkpoint written on stopping, and no summary.json
+stopped_at=$(stop_checkpoint)
+if [[ -n $stop_signal && -n $stopped_at && $stopped_at != "$previous_stop" && ! -f $RUN_DIR/summary.json ]]; then
     max=${EMODIST_MAX_REQUEUES:-20}
     if ((restarts >= max)); then
-        log "stopped on SIG$stop_signal; not requeued: $restarts restarts reached EMODIST_MAX_REQUEUES=$max"
+        log "stopped on SIG$stop_signal at $stopped_at; not requeued: $restarts restarts reached EMODIST_MAX_REQUEUES=$max"
         exit "$EXIT_PREEMPTED"
     fi
-    log "stopped on SIG$stop_signal with a checkpoint: requeueing job $SLURM_JOB_ID (it resumes with --resume auto)"
-    scontrol requeue "$SLURM_JOB_ID"
+    log "stopped on SIG$stop_signal at $stopped_at: requeueing job $SLURM_JOB_ID (it resumes with --resume auto)"
+    scontrol requeue "$SLURM_JOB_ID" ||
+        log "scontrol requeue failed (a job submitted with --no-requeue?): submit it again to resume"
     exit "$EXIT_PREEMPTED"
 fi
 log "training failed (exit status $rc): see the messages above"

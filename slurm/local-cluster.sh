@@ -270,7 +270,7 @@ stop() {
 # --- status ---------------------------------------------------------------------------------------
 
 status_lines() {
-    sinfo -N -o '%N %T %c %G %m' 2>/dev/null | column -t | sed 's/^/  /'
+    sinfo -N -o '  %10N %8T %6c %10G %m' 2>/dev/null
     local queued
     queued=$(squeue -h 2>/dev/null | wc -l)
     say "jobs in the queue: $queued"

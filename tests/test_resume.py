@@ -25,10 +25,11 @@ from emodist import checkpointing, errors
 # 60 steps of 16 examples: about one epoch (64 steps) of the synthetic set, checkpoints mid-epoch
 SHORT = ["train.max_steps=60", "train.save_every_steps=20", "train.log_every_steps=1", "train.eval_every_steps=15"]
 CASES = [
-    # single-process distilbert is also what tests/test_slurm.py preempts, requeues and resumes on the local
-    # SLURM cluster in CI, so CI leaves this copy to the full `pytest`
+    # CI runs the single-process cases through SLURM instead (tests/test_slurm.py preempts, requeues and
+    # resumes distilbert.sbatch) and keeps QLoRA's resume under DDP: these two copies run in full `pytest`
     pytest.param("distilbert", 1, marks=pytest.mark.slow),
-    ("mistral-qlora", 1), ("distilbert", 2), ("mistral-qlora", 2), ("mistral-lora", "zero2"),
+    pytest.param("mistral-qlora", 1, marks=pytest.mark.slow),
+    ("distilbert", 2), ("mistral-qlora", 2), ("mistral-lora", "zero2"),
 ]
 
 
