@@ -3,9 +3,10 @@
     runs = report.find_runs([Path("runs/study-42")])      # run directories, or directories of runs
     written = report.write_comparison(runs, Path("runs/study-42/comparison"))
 
-Writes `comparison.csv` (every column, full precision) and `report.md` (the table a reader wants).
+Writes `comparison.csv` (every column, full precision), `report.md` and `report.html` (the table a
+reader wants, with the plots of `emodist.plots`: F1 vs throughput, per-label F1, curves, confusion).
 Runs that are not comparable (another data set or label set) are refused, never mixed; runs that
-did not finish (no `summary.json`) are listed in the report as such. Pure file work: no torch.
+did not finish (no `summary.json`) are listed in the report as such. File work only: no torch.
 """
 
 from __future__ import annotations
@@ -130,19 +131,23 @@ def row(run: Path, summary: dict) -> dict:
 
 
 def write_comparison(runs: Runs, output: Path) -> list[Path]:
-    """Write comparison.csv and report.md into `output`; return the files written."""
+    """Write comparison.csv, report.md, report.html and the PNG plots into `output`; return the files."""
+    from emodist import plots  # matplotlib: imported only when drawing
+
     summaries = load_summaries(runs.finished)
     check_comparable(runs.finished, summaries)
     rows = sorted((row(r, s) for r, s in zip(runs.finished, summaries, strict=True)),
                   key=lambda r: -(r["test_f1_macro"] if _is_number(r["test_f1_macro"]) else -math.inf))
     output.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = output / "comparison.csv", output / "report.md"
+    csv_path, md_path, html_path = output / "comparison.csv", output / "report.md", output / "report.html"
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=[name for name, _, _ in COLUMNS])
         writer.writeheader()
         writer.writerows(rows)
-    md_path.write_text(markdown(rows, summaries[0], runs.unfinished), encoding="utf-8")
-    return [csv_path, md_path]
+    images = plots.comparison(runs.finished, summaries, output)
+    md_path.write_text(markdown(rows, summaries[0], runs.unfinished, images), encoding="utf-8")
+    html_path.write_text(html(rows, summaries[0], runs.unfinished, images), encoding="utf-8")
+    return [csv_path, md_path, html_path, *images]
 
 
 def _is_number(value) -> bool:
@@ -158,13 +163,15 @@ def _cell(value, fmt: str) -> str:
         return str(value)
 
 
-def markdown(rows: list[dict], first: dict, unfinished: list[Path]) -> str:
+def _intro(rows: list[dict], first: dict) -> str:
     labels = first.get("labels") or []
-    lines = ["# emodist comparison", "",
-             f"{len(rows)} run{'s' if len(rows) != 1 else ''} on `{first.get('dataset')}` ({len(labels)} labels), "
-             "best test F1 macro first. Scores at each run's decision threshold; throughput counts real "
-             "(unpadded) tokens; peak memory is the largest of the ranks (GPU allocated, or CPU resident set).",
-             ""]
+    return (f"{len(rows)} run{'s' if len(rows) != 1 else ''} on {first.get('dataset')} ({len(labels)} labels), "
+            "best test F1 macro first. Scores at each run's decision threshold; throughput counts real "
+            "(unpadded) tokens; peak memory is the largest of the ranks (GPU allocated, or CPU resident set).")
+
+
+def markdown(rows: list[dict], first: dict, unfinished: list[Path], images: list[Path] = ()) -> str:
+    lines = ["# emodist comparison", "", _intro(rows, first), ""]
     names = [name for name, _, _ in COLUMNS]
     lines.append("| " + " | ".join(HEADERS[n] for n in names) + " |")
     lines.append("|" + "|".join("---:" if n not in ("run", "variant", "base_model", "method", "quantization",
@@ -176,4 +183,28 @@ def markdown(rows: list[dict], first: dict, unfinished: list[Path]) -> str:
     if unfinished:
         lines += ["", "Not finished (no summary.json; failed, stopped or still running): "
                   + ", ".join(f"`{p.name}`" for p in unfinished) + "."]
+    lines += [line for image in images for line in ("", f"![{image.stem}]({image.name})")]
     return "\n".join(lines) + "\n"
+
+
+def html(rows: list[dict], first: dict, unfinished: list[Path], images: list[Path]) -> str:
+    """The same report as one HTML page (images beside it)."""
+    from html import escape
+
+    names = [name for name, _, _ in COLUMNS]
+    formats = {name: fmt for name, _, fmt in COLUMNS}
+    head = "".join(f"<th>{escape(HEADERS[n])}</th>" for n in names)
+    body = "".join("<tr>" + "".join(f"<td>{escape(_cell(r[n], formats[n]))}</td>" for n in names) + "</tr>\n"
+                   for r in rows)
+    parts = ["<!doctype html>", '<html><head><meta charset="utf-8"><title>emodist comparison</title>',
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%;margin:1em 0}"
+             "</style></head><body>",
+             "<h1>emodist comparison</h1>", f"<p>{escape(_intro(rows, first))}</p>",
+             f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>"]
+    if unfinished:
+        parts.append("<p>Not finished (no summary.json; failed, stopped or still running): "
+                     + ", ".join(f"<code>{escape(p.name)}</code>" for p in unfinished) + ".</p>")
+    parts += [f'<figure><img src="{escape(i.name)}" alt="{escape(i.stem)}"></figure>' for i in images]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -23,7 +23,10 @@ LABELS = ["joy", "anger", "surprise"]
 def write_run(path: Path, variant: str, f1_macro: float, labels=LABELS, dataset="goemotions") -> Path:
     path.mkdir(parents=True)
     scores = {"f1_macro": f1_macro, "f1_micro": f1_macro + 0.05, "precision_micro": 0.7, "recall_micro": 0.6,
-              "subset_accuracy": 0.4}
+              "subset_accuracy": 0.4,
+              "per_label": {name: {"f1": f1_macro * (i + 1) / len(labels), "support": 10 * (i + 1)}
+                            for i, name in enumerate(labels)},
+              "confusion": {name: [[50, i], [3, 7 + i]] for i, name in enumerate(labels)}}
     summary = {"variant": variant, "base_model": f"hub/{variant}", "method": "lora", "quantization": "none",
                "dataset": dataset, "labels": labels, "num_processes": 2, "num_nodes": 1,
                "distributed_type": "DEEPSPEED", "zero_stage": 3, "mixed_precision": "bf16",
@@ -33,6 +36,9 @@ def write_run(path: Path, variant: str, f1_macro: float, labels=LABELS, dataset=
                         "peak_memory_bytes": 3 * 2**30}}
     (path / "summary.json").write_text(json.dumps(summary))
     (path / "config.yaml").write_text(f"variant: {variant}\n")
+    curve = [{"step": step, "train/loss": 0.7 / step} for step in range(1, 51)]
+    curve += [{"step": step, "eval/f1_micro": f1_macro * step / 50} for step in (25, 50)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
     return path
 
 
@@ -89,3 +95,24 @@ def test_a_directory_without_runs_is_refused(tmp_path):
     result = compare(str(tmp_path))
     assert result.returncode == errors.EXIT_USAGE
     assert "neither a run directory nor a directory of runs" in result.stderr
+
+
+def test_the_report_has_html_and_plots_that_are_drawn(tmp_path):
+    import matplotlib.image
+
+    study = tmp_path / "study"
+    for variant, f1 in (("distilbert", 0.41), ("gemma-lora", 0.52), ("minilm", 0.33)):
+        write_run(study / variant, variant, f1)
+    assert compare(str(study)).returncode == 0
+    out = study / "comparison"
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["confusion-distilbert.png", "confusion-gemma-lora.png", "confusion-minilm.png",
+                    "curves.png", "f1_vs_throughput.png", "per_label_f1.png"]
+    for name in pngs:
+        pixels = matplotlib.image.imread(out / name)
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+        assert pixels[..., :3].std() > 0.02, f"{name} is blank"
+    page = (out / "report.html").read_text()
+    assert page.count("<tr>") == 1 + 3 and page.count("<img ") == len(pngs)
+    assert "<td>gemma-lora</td>" in page and "0.5200" in page
+    assert "![curves](curves.png)" in (out / "report.md").read_text()
