@@ -8,8 +8,9 @@
 #   slurm/local-cluster.sh stop       # cancel jobs, stop the daemons this script started (by pid)
 #
 # Needs root (apt, /etc/hosts, /etc/slurm) and Debian's slurm packages (22.05 in bookworm; installed
-# when missing). Idempotent: `start` on a running cluster only reports it; `stop` stops only the
-# processes whose pids it recorded at start, and removes only the /etc/hosts lines it added.
+# when missing). Idempotent: `start` on a running cluster only reports it (or restarts it when the
+# settings changed); `stop` stops only the processes whose pids it recorded at start, and removes only
+# the /etc/hosts lines it added.
 #
 # The nodes advertise what the templates ask for, not what the machine has: every node shares this
 # machine's cores and file system, and its GPUs are stand-ins (/dev/null clones), so training runs CPU
