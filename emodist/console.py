@@ -87,7 +87,7 @@ class Console:
             self.rich.print("  ".join(parts), soft_wrap=True)  # one record, one line, even in a narrow log
 
     def final(self, summary: dict) -> None:
-        """The end-of-run tables: headline metrics per split, then throughput and memory."""
+        """The end-of-run tables: headline metrics per split, per-label scores, throughput and memory."""
         splits = [s for s in ("dev", "test") if s in summary]
         scores = Table(title="Results", title_justify="left", title_style="bold")
         scores.add_column("metric")
@@ -96,6 +96,15 @@ class Console:
         for metric in (*HEADLINE, "loss"):
             scores.add_row(metric, *(f"{summary[s][metric]:.4f}" for s in splits))
         self.print(scores)
+
+        split = splits[-1]  # test when there is one
+        per_label = Table(title=f"Per label ({split}), best F1 first", title_justify="left", title_style="bold")
+        for column in ("label", "F1", "precision", "recall", "support"):
+            per_label.add_column(column, justify="left" if column == "label" else "right")
+        for name, label in sorted(summary[split]["per_label"].items(), key=lambda item: -item[1]["f1"]):
+            per_label.add_row(name, f"{label['f1']:.4f}", f"{label['precision']:.4f}", f"{label['recall']:.4f}",
+                              str(label["support"]))
+        self.print(per_label)
 
         perf = summary["perf"]
         run = Table(title="Throughput and memory", title_justify="left", title_style="bold", show_header=False)

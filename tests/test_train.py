@@ -48,6 +48,13 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     # the terminal: banner, progress lines, final tables
     assert "emodist" in result.stdout and "step 10 " in result.stdout
     assert "Results" in result.stdout and "Throughput and memory" in result.stdout
+    # the per-label table: every label once, best test F1 first
+    table = result.stdout.split("Per label (test), best F1 first")[1].split("Throughput and memory")[0]
+    rows = [line.split("│") for line in table.splitlines() if line.count("│") == 6]
+    rows = [[cell.strip() for cell in row[1:-1]] for row in rows if row[1].strip() in summary["labels"]]
+    assert sorted(r[0] for r in rows) == sorted(summary["labels"])
+    assert [float(r[1]) for r in rows] == sorted((float(r[1]) for r in rows), reverse=True)
+    assert {r[0]: int(r[4]) for r in rows} == {k: v["support"] for k, v in summary["test"]["per_label"].items()}
 
 
 def test_smoke_run_learns(smoke_run):
