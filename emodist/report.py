@@ -170,7 +170,7 @@ def _intro(rows: list[dict], first: dict) -> str:
             "(unpadded) tokens; peak memory is the largest of the ranks (GPU allocated, or CPU resident set).")
 
 
-def markdown(rows: list[dict], first: dict, unfinished: list[Path], images: list[Path] = ()) -> str:
+def markdown(rows: list[dict], first: dict, unfinished: list[Path], images: list[Path] | None = None) -> str:
     lines = ["# emodist comparison", "", _intro(rows, first), ""]
     names = [name for name, _, _ in COLUMNS]
     lines.append("| " + " | ".join(HEADERS[n] for n in names) + " |")
@@ -183,7 +183,7 @@ def markdown(rows: list[dict], first: dict, unfinished: list[Path], images: list
     if unfinished:
         lines += ["", "Not finished (no summary.json; failed, stopped or still running): "
                   + ", ".join(f"`{p.name}`" for p in unfinished) + "."]
-    lines += [line for image in images for line in ("", f"![{image.stem}]({image.name})")]
+    lines += [line for image in images or [] for line in ("", f"![{image.stem}]({image.name})")]
     return "\n".join(lines) + "\n"
 
 

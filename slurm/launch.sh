@@ -96,11 +96,12 @@ gpus_here() {  # GPUs this job may use on this node: SLURM's count, if the node 
 }
 
 NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
+gpus=$(gpus_here)
 if [[ -n ${EMODIST_PROCS_PER_NODE:-} ]]; then
     PROCS_PER_NODE=$EMODIST_PROCS_PER_NODE
     device="processes per node from EMODIST_PROCS_PER_NODE"
-elif (($(gpus_here) > 0)); then
-    PROCS_PER_NODE=$(gpus_here)
+elif ((gpus > 0)); then
+    PROCS_PER_NODE=$gpus
     device="one process per GPU"
 else
     PROCS_PER_NODE=1
