@@ -1,18 +1,31 @@
-"""Throughput and memory of a run, measured without adding host syncs to the training step.
+"""Throughput, step times, phases, memory and MFU of a run, measured without adding host syncs.
 
     meter = Throughput(device); meter.resume()
     for batch in loader: ...; meter.count(batch)
+        meter.mark_step()                           # at each optimizer step, after the loop's own sync
     meter.pause()                                   # around evaluation and saving
     totals = meter.totals(accelerator)              # summed over ranks, once, at the end
 
+    phases = Phases()
+    with phases.measure("load"): ...                # load, tokenize, eval, save; train comes from the meter
+
 Samples are counted from tensor shapes (known on the host); real tokens (attention mask) are summed on
-the device and only read at log intervals. Padded tokens are what the model computes on.
+the device and only read at log intervals. Padded tokens are what the model computes on. Step times are
+host clock readings taken right after the loop's once-per-step all-reduce (the stop and divergence
+check), which already waits for the step's work: they cost no extra synchronisation.
+
+MFU (model FLOPs utilisation), on GPUs only: the FLOPs the model needs for the real tokens it trained on,
+per second, over the cards' dense bf16/fp16 peak (`train_flops_per_token`, `peak_flops`).
 """
 
 from __future__ import annotations
 
+import os
 import resource
+import statistics
 import time
+from collections import defaultdict
+from contextlib import contextmanager
 
 import torch
 
@@ -23,8 +36,11 @@ class Throughput:
         self.padded_tokens = 0
         self.real_tokens = torch.zeros((), dtype=torch.long, device=device)
         self.seconds = 0.0
+        self.step_seconds: list[float] = []
+        """Wall time of every optimizer step on this process; evaluation and saving excluded."""
         self._started: float | None = None
-        self._mark = (0, 0.0)  # (samples, seconds) at the last `interval()`
+        self._mark = (0, 0, 0.0)  # (samples, real tokens, seconds) at the last `interval()`
+        self._step_mark = 0.0
 
     def resume(self) -> None:
         if self._started is None:
@@ -35,46 +51,178 @@ class Throughput:
             self.seconds += time.perf_counter() - self._started
             self._started = None
 
+    @contextmanager
+    def paused(self):
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
     def count(self, batch: dict) -> None:
         ids = batch["input_ids"]
         self.samples += ids.shape[0]
         self.padded_tokens += ids.numel()
         self.real_tokens += batch["attention_mask"].sum()
 
+    def mark_step(self) -> None:
+        """Close the current optimizer step's time (call it where the host has already waited for it)."""
+        now = self.elapsed()
+        self.step_seconds.append(now - self._step_mark)
+        self._step_mark = now
+
     def elapsed(self) -> float:
         running = time.perf_counter() - self._started if self._started is not None else 0.0
         return self.seconds + running
 
-    def interval(self) -> float:
-        """This rank's samples/s since the previous call."""
-        samples, seconds = self.samples, self.elapsed()
-        rate = (samples - self._mark[0]) / max(seconds - self._mark[1], 1e-9)
-        self._mark = (samples, seconds)
-        return rate
+    def interval(self, accelerator) -> tuple[float, float]:
+        """(samples/s, real tokens/s) over all ranks since the previous call: a collective that reads the
+        device's token count, so the loop calls it at log intervals only."""
+        counts = torch.stack([torch.tensor(self.samples, device=self.real_tokens.device), self.real_tokens])
+        samples, tokens = (int(v) for v in accelerator.reduce(counts, reduction="sum"))
+        seconds = self.elapsed()
+        span = max(seconds - self._mark[2], 1e-9)
+        rates = ((samples - self._mark[0]) / span, (tokens - self._mark[1]) / span)
+        self._mark = (samples, tokens, seconds)
+        return rates
 
     def totals(self, accelerator) -> dict:
         """Run totals over all ranks (a collective: call it on every rank)."""
         counts = torch.tensor([self.samples, self.padded_tokens, int(self.real_tokens)], device=accelerator.device)
         samples, padded, real = (int(v) for v in accelerator.reduce(counts, reduction="sum"))
         seconds = max(self.elapsed(), 1e-9)
+        steps = self.step_seconds
         return {
             "train_seconds": seconds,
             "train_samples": samples,
+            "train_tokens": real,
+            "train_padded_tokens": padded,
             "train_samples_per_s": samples / seconds,
             "train_tokens_per_s": real / seconds,
             "train_padded_tokens_per_s": padded / seconds,
             "padding_efficiency": real / max(padded, 1),
+            "step_seconds_median": statistics.median(steps) if steps else None,
+            "step_seconds_p90": percentile(steps, 90) if steps else None,
         }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The `q`th percentile with linear interpolation between the closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+class Phases:
+    """Seconds spent per phase of a run (load, tokenize, eval, save), on this process."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def measure(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+# --- memory ----------------------------------------------------------------------------------------------
+
+def memory_bytes(device: torch.device) -> int:
+    """Memory this process holds now: CUDA allocated bytes on a GPU, resident set size on a CPU (no sync)."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
 
 
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory of this process: CUDA allocated bytes on a GPU, peak resident set size on a CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    # Linux reports KiB; its high-water mark is updated lazily, so it can trail the resident set of now
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, memory_bytes(device))
 
 
-def peak_memory_per_rank(accelerator) -> list[int]:
-    """Every rank's `peak_memory_bytes`, in rank order (a collective)."""
-    mine = torch.tensor([peak_memory_bytes(accelerator.device)], dtype=torch.long, device=accelerator.device)
-    return [int(v) for v in accelerator.gather(mine)]
+def peak_memory(accelerator) -> dict:
+    """Every rank's peak memory in rank order (a collective): `peak_memory_bytes_per_rank` (CUDA allocated or
+    peak RSS, as `memory_kind` says) and, on GPUs, `peak_memory_reserved_bytes_per_rank` (the caching
+    allocator's reservation: what the card really had to hold)."""
+    device = accelerator.device
+    cuda = device.type == "cuda"
+    mine = [peak_memory_bytes(device), int(torch.cuda.max_memory_reserved(device)) if cuda else 0]
+    rows = accelerator.gather(torch.tensor([mine], dtype=torch.long, device=device)).tolist()
+    allocated = [int(row[0]) for row in rows]
+    return {
+        "memory_kind": "cuda_allocated" if cuda else "cpu_rss",
+        "peak_memory_bytes_per_rank": allocated,
+        "peak_memory_bytes": max(allocated),
+        "peak_memory_reserved_bytes_per_rank": [int(row[1]) for row in rows] if cuda else None,
+    }
+
+
+# --- MFU -------------------------------------------------------------------------------------------------
+
+# Dense (no sparsity) bf16/fp16 tensor-core peaks in TFLOP/s from the vendors' data sheets, matched as
+# substrings of torch.cuda.get_device_name(), most specific first. EMODIST_PEAK_TFLOPS overrides them.
+PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("GH200", 989.4),
+    ("B200", 2250.0), ("A100", 312.0), ("A10G", 70.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0),
+    ("A6000", 154.8), ("RTX 4090", 165.2), ("RTX 3090", 71.0), ("V100", 125.0), ("T4", 65.0),
+)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """One card's dense half-precision peak in FLOP/s, or None when the card is unknown (or not a GPU)."""
+    if override := os.environ.get("EMODIST_PEAK_TFLOPS"):
+        return float(override) * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops * 1e12 for key, tflops in PEAK_TFLOPS if key in name), None)
+
+
+def train_flops_per_token(params: int, trainable: int, layers: int, hidden: int, seq_len: float) -> float:
+    """Training FLOPs per token (model FLOPs: activation recomputation is not counted).
+
+        forward   2·N + 4·L·d·S      every weight multiplies the token once (2 FLOPs per multiply-add);
+                                     attention scores QKᵀ and the weighted sum AV take 2·d·S each per layer
+        backward  2·N + 8·L·d·S      gradients with respect to the activations: twice the forward
+                  + 2·N_trainable    gradients with respect to the weights, for the trainable ones only
+        total     4·N + 2·N_trainable + 12·L·d·S
+
+    N: the parameters that multiply activations (all but the token embedding table, a lookup; a 4-bit base
+    counts the weights it stores); L layers of width d; S the mean sequence length. A full fine-tune gives
+    6·N + 12·L·d·S, the formula of the PaLM paper (Chowdhery et al. 2022, appendix B); LoRA saves the
+    weight gradients of the frozen base.
+    """
+    return 4 * params + 2 * trainable + 12 * layers * hidden * seq_len
+
+
+def model_shape(config) -> tuple[int, int, int]:
+    """(layers, hidden size, embedding parameters) from a transformers config of any emodist architecture."""
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layers  # DistilBERT says n_layers
+    hidden = getattr(config, "hidden_size", None) or config.dim  # and dim
+    return layers, hidden, config.vocab_size * hidden
+
+
+def mfu(perf: dict, params_total: int, params_trainable: int, config, num_processes: int,
+        device: torch.device) -> dict:
+    """{"train_flops_per_token", "train_tflops_per_s", "mfu"} from a run's totals (`Throughput.totals`) and
+    its model's parameter counts and config; MFU is None off GPUs (or on a card without a known peak: set
+    EMODIST_PEAK_TFLOPS to the card's dense bf16 TFLOP/s)."""
+    layers, hidden, embedding = model_shape(config)
+    params = params_total - embedding
+    seq_len = perf["train_tokens"] / max(perf["train_samples"], 1)
+    per_token = train_flops_per_token(params, min(params_trainable, params), layers, hidden, seq_len)
+    achieved = per_token * perf["train_tokens_per_s"]
+    peak = peak_flops(device)
+    return {"train_flops_per_token": per_token, "train_tflops_per_s": achieved / 1e12,
+            "mfu": achieved / (peak * num_processes) if peak else None}

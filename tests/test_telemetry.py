@@ -1,0 +1,120 @@
+"""The parts of telemetry and tracking that need no training run: step-time statistics, the FLOP count,
+the GPU peak table, and how the wandb mode is chosen (the end-to-end checks are in tests/test_train.py)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from emodist import telemetry, tracking
+
+
+@pytest.mark.parametrize("values", [[0.5], [3.0, 1.0], [0.02, 0.015, 0.9, 0.016, 0.017, 0.014, 0.03]])
+def test_percentile_agrees_with_numpy(values):
+    for q in (0, 50, 90, 100):
+        assert telemetry.percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_step_times_leave_out_paused_time():
+    meter = telemetry.Throughput(torch.device("cpu"))
+    meter.resume()
+    meter.mark_step()
+    with meter.paused():  # evaluation: not part of any step
+        before = meter.elapsed()
+        time.sleep(0.2)
+        assert meter.elapsed() == before  # the clock stands still
+    meter.mark_step()
+    assert len(meter.step_seconds) == 2 and sum(meter.step_seconds) < 0.1
+    assert meter.step_seconds[-1] == pytest.approx(meter.elapsed() - meter.step_seconds[0], abs=0.01)
+
+
+def test_flops_per_token_is_6n_for_a_full_fine_tune_and_less_for_lora():
+    n, layers, hidden, seq = 7_000_000_000, 32, 4096, 128
+    attention = 12 * layers * hidden * seq
+    assert telemetry.train_flops_per_token(n, n, layers, hidden, seq) == 6 * n + attention
+    lora = telemetry.train_flops_per_token(n, 40_000_000, layers, hidden, seq)
+    assert lora == 4 * n + 2 * 40_000_000 + attention
+
+
+class _Config:  # the two spellings of layer count and width emodist's architectures use
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def test_model_shape_reads_distilbert_and_llama_style_configs():
+    assert telemetry.model_shape(_Config(n_layers=6, dim=768, vocab_size=30522)) == (6, 768, 30522 * 768)
+    assert telemetry.model_shape(_Config(num_hidden_layers=32, hidden_size=4096, vocab_size=32000)) == (
+        32, 4096, 32000 * 4096)
+
+
+def test_mfu_divides_by_every_card_and_needs_a_peak(monkeypatch):
+    config = _Config(num_hidden_layers=2, hidden_size=64, vocab_size=100)
+    perf = {"train_tokens": 1000, "train_samples": 10, "train_tokens_per_s": 1e6}
+    params = 100 * 64 + 1_000_000
+    monkeypatch.delenv("EMODIST_PEAK_TFLOPS", raising=False)
+    on_cpu = telemetry.mfu(perf, params, params, config, 2, torch.device("cpu"))
+    assert on_cpu["mfu"] is None
+    per_token = 6 * 1_000_000 + 12 * 2 * 64 * 100
+    assert on_cpu["train_flops_per_token"] == per_token
+    assert on_cpu["train_tflops_per_s"] == pytest.approx(per_token * 1e6 / 1e12)
+    monkeypatch.setenv("EMODIST_PEAK_TFLOPS", "10")
+    assert telemetry.mfu(perf, params, params, config, 2, torch.device("cpu"))["mfu"] == pytest.approx(
+        per_token * 1e6 / (2 * 10e12))
+
+
+@pytest.mark.parametrize("name, tflops", [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0),
+                                          ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L4", 121.0),
+                                          ("NVIDIA L40S", 362.0), ("NVIDIA A10G", 70.0), ("Some New Card", None)])
+def test_peak_table_matches_the_most_specific_name(monkeypatch, name, tflops):
+    monkeypatch.delenv("EMODIST_PEAK_TFLOPS", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    peak = telemetry.peak_flops(torch.device("cuda"))
+    assert peak == (tflops * 1e12 if tflops else None)
+
+
+@pytest.mark.parametrize("setting, env, key, expected", [
+    ("auto", None, False, ("offline", True)),
+    ("auto", None, True, ("online", False)),
+    ("auto", "offline", True, ("offline", False)),
+    ("auto", "disabled", True, ("off", False)),
+    ("online", None, False, ("offline", True)),  # never a prompt, never a failure
+    ("off", "online", True, ("off", False)),  # the explicit setting wins over WANDB_MODE
+    ("offline", None, True, ("offline", False)),
+])
+def test_wandb_mode(monkeypatch, tmp_path, setting, env, key, expected):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_IDENTITY_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n" if key else "")
+    monkeypatch.setenv("NETRC", str(netrc))
+    if env is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env)
+    mode, notice = tracking.resolve_mode(setting)
+    assert (mode, notice is not None) == expected
+
+
+def test_run_name_carries_the_slurm_job(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    assert tracking.run_name("gemma-lora") == "gemma-lora-4242"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4240")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert tracking.run_name("gemma-lora") == "gemma-lora-4240_2"
+
+
+def test_the_wandb_summary_flattens_final_metrics_and_per_label_f1():
+    summary = {"dev": {"f1_macro": 0.5, "loss": 0.2, "per_label": {"joy": {"f1": 0.7}}},
+               "test": {"f1_macro": 0.4, "per_label": {"joy": {"f1": 0.6}}},
+               "perf": {"train_tokens_per_s": 123.0, "mfu": None, "phase_seconds": {"load": 1.5},
+                        "peak_memory_bytes_per_rank": [1, 2]},
+               "train": {"steps": 7}}
+    assert tracking.summary_metrics(summary) == {
+        "eval/f1_macro": 0.5, "eval/loss": 0.2, "eval/per_label_f1/joy": 0.7, "test/f1_macro": 0.4,
+        "test/per_label_f1/joy": 0.6, "perf/train_tokens_per_s": 123.0, "perf/phase_seconds/load": 1.5,
+        "train/steps": 7}
