@@ -2,14 +2,19 @@
 
     console = Console(enabled=accelerator.is_main_process)
 
-Only the main process prints. On a terminal the progress is a live rich bar; when stdout is a file or a
-pipe (CI, SLURM output) the same information comes as plain log lines, one per logged step.
+Only the main process prints. On a terminal the progress is a live rich bar (step, epoch, loss, lr,
+samples/s, tokens/s, current/peak memory, elapsed, ETA); when stdout is a file or a pipe (CI, SLURM output)
+the same fields come as one plain line per logged step:
+
+    step 40/512 (7%)  epoch 0.08  loss 0.5903  lr 4.98e-04  61.3 samples/s  1,873 tokens/s  mem 612/640 MiB (peak)  ETA 0:01:52
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from rich.console import Console as RichConsole
 from rich.progress import (
@@ -25,11 +30,40 @@ from rich.table import Table
 from emodist.metrics import HEADLINE
 
 
+@dataclass
+class _Plan:
+    total: int
+    completed: int
+    """Steps done before this process started (a resumed run): the ETA counts only this process's pace."""
+    started: float
+
+
+def _train_fields(record: dict) -> list[str]:
+    """epoch, loss, lr, throughput and memory of a train record, as short `name value` fields."""
+    fields = [f"epoch {record['epoch']:.2f}", f"loss {record['train/loss']:.4f}", f"lr {record['train/lr']:.2e}"]
+    if "perf/train_samples_per_s" in record:
+        fields.append(f"{record['perf/train_samples_per_s']:.1f} samples/s")
+    if "perf/train_tokens_per_s" in record:
+        fields.append(f"{record['perf/train_tokens_per_s']:,.0f} tokens/s")
+    if "perf/memory_bytes" in record:
+        fields.append(f"mem {record['perf/memory_bytes'] / 2**20:,.0f}/{record['perf/peak_memory_bytes'] / 2**20:,.0f} "
+                      "MiB (peak)")
+    return fields
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 class Console:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self.rich = RichConsole(highlight=False)
         self._progress: Progress | None = None
+        self._plan: _Plan | None = None
 
     def print(self, *objects) -> None:
         if self.enabled:  # a line of text stays one line (paths included), however narrow the log
@@ -59,32 +93,47 @@ class Console:
 
     @contextmanager
     def progress(self, total_steps: int, completed: int = 0):
-        """A live progress bar over optimizer steps (only on a terminal); `advance()` moves it."""
+        """Progress over optimizer steps: a live rich bar on a terminal, else one plain line per logged
+        train record (`log`). `advance()` moves the bar each step."""
+        self._plan = _Plan(total_steps, completed, time.monotonic())
         if not (self.enabled and self.rich.is_terminal):
             yield self
             return
         self._progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.rich,
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.rich,
         )
         self._task = self._progress.add_task("train", total=total_steps, completed=completed, info="")
-        with self._progress:
-            yield self
-        self._progress = None
+        try:
+            with self._progress:
+                yield self
+        finally:
+            self._progress = None
 
-    def advance(self, step: int, info: str = "") -> None:
+    def advance(self, step: int) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, info=info)
+            self._progress.update(self._task, completed=step)
 
     def log(self, record: dict) -> None:
-        """One plain line for a metrics record (train or eval)."""
-        parts = [f"step {record['step']}"]
-        for key, value in record.items():
-            if key == "step":
-                continue
-            parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
-        if self.enabled:
-            self.rich.print("  ".join(parts), soft_wrap=True)  # one record, one line, even in a narrow log
+        """A metrics record: a train record updates the live bar (terminal) or prints one progress line with
+        its ETA (log file); any other record (evaluation) prints one line."""
+        if not self.enabled:
+            return
+        if "train/loss" in record and self._plan is not None:
+            fields = _train_fields(record)
+            if self._progress is not None:
+                self._progress.update(self._task, completed=record["step"], info="  ".join(fields))
+                return
+            plan = self._plan
+            done = record["step"] - plan.completed
+            eta = (time.monotonic() - plan.started) / done * (plan.total - record["step"]) if done > 0 else None
+            line = [f"step {record['step']}/{plan.total} ({100 * record['step'] // max(plan.total, 1)}%)", *fields,
+                    f"ETA {_clock(eta)}"]
+        else:
+            line = [f"step {record['step']}"] + [
+                f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                for key, value in record.items() if key != "step"]
+        self.rich.print("  ".join(line), soft_wrap=True)  # one record, one line, even in a narrow log
 
     def final(self, summary: dict) -> None:
         """The end-of-run tables: headline metrics per split, per-label scores, throughput and memory."""
@@ -110,10 +159,20 @@ class Console:
         run = Table(title="Throughput and memory", title_justify="left", title_style="bold", show_header=False)
         run.add_column(style="bold cyan")
         run.add_column(justify="right")
-        run.add_row("train time", f"{perf['train_seconds']:.1f} s")
+        for phase, seconds in (perf.get("phase_seconds") or {"train": perf["train_seconds"]}).items():
+            run.add_row(f"time: {phase}", f"{seconds:.1f} s")
+        if perf.get("step_seconds_median") is not None:
+            run.add_row("step time", f"median {perf['step_seconds_median'] * 1000:.0f} ms, "
+                                     f"p90 {perf['step_seconds_p90'] * 1000:.0f} ms")
         run.add_row("samples/s", f"{perf['train_samples_per_s']:.1f}")
-        run.add_row("tokens/s (real)", f"{perf['train_tokens_per_s']:.0f}")
-        run.add_row("tokens/s (padded)", f"{perf['train_padded_tokens_per_s']:.0f}")
+        run.add_row("tokens/s", f"{perf['train_tokens_per_s']:,.0f} real, {perf['train_padded_tokens_per_s']:,.0f} "
+                                f"padded (padding efficiency {perf.get('padding_efficiency', 0):.0%})")
+        if perf.get("train_tflops_per_s") is not None:
+            mfu = f", MFU {perf['mfu']:.1%}" if perf.get("mfu") is not None else ""
+            run.add_row("model TFLOP/s", f"{perf['train_tflops_per_s']:.3g}{mfu}")
+        kind = {"cuda_allocated": "CUDA allocated", "cpu_rss": "peak RSS"}.get(perf.get("memory_kind"), "peak")
+        reserved = perf.get("peak_memory_reserved_bytes_per_rank") or []
         for rank, peak in enumerate(perf["peak_memory_bytes_per_rank"]):
-            run.add_row(f"peak memory rank {rank}", f"{peak / 2**20:.0f} MiB")
+            extra = f", {reserved[rank] / 2**20:,.0f} MiB reserved" if rank < len(reserved) else ""
+            run.add_row(f"peak memory rank {rank}", f"{peak / 2**20:,.0f} MiB {kind}{extra}")
         self.print(run)
