@@ -101,8 +101,10 @@ def _remove(run_dir: Path, names) -> None:
 
 
 def default_run_dir(cfg: RunConfig) -> str:
-    suffix = "-smoke" if cfg.smoke else ""
-    return f"runs/{cfg.variant}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """runs/<variant>-<date>-<time>; smoke runs sort together as runs/smoke-<variant>-<date>-<time>, so
+    `python launch/compare.py runs/smoke-*` compares them."""
+    prefix = "smoke-" if cfg.smoke else ""
+    return f"runs/{prefix}{cfg.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def truncate_metrics(path: Path, after_step: int) -> None:

@@ -152,18 +152,36 @@ class ExportConfig:
 
 
 @dataclass
+class TrackConfig:
+    wandb: Literal["auto", "online", "offline", "off"] = "auto"
+    """Weights & Biases tracking (also --wandb). `auto`: WANDB_MODE when it is set, else online when an API
+    key is configured, else offline. Online without an API key falls back to offline with one notice.
+    The run's wandb files go to <run directory>/wandb/."""
+    project: str | None = None
+    """wandb project (unset: WANDB_PROJECT, else emodist)."""
+    group: str | None = None
+    """wandb group: the study this run belongs to (unset: WANDB_RUN_GROUP, which the SLURM launcher sets
+    from EMODIST_WANDB_GROUP)."""
+    tags: list[str] = field(default_factory=list)
+    """Extra wandb tags (the variant, method, quantization, topology and smoke tags come by themselves)."""
+    plots: bool = True
+    """Draw plots/ in the run directory at the end (loss and F1 curves, per-label F1, confusion grid)."""
+
+
+@dataclass
 class RunConfig:
     variant: str = ""
     """Name of the preset this run started from (see --list-variants)."""
     smoke: bool = False
     """Tiny random model of the same architecture on the built-in synthetic set: the offline check."""
     output_dir: str | None = None
-    """Run directory. Unset: runs/<variant>[-smoke]-<date>-<time>."""
+    """Run directory. Unset: runs/<variant>-<date>-<time> (smoke runs: runs/smoke-<variant>-<date>-<time>)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

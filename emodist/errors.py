@@ -38,6 +38,8 @@ class Diverged(UsageError):
 class Preempted(Exception):
     """The run stopped on a signal after saving `checkpoint` (exit code EXIT_PREEMPTED)."""
 
+    exit_code = EXIT_PREEMPTED
+
     def __init__(self, signal_name: str, step: int, checkpoint):
         super().__init__(f"stopped by {signal_name} at step {step}: saved {checkpoint}; run the same command "
                          "with --resume auto to continue")

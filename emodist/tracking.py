@@ -1,24 +1,176 @@
-"""One metric-logger interface: every record goes to metrics.jsonl and to the console.
+"""One metric-logger interface: every record goes to metrics.jsonl, the console and (when on) wandb.
 
-    logger = MetricLogger(run_dir / "metrics.jsonl", console, enabled=accelerator.is_main_process)
-    logger.log({"step": 10, "epoch": 0, "train/loss": 0.31, ...})
+    tracker = start_wandb(cfg, run_dir, labels, topology, console) if main process else Tracker()
+    logger = MetricLogger(run_dir / "metrics.jsonl", console, enabled=accelerator.is_main_process, tracker=tracker)
+    logger.log({"step": 10, "epoch": 0.02, "train/loss": 0.31, ...})
+    logger.close(summary, exit_code=0)
 
-Keys are namespaced (`train/`, `eval/`, `perf/`). On every process but the main one the logger does
-nothing, so the loop calls it unconditionally.
+Keys are namespaced (`train/`, `eval/` for dev, `test/`, `perf/`). On every process but the main one the
+logger does nothing, so the loop calls it unconditionally. metrics.jsonl is written first and flushed: a
+tracker that fails (network, disk) costs a warning, never a logged line.
+
+wandb: project, group (the study), job_type (the variant), name (variant + SLURM job id, or the start
+time), tags and the resolved config; every record is logged against its optimizer `step`, so a resumed
+run may log a step twice without wandb dropping it. At the end the summary holds the final dev (`eval/`)
+and test metrics, per-label F1 and the `perf/` totals, and the run's files hold summary.json and
+metrics.jsonl (what `launch/compare.py --wandb-group` reads back).
 """
 
 from __future__ import annotations
 
 import json
+import netrc
+import os
+import shutil
+import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from emodist.console import Console
+from emodist.metrics import HEADLINE
+
+RUN_FILE = "emodist-run.json"
+"""In <run dir>/wandb/: the wandb run's id and name, so that a resumed run continues the same wandb run."""
+
+
+class Tracker:
+    """The do-nothing tracker (tracking off, or not the main process); `WandbTracker` is the real one."""
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def finish(self, summary: dict | None, files: list[Path], exit_code: int) -> None:
+        pass
+
+
+class WandbTracker(Tracker):
+    def __init__(self, run, console: Console):
+        self.run = run
+        self.console = console
+
+    def log(self, record: dict) -> None:
+        self._guard("log", self.run.log, record)
+
+    def finish(self, summary: dict | None, files: list[Path], exit_code: int) -> None:
+        if self.run is None:
+            return
+        if summary is not None:
+            self._guard("summary", self.run.summary.update, summary_metrics(summary))
+        for path in files:  # files in the run's directory are uploaded when the run ends
+            if path.is_file():
+                self._guard("save", shutil.copy, path, Path(self.run.dir) / path.name)
+        self._guard("finish", self.run.finish, exit_code=exit_code)
+        self.run = None
+
+    def _guard(self, what: str, call, *args, **kwargs) -> None:
+        if self.run is None:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - a tracker must never end the run; metrics.jsonl has it all
+            self.console.print(f"emodist: warning: wandb {what} failed ({type(err).__name__}: {err}); "
+                               "tracking stops here, metrics.jsonl keeps every record")
+            self.run = None
+
+
+def summary_metrics(summary: dict) -> dict:
+    """The flat wandb summary of a finished run: headline metrics, per-label F1, perf totals."""
+    out: dict = {}
+    for split, prefix in (("dev", "eval"), ("test", "test")):
+        scores = summary.get(split) or {}
+        out.update({f"{prefix}/{k}": scores[k] for k in (*HEADLINE, "loss") if k in scores})
+        out.update({f"{prefix}/per_label_f1/{label}": s["f1"] for label, s in scores.get("per_label", {}).items()})
+    for key, value in summary.get("perf", {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"perf/{key}"] = value
+        elif isinstance(value, dict):
+            out.update({f"perf/{key}/{k}": v for k, v in value.items()})
+    out["train/steps"] = summary.get("train", {}).get("steps")
+    return out
+
+
+def resolve_mode(setting: str) -> tuple[str, str | None]:
+    """(online | offline | off, a notice line or None) for track.wandb=`setting`."""
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if setting == "auto" and env:
+        if env in ("disabled", "off"):
+            return "off", None
+        setting = "offline" if env in ("offline", "dryrun") else "online"
+    if setting == "auto":
+        setting = "online" if has_credentials() else "offline"
+        if setting == "offline":
+            return "offline", ("no wandb API key (WANDB_API_KEY or `wandb login`): logging offline; "
+                               "upload later with `wandb sync`")
+    if setting == "online" and not has_credentials():
+        return "offline", "track.wandb=online but no wandb API key is configured: logging offline instead"
+    return setting, None
+
+
+def has_credentials() -> bool:
+    """Whether wandb would find an API key without prompting: WANDB_API_KEY, an identity token file, or a
+    netrc entry for the wandb host (where `wandb login` writes it)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def run_name(variant: str) -> str:
+    """variant + the SLURM job id (array jobs: <array job>_<task>), or the start time outside SLURM."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID")
+    return f"{variant}-{job or time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def start_wandb(cfg, run_dir: Path, labels: list[str], topology, console: Console) -> Tracker:
+    """A wandb run for this training run (main process only), or the do-nothing Tracker when tracking is off."""
+    mode, notice = resolve_mode(cfg.track.wandb)
+    if mode == "off":
+        return Tracker()
+    if notice:
+        console.print(f"emodist: {notice}")
+    import wandb
+
+    wandb_dir = run_dir / "wandb"
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    run_file = wandb_dir / RUN_FILE
+    earlier = json.loads(run_file.read_text()) if run_file.is_file() else {}  # {}: a new run, wandb makes the id
+    tags = [cfg.variant, cfg.model.method, topology.distributed_type.lower(), f"processes-{topology.num_processes}",
+            *(["smoke"] if cfg.smoke else []), *([cfg.model.quantization] if cfg.model.quantization != "none" else []),
+            *cfg.track.tags]
+    init = dict(
+        project=cfg.track.project or os.environ.get("WANDB_PROJECT") or "emodist",
+        group=cfg.track.group or os.environ.get("WANDB_RUN_GROUP") or None,
+        job_type=cfg.variant, name=earlier.get("name") or run_name(cfg.variant), tags=list(dict.fromkeys(tags)),
+        config={**cfg.to_dict(), "labels": labels, "topology": topology.identity()},
+        dir=str(run_dir), id=earlier.get("id"), resume="allow", settings=wandb.Settings(silent=True),
+    )
+    try:
+        run = wandb.init(mode=mode, **init)
+    except Exception as err:  # noqa: BLE001 - an unreachable server must not cost the training run
+        if mode != "online":
+            console.print(f"emodist: warning: wandb could not start ({type(err).__name__}: {err}); tracking is off")
+            return Tracker()
+        console.print(f"emodist: wandb online failed ({type(err).__name__}: {err}): logging offline instead")
+        run = wandb.init(mode="offline", **init)
+    run_file.write_text(json.dumps({"id": run.id, "name": run.name}) + "\n")
+    run.define_metric("step")
+    run.define_metric("*", step_metric="step")  # our step, not wandb's own counter: resumes may repeat steps
+    where = run.url if mode == "online" and run.url else f"{Path(run.dir).parent} (`wandb sync` uploads it)"
+    console.print(f"wandb: {mode} run {run.name} in project {run.project}"
+                  + (f", group {run.group}" if run.group else "") + f": {where}")
+    return WandbTracker(run, console)
 
 
 class MetricLogger:
-    def __init__(self, path: Path, console: Console, enabled: bool):
+    def __init__(self, path: Path, console: Console, enabled: bool, tracker: Tracker | None = None):
         self.enabled = enabled
         self.console = console
+        self.tracker = tracker if enabled and tracker is not None else Tracker()
         self._file = path.open("a", encoding="utf-8") if enabled else None
 
     def log(self, record: dict) -> None:
@@ -27,8 +179,18 @@ class MetricLogger:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()  # a killed run keeps every line it logged
         self.console.log(record)
+        self.tracker.log(record)
 
-    def close(self) -> None:
+    def close(self, summary: dict | None = None, files: list[Path] = (), exit_code: int = 0) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self.tracker.finish(summary, list(files), exit_code)
+        self.tracker = Tracker()
+
+
+def exit_code_of(error: BaseException | None) -> int:
+    """The exit code of launch/train.py for a run that ends with `error` (None: success)."""
+    if error is None:
+        return 0
+    return getattr(error, "exit_code", 1)

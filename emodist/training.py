@@ -26,14 +26,13 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, distributed, evaluation, telemetry
+from emodist import checkpointing, distributed, evaluation, telemetry, tracking
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
 from emodist.errors import Diverged, Preempted, UsageError
 from emodist.metrics import HEADLINE
 from emodist.modeling import BuiltModel, is_head_parameter
-from emodist.tracking import MetricLogger
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
@@ -120,8 +119,9 @@ class Session:
     topology: distributed.Topology
     run_dir: Path
     console: Console
-    logger: MetricLogger
+    logger: tracking.MetricLogger
     meter: telemetry.Throughput
+    phases: telemetry.Phases
     loss_sum: torch.Tensor
     """Sum of the micro-batch losses since the last log, kept on the device (no sync per step)."""
     stop: StopSignals
@@ -167,40 +167,52 @@ class StopSignals:
 
 
 def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run_dir: Path, console: Console, resume_from: Path | None = None) -> dict:
+          tokenized: dict, run_dir: Path, console: Console, resume_from: Path | None = None,
+          phases: telemetry.Phases | None = None) -> dict:
     """Train (from `resume_from`, a checkpoint, when given), evaluate on dev and test, export `model/`,
-    write `summary.json`; return the summary. Raises Preempted on a stop signal, Diverged on a NaN loss."""
+    write `summary.json` and `plots/`; return the summary. Raises Preempted on a stop signal, Diverged on a
+    NaN loss. `phases`: the times of the phases before training (load, tokenize), for the summary."""
     with StopSignals() as stop:
-        session = setup(cfg, accelerator, built, data, tokenized, run_dir, console, stop, resume_from)
+        session = setup(cfg, accelerator, built, data, tokenized, run_dir, console, stop, resume_from,
+                        phases or telemetry.Phases())
+        summary, error = None, None
         try:
             fit(session)
-            return finish(session, built, data)
+            summary = finish(session, built, data)
+            return summary
+        except BaseException as err:
+            error = err
+            raise
         finally:
-            session.logger.close()
+            files = [run_dir / "summary.json", run_dir / "metrics.jsonl", *sorted(run_dir.glob("plots/*.png"))]
+            session.logger.close(summary, files, tracking.exit_code_of(error))
 
 
 def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
           tokenized: dict, run_dir: Path, console: Console, stop: StopSignals,
-          resume_from: Path | None = None) -> Session:
+          resume_from: Path | None, phases: telemetry.Phases) -> Session:
     collate = data_mod.collator(built.tokenizer)
     loaders = {
         split: DataLoader(tokenized[split], collate_fn=collate, shuffle=split == "train",
                           batch_size=cfg.train.micro_batch_size if split == "train" else cfg.train.eval_batch_size)
         for split in data_mod.SPLITS
     }
-    loaders = dict(zip(loaders, accelerator.prepare(*loaders.values()), strict=True))
-    plan = Plan.make(cfg, len(loaders["train"]), accelerator.gradient_accumulation_steps)
-    topology = distributed.Topology.of(accelerator)
-    optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules)
-    scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
-    model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
-    if cfg.model.method == "lora":
-        checkpointing.keep_trainable_only(accelerator, model)
+    with phases.measure("load"):  # accelerate's prepare wraps, shards or offloads the model: part of loading
+        loaders = dict(zip(loaders, accelerator.prepare(*loaders.values()), strict=True))
+        plan = Plan.make(cfg, len(loaders["train"]), accelerator.gradient_accumulation_steps)
+        topology = distributed.Topology.of(accelerator)
+        optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules)
+        scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
+        model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
+        if cfg.model.method == "lora":
+            checkpointing.keep_trainable_only(accelerator, model)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
         cfg, accelerator, topology, built, data, plan))
-    logger = MetricLogger(run_dir / "metrics.jsonl", console, enabled=accelerator.is_main_process)
+    main = accelerator.is_main_process
+    tracker = tracking.start_wandb(cfg, run_dir, data.labels, topology, console) if main else None
+    logger = tracking.MetricLogger(run_dir / "metrics.jsonl", console, enabled=main, tracker=tracker)
     s = Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run_dir,
-                console, logger, telemetry.Throughput(accelerator.device),
+                console, logger, telemetry.Throughput(accelerator.device), phases,
                 torch.zeros((), device=accelerator.device), stop)
     if resume_from is not None:
         restore(s, resume_from)
@@ -296,6 +308,7 @@ def after_step(s: Session) -> None:
     here runs on every rank). Raises Diverged or Preempted."""
     train = s.cfg.train
     stop_requested = check_step(s)
+    s.meter.mark_step()  # check_step waited for the step's work: the clock reads its real duration
     last = s.step == s.plan.total_steps
     if s.step % train.log_every_steps == 0 or last:
         log_train(s)
@@ -307,7 +320,7 @@ def after_step(s: Session) -> None:
         checkpoint = save(s)
         if stop_requested:
             raise Preempted(s.stop.received or "a signal on another rank", s.step, checkpoint)
-    s.console.advance(s.step, f"loss {s.last_loss:.4f}")
+    s.console.advance(s.step)
 
 
 def check_step(s: Session) -> bool:
@@ -327,52 +340,77 @@ def check_step(s: Session) -> bool:
 
 
 def save(s: Session) -> Path:
-    s.meter.pause()
     best_step = s.best["step"] if s.best else None
-    checkpoint = checkpointing.save_checkpoint(s.accelerator, s.run_dir, progress(s), s.cfg.train.keep_last_checkpoints,
-                                               best_step, trainable_only=s.cfg.model.method == "lora")
-    s.meter.resume()
-    return checkpoint
+    with s.phases.measure("save"), s.meter.paused():
+        return checkpointing.save_checkpoint(s.accelerator, s.run_dir, progress(s), s.cfg.train.keep_last_checkpoints,
+                                             best_step, trainable_only=s.cfg.model.method == "lora")
 
 
 def log_train(s: Session) -> None:
+    """Log the mean loss since the last log and the throughput over that interval, summed over ranks
+    (collectives: the only reads of device values outside evaluation)."""
     loss = s.accelerator.reduce(s.loss_sum / max(s.loss_count, 1), reduction="mean")
     s.last_loss = float(loss)
     s.loss_sum.zero_()
     s.loss_count = 0
+    samples_per_s, tokens_per_s = s.meter.interval(s.accelerator)
+    device = s.accelerator.device
     s.logger.log({
         "step": s.step,
         "epoch": s.epochs_done,
         "train/loss": s.last_loss,
         "train/lr": s.scheduler.get_last_lr()[0],
-        "perf/train_samples_per_s": s.meter.interval() * s.accelerator.num_processes,
+        "perf/train_samples_per_s": samples_per_s,
+        "perf/train_tokens_per_s": tokens_per_s,
+        "perf/memory_bytes": telemetry.memory_bytes(device),  # the main process's, now and at its peak
+        "perf/peak_memory_bytes": telemetry.peak_memory_bytes(device),
     })
 
 
 def run_eval(s: Session, split: str, prefix: str) -> dict:
     """Evaluate `split` (a collective), log the headline metrics under `prefix/`, return all scores."""
-    s.meter.pause()
-    scores = evaluation.evaluate(s.model, s.loaders[split], s.accelerator, s.labels)
-    s.logger.log({"step": s.step, "epoch": s.epochs_done,
-                  **{f"{prefix}/{k}": scores[k] for k in ("loss", *HEADLINE)}})
-    s.meter.resume()
+    with s.phases.measure("eval"), s.meter.paused():
+        scores = evaluation.evaluate(s.model, s.loaders[split], s.accelerator, s.labels)
+        s.logger.log({"step": s.step, "epoch": s.epochs_done,
+                      **{f"{prefix}/{k}": scores[k] for k in ("loss", *HEADLINE)}})
     return scores
 
 
 def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
-    """Final dev and test evaluation, export, summary.json and the end tables."""
+    """Final dev and test evaluation, export, summary.json, the end tables and plots/."""
     dev = run_eval(s, "dev", prefix="eval")
     test = run_eval(s, "test", prefix="test")
-    perf = s.meter.totals(s.accelerator)
-    perf["peak_memory_bytes_per_rank"] = telemetry.peak_memory_per_rank(s.accelerator)
-    perf["peak_memory_bytes"] = max(perf["peak_memory_bytes_per_rank"])
-    checkpointing.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
-    summary = summarize(s, built, data, dev, test, perf)
+    with s.phases.measure("save"):
+        checkpointing.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
+    summary = summarize(s, built, data, dev, test, perf_totals(s, built))
     if s.accelerator.is_main_process:
         checkpointing.write_json(s.run_dir / "summary.json", summary)
-    s.console.final(summary)
-    s.console.print(f"run directory: {s.run_dir}")
+        s.console.final(summary)
+        if s.cfg.track.plots:
+            draw_plots(s, summary)
+        s.console.print(f"run directory: {s.run_dir}")
     return summary
+
+
+def perf_totals(s: Session, built: BuiltModel) -> dict:
+    """summary.json's `perf`: throughput, step times, peak memory per rank, MFU, seconds per phase."""
+    perf = s.meter.totals(s.accelerator)
+    perf.update(telemetry.peak_memory(s.accelerator))
+    perf.update(telemetry.mfu(perf, built.params_total, built.params_trainable, built.model.config,
+                              s.accelerator.num_processes, s.accelerator.device))
+    perf["phase_seconds"] = {"load": 0.0, "tokenize": 0.0, **s.phases.seconds, "train": perf["train_seconds"]}
+    return perf
+
+
+def draw_plots(s: Session, summary: dict) -> None:
+    """plots/ of the run; a plot that fails costs a warning, not the finished run."""
+    from emodist import plots
+
+    try:
+        plots.run(s.run_dir, summary)
+    except Exception as err:  # noqa: BLE001 - summary.json and the model are already written
+        s.console.print(f"emodist: warning: plots/ not drawn ({type(err).__name__}: {err}); "
+                        "summary.json and metrics.jsonl hold every number")
 
 
 def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: dict, test: dict,

@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="local data directory; its format is detected from the files")
     parser.add_argument("--dataset", help="data set format or name (sets data.dataset)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model + synthetic data: offline check")
+    parser.add_argument("--wandb", choices=("online", "offline", "off"),
+                        help="wandb tracking (sets track.wandb; default auto: WANDB_MODE, else online with an API "
+                             "key, else offline)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
     parser.add_argument("--resume", default="none", metavar="auto|PATH|none",
                         help="continue from a checkpoint: auto = the newest complete one in --output-dir "
@@ -42,31 +45,34 @@ def main(argv: list[str] | None = None) -> int:
     accelerator = None
     try:
         cli = {"output_dir": args.output_dir, "data.data_dir": args.data_dir,
-               "data.dataset": args.dataset or ("auto" if args.data_dir else None)}
+               "data.dataset": args.dataset or ("auto" if args.data_dir else None), "track.wandb": args.wandb}
         cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke, cli=cli)
         if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
             print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
         # torch, accelerate and the HF libraries are imported only now, after the offline decision
-        from emodist import checkpointing, data, distributed, modeling, training
+        from emodist import checkpointing, data, distributed, modeling, telemetry, training
         from emodist.console import Console
 
         Console.quiet_libraries()
-        accelerator = training.make_accelerator(cfg)
-        topology = distributed.Topology.of(accelerator)
-        dataset = data.load(cfg.data, seed=cfg.train.seed)
-        run_dir, resume_from = checkpointing.prepare_run_dir(cfg, accelerator, dataset.labels, topology.identity(),
-                                                             overwrite=args.overwrite, resume=args.resume)
-        source = modeling.base_path(cfg.model)
-        if cfg.smoke:
-            with accelerator.main_process_first():
-                source = str(modeling.make_smoke_base(cfg.model.architecture, dataset.splits["train"].texts,
-                                                      run_dir / "smoke-base", seed=cfg.train.seed))
-        built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device,
-                                     deepspeed_stage=topology.zero_stage,
-                                     quant_storage=distributed.quant_storage_dtype(cfg, topology))
-        tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
+        phases = telemetry.Phases()
+        with phases.measure("load"):
+            accelerator = training.make_accelerator(cfg)
+            topology = distributed.Topology.of(accelerator)
+            dataset = data.load(cfg.data, seed=cfg.train.seed)
+            run_dir, resume_from = checkpointing.prepare_run_dir(cfg, accelerator, dataset.labels, topology.identity(),
+                                                                 overwrite=args.overwrite, resume=args.resume)
+            source = modeling.base_path(cfg.model)
+            if cfg.smoke:
+                with accelerator.main_process_first():
+                    source = str(modeling.make_smoke_base(cfg.model.architecture, dataset.splits["train"].texts,
+                                                          run_dir / "smoke-base", seed=cfg.train.seed))
+            built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device,
+                                         deepspeed_stage=topology.zero_stage,
+                                         quant_storage=distributed.quant_storage_dtype(cfg, topology))
+        with phases.measure("tokenize"):
+            tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
         training.train(cfg, accelerator, built, dataset, tokenized, run_dir, Console(accelerator.is_main_process),
-                       resume_from=resume_from)
+                       resume_from=resume_from, phases=phases)
         return 0
     except errors.UsageError as err:
         return errors.report(err)
