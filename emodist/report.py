@@ -45,6 +45,9 @@ COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
     ("train_seconds", ("perf", "train_seconds"), "{:.1f}"),
     ("train_samples_per_s", ("perf", "train_samples_per_s"), "{:.1f}"),
     ("train_tokens_per_s", ("perf", "train_tokens_per_s"), "{:,.0f}"),
+    ("padding_efficiency", ("perf", "padding_efficiency"), "{:.0%}"),
+    ("step_seconds_median", ("perf", "step_seconds_median"), "{:.3f}"),
+    ("mfu", ("perf", "mfu"), "{:.1%}"),
     ("peak_memory_gib", (), "{:.2f}"),
 ]
 HEADERS = {"run": "run", "variant": "variant", "base_model": "base model", "method": "method",
@@ -54,6 +57,7 @@ HEADERS = {"run": "run", "variant": "variant", "base_model": "base model", "meth
            "test_f1_micro": "test F1 micro", "test_precision_micro": "test P micro",
            "test_recall_micro": "test R micro", "test_subset_accuracy": "test exact match",
            "train_seconds": "train s", "train_samples_per_s": "samples/s", "train_tokens_per_s": "tokens/s",
+           "padding_efficiency": "real/padded", "step_seconds_median": "step s (median)", "mfu": "MFU",
            "peak_memory_gib": "peak mem GiB"}
 
 
@@ -148,6 +152,33 @@ def write_comparison(runs: Runs, output: Path) -> list[Path]:
     md_path.write_text(markdown(rows, summaries[0], runs.unfinished, images), encoding="utf-8")
     html_path.write_text(html(rows, summaries[0], runs.unfinished, images), encoding="utf-8")
     return [csv_path, md_path, html_path, *images]
+
+
+def download_wandb_group(group: str, project: str, entity: str | None, into: Path) -> list[Path]:
+    """Fetch summary.json and metrics.jsonl of every run of a wandb group into `into`/<run name>/ (what
+    `emodist.tracking` saved with each run); return the run directories. Needs the wandb server."""
+    import wandb
+
+    try:
+        api = wandb.Api()
+        found = list(api.runs(f"{entity}/{project}" if entity else project, filters={"group": group}))
+    except Exception as err:  # noqa: BLE001 - no network, no key, no such project: all one answer
+        raise UsageError(f"--wandb-group {group}: the wandb server did not answer ({type(err).__name__}: {err}); "
+                         "log in (`wandb login`) and check --wandb-project, or compare the run directories") from None
+    if not found:
+        raise UsageError(f"--wandb-group {group}: no runs in project {project}: check the group and --wandb-project")
+    runs = []
+    for run in found:
+        target = into / run.name
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "config.yaml").write_text(f"# wandb run {run.path}\nvariant: {run.job_type}\n", encoding="utf-8")
+        for name in (SUMMARY, "metrics.jsonl"):
+            try:
+                run.file(name).download(root=str(target), replace=True)
+            except Exception:  # noqa: BLE001, S112 - an unfinished run has no summary.json: listed as such
+                continue
+        runs.append(target)
+    return runs
 
 
 def _is_number(value) -> bool:

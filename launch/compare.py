@@ -3,10 +3,13 @@
     python launch/compare.py runs/distilbert-a runs/minilm-b        # run directories
     python launch/compare.py runs/study-42                          # a directory of runs (a study)
     python launch/compare.py runs/study-42 --output reports/study-42
+    python launch/compare.py --wandb-group study-42 [--wandb-project emodist]   # runs tracked online
 
-Writes comparison.csv and report.md into --output (default: `comparison/` beside the runs, i.e. in
-their common parent directory, or inside the one directory of runs named). Runs trained on another
-data set or label set are refused, not mixed. Exit codes: 0 written, 2 refused (one line says why).
+Writes comparison.csv, report.md, report.html and PNG plots into --output (default: `comparison/`
+beside the runs, i.e. in their common parent directory, or inside the one directory of runs named; for
+a wandb group, runs/wandb-<group>/comparison, beside the runs' downloaded summary.json and
+metrics.jsonl). Runs trained on another data set or label set are refused, not mixed.
+Exit codes: 0 written, 2 refused (one line says why).
 """
 
 from __future__ import annotations
@@ -21,14 +24,25 @@ from emodist import errors, report
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories or directories of runs")
+    parser.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR", help="run directories or directories of runs")
     parser.add_argument("--output", type=Path, help="where to write the report (default: see above)")
-    return parser.parse_args(argv)
+    parser.add_argument("--wandb-group", help="compare the runs of this wandb group (needs the wandb server)")
+    parser.add_argument("--wandb-project", default=os.environ.get("WANDB_PROJECT", "emodist"),
+                        help="the group's project (default: WANDB_PROJECT, else emodist)")
+    parser.add_argument("--wandb-entity", default=os.environ.get("WANDB_ENTITY"), help="the project's entity")
+    args = parser.parse_args(argv)
+    if bool(args.runs) == bool(args.wandb_group):
+        parser.error("name run directories or --wandb-group GROUP (one of them)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.wandb_group:
+            into = Path("runs") / f"wandb-{args.wandb_group}"
+            args.runs = [into]
+            report.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
         runs = report.find_runs(args.runs)
         output = args.output or default_output(args.runs, runs)
         written = report.write_comparison(runs, output)
