@@ -13,10 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GOEMOTIONS = Path(os.environ.get("EMODIST_GOEMOTIONS", ROOT.parent / "shared" / "data" / "goemotions"))
 
-# No test may reach the network or a tracker account.
+# No test may reach the network or a tracker account; wandb is off but where a test turns it on (offline).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -36,11 +36,16 @@ def goemotions() -> Path:
 
 
 def launch(*args: str, timeout: int = 600, accelerate: bool = True, config_file: str | None = None,
-           num_processes: int = 1, launcher_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+           num_processes: int = 1, launcher_args: tuple[str, ...] = (), plots: bool = False,
+           env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
     """Run launch/train.py as a user would (`accelerate launch ...`), returning the finished process.
 
-    `config_file`: a file of accelerate_configs/ (the topology); `launcher_args`: more `accelerate launch` flags.
+    `config_file`: a file of accelerate_configs/ (the topology); `launcher_args`: more `accelerate launch` flags;
+    `plots`: draw the run's plots/ (off by default: 2 s a run that only the plot tests look at); `env`: variables
+    to set for the run (None unsets one).
     """
+    if not plots:
+        args = (*args, "track.plots=false")
     script = str(ROOT / "launch" / "train.py")
     if accelerate:
         command = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -52,7 +57,35 @@ def launch(*args: str, timeout: int = 600, accelerate: bool = True, config_file:
         command += [script, *args]
     else:
         command = [sys.executable, script, *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    environ = dict(os.environ)
+    for key, value in (env or {}).items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environ)
+
+
+NO_WANDB_ACCOUNT = {"WANDB_MODE": None, "WANDB_API_KEY": None, "NETRC": "/nonexistent/netrc"}
+"""A user who never logged in to wandb and set no mode: tracking falls back to offline."""
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory, cache_dir):
+    """smoke_runs(variant) -> (run_dir, result): one finished `--smoke` run per variant, launched on first use
+    and shared by every test of the session (as a user runs it: plots on, wandb offline for want of a key)."""
+    done: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
+
+    def get(variant: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if variant not in done:
+            run_dir = tmp_path_factory.mktemp("runs") / f"smoke-{variant}"
+            result = launch("--variant", variant, "--smoke", "--output-dir", str(run_dir), plots=True,
+                            env=NO_WANDB_ACCOUNT)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done[variant] = run_dir, result
+        return done[variant]
+
+    return get
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -95,3 +128,53 @@ def rescore_dev(run_dir: Path) -> tuple[dict, object]:
     scores = metrics.multilabel_metrics(dev.targets, expit(logits.numpy()), summary["labels"])
     scores["loss"] = float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(dev.targets)))
     return scores, model
+
+
+def wandb_records(run_dir: Path) -> list:
+    """Every record of the run's offline wandb run (`wandb/offline-run-*/run-*.wandb`), read back from the file.
+
+    The file is a LevelDB-style log (wandb's "transaction log"): a 7-byte header (":W&B", magic 0xBEE1,
+    version 0), then 32 KiB blocks of chunks [crc32c:4][length:2, little endian][type:1][data], where type
+    1 is a whole record and 2/3/4 the first/middle/last piece of one; each record is a wandb Record protobuf.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    [path] = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    raw = path.read_bytes()
+    assert raw[:4] == b":W&B", f"{path} is not a wandb transaction log"
+    block, position, pieces, records = 32768, 7, b"", []
+    while position + 7 <= len(raw):
+        if block - position % block < 7:  # a block's tail too short for a chunk header is padding
+            position += block - position % block
+            continue
+        length = int.from_bytes(raw[position + 4:position + 6], "little")
+        kind = raw[position + 6]
+        data = raw[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind == 0:  # zero padding at the end
+            break
+        pieces = data if kind in (1, 2) else pieces + data
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pieces)
+            records.append(record)
+    return records
+
+
+def wandb_run(run_dir: Path) -> dict:
+    """What the offline wandb run holds: its run record fields, logged history keys and final summary."""
+    import json as _json
+
+    out = {"history": [], "summary": {}}
+    for record in wandb_records(run_dir):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = {"project": record.run.project, "group": record.run.run_group, "job_type": record.run.job_type,
+                          "name": record.run.display_name, "tags": list(record.run.tags), "id": record.run.run_id}
+        elif kind == "history":
+            out["history"].append({item.key or "/".join(item.nested_key): _json.loads(item.value_json)
+                                   for item in record.history.item})
+        elif kind == "summary":
+            out["summary"].update({item.key or "/".join(item.nested_key): _json.loads(item.value_json)
+                                   for item in record.summary.update})
+    return out

@@ -1,8 +1,8 @@
 """launch/compare.py over run directories: the table holds each run's summary.json values; runs of
 another data set or label set are refused; unfinished runs are named, not silently dropped.
 
-The runs here are run directories written by hand (summary.json is the contract compare.py reads);
-tests/test_slurm.py compares real runs of a study.
+Most runs here are run directories written by hand (summary.json is the contract compare.py reads); the
+last test compares real smoke runs of three variants, and tests/test_slurm.py the runs of a study.
 """
 
 from __future__ import annotations
@@ -116,3 +116,39 @@ def test_the_report_has_html_and_plots_that_are_drawn(tmp_path):
     assert page.count("<tr>") == 1 + 3 and page.count("<img ") == len(pngs)
     assert "<td>gemma-lora</td>" in page and "0.5200" in page
     assert "![curves](curves.png)" in (out / "report.md").read_text()
+
+
+def test_compare_three_real_smoke_runs(smoke_runs, tmp_path):
+    """The acceptance command on real runs of three variants: every file, one CSV row per run holding its
+    summary.json numbers, the markdown table showing them, plots that are drawn."""
+    import matplotlib.image
+
+    runs = {variant: smoke_runs(variant)[0] for variant in ("distilbert", "minilm", "gemma-lora")}
+    out = tmp_path / "report"
+    result = compare(*map(str, runs.values()), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["comparison.csv", "report.md", "report.html", "f1_vs_throughput.png", "per_label_f1.png", "curves.png",
+         *(f"confusion-{run.name}.png" for run in runs.values())])
+    for png in out.glob("*.png"):
+        pixels = matplotlib.image.imread(png)
+        assert pixels.shape[0] > 100 and pixels[..., :3].std() > 0.02, f"{png.name} is blank"
+
+    with (out / "comparison.csv").open() as handle:
+        rows = {row["variant"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows) == sorted(runs)
+    table = (out / "report.md").read_text()
+    for variant, run in runs.items():
+        summary = json.loads((run / "summary.json").read_text())
+        row, perf = rows[variant], summary["perf"]
+        assert row["run"] == run.name
+        assert float(row["test_f1_macro"]) == summary["test"]["f1_macro"]
+        assert float(row["dev_f1_micro"]) == summary["dev"]["f1_micro"]
+        assert float(row["train_tokens_per_s"]) == perf["train_tokens_per_s"]
+        assert float(row["padding_efficiency"]) == perf["padding_efficiency"]
+        assert float(row["step_seconds_median"]) == perf["step_seconds_median"]
+        assert float(row["peak_memory_gib"]) == perf["peak_memory_bytes"] / 2**30
+        line = next(line for line in table.splitlines() if line.startswith(f"| {run.name} |"))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert f"{summary['test']['f1_macro']:.4f}" in cells and f"{perf['train_tokens_per_s']:,.0f}" in cells
+        assert f"{perf['peak_memory_bytes'] / 2**30:.2f}" in cells

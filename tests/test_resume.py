@@ -23,7 +23,8 @@ from conftest import ROOT, error_lines, launch, read_metrics, read_summary
 from emodist import checkpointing, errors
 
 # 60 steps of 16 examples: about one epoch (64 steps) of the synthetic set, checkpoints mid-epoch
-SHORT = ["train.max_steps=60", "train.save_every_steps=20", "train.log_every_steps=1", "train.eval_every_steps=15"]
+SHORT = ["train.max_steps=60", "train.save_every_steps=20", "train.log_every_steps=1", "train.eval_every_steps=15",
+         "track.plots=false"]
 CASES = [
     # CI runs the single-process cases through SLURM instead (tests/test_slurm.py preempts, requeues and
     # resumes distilbert.sbatch) and keeps QLoRA's resume under DDP: these two copies run in full `pytest`

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
-from conftest import launch, read_metrics, read_summary, rescore_dev
+from conftest import launch, read_metrics, read_summary, rescore_dev, wandb_run
 
 from emodist import data, variants
 
@@ -18,11 +19,8 @@ PERF_KEYS = ["train_samples_per_s", "train_tokens_per_s", "peak_memory_bytes", "
 
 
 @pytest.fixture(scope="module", params=variants.names())
-def smoke_run(request, tmp_path_factory, cache_dir):
-    run_dir = tmp_path_factory.mktemp("runs") / f"smoke-{request.param}"
-    result = launch("--variant", request.param, "--smoke", "--output-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return request.param, run_dir, result
+def smoke_run(request, smoke_runs):
+    return request.param, *smoke_runs(request.param)
 
 
 def test_smoke_run_writes_the_run_directory(smoke_run):
@@ -46,7 +44,7 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     kept = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert kept == {"step-500", "step-512", f"step-{state['best']['step']}"}  # evals and saves share steps
     # the terminal: banner, progress lines, final tables
-    assert "emodist" in result.stdout and "step 10 " in result.stdout
+    assert "emodist" in result.stdout and "step 10/512 (1%)" in result.stdout
     assert "Results" in result.stdout and "Throughput and memory" in result.stdout
     # the per-label table: every label once, best test F1 first
     table = result.stdout.split("Per label (test), best F1 first")[1].split("Throughput and memory")[0]
@@ -55,6 +53,84 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert sorted(r[0] for r in rows) == sorted(summary["labels"])
     assert [float(r[1]) for r in rows] == sorted((float(r[1]) for r in rows), reverse=True)
     assert {r[0]: int(r[4]) for r in rows} == {k: v["support"] for k, v in summary["test"]["per_label"].items()}
+
+
+def test_a_log_file_gets_plain_progress_lines(smoke_run):
+    """stdout is a pipe here, as in CI or a SLURM output file: no escape codes, one line per logged step."""
+    _, run_dir, result = smoke_run
+    assert "\x1b[" not in result.stdout
+    progress = [line for line in result.stdout.splitlines() if re.match(r"step \d+/512 ", line)]
+    pattern = (r"step (\d+)/512 \(\d+%\)  epoch [\d.]+  loss [\d.]+  lr [\d.e+-]+  [\d.]+ samples/s  "
+               r"[\d,]+ tokens/s  mem [\d,]+/[\d,]+ MiB \(peak\)  ETA \d+:\d\d:\d\d")
+    assert [int(re.fullmatch(pattern, line).group(1)) for line in progress] == list(range(10, 511, 10)) + [512]
+    banner = result.stdout.split("Results")[0]
+    for row in ("parameters", "processes", "precision", "batch", "schedule"):
+        assert f"│ {row} " in banner
+
+
+def test_throughput_memory_and_phases_are_plausible(smoke_run):
+    variant, run_dir, _ = smoke_run
+    perf = read_summary(run_dir)["perf"]
+    assert 0 < perf["train_tokens_per_s"] <= perf["train_padded_tokens_per_s"]
+    assert 0 < perf["padding_efficiency"] <= 1
+    assert perf["padding_efficiency"] == pytest.approx(perf["train_tokens"] / perf["train_padded_tokens"])
+    assert perf["train_samples"] == 512 * 16  # steps x global batch: every example counted once
+    assert perf["train_samples_per_s"] == pytest.approx(perf["train_samples"] / perf["train_seconds"])
+    assert 0 < perf["step_seconds_median"] <= perf["step_seconds_p90"] < perf["train_seconds"]
+    assert perf["step_seconds_median"] < 2 * perf["train_seconds"] / 512  # the typical step, not the slow first
+    phases = perf["phase_seconds"]
+    assert sorted(phases) == ["eval", "load", "save", "tokenize", "train"] and min(phases.values()) >= 0
+    assert phases["train"] == perf["train_seconds"] and phases["load"] > 0 and phases["eval"] > 0
+    assert perf["memory_kind"] == "cpu_rss" and perf["peak_memory_reserved_bytes_per_rank"] is None
+    assert perf["peak_memory_bytes"] > 100 * 2**20  # a Python process with torch loaded
+    assert perf["mfu"] is None  # no GPU: no peak to compare with
+    # FLOPs per token: 6N and more for a full fine-tune (N: parameters but the embedding table); LoRA skips
+    # the weight gradients of the frozen base, so between 4N and 6N
+    summary = read_summary(run_dir)
+    base = json.loads((run_dir / "smoke-base" / "config.json").read_text())
+    hidden = base.get("hidden_size") or base["dim"]
+    matmul = summary["params"]["total"] - base["vocab_size"] * hidden
+    if summary["method"] == "full":
+        assert perf["train_flops_per_token"] > 6 * matmul
+    else:
+        assert 4 * matmul < perf["train_flops_per_token"] < 6 * matmul
+    train_records = [r for r in read_metrics(run_dir) if "train/loss" in r]
+    for record in train_records:
+        assert record["perf/train_samples_per_s"] > 0 and record["perf/train_tokens_per_s"] > 0
+        assert 0 < record["perf/memory_bytes"] <= record["perf/peak_memory_bytes"]
+
+
+def test_the_offline_wandb_run_holds_what_was_logged(smoke_run):
+    """No WANDB_MODE and no API key: the run logged offline into its run directory (read back from the file)."""
+    variant, run_dir, result = smoke_run
+    assert "emodist: no wandb API key" in result.stdout
+    summary = read_summary(run_dir)
+    tracked = wandb_run(run_dir)
+    assert tracked["run"]["project"] == "emodist" and tracked["run"]["job_type"] == variant
+    assert tracked["run"]["name"].startswith(f"{variant}-")
+    assert {variant, "smoke", summary["method"]} <= set(tracked["run"]["tags"])
+    final = tracked["summary"]
+    assert final["eval/f1_macro"] == summary["dev"]["f1_macro"]
+    assert final["test/f1_micro"] == summary["test"]["f1_micro"]
+    assert final["perf/train_tokens_per_s"] == summary["perf"]["train_tokens_per_s"]
+    assert {k.split("/")[-1]: v for k, v in final.items() if k.startswith("test/per_label_f1/")} == {
+        label: scores["f1"] for label, scores in summary["test"]["per_label"].items()}
+    logged = [{k: v for k, v in r.items() if not k.startswith("_")} for r in tracked["history"]]
+    assert logged == read_metrics(run_dir)  # every metrics.jsonl record, in order, against its step
+    files = next((run_dir / "wandb").glob("offline-run-*/files"))
+    assert json.loads((files / "summary.json").read_text()) == summary
+
+
+def test_the_run_draws_its_plots(smoke_run):
+    import matplotlib.image
+
+    _, run_dir, _ = smoke_run
+    pngs = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    assert pngs == ["confusion.png", "curves.png", "per_label_f1.png"]
+    for name in pngs:
+        pixels = matplotlib.image.imread(run_dir / "plots" / name)
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+        assert pixels[..., :3].std() > 0.02, f"{name} is blank"
 
 
 def test_smoke_run_learns(smoke_run):
