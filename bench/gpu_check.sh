@@ -8,13 +8,14 @@
 # 2. mistral-lora --smoke under FSDP2 (fsdp.yaml) and DeepSpeed ZeRO-3 (deepspeed_zero3.yaml) on every
 #    visible GPU, and mistral-qlora under ZeRO-2 and ZeRO-3 (4-bit storage in bf16);
 # 3. the tests marked `gpu` (pytest -m gpu).
-# It ends with one table (wall time, samples/s, peak memory per rank, dev F1) read from each summary.json:
+# It ends with one table (samples/s, tokens/s, median step, MFU, peak memory per rank, dev F1) read from each
+# summary.json (smoke models are tiny: their MFU says nothing of the real models'):
 # copy it, with the card's name, into bench/RESULTS.md.
 #
 # Python packages the GPU image may lack (deepspeed, bitsandbytes, datasets, ...) are installed from
 # wheels/ when that folder exists (pip download them on a machine with PyPI access and carry the folder).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 3
 results=${1:-${OUT:-runs/gpu-check}}
 mkdir -p "$results"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
@@ -57,7 +58,8 @@ python3 - "$results" <<'PY'
 import json, sys
 from pathlib import Path
 root = Path(sys.argv[1])
-print(f"\n{'run':<22} {'type':<10} {'procs':>5} {'samples/s':>10} {'peak MiB/rank':>16} {'dev f1':>7}")
+print(f"\n{'run':<22} {'type':<10} {'procs':>5} {'samples/s':>10} {'tokens/s':>9} {'step ms':>8} {'MFU':>6} "
+      f"{'peak MiB/rank (reserved)':>26} {'dev f1':>7}")
 for line in (root / "runs.txt").read_text().splitlines():
     name = line.split()[0]
     summary = root / name / "summary.json"
@@ -65,7 +67,11 @@ for line in (root / "runs.txt").read_text().splitlines():
         print(f"{name:<22} FAILED ({line.split()[1]}): see {root / name}.log")
         continue
     s = json.loads(summary.read_text())
-    peaks = "/".join(str(b >> 20) for b in s["perf"]["peak_memory_bytes_per_rank"])
-    print(f"{name:<22} {s['distributed_type']:<10} {s['num_processes']:>5} {s['perf']['train_samples_per_s']:>10.1f} "
-          f"{peaks:>16} {s['dev']['f1_micro']:>7.3f}")
+    perf = s["perf"]
+    reserved = perf.get("peak_memory_reserved_bytes_per_rank") or [0] * len(perf["peak_memory_bytes_per_rank"])
+    peaks = "/".join(f"{a >> 20}({r >> 20})" for a, r in zip(perf["peak_memory_bytes_per_rank"], reserved))
+    mfu = f"{perf['mfu']:.1%}" if perf.get("mfu") is not None else "-"
+    print(f"{name:<22} {s['distributed_type']:<10} {s['num_processes']:>5} {perf['train_samples_per_s']:>10.1f} "
+          f"{perf['train_tokens_per_s']:>9.0f} {1000 * (perf.get('step_seconds_median') or 0):>8.1f} {mfu:>6} "
+          f"{peaks:>26} {s['dev']['f1_micro']:>7.3f}")
 PY
