@@ -139,9 +139,11 @@ def start_wandb(cfg, run_dir: Path, labels: list[str], topology, console: Consol
     wandb_dir.mkdir(parents=True, exist_ok=True)
     run_file = wandb_dir / RUN_FILE
     earlier = json.loads(run_file.read_text()) if run_file.is_file() else {}  # {}: a new run, wandb makes the id
-    tags = [cfg.variant, cfg.model.method, topology.distributed_type.lower(), f"processes-{topology.num_processes}",
-            *(["smoke"] if cfg.smoke else []), *([cfg.model.quantization] if cfg.model.quantization != "none" else []),
-            *cfg.track.tags]
+    tags = [cfg.variant, cfg.model.method, f"processes-{topology.num_processes}", f"nodes-{topology.num_nodes}",
+            *([topology.distributed_type.lower()] if topology.distributed_type != "NO" else []),
+            *([f"zero-{topology.zero_stage}"] if topology.zero_stage is not None else []),
+            *([cfg.model.quantization] if cfg.model.quantization != "none" else []),
+            *(["smoke"] if cfg.smoke else []), *cfg.track.tags]
     init = dict(
         project=cfg.track.project or os.environ.get("WANDB_PROJECT") or "emodist",
         group=cfg.track.group or os.environ.get("WANDB_RUN_GROUP") or None,
