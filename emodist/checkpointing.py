@@ -40,7 +40,8 @@ START_FILES = ("config.yaml", "smoke-base")
 STATE_FILE = "state.json"
 # Settings a resumed run must share with its checkpoint: they change the model, the data or the
 # optimizer state it is restored into (the length of training may change).
-RESUME_INVARIANT = ("model.", "data.", "optim.", "train.seed", "train.global_batch_size", "train.micro_batch_size")
+RESUME_INVARIANT = ("model.", "data.", "optim.", "train.seed", "train.global_batch_size", "train.micro_batch_size",
+                    "train.pos_weight")
 RESUME_FREE = ("data.cache_dir",)
 
 

@@ -77,6 +77,11 @@ class DataConfig:
     """Texts are truncated to this many tokens."""
     max_train_examples: int | None = None
     """Train on a seeded random subset of this many examples (unset: all)."""
+    grouping: str = "none"
+    """Train on coarser labels: `ekman` (GoEmotions -> anger, disgust, fear, joy, sadness, surprise, neutral),
+    `sentiment` (positive, negative, ambiguous, neutral), a JSON file {group: [labels]}, or `none`. A text
+    gets a group when it has any of the group's labels; ekman_mapping.json / sentiment_dict.json in the data
+    directory are used when present."""
     max_eval_examples: int | None = None
     """Evaluate dev and test on a seeded random subset of this many examples each (unset: all)."""
     cache_dir: str | None = None
@@ -114,6 +119,11 @@ class TrainConfig:
     """Examples per forward/backward on one process. Accumulation = global / (micro x processes)."""
     eval_batch_size: int = 64
     """Examples per evaluation forward on one process."""
+    pos_weight: Literal["none", "balanced"] = "none"
+    """Weight of each label's positive examples in the BCE loss. `balanced`: the label's negatives /
+    positives in the train split (at least 1, at most train.pos_weight_cap), so rare labels count."""
+    pos_weight_cap: float = 10.0
+    """Largest positive weight with train.pos_weight=balanced (GoEmotions' rarest label would get ~560)."""
     mixed_precision: Precision = "auto"
     """Autocast precision of the forward pass (accelerate `mixed_precision`). `auto`: the base's own
     precision for a bfloat16/float16 base; otherwise bf16 where the hardware computes it natively
@@ -221,6 +231,8 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("data.max_length", not 8 <= d.max_length <= 32768, "must be in [8, 32768]"),
         ("data.max_train_examples", d.max_train_examples is not None and d.max_train_examples < 1, "must be >= 1"),
         ("data.max_eval_examples", d.max_eval_examples is not None and d.max_eval_examples < 1, "must be >= 1"),
+        ("data.grouping", d.grouping not in ("none", "ekman", "sentiment") and not Path(d.grouping).is_file(),
+         f"{d.grouping!r} is neither none, ekman, sentiment nor a JSON file {{group: [labels]}}"),
         ("data.data_dir", d.data_dir is None and d.dataset in ("auto", "csv", "jsonl"),
          f"is needed for data.dataset={d.dataset}: pass --data-dir DIR"),
         ("data.data_dir", d.data_dir is not None and d.dataset == "synthetic",
@@ -236,6 +248,7 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("train.max_steps", t.max_steps is not None and t.max_steps < 1, "must be >= 1 (or unset)"),
         ("train.micro_batch_size", t.micro_batch_size < 1, "must be >= 1"),
         ("train.eval_batch_size", t.eval_batch_size < 1, "must be >= 1"),
+        ("train.pos_weight_cap", t.pos_weight_cap < 1, "must be >= 1"),
         ("train.global_batch_size", t.micro_batch_size >= 1 and t.global_batch_size % t.micro_batch_size != 0,
          f"must be a multiple of train.micro_batch_size={t.micro_batch_size}"),
         ("train.global_batch_size", t.global_batch_size < 1, "must be >= 1"),

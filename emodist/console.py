@@ -137,22 +137,25 @@ class Console:
 
     def final(self, summary: dict) -> None:
         """The end-of-run tables: headline metrics per split, per-label scores, throughput and memory."""
-        splits = [s for s in ("dev", "test") if s in summary]
+        splits = [s for s in ("dev", "test", "test_tuned") if s in summary]
+        names = {"dev": "dev", "test": "test", "test_tuned": "test, tuned"}
         scores = Table(title="Results", title_justify="left", title_style="bold")
         scores.add_column("metric")
         for split in splits:
-            scores.add_column(f"{split} ({summary[split]['num_examples']} ex.)", justify="right")
+            scores.add_column(f"{names[split]} ({summary[split]['num_examples']} ex.)", justify="right")
         for metric in (*HEADLINE, "loss"):
             scores.add_row(metric, *(f"{summary[s][metric]:.4f}" for s in splits))
         self.print(scores)
 
-        split = splits[-1]  # test when there is one
-        per_label = Table(title=f"Per label ({split}), best F1 first", title_justify="left", title_style="bold")
-        for column in ("label", "F1", "precision", "recall", "support"):
+        split = splits[-1]  # the test split, at the tuned thresholds when there are some
+        cut = (summary.get("thresholds") or {}).get("per_label", {}) if split == "test_tuned" else {}
+        where = "test, tuned thresholds" if split == "test_tuned" else split
+        per_label = Table(title=f"Per label ({where}), best F1 first", title_justify="left", title_style="bold")
+        for column in ("label", "F1", "precision", "recall", "support", *(("threshold",) if cut else ())):
             per_label.add_column(column, justify="left" if column == "label" else "right")
         for name, label in sorted(summary[split]["per_label"].items(), key=lambda item: -item[1]["f1"]):
             per_label.add_row(name, f"{label['f1']:.4f}", f"{label['precision']:.4f}", f"{label['recall']:.4f}",
-                              str(label["support"]))
+                              str(label["support"]), *((f"{cut[name]:.2f}",) if cut else ()))
         self.print(per_label)
 
         perf = summary["perf"]

@@ -1,6 +1,7 @@
 """Evaluation: run a split through the model on every rank, gather, score once.
 
-    scores = evaluate(model, dev_loader, accelerator, labels)     # same dict on every rank
+    scores, logits, targets = evaluate(model, dev_loader, accelerator, labels)   # the same on every rank
+    tuned_scores = score(logits, targets, labels, threshold=per_label_thresholds)
 
 Predictions are gathered with `gather_for_metrics`, which drops the examples accelerate repeats to give
 every rank the same number of batches, so each example counts exactly once whatever the process count.
@@ -32,9 +33,15 @@ def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray]:
     return torch.cat(logits_parts).numpy(), torch.cat(target_parts).numpy()
 
 
-def evaluate(model, loader, accelerator, labels: list[str]) -> dict:
-    """Metrics of `emodist.metrics.multilabel_metrics` at threshold 0.5, plus the mean BCE `loss`."""
-    logits, targets = predict(model, loader, accelerator)
-    scores = multilabel_metrics(targets, expit(logits), labels)
+def score(logits: np.ndarray, targets: np.ndarray, labels: list[str], threshold: float | np.ndarray = 0.5) -> dict:
+    """Metrics of `emodist.metrics.multilabel_metrics` at `threshold` (one, or one per label), plus the mean
+    BCE `loss` (which no threshold changes)."""
+    scores = multilabel_metrics(targets, expit(logits), labels, threshold)
     loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets))
     return {"loss": float(loss), **scores}
+
+
+def evaluate(model, loader, accelerator, labels: list[str]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(scores at threshold 0.5, logits, targets) of the split; see `predict` and `score`."""
+    logits, targets = predict(model, loader, accelerator)
+    return score(logits, targets, labels), logits, targets

@@ -20,13 +20,15 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
+from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, distributed, evaluation, telemetry, tracking
+from emodist import checkpointing, distributed, evaluation, telemetry, thresholds, tracking
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
@@ -124,6 +126,8 @@ class Session:
     phases: telemetry.Phases
     loss_sum: torch.Tensor
     """Sum of the micro-batch losses since the last log, kept on the device (no sync per step)."""
+    pos_weight: torch.Tensor | None
+    """The BCE weight of each label's positives (train.pos_weight), or None."""
     stop: StopSignals
     step: int = 0
     epoch: int = 0
@@ -206,14 +210,15 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
         model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
         if cfg.model.method == "lora":
             checkpointing.keep_trainable_only(accelerator, model)
+    pos_weight = positive_weights(cfg, data, accelerator.device)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
-        cfg, accelerator, topology, built, data, plan))
+        cfg, accelerator, topology, built, data, plan, pos_weight))
     main = accelerator.is_main_process
     tracker = tracking.start_wandb(cfg, run_dir, data.labels, topology, console) if main else None
     logger = tracking.MetricLogger(run_dir / "metrics.jsonl", console, enabled=main, tracker=tracker)
     s = Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run_dir,
                 console, logger, telemetry.Throughput(accelerator.device), phases,
-                torch.zeros((), device=accelerator.device), stop)
+                torch.zeros((), device=accelerator.device), pos_weight, stop)
     if resume_from is not None:
         restore(s, resume_from)
     return s
@@ -291,7 +296,7 @@ def train_micro_batch(s: Session, batch: dict) -> None:
     with s.accelerator.accumulate(s.model):
         targets = batch.pop("labels")
         logits = s.model(**batch).logits
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=s.pos_weight)
         s.accelerator.backward(loss)
         if s.accelerator.sync_gradients and s.cfg.optim.max_grad_norm > 0:
             s.accelerator.clip_grad_norm_(s.model.parameters(), s.cfg.optim.max_grad_norm)
@@ -313,7 +318,7 @@ def after_step(s: Session) -> None:
     if s.step % train.log_every_steps == 0 or last:
         log_train(s)
     if train.eval_every_steps and s.step % train.eval_every_steps == 0 and not last:
-        scores = run_eval(s, "dev", prefix="eval")
+        scores, _, _ = run_eval(s, "dev", prefix="eval")
         if s.best is None or scores["f1_micro"] > s.best["value"]:
             s.best = {"metric": "eval/f1_micro", "value": scores["f1_micro"], "step": s.step}
     if (train.save_every_steps and s.step % train.save_every_steps == 0) or last or stop_requested:
@@ -367,23 +372,34 @@ def log_train(s: Session) -> None:
     })
 
 
-def run_eval(s: Session, split: str, prefix: str) -> dict:
-    """Evaluate `split` (a collective), log the headline metrics under `prefix/`, return all scores."""
+def run_eval(s: Session, split: str, prefix: str):
+    """Evaluate `split` (a collective) at threshold 0.5, log the headline metrics under `prefix/`; return
+    (all scores, logits, targets)."""
     with s.phases.measure("eval"), s.meter.paused():
-        scores = evaluation.evaluate(s.model, s.loaders[split], s.accelerator, s.labels)
-        s.logger.log({"step": s.step, "epoch": s.epochs_done,
-                      **{f"{prefix}/{k}": scores[k] for k in ("loss", *HEADLINE)}})
-    return scores
+        scores, logits, targets = evaluation.evaluate(s.model, s.loaders[split], s.accelerator, s.labels)
+        log_scores(s, prefix, scores)
+    return scores, logits, targets
+
+
+def log_scores(s: Session, prefix: str, scores: dict) -> None:
+    s.logger.log({"step": s.step, "epoch": s.epochs_done, **{f"{prefix}/{k}": scores[k] for k in ("loss", *HEADLINE)}})
 
 
 def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
-    """Final dev and test evaluation, export, summary.json, the end tables and plots/."""
-    dev = run_eval(s, "dev", prefix="eval")
-    test = run_eval(s, "test", prefix="test")
+    """Final dev and test evaluation at 0.5, thresholds tuned on dev and the test scores with them
+    (`test_tuned`), export, thresholds.json (run directory and model/), summary.json, the end tables, plots/."""
+    dev, dev_logits, dev_targets = run_eval(s, "dev", prefix="eval")
+    test, test_logits, test_targets = run_eval(s, "test", prefix="test")
+    tuned = thresholds.tune(dev_targets, expit(dev_logits), s.labels)
+    test_tuned = evaluation.score(test_logits, test_targets, s.labels, thresholds.for_labels(tuned, s.labels))
+    log_scores(s, "test_tuned", test_tuned)
     with s.phases.measure("save"):
         checkpointing.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
     summary = summarize(s, built, data, dev, test, perf_totals(s, built))
+    summary.update(test_tuned=test_tuned, thresholds=tuned)
     if s.accelerator.is_main_process:
+        for directory in (s.run_dir, s.run_dir / "model"):
+            thresholds.save(directory / thresholds.FILE, tuned)
         checkpointing.write_json(s.run_dir / "summary.json", summary)
         s.console.final(summary)
         if s.cfg.track.plots:
@@ -442,7 +458,7 @@ def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: di
 
 
 def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology, built: BuiltModel,
-                data: data_mod.EmotionData, plan: Plan) -> list[tuple[str, str]]:
+                data: data_mod.EmotionData, plan: Plan, pos_weight: torch.Tensor | None) -> list[tuple[str, str]]:
     m, t = cfg.model, cfg.train
     method = m.method + (f" r={m.lora.r} on {','.join(m.lora.target_modules)}" if m.method == "lora" else "")
     sizes = " / ".join(f"{len(data.splits[s]):,}" for s in data_mod.SPLITS)
@@ -458,10 +474,24 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
                       f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}, base weights {m.dtype}"),
         ("batch", f"global {t.global_batch_size} = micro {t.micro_batch_size} x {acc.num_processes} processes "
                   f"x {plan.accumulation} accumulation"),
+        ("loss", "BCE" + (f", positives weighted {float(pos_weight.min()):.3g}-{float(pos_weight.max()):.3g} "
+                          f"(balanced, cap {t.pos_weight_cap:g})" if pos_weight is not None else "")),
         ("schedule", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), warmup {plan.warmup_steps}, "
                      f"{cfg.optim.schedule}, lr {cfg.optim.lr:g}"
                      + (f", head lr {cfg.optim.head_lr:g}" if cfg.optim.head_lr else "")),
     ]
+
+
+def positive_weights(cfg: RunConfig, data: data_mod.EmotionData, device: torch.device) -> torch.Tensor | None:
+    """train.pos_weight=balanced: each label's negatives / positives in the train split, capped at
+    train.pos_weight_cap (and at least 1), so that a rare label's few positives weigh as much as its many
+    negatives; None (plain BCE) otherwise."""
+    if cfg.train.pos_weight == "none":
+        return None
+    targets = data.splits["train"].targets
+    positives = targets.sum(axis=0)
+    ratio = (len(targets) - positives) / np.maximum(positives, 1)
+    return torch.tensor(np.clip(ratio, 1.0, cfg.train.pos_weight_cap), dtype=torch.float32, device=device)
 
 
 def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: list[str]):

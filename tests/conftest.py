@@ -102,31 +102,38 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def rescore_dev(run_dir: Path) -> tuple[dict, object]:
-    """(dev metrics with the BCE `loss`, the model) of the run's exported `model/`, reloaded in this process.
+    """(dev metrics with the BCE `loss`, the model) of the run's exported `model/` at threshold 0.5."""
+    return rescore(run_dir, "dev")
 
-    The dev split is rebuilt from the run's own config.yaml; batches and autocast are the run's.
+
+def rescore(run_dir: Path, split: str, tuned: bool = False) -> tuple[dict, object]:
+    """(metrics of `split` with the BCE `loss`, the model) of the run's exported `model/`, reloaded in this
+    process; `tuned`: at the per-label thresholds of model/thresholds.json, as inference applies them.
+
+    The split is rebuilt from the run's own config.yaml; batches and autocast are the run's.
     """
     import torch
     import torch.nn.functional as F
     from scipy.special import expit
 
-    from emodist import config, data, metrics, modeling
+    from emodist import config, data, metrics, modeling, thresholds
 
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
-    dev = data.load(cfg.data, seed=cfg.train.seed).splits["dev"]
+    examples = data.load(cfg.data, seed=cfg.train.seed).splits[split]
     summary = read_summary(run_dir)
     model, tokenizer = modeling.load_trained(run_dir / "model")
+    cut = thresholds.for_labels(thresholds.load(run_dir / "model"), summary["labels"]) if tuned else 0.5
     collate = data.collator(tokenizer)
     parts = []
     batch = cfg.train.eval_batch_size
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=summary["mixed_precision"] == "bf16"):
-        for start in range(0, len(dev), batch):
+        for start in range(0, len(examples), batch):
             features = [tokenizer(t, truncation=True, max_length=cfg.data.max_length)
-                        for t in dev.texts[start:start + batch]]
+                        for t in examples.texts[start:start + batch]]
             parts.append(model(**collate(features)).logits.float())
     logits = torch.cat(parts)
-    scores = metrics.multilabel_metrics(dev.targets, expit(logits.numpy()), summary["labels"])
-    scores["loss"] = float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(dev.targets)))
+    scores = metrics.multilabel_metrics(examples.targets, expit(logits.numpy()), summary["labels"], cut)
+    scores["loss"] = float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(examples.targets)))
     return scores, model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -195,3 +196,75 @@ def test_collator_pads_to_a_multiple_of_eight():
     assert batch["input_ids"].shape == (2, 16)  # 12 tokens with [CLS]/[SEP], rounded up to 16
     assert batch["attention_mask"][1].tolist() == [1, 1, 1] + [0] * 13
     assert batch["labels"].dtype.is_floating_point and batch["labels"].tolist() == [[1, 0], [1, 0]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Label groupings
+
+GOEMOTIONS_28 = ["admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity",
+                 "desire", "disappointment", "disapproval", "disgust", "embarrassment", "excitement", "fear",
+                 "gratitude", "grief", "joy", "love", "nervousness", "optimism", "pride", "realization", "relief",
+                 "remorse", "sadness", "surprise", "neutral"]
+
+
+def write_goemotions_28(directory: Path, per_split: dict[str, int] | None = None) -> Path:
+    """GoEmotions' layout with its 28 real labels: each text names its one or two emotions, so a tiny model
+    can learn them (the smoke runs of the groupings train on it)."""
+    rows = {}
+    for split, count in (per_split or {"train": 560, "dev": 112, "test": 112}).items():
+        lines = []
+        for i in range(count):
+            ids = [i % 28] if i % 3 else [i % 28, (i * 7 + 3) % 28]
+            words = " and ".join(GOEMOTIONS_28[j] for j in sorted(set(ids)))
+            lines.append(f"this one is about {words} today\t{','.join(map(str, sorted(set(ids))))}\t{split}{i}")
+        rows[split] = lines
+    write_goemotions(directory, rows)
+    (directory / "emotions.txt").write_text("\n".join(GOEMOTIONS_28) + "\n")
+    return directory
+
+
+@pytest.mark.parametrize("grouping, groups", [
+    ("ekman", ["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]),
+    ("sentiment", ["positive", "negative", "ambiguous", "neutral"]),
+])
+def test_a_grouping_merges_labels_into_groups(tmp_path, grouping, groups):
+    directory = write_goemotions_28(tmp_path / "ge", {"train": 56, "dev": 28, "test": 28})
+    fine = load_dir(directory)
+    coarse = load_dir(directory, grouping=grouping)
+    assert coarse.labels == groups and coarse.name == f"goemotions-{grouping}"
+    _, mapping = data.GROUPINGS[grouping]
+    for split in data.SPLITS:
+        assert coarse.splits[split].texts == fine.splits[split].texts
+        for row, text in enumerate(fine.splits[split].texts):
+            has = {fine.labels[j] for j in np.flatnonzero(fine.splits[split].targets[row])}
+            expected = {g for g in groups if has & set(mapping.get(g, [g]))}
+            assert {groups[j] for j in np.flatnonzero(coarse.splits[split].targets[row])} == expected, text
+
+
+def test_a_mapping_file_beside_the_data_wins(tmp_path):
+    directory = write_goemotions_28(tmp_path / "ge", {"train": 56, "dev": 28, "test": 28})
+    two = {"warm": GOEMOTIONS_28[:14], "cold": GOEMOTIONS_28[14:27]}
+    (directory / "ekman_mapping.json").write_text(json.dumps(two))
+    assert load_dir(directory, grouping="ekman").labels == ["warm", "cold", "neutral"]
+    own = tmp_path / "mine.json"
+    own.write_text(json.dumps({"all": GOEMOTIONS_28}))
+    assert load_dir(directory, grouping=str(own)).labels == ["all"]
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"a": GOEMOTIONS_28[:20], "b": GOEMOTIONS_28[19:27]}, "labels in more than one group: nervousness (a, b)"),
+    ({"a": GOEMOTIONS_28[:20]}, "no group for optimism, pride, realization, relief, remorse: add them to a group"),
+    ({"a": [*GOEMOTIONS_28[:27], "glee"]}, "glee not among the goemotions labels"),
+    (["not", "a", "mapping"], "must be a JSON object {group: [label, ...]}"),
+])
+def test_a_bad_mapping_is_one_line(tmp_path, mapping, message):
+    directory = write_goemotions_28(tmp_path / "ge", {"train": 56, "dev": 28, "test": 28})
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(mapping))
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_dir(directory, grouping=str(path))
+
+
+def test_a_grouping_of_other_labels_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="this grouping is for GoEmotions' 28 emotions"):
+        load_dir(write_goemotions(tmp_path / "ge"), grouping="ekman")

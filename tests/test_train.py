@@ -7,9 +7,10 @@ import re
 
 import numpy as np
 import pytest
-from conftest import launch, read_metrics, read_summary, rescore_dev, wandb_run
+from conftest import launch, read_metrics, read_summary, rescore, rescore_dev, wandb_run
 
 from emodist import data, variants
+from emodist.config import DataConfig
 
 SUMMARY_KEYS = ["variant", "base_model", "smoke", "num_processes", "distributed_type", "mixed_precision",
                 "params", "dev", "test", "perf"]
@@ -46,13 +47,16 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     # the terminal: banner, progress lines, final tables
     assert "emodist" in result.stdout and "step 10/512 (1%)" in result.stdout
     assert "Results" in result.stdout and "Throughput and memory" in result.stdout
-    # the per-label table: every label once, best test F1 first
-    table = result.stdout.split("Per label (test), best F1 first")[1].split("Throughput and memory")[0]
-    rows = [line.split("│") for line in table.splitlines() if line.count("│") == 6]
+    # the per-label table: every label once, best test F1 (at the tuned thresholds) first
+    table = result.stdout.split("Per label (test, tuned thresholds), best F1 first")[1].split("Throughput and")[0]
+    rows = [line.split("│") for line in table.splitlines() if line.count("│") == 7]
     rows = [[cell.strip() for cell in row[1:-1]] for row in rows if row[1].strip() in summary["labels"]]
     assert sorted(r[0] for r in rows) == sorted(summary["labels"])
     assert [float(r[1]) for r in rows] == sorted((float(r[1]) for r in rows), reverse=True)
+    assert {r[0]: float(r[1]) for r in rows} == {
+        k: round(v["f1"], 4) for k, v in summary["test_tuned"]["per_label"].items()}
     assert {r[0]: int(r[4]) for r in rows} == {k: v["support"] for k, v in summary["test"]["per_label"].items()}
+    assert {r[0]: float(r[5]) for r in rows} == summary["thresholds"]["per_label"]
 
 
 def test_a_log_file_gets_plain_progress_lines(smoke_run):
@@ -164,6 +168,23 @@ def test_exported_model_reloads_with_the_reported_dev_scores(smoke_run):
     assert rescored["f1_macro"] == pytest.approx(summary["dev"]["f1_macro"], abs=1e-6)
 
 
+def test_thresholds_are_tuned_on_dev_and_travel_with_the_model(smoke_run):
+    """thresholds.json in the run and in model/; the reloaded model at those thresholds reproduces
+    `test_tuned`, and tuning never lowers the dev F1 it maximised."""
+    _, run_dir, _ = smoke_run
+    summary = read_summary(run_dir)
+    saved = json.loads((run_dir / "thresholds.json").read_text())
+    assert saved == json.loads((run_dir / "model" / "thresholds.json").read_text()) == summary["thresholds"]
+    assert sorted(saved["per_label"]) == sorted(summary["labels"])
+    assert all(0.02 <= t <= 0.98 for t in saved["per_label"].values())
+    rescored, _ = rescore(run_dir, "test", tuned=True)
+    for key in ("f1_micro", "f1_macro", "precision_micro", "recall_micro"):
+        assert rescored[key] == pytest.approx(summary["test_tuned"][key], abs=1e-6)
+    dev_tuned, _ = rescore(run_dir, "dev", tuned=True)
+    for label, scores in dev_tuned["per_label"].items():
+        assert scores["f1"] >= summary["dev"]["per_label"][label]["f1"] - 1e-9
+
+
 # ---------------------------------------------------------------------------------------------------
 # Bad input: one line, exit code 2, nothing lost
 
@@ -242,3 +263,43 @@ def test_list_variants():
     result = launch("--list-variants", accelerate=False)
     assert result.returncode == 0
     assert [line.split()[0] for line in result.stdout.splitlines()] == variants.names()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Label groupings and imbalance
+
+
+@pytest.mark.parametrize("grouping, groups", [("ekman", 7), ("sentiment", 4)])
+def test_a_grouping_trains_with_its_labels(tmp_path, cache_dir, grouping, groups):
+    from test_data import write_goemotions_28
+
+    directory = write_goemotions_28(tmp_path / "ge")
+    run_dir = tmp_path / "run"
+    weighted = ["train.pos_weight=balanced"] if grouping == "ekman" else []
+    result = launch("--variant", "distilbert", "--smoke", "--data-dir", str(directory), "--output-dir", str(run_dir),
+                    f"data.grouping={grouping}", "train.max_steps=40", *weighted, accelerate=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = read_summary(run_dir)
+    assert summary["dataset"] == f"goemotions-{grouping}" and len(summary["labels"]) == groups
+    assert len(json.loads((run_dir / "model" / "config.json").read_text())["id2label"]) == groups
+    assert len(summary["test_tuned"]["per_label"]) == len(summary["thresholds"]["per_label"]) == groups
+    if weighted:  # the banner shows the weights the loss uses: negatives / positives of the grouped train split
+        targets = data.load(DataConfig(dataset="goemotions", data_dir=str(directory), grouping=grouping),
+                            seed=42).splits["train"].targets
+        ratio = np.clip((len(targets) - targets.sum(0)) / targets.sum(0), 1, 10)
+        assert f"positives weighted {ratio.min():.3g}-{ratio.max():.3g} (balanced, cap 10)" in result.stdout
+
+
+def test_balanced_positive_weights_are_capped_negatives_over_positives():
+    import torch
+
+    from emodist import config, training
+
+    targets = np.zeros((100, 3), dtype=np.float32)
+    targets[:50, 0] = 1  # 50 of 100: weight 1
+    targets[:4, 1] = 1  # 4 of 100: 96/4 = 24, capped at 10
+    targets[:20, 2] = 1  # 20 of 100: 4
+    loaded = data.EmotionData("t", ["a", "b", "c"], {"train": data.Split(["x"] * 100, targets)})
+    cfg = config.load("distilbert", overrides=["train.pos_weight=balanced"])
+    assert training.positive_weights(cfg, loaded, torch.device("cpu")).tolist() == [1.0, 10.0, 4.0]
+    assert training.positive_weights(config.load("distilbert"), loaded, torch.device("cpu")) is None

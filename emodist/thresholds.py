@@ -1,0 +1,76 @@
+"""Decision thresholds tuned on the dev split: one global threshold and one per label, each maximising F1.
+
+    tuned = thresholds.tune(dev_targets, dev_probabilities, labels)
+    thresholds.save(run_dir / "thresholds.json", tuned)            # and model/thresholds.json
+    cut = thresholds.for_labels(thresholds.load(model_dir), labels)  # numpy array, one per label
+
+A single 0.5 threshold wastes what a model knows about rare labels: their probabilities rarely reach 0.5.
+The per-label thresholds are what the test metrics `test_tuned` and inference use; the global one (best
+micro-F1) is kept for comparison. Candidates are the grid 0.02, 0.03, ..., 0.98; ties go to the value
+closest to 0.5, so a label without dev positives (F1 0 everywhere) keeps 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from emodist.errors import UsageError
+
+FILE = "thresholds.json"
+GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)
+
+
+def _best(f1: np.ndarray) -> np.ndarray:
+    """Index into GRID of the best F1 along axis 0, ties to the threshold closest to 0.5."""
+    preference = f1 - 1e-9 * np.abs(GRID - 0.5).reshape(-1, *([1] * (f1.ndim - 1)))
+    return np.argmax(preference, axis=0)
+
+
+def tune(targets: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> dict:
+    """{"global", "per_label": {label: threshold}, "grid": [lo, hi, step], "tuned_on"} from dev predictions."""
+    positive = targets.astype(bool)
+    # (grid, examples, labels) would be large for big splits: count per grid point instead
+    tp = np.empty((len(GRID), len(labels)))
+    fp = np.empty_like(tp)
+    for i, threshold in enumerate(GRID):
+        predicted = probabilities >= threshold
+        tp[i] = (predicted & positive).sum(axis=0)
+        fp[i] = (predicted & ~positive).sum(axis=0)
+    fn = positive.sum(axis=0) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_label_f1 = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
+        micro_f1 = np.nan_to_num(2 * tp.sum(1) / (2 * tp.sum(1) + fp.sum(1) + fn.sum(1)))
+    per_label = GRID[_best(per_label_f1)]
+    return {
+        "global": float(GRID[_best(micro_f1)]),
+        "per_label": {name: float(t) for name, t in zip(labels, per_label, strict=True)},
+        "grid": [float(GRID[0]), float(GRID[-1]), 0.01],
+        "tuned_on": "dev",
+    }
+
+
+def for_labels(tuned: dict, labels: list[str]) -> np.ndarray:
+    """The per-label thresholds in `labels` order; UsageError if the file does not cover them."""
+    missing = [name for name in labels if name not in tuned.get("per_label", {})]
+    if missing:
+        raise UsageError(f"{FILE} has no threshold for {', '.join(missing[:5])}: it belongs to another label set; "
+                         "delete it to use 0.5, or use the thresholds.json of the run that trained this model")
+    return np.array([tuned["per_label"][name] for name in labels], dtype=np.float32)
+
+
+def save(path: Path, tuned: dict) -> None:
+    path.write_text(json.dumps(tuned, indent=2) + "\n", encoding="utf-8")
+
+
+def load(model_dir: Path) -> dict | None:
+    """The thresholds saved beside a model (None when there are none: use 0.5)."""
+    path = Path(model_dir) / FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UsageError(f"{path}: not valid JSON ({err}): delete it to use 0.5 or restore it from the run") from None
