@@ -38,7 +38,8 @@ def machine() -> str:
 
 def settings(config: dict) -> str:
     train, optim, data = config["train"], config["optim"], config["data"]
-    return (f"{train['epochs']} epochs, batch {train['global_batch_size']}, lr {optim['lr']:g} (head {optim['head_lr']:g}), "
+    head = f" (head {optim['head_lr']:g})" if optim.get("head_lr") else ""
+    return (f"{train['epochs']} epochs, batch {train['global_batch_size']}, lr {optim['lr']:g}{head}, "
             f"max_length {data['max_length']}, pos_weight {train['pos_weight']}, grouping {data['grouping']}")
 
 
@@ -90,7 +91,7 @@ def main() -> int:
     entry = section(args.run_dir, summary, config, args.wall_seconds, args.command, where)
     results = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     RESULTS.write_text(replace_block(results, f"<!-- run:{args.run_dir.name} -->", f"<!-- /run:{args.run_dir.name} -->",
-                                     entry) , encoding="utf-8")
+                                     entry), encoding="utf-8")
 
     row = (f"| `{args.run_dir.name}` | {settings(config)} | {summary['test']['f1_macro']:.4f} | "
            f"{summary['test_tuned']['f1_macro']:.4f} | {summary['test_tuned']['f1_micro']:.4f} | "
