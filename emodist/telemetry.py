@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import os
 import resource
-import statistics
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 
@@ -101,18 +101,9 @@ class Throughput:
             "train_tokens_per_s": real / seconds,
             "train_padded_tokens_per_s": padded / seconds,
             "padding_efficiency": real / max(padded, 1),
-            "step_seconds_median": statistics.median(steps) if steps else None,
-            "step_seconds_p90": percentile(steps, 90) if steps else None,
+            "step_seconds_median": float(np.median(steps)) if steps else None,
+            "step_seconds_p90": float(np.percentile(steps, 90)) if steps else None,
         }
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The `q`th percentile with linear interpolation between the closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 class Phases:
