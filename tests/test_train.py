@@ -170,7 +170,7 @@ def test_exported_model_reloads_with_the_reported_dev_scores(smoke_run):
 
 def test_thresholds_are_tuned_on_dev_and_travel_with_the_model(smoke_run):
     """thresholds.json in the run and in model/; the reloaded model at those thresholds reproduces
-    `test_tuned`, and tuning never lowers the dev F1 it maximised."""
+    `test_tuned` (tests/test_thresholds.py checks the tuning itself)."""
     _, run_dir, _ = smoke_run
     summary = read_summary(run_dir)
     saved = json.loads((run_dir / "thresholds.json").read_text())
@@ -180,9 +180,6 @@ def test_thresholds_are_tuned_on_dev_and_travel_with_the_model(smoke_run):
     rescored, _ = rescore(run_dir, "test", tuned=True)
     for key in ("f1_micro", "f1_macro", "precision_micro", "recall_micro"):
         assert rescored[key] == pytest.approx(summary["test_tuned"][key], abs=1e-6)
-    dev_tuned, _ = rescore(run_dir, "dev", tuned=True)
-    for label, scores in dev_tuned["per_label"].items():
-        assert scores["f1"] >= summary["dev"]["per_label"][label]["f1"] - 1e-9
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Threshold tuning against a brute-force search with scikit-learn's F1 (the end-to-end check, that a
+reloaded model reproduces `test_tuned` with model/thresholds.json, is in tests/test_train.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from emodist import thresholds
+from emodist.errors import UsageError
+
+LABELS = ["joy", "grief", "anger", "never"]
+
+
+@pytest.fixture(scope="module")
+def dev():
+    """Probabilities that carry the labels at different scales: a rare label whose scores stay low, a
+    label never present."""
+    rng = np.random.default_rng(0)
+    targets = np.zeros((400, 4), dtype=np.float32)
+    targets[:, 0] = rng.random(400) < 0.4
+    targets[:, 1] = rng.random(400) < 0.03
+    targets[:, 2] = rng.random(400) < 0.2
+    probabilities = np.clip(rng.normal(0.3, 0.15, (400, 4)), 0, 1)
+    probabilities[:, 0] += 0.35 * targets[:, 0]
+    probabilities[:, 1] = np.clip(0.05 + 0.2 * targets[:, 1] + rng.normal(0, 0.05, 400), 0, 1)
+    probabilities[:, 2] += 0.2 * targets[:, 2]
+    return targets, np.clip(probabilities, 0, 1)
+
+
+def test_each_label_gets_the_threshold_of_its_best_f1(dev):
+    targets, probabilities = dev
+    tuned = thresholds.tune(targets, probabilities, LABELS)
+    for j, label in enumerate(LABELS[:3]):
+        f1 = [f1_score(targets[:, j], probabilities[:, j] >= t, zero_division=0) for t in thresholds.GRID]
+        assert f1_score(targets[:, j], probabilities[:, j] >= tuned["per_label"][label]) == pytest.approx(max(f1))
+        assert max(f1) >= f1[list(thresholds.GRID).index(0.5)]  # never worse than 0.5 on the data it tuned on
+    assert tuned["per_label"]["grief"] < 0.3  # a rare label's scores stay low: its threshold follows
+    assert tuned["per_label"]["never"] == 0.5  # no positives: F1 0 everywhere, the tie goes to 0.5
+
+
+def test_the_global_threshold_maximises_micro_f1(dev):
+    targets, probabilities = dev
+    tuned = thresholds.tune(targets, probabilities, LABELS)
+    micro = [f1_score(targets, probabilities >= t, average="micro", zero_division=0) for t in thresholds.GRID]
+    assert f1_score(targets, probabilities >= tuned["global"], average="micro") == pytest.approx(max(micro))
+
+
+def test_thresholds_follow_the_label_order_and_refuse_another_label_set(dev, tmp_path):
+    tuned = thresholds.tune(*dev, LABELS)
+    thresholds.save(tmp_path / thresholds.FILE, tuned)
+    loaded = thresholds.load(tmp_path)
+    assert loaded == json.loads(json.dumps(tuned))
+    order = ["anger", "joy"]
+    assert thresholds.for_labels(loaded, order).tolist() == pytest.approx(
+        [tuned["per_label"]["anger"], tuned["per_label"]["joy"]])
+    with pytest.raises(UsageError, match="no threshold for fear: it belongs to another label set"):
+        thresholds.for_labels(loaded, ["joy", "fear"])
+    assert thresholds.load(tmp_path / "elsewhere") is None
+    (tmp_path / thresholds.FILE).write_text("{oops")
+    with pytest.raises(UsageError, match="thresholds.json: not valid JSON"):
+        thresholds.load(tmp_path)
