@@ -90,7 +90,7 @@ def test_sigterm_then_sigkill_then_resume_ends_like_the_uninterrupted_run(refere
 
     # SIGTERM after the step-20 checkpoint: every rank stops at the same step boundary and saves
     stderr = signal_when(cmd, run_dir / "checkpoints" / "step-20", signal.SIGTERM)
-    assert "emodist: stopped by SIGTERM at step" in stderr
+    assert "emodist: stopped by SIGTERM at step" in stderr, stderr[-4000:]
     stopped = checkpointing.latest_checkpoint(run_dir)
     state = checkpointing.read_state(stopped)
     assert state["stopped_by"] == "SIGTERM" and 20 < state["step"] < 60
