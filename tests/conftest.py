@@ -93,6 +93,15 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.startswith("emodist: error:")]
 
 
+def assert_drawn(png: Path) -> None:
+    """`png` decodes to a real picture (over 100 pixels each way) that is not one flat colour."""
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100, f"{png.name} is {pixels.shape[:2]}"
+    assert pixels[..., :3].std() > 0.02, f"{png.name} is blank"
+
+
 def read_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
