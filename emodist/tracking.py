@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import queue
 import shutil
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -44,33 +46,55 @@ class Tracker:
 
 
 class WandbTracker(Tracker):
+    """wandb calls run on a thread of their own, so the training loop never waits for wandb's service.
+
+    That service is a separate process: a job's SIGTERM (scancel signals every process of a step) can stop
+    it mid-run, after which a call into wandb may fail or wait forever. Calls go in order to one daemon
+    thread; the first failure turns tracking off with one warning; `finish` waits at most `FINISH_TIMEOUT`
+    seconds (`STOP_TIMEOUT` when the run was stopped: launchers kill 30 s after their SIGTERM), then the
+    run goes on without it (metrics.jsonl holds every record; wandb's own exit hook may still flush).
+    """
+
+    FINISH_TIMEOUT, STOP_TIMEOUT = 60.0, 10.0
+
     def __init__(self, run, console: Console):
         self.run = run
         self.console = console
+        self._calls: queue.Queue = queue.Queue()
+        threading.Thread(target=self._work, name="emodist-wandb", daemon=True).start()
 
     def log(self, record: dict) -> None:
-        self._guard("log", self.run.log, record)
+        self._calls.put(("log", self.run.log, (record,), {}))
 
     def finish(self, summary: dict | None, files: list[Path], exit_code: int) -> None:
         if self.run is None:
             return
         if summary is not None:
-            self._guard("summary", self.run.summary.update, summary_metrics(summary))
+            self._calls.put(("summary", self.run.summary.update, (summary_metrics(summary),), {}))
         for path in files:  # files in the run's directory are uploaded when the run ends
             if path.is_file():
-                self._guard("save", shutil.copy, path, Path(self.run.dir) / path.name)
-        self._guard("finish", self.run.finish, exit_code=exit_code)
+                self._calls.put(("save", shutil.copy, (path, Path(self.run.dir) / path.name), {}))
+        self._calls.put(("finish", self.run.finish, (), {"exit_code": exit_code}))
+        done = threading.Event()
+        self._calls.put(("done", done.set, (), {}))
+        timeout = self.FINISH_TIMEOUT if exit_code == 0 else self.STOP_TIMEOUT
+        if not done.wait(timeout):
+            self.console.print(f"emodist: warning: wandb did not finish within {timeout:.0f} s (its service may "
+                               "have been stopped); metrics.jsonl keeps every record")
         self.run = None
 
-    def _guard(self, what: str, call, *args, **kwargs) -> None:
-        if self.run is None:
-            return
-        try:
-            call(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - a tracker must never end the run; metrics.jsonl has it all
-            self.console.print(f"emodist: warning: wandb {what} failed ({type(err).__name__}: {err}); "
-                               "tracking stops here, metrics.jsonl keeps every record")
-            self.run = None
+    def _work(self) -> None:
+        while True:
+            what, call, args, kwargs = self._calls.get()
+            if what == "done":
+                call()
+            elif self.run is not None:
+                try:
+                    call(*args, **kwargs)
+                except Exception as err:  # noqa: BLE001 - a tracker must never end the run; metrics.jsonl has it all
+                    self.console.print(f"emodist: warning: wandb {what} failed ({type(err).__name__}: {err}); "
+                                       "tracking stops here, metrics.jsonl keeps every record")
+                    self.run = None
 
 
 def summary_metrics(summary: dict) -> dict:
