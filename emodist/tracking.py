@@ -64,17 +64,20 @@ class WandbTracker(Tracker):
         threading.Thread(target=self._work, name="emodist-wandb", daemon=True).start()
 
     def log(self, record: dict) -> None:
-        self._calls.put(("log", self.run.log, (record,), {}))
+        run = self.run  # the worker sets it to None on a failure, at any moment
+        if run is not None:
+            self._calls.put(("log", run.log, (record,), {}))
 
     def finish(self, summary: dict | None, files: list[Path], exit_code: int) -> None:
-        if self.run is None:
+        run = self.run
+        if run is None:
             return
         if summary is not None:
-            self._calls.put(("summary", self.run.summary.update, (summary_metrics(summary),), {}))
+            self._calls.put(("summary", run.summary.update, (summary_metrics(summary),), {}))
         for path in files:  # files in the run's directory are uploaded when the run ends
             if path.is_file():
-                self._calls.put(("save", shutil.copy, (path, Path(self.run.dir) / path.name), {}))
-        self._calls.put(("finish", self.run.finish, (), {"exit_code": exit_code}))
+                self._calls.put(("save", shutil.copy, (path, Path(run.dir) / path.name), {}))
+        self._calls.put(("finish", run.finish, (), {"exit_code": exit_code}))
         done = threading.Event()
         self._calls.put(("done", done.set, (), {}))
         timeout = self.FINISH_TIMEOUT if exit_code == 0 else self.STOP_TIMEOUT
