@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
 import psutil
+import pytest
 
 from emodist.console import Console
 from emodist.tracking import WandbTracker
 
 
-def test_a_stopped_wandb_service_costs_a_warning_not_the_run(tmp_path, capsys):
+@pytest.fixture
+def own_environment():
+    """wandb.init in this process exports the service's address (WANDB_SERVICE...) for child processes:
+    after this test that service is dead, so the launches of later tests must not inherit it."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
+
+
+def test_a_stopped_wandb_service_costs_a_warning_not_the_run(tmp_path, capsys, own_environment):
     import wandb
 
     run = wandb.init(mode="offline", dir=str(tmp_path), settings=wandb.Settings(silent=True))
