@@ -56,13 +56,11 @@ def signal_when(cmd: list[str], checkpoint: Path, sig: signal.Signals, env: dict
         assert time.monotonic() < deadline
         time.sleep(0.05)
     tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    for process in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):  # already gone
-            process.send_signal(sig)
     names = set()
     for process in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            names.add(process.name())
+        with contextlib.suppress(psutil.NoSuchProcess):  # already gone
+            names.add(process.name())  # before the signal: a process it ends has no name to read after
+            process.send_signal(sig)
     psutil.wait_procs(tree, timeout=120)
     return proc.stderr.read(), names
 
