@@ -488,8 +488,17 @@ def _fingerprint(*parts: str | bytes) -> str:
     return digest.hexdigest()[:20]
 
 
-def collator(tokenizer):
-    """Pads a list of tokenized examples to the longest, rounded up to a multiple of 8 (tensor cores)."""
+def collator(tokenizer, pad_to_multiple_of: int = 8):
+    """Pads a list of tokenized examples to the longest, rounded up to a multiple of `pad_to_multiple_of`."""
     from transformers import DataCollatorWithPadding
 
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8, return_tensors="pt")
+    multiple = pad_to_multiple_of if pad_to_multiple_of > 1 else None
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple, return_tensors="pt")
+
+
+def lengths(dataset) -> np.ndarray:
+    """Token count of every example of a tokenized split (read from the Arrow column, no decoding)."""
+    import pyarrow.compute as pc
+
+    column = dataset.with_format("arrow")[:]["input_ids"]
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)

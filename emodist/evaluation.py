@@ -17,9 +17,11 @@ from scipy.special import expit
 from emodist.metrics import multilabel_metrics
 
 
-@torch.no_grad()
-def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, targets) of the whole split as float32 numpy arrays, in dataset order, on every rank."""
+@torch.no_grad()  # not inference_mode: ZeRO-3 gathers weights into tensors training uses later
+def predict(model, loader, accelerator, order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, targets) of the whole split as float32 numpy arrays on every rank, in the loader's order,
+    or, given the `order` in which the loader reads the split (its i-th example is example order[i]), in
+    the split's own order."""
     was_training = model.training
     model.eval()
     logits_parts, target_parts = [], []
@@ -30,7 +32,10 @@ def predict(model, loader, accelerator) -> tuple[np.ndarray, np.ndarray]:
         logits_parts.append(logits.cpu())
         target_parts.append(targets.cpu())
     model.train(was_training)
-    return torch.cat(logits_parts).numpy(), torch.cat(target_parts).numpy()
+    logits, targets = torch.cat(logits_parts).numpy(), torch.cat(target_parts).numpy()
+    if order is not None:
+        logits[order], targets[order] = logits.copy(), targets.copy()
+    return logits, targets
 
 
 def score(logits: np.ndarray, targets: np.ndarray, labels: list[str], threshold: float | np.ndarray = 0.5) -> dict:
@@ -41,7 +46,8 @@ def score(logits: np.ndarray, targets: np.ndarray, labels: list[str], threshold:
     return {"loss": float(loss), **scores}
 
 
-def evaluate(model, loader, accelerator, labels: list[str]) -> tuple[dict, np.ndarray, np.ndarray]:
+def evaluate(model, loader, accelerator, labels: list[str], order: np.ndarray | None = None
+             ) -> tuple[dict, np.ndarray, np.ndarray]:
     """(scores at threshold 0.5, logits, targets) of the split; see `predict` and `score`."""
-    logits, targets = predict(model, loader, accelerator)
+    logits, targets = predict(model, loader, accelerator, order)
     return score(logits, targets, labels), logits, targets

@@ -28,7 +28,7 @@ from accelerate.utils import set_seed
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, distributed, evaluation, telemetry, thresholds, tracking
+from emodist import checkpointing, distributed, evaluation, sampling, telemetry, thresholds, tracking
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
@@ -44,7 +44,8 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
     """The Accelerator for `cfg` under the launcher's topology: precision resolved for the hardware,
     accumulation derived, the support matrix checked, DeepSpeed's "auto" values filled, seeds set."""
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg),
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+                              # pinned host batches (see `setup`) copy to a GPU without stalling the host
+                              dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
                               **distributed.accelerator_kwargs())
     accelerator.gradient_accumulation_steps = cfg.train.gradient_accumulation_steps(accelerator.num_processes)
     distributed.check_support(cfg, distributed.Topology.of(accelerator))
@@ -129,6 +130,10 @@ class Session:
     pos_weight: torch.Tensor | None
     """The BCE weight of each label's positives (train.pos_weight), or None."""
     stop: StopSignals
+    batches: sampling.LengthGroupedBatches
+    """The train batches of every rank (accelerate deals them out); seeded by train.seed and the epoch."""
+    eval_orders: dict[str, np.ndarray]
+    """Each eval loader reads its split in this order (longest first); predictions are put back."""
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
@@ -195,17 +200,22 @@ def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
 def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
           tokenized: dict, run_dir: Path, console: Console, stop: StopSignals,
           resume_from: Path | None, phases: telemetry.Phases) -> Session:
-    collate = data_mod.collator(built.tokenizer)
-    loaders = {
-        split: DataLoader(tokenized[split], collate_fn=collate, shuffle=split == "train",
-                          batch_size=cfg.train.micro_batch_size if split == "train" else cfg.train.eval_batch_size)
-        for split in data_mod.SPLITS
-    }
+    collate = data_mod.collator(built.tokenizer, cfg.data.pad_to_multiple_of)
+    batches = sampling.LengthGroupedBatches(data_mod.lengths(tokenized["train"]), cfg.train.micro_batch_size,
+                                            accelerator.num_processes, cfg.train.seed, group=cfg.data.group_by_length)
+    pin = accelerator.device.type == "cuda"
+    loaders = {"train": DataLoader(tokenized["train"], batch_sampler=batches, collate_fn=collate, pin_memory=pin)}
+    eval_orders = {}
+    for split in ("dev", "test"):  # longest first: batches pad little; predictions go back to split order
+        eval_orders[split] = sampling.by_length(data_mod.lengths(tokenized[split]))
+        loaders[split] = DataLoader(tokenized[split].select(eval_orders[split]), collate_fn=collate,
+                                    batch_size=cfg.train.eval_batch_size, pin_memory=pin)
     with phases.measure("load"):  # accelerate's prepare wraps, shards or offloads the model: part of loading
         loaders = dict(zip(loaders, accelerator.prepare(*loaders.values()), strict=True))
         plan = Plan.make(cfg, len(loaders["train"]), accelerator.gradient_accumulation_steps)
         topology = distributed.Topology.of(accelerator)
-        optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules)
+        optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules,
+                                    fused=accelerator.state.deepspeed_plugin is None)
         scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
         model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
         if cfg.model.method == "lora":
@@ -218,7 +228,7 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
     logger = tracking.MetricLogger(run_dir / "metrics.jsonl", console, enabled=main, tracker=tracker)
     s = Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run_dir,
                 console, logger, telemetry.Throughput(accelerator.device), phases,
-                torch.zeros((), device=accelerator.device), pos_weight, stop)
+                torch.zeros((), device=accelerator.device), pos_weight, stop, batches, eval_orders)
     if resume_from is not None:
         restore(s, resume_from)
     return s
@@ -275,6 +285,7 @@ def epoch_batches(s: Session):
     run already trained on. The order is the epoch's own (the sampler is seeded by seed + epoch)."""
     loader = s.loaders["train"]
     loader.set_epoch(s.epoch)
+    s.batches.set_epoch(s.epoch)  # under DDP accelerate's shard wrapper does not pass the epoch on
     if not s.batches_in_epoch:
         return iter(loader)
     return _rng_neutral(s.accelerator.skip_first_batches(loader, s.batches_in_epoch))
@@ -376,7 +387,8 @@ def run_eval(s: Session, split: str, prefix: str):
     """Evaluate `split` (a collective) at threshold 0.5, log the headline metrics under `prefix/`; return
     (all scores, logits, targets)."""
     with s.phases.measure("eval"), s.meter.paused():
-        scores, logits, targets = evaluation.evaluate(s.model, s.loaders[split], s.accelerator, s.labels)
+        scores, logits, targets = evaluation.evaluate(s.model, s.loaders[split], s.accelerator, s.labels,
+                                                      order=s.eval_orders[split])
         log_scores(s, prefix, scores)
     return scores, logits, targets
 
@@ -494,8 +506,11 @@ def positive_weights(cfg: RunConfig, data: data_mod.EmotionData, device: torch.d
     return torch.tensor(np.clip(ratio, 1.0, cfg.train.pos_weight_cap), dtype=torch.float32, device=device)
 
 
-def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: list[str]):
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: list[str], fused: bool = True):
     """The configured AdamW over the trainable parameters, in up to four groups: body/head x decay/no decay.
+
+    `fused`: torch's AdamW updates all parameters in one kernel per group (CPU and GPU) instead of a loop
+    of small ones; off under DeepSpeed, which steps the optimizer over its own flat partitions.
 
     The body groups come first, so `get_last_lr()[0]` is the body's rate. Biases and norm weights
     (1-D tensors) get no weight decay. Under DeepSpeed optimizer offload, accelerate turns this AdamW
@@ -511,12 +526,13 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: li
          "weight_decay": 0.0 if key[1] else optim.weight_decay}
         for key in sorted(groups)
     ]
+    if optim.name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=optim.lr, fused=fused or None)
     return _optimizer_class(optim.name)(param_groups, lr=optim.lr)
 
 
 def _optimizer_class(name: str):
-    if name == "adamw":
-        return torch.optim.AdamW
+    """bitsandbytes' optimizer called `name`."""
     import bitsandbytes as bnb  # imported only when asked for: it is slow to import
 
     return {"adamw_8bit": bnb.optim.AdamW8bit, "paged_adamw": bnb.optim.PagedAdamW,
