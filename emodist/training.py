@@ -142,6 +142,8 @@ class Session:
     loss_count: int = 0
     best: dict | None = None
     """The best dev score during training: {"metric", "value", "step"}."""
+    pending_check: tuple | None = None
+    """The all-reduce of the last step's stop and divergence flags, not read yet (see `check_step`)."""
 
     @property
     def epochs_done(self) -> float:
@@ -323,36 +325,59 @@ def after_step(s: Session) -> None:
     """Check the loss and the stop signals, then log, evaluate and save at their intervals (everything
     here runs on every rank). Raises Diverged or Preempted."""
     train = s.cfg.train
-    stop_requested = check_step(s)
-    s.meter.mark_step()  # check_step waited for the step's work: the clock reads its real duration
     last = s.step == s.plan.total_steps
-    if s.step % train.log_every_steps == 0 or last:
+    logs = s.step % train.log_every_steps == 0 or last
+    evaluates = bool(train.eval_every_steps) and s.step % train.eval_every_steps == 0 and not last
+    saves = (bool(train.save_every_steps) and s.step % train.save_every_steps == 0) or last
+    stop_requested = check_step(s, now=logs or evaluates or saves)
+    # the host waited for the previous step (or this one): in steady state the clock reads the step's duration
+    s.meter.mark_step()
+    if logs:
         log_train(s)
-    if train.eval_every_steps and s.step % train.eval_every_steps == 0 and not last:
+    if evaluates:
         scores, _, _ = run_eval(s, "dev", prefix="eval")
         if s.best is None or scores["f1_micro"] > s.best["value"]:
             s.best = {"metric": "eval/f1_micro", "value": scores["f1_micro"], "step": s.step}
-    if (train.save_every_steps and s.step % train.save_every_steps == 0) or last or stop_requested:
+    if saves or stop_requested:
         checkpoint = save(s)
         if stop_requested:
             raise Preempted(s.stop.received or "a signal on another rank", s.step, checkpoint)
     s.console.advance(s.step)
 
 
-def check_step(s: Session) -> bool:
+def check_step(s: Session, now: bool) -> bool:
     """Whether any rank was asked to stop; raises Diverged if any rank's loss is no longer finite.
 
-    One small all-reduce per optimizer step carries both answers, so every rank acts on the same step.
+    One small all-reduce per optimizer step carries both answers, so every rank acts on the same step. It
+    is started without waiting and read one step later, so the host never waits for the device on a
+    plain step (on a GPU the next step is queued while this one runs). `now` (a step that logs,
+    evaluates or saves: the host waits there anyway) reads this step's own answer, and so does any step
+    whose late answer says stop or diverged: nothing is saved that the check has not seen.
     """
     flags = torch.stack([torch.tensor(float(s.stop.received is not None), device=s.loss_sum.device),
                          (~torch.isfinite(s.loss_sum)).float()])
-    stop, diverged = (bool(v) for v in s.accelerator.reduce(flags, reduction="sum").tolist())
+    work = None
+    if s.accelerator.num_processes > 1:  # DDP, DeepSpeed and FSDP all run on torch.distributed's default group
+        work = torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.SUM, async_op=True)
+    previous, s.pending_check = s.pending_check, (work, flags)
+    stop, diverged = _read_check(previous) if previous else (False, False)
+    if now or stop or diverged:
+        stop, diverged = _read_check(s.pending_check)  # the flags only grow: this answer includes the late one
+        s.pending_check = None
     if diverged:
         last_good = checkpointing.latest_checkpoint(s.run_dir)
         kept = f"the last good checkpoint, {last_good}, is kept" if last_good else "no checkpoint was saved yet"
         raise Diverged(f"the training loss became NaN or infinite at step {s.step} (epoch {s.epoch}); {kept}. "
                        "Start again with a lower optim.lr or with clipping (optim.max_grad_norm)")
     return stop
+
+
+def _read_check(pending: tuple) -> tuple[bool, bool]:
+    work, flags = pending
+    if work is not None:
+        work.wait()
+    stop, diverged = (bool(v) for v in flags.tolist())
+    return stop, diverged
 
 
 def save(s: Session) -> Path:
