@@ -1,0 +1,58 @@
+"""Batch inference (`emodist.inference.Classifier`) on the exported models of real smoke runs: the same
+probabilities as the model run on one text at a time, in the order given, labels cut at the run's tuned
+thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from emodist import config, data, thresholds
+from emodist.inference import Classifier
+
+
+@pytest.fixture(params=["distilbert", "gemma-lora"])  # a full model and an adapter on its base
+def exported(request, smoke_runs):
+    run_dir, _ = smoke_runs(request.param)
+    cfg = config.load(config_file=str(run_dir / "config.yaml"))
+    texts = data.load(cfg.data, seed=cfg.train.seed).splits["dev"].texts[:150]
+    return run_dir / "model", texts
+
+
+def test_probabilities_equal_one_text_at_a_time_in_the_order_given(exported):
+    model_dir, texts = exported
+    classifier = Classifier.load(model_dir, batch_size=16)
+    rng = np.random.default_rng(0)
+    texts = [texts[i] for i in rng.permutation(len(texts))]
+    batched = classifier.probabilities(texts)
+
+    alone = []
+    with torch.no_grad():
+        for text in texts:  # no padding at all: the reference
+            encoded = classifier.tokenizer(text, truncation=True, max_length=128, return_tensors="pt")
+            alone.append(torch.sigmoid(classifier.model(**encoded).logits.float())[0].numpy())
+    assert batched.shape == (len(texts), len(classifier.labels)) and batched.dtype == np.float32
+    # float32 models agree to rounding; a bfloat16 base (gemma-lora) differs in the last bits of its 8-bit
+    # mantissa where padding changes the matmul shapes
+    bf16 = any(p.dtype == torch.bfloat16 for p in classifier.model.parameters())
+    np.testing.assert_allclose(batched, np.stack(alone), atol=5e-3 if bf16 else 2e-5)
+    assert len({len(classifier.tokenizer(t)["input_ids"]) for t in texts}) > 3  # the batches did need padding
+
+
+def test_labels_are_cut_at_the_thresholds_the_run_tuned(exported):
+    model_dir, texts = exported
+    classifier = Classifier.load(model_dir)
+    tuned = thresholds.for_labels(thresholds.load(model_dir), classifier.labels)
+    np.testing.assert_array_equal(classifier.cut, tuned)
+    probabilities = classifier.probabilities(texts)
+    expected = [[label for label, p, cut in zip(classifier.labels, row, tuned, strict=True) if p >= cut]
+                for row in probabilities]
+    assert classifier.predict(texts) == expected
+    assert any(expected)  # labels were given, not an empty answer matched by an empty answer
+
+
+def test_no_texts_no_rows(exported):
+    classifier = Classifier.load(exported[0])
+    assert classifier.probabilities([]).shape == (0, len(classifier.labels))
+    assert classifier.predict([]) == []
