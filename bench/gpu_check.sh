@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The prepared GPU check: everything that needs CUDA, in one script for one call on a lent GPU machine.
 #
-#   bench/gpu_check.sh [RESULTS_DIR]        (default: $OUT when set, else runs/gpu-check)
+#   bench/gpu_check.sh [RESULTS_DIR] [all|real]     (default: $OUT when set, else runs/gpu-check; all)
 #
 # 1. every variant --smoke on one GPU (accelerate_configs/single_gpu.yaml): the real CUDA paths of
 #    bf16 autocast, 4-bit NF4 (bitsandbytes CUDA kernels) and paged 8-bit AdamW;
 # 2. mistral-lora --smoke under FSDP2 (fsdp.yaml) and DeepSpeed ZeRO-3 (deepspeed_zero3.yaml) on every
 #    visible GPU, and mistral-qlora under ZeRO-2 and ZeRO-3 (4-bit storage in bf16);
-# 3. the tests marked `gpu` (pytest -m gpu).
+# 3. the tests marked `gpu` (pytest -m gpu);
+# 4. real sizes with random weights (model.smoke_size=real, no download), every batch padded to 128 tokens:
+#    DistilBERT-base full fine-tune, Mistral-7B QLoRA (4-bit NF4, LoRA r=16, micro-batch 8, gradient
+#    checkpointing; the target is <= 10 GiB peak reserved) and Mistral-7B bf16 LoRA when the card has
+#    40 GiB or more. Only this part: bench/gpu_check.sh RESULTS_DIR real (the 7B base is built once, ~15 GiB).
 # It ends with one table (samples/s, tokens/s, median step, MFU, peak memory per rank, dev F1) read from each
-# summary.json (smoke models are tiny: their MFU says nothing of the real models'):
+# summary.json (the tiny smoke models' MFU says nothing; the real-size rows' does):
 # copy it, with the card's name, into bench/RESULTS.md.
 #
 # Python packages the GPU image may lack (deepspeed, bitsandbytes, datasets, ...) are installed from
@@ -17,6 +21,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 3
 results=${1:-${OUT:-runs/gpu-check}}
+parts=${2:-all}
 mkdir -p "$results"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 
@@ -43,16 +48,32 @@ run() {  # run NAME CONFIG PROCESSES VARIANT [KEY=VALUE ...]
   echo "$name rc=$? wall=$((SECONDS - started))s" | tee -a "$results/runs.txt"
 }
 
-for variant in distilbert gemma-lora mistral-lora mistral-qlora minilm; do
-  run "$variant" single_gpu.yaml 1 "$variant"
-done
-run fsdp-mistral-lora fsdp.yaml "$gpus" mistral-lora
-run zero3-mistral-lora deepspeed_zero3.yaml "$gpus" mistral-lora
-run zero2-mistral-qlora deepspeed_zero2.yaml "$gpus" mistral-qlora
-run zero3-mistral-qlora deepspeed_zero3.yaml "$gpus" mistral-qlora
+if [ "$parts" = all ]; then
+  for variant in distilbert gemma-lora mistral-lora mistral-qlora minilm; do
+    run "$variant" single_gpu.yaml 1 "$variant"
+  done
+  run fsdp-mistral-lora fsdp.yaml "$gpus" mistral-lora
+  run zero3-mistral-lora deepspeed_zero3.yaml "$gpus" mistral-lora
+  run zero2-mistral-qlora deepspeed_zero2.yaml "$gpus" mistral-qlora
+  run zero3-mistral-qlora deepspeed_zero3.yaml "$gpus" mistral-qlora
 
-python3 -m pytest -q -m gpu tests > "$results/pytest-gpu.log" 2>&1
-echo "pytest -m gpu rc=$? (log: $results/pytest-gpu.log)"
+  python3 -m pytest -q -m gpu tests > "$results/pytest-gpu.log" 2>&1
+  echo "pytest -m gpu rc=$? (log: $results/pytest-gpu.log)"
+fi
+
+# real sizes: 40 optimizer steps of batches padded to 128 tokens, a small dev/test split for the end
+real=(model.smoke_size=real data.pad_to_multiple_of=128 train.max_steps=40 train.log_every_steps=10
+      train.eval_every_steps=0 train.save_every_steps=0 data.max_eval_examples=128 track.plots=false
+      "data.cache_dir=$results/cache")
+decoder=(train.micro_batch_size=8 train.global_batch_size=8 model.lora.r=16 model.gradient_checkpointing=true)
+run real-distilbert single_gpu.yaml 1 distilbert "${real[@]}"
+run real-mistral-qlora single_gpu.yaml 1 mistral-qlora "${real[@]}" "${decoder[@]}"
+memory_gib=$(python3 -c "import torch; print(torch.cuda.get_device_properties(0).total_memory >> 30)")
+if [ "$memory_gib" -ge 40 ]; then
+  run real-mistral-lora single_gpu.yaml 1 mistral-lora "${real[@]}" "${decoder[@]}"
+else
+  echo "real-mistral-lora skipped: ${memory_gib} GiB on the card, 40 needed for the bf16 base" | tee -a "$results/skipped.txt"
+fi
 
 python3 - "$results" <<'PY'
 import json, sys

@@ -54,6 +54,10 @@ class ModelConfig:
     """Storage dtype of the base weights. Trainable weights are always float32 (master weights)."""
     compute_dtype: Dtype = "bfloat16"
     """Dtype the 4-bit layers compute in (bitsandbytes `bnb_4bit_compute_dtype`)."""
+    smoke_size: Literal["tiny", "real"] = "tiny"
+    """The random model `--smoke` builds: `tiny` (2 layers, seconds on a CPU) or `real`, the sizes of the
+    variant's real model (Mistral-7B, Gemma-2B, DistilBERT-base, MiniLM-L6) for memory and speed checks on a
+    GPU without a download. A real-size base is built once, in bfloat16, under the cache directory."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (non-reentrant): less memory, ~30% more compute."""
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -450,7 +450,7 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
     """
     import datasets
 
-    root = Path(cache_dir or os.environ.get("EMODIST_CACHE") or Path.home() / ".cache" / "emodist") / "tokenized"
+    root = cache_root(cache_dir) / "tokenized"
     root.mkdir(parents=True, exist_ok=True)
     tokenizer_id = _tokenizer_fingerprint(tokenizer)
 
@@ -466,6 +466,15 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
                                  cache_file_name=str(root / f"{split}-{key}.arrow"), new_fingerprint=key,
                                  desc=f"tokenize {split}")
     return out
+
+
+def cache_root(cache_dir: str | None) -> Path:
+    """emodist's cache directory: `cache_dir` (data.cache_dir), else $EMODIST_CACHE, else ~/.cache/emodist."""
+    return Path(cache_dir or os.environ.get("EMODIST_CACHE") or Path.home() / ".cache" / "emodist")
+
+
+def fingerprint_texts(texts: list[str]) -> str:
+    return _fingerprint(*texts)
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:

@@ -41,6 +41,19 @@ TINY_SIZES = {
     "mistral": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
                 "intermediate_size": 128, "max_position_embeddings": 128},
 }
+# The real models' shapes (their config.json), for `model.smoke_size=real`: random weights of the true size
+REAL_SIZES = {
+    "distilbert": {"vocab_size": 30522, "dim": 768, "n_layers": 6, "n_heads": 12, "hidden_dim": 3072,
+                   "max_position_embeddings": 512},  # distilbert-base-uncased
+    "bert": {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+             "intermediate_size": 1536, "max_position_embeddings": 512},  # all-MiniLM-L6-v2
+    "gemma": {"vocab_size": 256000, "hidden_size": 2048, "num_hidden_layers": 18, "num_attention_heads": 8,
+              "num_key_value_heads": 1, "head_dim": 256, "intermediate_size": 16384,
+              "max_position_embeddings": 8192},  # gemma-1.1-2b-it
+    "mistral": {"vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "intermediate_size": 14336, "max_position_embeddings": 32768,
+                "sliding_window": 4096},  # Mistral-7B-v0.1
+}
 SMOKE_VOCAB_SIZE = 4000
 _SMOKE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -183,8 +196,9 @@ def is_head_parameter(name: str, head_modules: list[str]) -> bool:
 # --smoke: a tiny random checkpoint of the same architecture, written to disk and loaded like any other
 
 
-def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: int) -> Path:
-    """Write a tiny randomly initialised `architecture` model and a word-level tokenizer to `directory`.
+def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: int, size: str = "tiny") -> Path:
+    """Write a randomly initialised `architecture` model and a word-level tokenizer to `directory`: tiny, or
+    of the real model's sizes (`size="real"`, in bfloat16; its embedding keeps the real vocabulary size).
 
     The vocabulary is the most frequent words of `texts`, so the tiny model can learn from them.
     Returns `directory` as an absolute path; an existing complete base there is reused.
@@ -197,20 +211,36 @@ def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: 
         return directory
     tokenizer = smoke_tokenizer(texts)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _SMOKE_SPECIALS}
-    config = AutoConfig.for_model(
-        architecture, vocab_size=len(tokenizer), pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"],
-        eos_token_id=ids["[SEP]"], **TINY_SIZES[architecture],
-    )
+    sizes = {"vocab_size": len(tokenizer), **TINY_SIZES[architecture]} if size == "tiny" else REAL_SIZES[architecture]
+    config = AutoConfig.for_model(architecture, pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"],
+                                  eos_token_id=ids["[SEP]"], **sizes)
+    dtype = torch.float32 if size == "tiny" else torch.bfloat16  # 7B parameters: 14 GiB instead of 29
+    default_dtype = torch.get_default_dtype()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        # the class itself, not AutoModel.from_config: under ZeRO-3 that would build inside zero.Init, a
-        # collective, while only one rank writes the base
-        model = MODEL_MAPPING[type(config)](config)
+        torch.set_default_dtype(dtype)
+        try:
+            # the class itself, not AutoModel.from_config: under ZeRO-3 that would build inside zero.Init, a
+            # collective, while only one rank writes the base
+            model = MODEL_MAPPING[type(config)](config)
+        finally:
+            torch.set_default_dtype(default_dtype)
     tmp = directory.with_name(directory.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(directory)
     return directory
+
+
+def smoke_base_dir(cfg, run_dir: Path, texts: list[str]) -> Path:
+    """Where `--smoke` keeps its base: in the run directory (tiny), or, for a real-size one (gigabytes, minutes
+    to build), in the cache directory, shared by the runs of the same architecture, seed and vocabulary."""
+    if cfg.model.smoke_size == "tiny":
+        return run_dir / "smoke-base"
+    from emodist.data import cache_root, fingerprint_texts
+
+    key = f"{cfg.model.architecture}-real-seed{cfg.train.seed}-{fingerprint_texts(texts)[:12]}"
+    return cache_root(cfg.data.cache_dir) / "smoke-bases" / key
 
 
 def smoke_tokenizer(texts: list[str]):

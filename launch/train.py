@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             source = modeling.base_path(cfg.model)
             if cfg.smoke:
                 with accelerator.main_process_first():
-                    source = str(modeling.make_smoke_base(cfg.model.architecture, dataset.splits["train"].texts,
-                                                          run_dir / "smoke-base", seed=cfg.train.seed))
+                    texts = dataset.splits["train"].texts
+                    source = str(modeling.make_smoke_base(cfg.model.architecture, texts,
+                                                          modeling.smoke_base_dir(cfg, run_dir, texts),
+                                                          seed=cfg.train.seed, size=cfg.model.smoke_size))
             built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device,
                                          deepspeed_stage=topology.zero_stage,
                                          quant_storage=distributed.quant_storage_dtype(cfg, topology))

