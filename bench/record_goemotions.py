@@ -11,29 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import re
 import time
 from pathlib import Path
 
 import yaml
+from results import ROOT, machine, record, replace_block
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS, README = ROOT / "bench" / "RESULTS.md", ROOT / "README.md"
+README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- goemotions-results:start -->", "<!-- goemotions-results:end -->"
 TABLE_HEAD = ("| run | settings | test F1 macro (0.5) | test F1 macro (tuned) | test F1 micro (tuned) | wall time | machine |\n"
               "|---|---|---:|---:|---:|---:|---|")
 TARGETS = {"f1_macro": 0.50, "f1_micro": 0.58}
-
-
-def machine() -> str:
-    import torch
-
-    cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu.group(1).strip() if cpu else platform.processor()}, {len(os.sched_getaffinity(0))} cores, "
-            f"{memory:.0f} GiB, no GPU, torch {torch.__version__}")
 
 
 def settings(config: dict) -> str:
@@ -55,7 +43,6 @@ def section(run: Path, summary: dict, config: dict, wall: float, command: str, w
                         f"({'met' if tuned[k] >= v else 'not met'})" for k, v in TARGETS.items())
     perf = summary["perf"]
     return "\n".join([
-        f"<!-- run:{run.name} -->",
         f"### minilm on GoEmotions ({len(summary['labels'])} labels): `{run.name}`",
         "",
         f"- command: `{command}`",
@@ -69,14 +56,7 @@ def section(run: Path, summary: dict, config: dict, wall: float, command: str, w
         "| scores | F1 macro | F1 micro | precision micro | recall micro | exact match | examples |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *rows,
-        f"<!-- /run:{run.name} -->",
     ])
-
-
-def replace_block(text: str, start: str, end: str, block: str) -> str:
-    """`text` with the block between `start` and `end` (markers included) replaced, or `block` appended."""
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-    return pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
 
 
 def main() -> int:
@@ -89,9 +69,7 @@ def main() -> int:
     config = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     where = machine()
     entry = section(args.run_dir, summary, config, args.wall_seconds, args.command, where)
-    results = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    RESULTS.write_text(replace_block(results, f"<!-- run:{args.run_dir.name} -->", f"<!-- /run:{args.run_dir.name} -->",
-                                     entry), encoding="utf-8")
+    record(args.run_dir.name, entry)
 
     row = (f"| `{args.run_dir.name}` | {settings(config)} | {summary['test']['f1_macro']:.4f} | "
            f"{summary['test_tuned']['f1_macro']:.4f} | {summary['test_tuned']['f1_micro']:.4f} | "

@@ -1,0 +1,230 @@
+"""emodist's training loop against transformers.Trainer on the same work, on this machine.
+
+    python bench/throughput.py [--examples 4096] [--repeats 3] [--data-dir DIR] [--record]
+
+The same model (`minilm`: all-MiniLM-L6-v2 from PyPI), the same GoEmotions train subset (emodist's seeded
+`data.max_train_examples` subset, read once by both), the same hyperparameters (the minilm variant's:
+batch 32, AdamW with lr 1e-4 for the body and 5e-3 for the pooler and classifier, weight decay 0.01 except
+biases and norms, linear schedule with 6% warmup, gradient clipping at 1.0, max_length 128), one epoch,
+float32, one process each. The Trainer is set up the way its documentation shows a user: its default
+collator (DataCollatorWithPadding) and sampler, `use_cpu` without a GPU, the two learning rates through
+`optimizers=(AdamW(param_groups, fused=True), None)` (fused: the Trainer's default `adamw_torch_fused`).
+
+Each run is its own process; the two alternate, `--repeats` times. Reported per run: train examples/s
+and real (unpadded) tokens/s over the training loop (setup and evaluation excluded, on both sides), peak
+RSS of the process (from wait4), dev micro-F1 at threshold 0.5 on the whole dev split. The last line is
+the ratio of the medians. `--record` writes the table into bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+DEFAULT_DATA = Path(os.environ.get("EMODIST_GOEMOTIONS", ROOT.parent / "shared" / "data" / "goemotions"))
+MARK = "throughput-vs-trainer"
+
+
+def data_settings(examples: int, eval_examples: int | None) -> list[str]:
+    """The settings both sides share: the train subset, one epoch, and the dev subset (all of dev by default)."""
+    return [f"data.max_train_examples={examples}", "train.epochs=1",
+            *([f"data.max_eval_examples={eval_examples}"] if eval_examples else [])]
+
+
+def variant_config(data_dir: Path, settings: list[str]):
+    from emodist import config
+
+    return config.load("minilm", None, settings, cli={"data.data_dir": str(data_dir), "data.dataset": "goemotions"})
+
+
+# --- the two workers (each runs in a process of its own) ---------------------------------------------
+
+def run_emodist(data_dir: Path, settings: list[str], work: Path) -> dict:
+    run_dir = work / "emodist-run"
+    command = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "minilm", "--data-dir", str(data_dir),
+               "--output-dir", str(run_dir), "--overwrite", "train.eval_every_steps=0", "train.save_every_steps=0",
+               "track.wandb=off", "track.plots=false", *settings]
+    with open(work / "emodist.log", "w") as log:
+        subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    perf = summary["perf"]
+    return {"examples_per_s": perf["train_samples_per_s"], "tokens_per_s": perf["train_tokens_per_s"],
+            "train_seconds": perf["train_seconds"], "dev_f1_micro": summary["dev"]["f1_micro"]}
+
+
+def run_trainer(data_dir: Path, settings: list[str], work: Path) -> dict:
+    import datasets
+    import numpy as np
+    import torch
+    from scipy.special import expit
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from emodist import data, modeling
+    from emodist.metrics import multilabel_metrics
+
+    cfg = variant_config(data_dir, settings)
+    emotions = data.load(cfg.data, seed=cfg.train.seed)
+    source = modeling.base_path(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    labels = emotions.labels
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=len(labels), problem_type="multi_label_classification",
+        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+
+    def dataset(split):
+        part = emotions.splits[split]
+        raw = datasets.Dataset.from_dict({"text": part.texts, "labels": part.targets.tolist()})
+        return raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=cfg.data.max_length),
+                       batched=True, remove_columns=["text"])
+
+    train, dev = dataset("train"), dataset("dev")
+    head, optim = cfg.model.head_modules, cfg.optim
+    groups = {}
+    for name, param in model.named_parameters():
+        in_head = any(part in head for part in name.split("."))
+        groups.setdefault((in_head, param.ndim < 2), []).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": params, "lr": optim.head_lr if in_head else optim.lr,
+          "weight_decay": 0.0 if no_decay else optim.weight_decay} for (in_head, no_decay), params in groups.items()],
+        lr=optim.lr, fused=True)
+    steps = -(-len(train) // cfg.train.micro_batch_size)
+    args = TrainingArguments(
+        output_dir=str(work / "trainer"), per_device_train_batch_size=cfg.train.micro_batch_size,
+        per_device_eval_batch_size=cfg.train.eval_batch_size, num_train_epochs=1, learning_rate=optim.lr,
+        weight_decay=optim.weight_decay, lr_scheduler_type="linear", warmup_steps=round(optim.warmup_ratio * steps),
+        max_grad_norm=optim.max_grad_norm, seed=cfg.train.seed, use_cpu=not torch.cuda.is_available(),
+        save_strategy="no", eval_strategy="no", logging_steps=50, report_to="none", disable_tqdm=True)
+
+    class LoopClock(TrainerCallback):  # the loop alone, as emodist's meter times it
+        def on_train_begin(self, *_, **__):
+            self.start = time.perf_counter()
+
+        def on_train_end(self, *_, **__):
+            self.seconds = time.perf_counter() - self.start
+
+    clock = LoopClock()
+    trainer = Trainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+                      optimizers=(optimizer, None), callbacks=[clock])
+    trainer.train()
+    prediction = trainer.predict(dev)
+    scores = multilabel_metrics(prediction.label_ids, expit(prediction.predictions), labels)
+    tokens = int(np.sum([len(ids) for ids in train["input_ids"]]))
+    return {"examples_per_s": len(train) / clock.seconds, "tokens_per_s": tokens / clock.seconds,
+            "train_seconds": clock.seconds, "dev_f1_micro": scores["f1_micro"]}
+
+
+# --- the driver ----------------------------------------------------------------------------------------
+
+def measure(side: str, args, work: Path) -> dict:
+    """Run one side in a child process; its result plus the child's peak RSS (wait4's ru_maxrss, KiB)."""
+    out = work / f"{side}.json"
+    command = [sys.executable, __file__, "--worker", side, "--out", str(out), "--examples", str(args.examples),
+               "--data-dir", str(args.data_dir), *(f"--set={o}" for o in args.set),
+               *([f"--eval-examples={args.eval_examples}"] if args.eval_examples else [])]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=ROOT)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        sys.exit(f"throughput: the {side} run failed (exit {child.returncode}); see {work}")
+    result = json.loads(out.read_text())
+    return {**result, "peak_rss_mib": usage.ru_maxrss / 1024, "wall_seconds": time.perf_counter() - started}
+
+
+def table(rows: list[tuple[str, int, dict]]) -> str:
+    lines = ["| run | repeat | examples/s | real tokens/s | train loop s | peak RSS MiB | dev micro-F1 |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for side, repeat, r in rows:
+        lines.append(f"| {side} | {repeat} | {r['examples_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['train_seconds']:.1f} | {r['peak_rss_mib']:.0f} | {r['dev_f1_micro']:.4f} |")
+    return "\n".join(lines)
+
+
+def summarize(rows: list[tuple[str, int, dict]]) -> dict:
+    median = {side: {k: statistics.median(r[k] for s, _, r in rows if s == side)
+                     for k in ("examples_per_s", "tokens_per_s", "peak_rss_mib", "dev_f1_micro")}
+              for side in ("emodist", "trainer")}
+    e, t = median["emodist"], median["trainer"]
+    return {"median": median, "ratio": e["examples_per_s"] / t["examples_per_s"],
+            "f1_gap": e["dev_f1_micro"] - t["dev_f1_micro"], "rss_ratio": e["peak_rss_mib"] / t["peak_rss_mib"]}
+
+
+def verdict(s: dict) -> str:
+    return (f"emodist/Trainer examples/s: {s['ratio']:.2f}x (median of each; target >= 1.8x), dev micro-F1 gap "
+            f"{s['f1_gap']:+.4f} (target within 0.01), peak RSS {s['rss_ratio']:.2f}x (target <= 1)")
+
+
+def record_results(rows, summary, args, wall: float) -> None:
+    from results import machine, record
+
+    command = f"python bench/throughput.py --examples {args.examples} --repeats {args.repeats}" + "".join(
+        f" --set={o}" for o in args.set) + (f" --eval-examples {args.eval_examples}" if args.eval_examples else "")
+    record(MARK, f"### emodist vs transformers.Trainer, minilm, {args.examples} GoEmotions train examples, 1 epoch\n\n"
+                 f"- command: `{command}`\n- machine: {machine()}\n"
+                 f"- wall time: {wall / 60:.1f} min; recorded {time.strftime('%Y-%m-%d')}\n"
+                 f"- result: {verdict(summary)}\n\n{table(rows)}",
+           heading="## Training throughput against the HF Trainer")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=4096, help="train examples (default 4096)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating pairs of runs (default 3)")
+    parser.add_argument("--eval-examples", type=int, help="score on a seeded dev subset of this size (default: all)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="GoEmotions in its original layout")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an emodist setting for its side (e.g. --set data.pad_to_multiple_of=1)")
+    parser.add_argument("--record", action="store_true", help="write the results into bench/RESULTS.md")
+    parser.add_argument("--worker", choices=("emodist", "trainer"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not (args.data_dir / "train.tsv").is_file():
+        print(f"throughput: no GoEmotions at {args.data_dir} (set EMODIST_GOEMOTIONS or --data-dir)", file=sys.stderr)
+        return 2
+    if args.worker:
+        work = args.out.parent
+        settings = data_settings(args.examples, args.eval_examples)
+        if args.worker == "emodist":
+            result = run_emodist(args.data_dir, [*settings, *args.set], work)
+        else:
+            result = run_trainer(args.data_dir, settings, work)
+        args.out.write_text(json.dumps(result))
+        return 0
+
+    started = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="emodist-throughput-") as tmp:
+        for repeat in range(1, args.repeats + 1):
+            for side in ("trainer", "emodist") if repeat % 2 else ("emodist", "trainer"):
+                result = measure(side, args, Path(tmp))
+                rows.append((side, repeat, result))
+                print(f"{side:8} repeat {repeat}: {result['examples_per_s']:.1f} examples/s, "
+                      f"{result['tokens_per_s']:.0f} tokens/s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
+                      f"dev micro-F1 {result['dev_f1_micro']:.4f}", flush=True)
+    summary = summarize(rows)
+    print(table(rows))
+    if args.record:
+        record_results(rows, summary, args, time.perf_counter() - started)
+    print(verdict(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
