@@ -143,7 +143,7 @@ class Session:
     best: dict | None = None
     """The best dev score during training: {"metric", "value", "step"}."""
     pending_check: tuple | None = None
-    """The all-reduce of the last step's stop and divergence flags, not read yet (see `check_step`)."""
+    """The last step's all-reduced stop and divergence flags on their way to the host (see `check_step`)."""
 
     @property
     def epochs_done(self) -> float:
@@ -348,18 +348,16 @@ def after_step(s: Session) -> None:
 def check_step(s: Session, now: bool) -> bool:
     """Whether any rank was asked to stop; raises Diverged if any rank's loss is no longer finite.
 
-    One small all-reduce per optimizer step carries both answers, so every rank acts on the same step. It
-    is started without waiting and read one step later, so the host never waits for the device on a
-    plain step (on a GPU the next step is queued while this one runs). `now` (a step that logs,
-    evaluates or saves: the host waits there anyway) reads this step's own answer, and so does any step
-    whose late answer says stop or diverged: nothing is saved that the check has not seen.
+    One small all-reduce per optimizer step carries both answers, so every rank acts on the same step. On
+    a GPU its result is copied to pinned host memory without waiting and read one step later, so the host
+    never waits for the device on a plain step (the next step is queued while this one runs). `now` (a
+    step that logs, evaluates or saves: the host waits there anyway) reads this step's own answer, and so
+    does any step whose late answer says stop or diverged: nothing is saved that the check has not seen.
     """
     flags = torch.stack([torch.tensor(float(s.stop.received is not None), device=s.loss_sum.device),
                          (~torch.isfinite(s.loss_sum)).float()])
-    work = None
-    if s.accelerator.num_processes > 1:  # DDP, DeepSpeed and FSDP all run on torch.distributed's default group
-        work = torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.SUM, async_op=True)
-    previous, s.pending_check = s.pending_check, (work, flags)
+    flags = s.accelerator.reduce(flags, reduction="sum")  # NCCL: queued on the device, the host goes on
+    previous, s.pending_check = s.pending_check, _to_host(flags)
     stop, diverged = _read_check(previous) if previous else (False, False)
     if now or stop or diverged:
         stop, diverged = _read_check(s.pending_check)  # the flags only grow: this answer includes the late one
@@ -372,11 +370,22 @@ def check_step(s: Session, now: bool) -> bool:
     return stop
 
 
+def _to_host(flags: torch.Tensor) -> tuple:
+    """(host tensor, CUDA event after which it holds `flags`): a copy the host does not wait for."""
+    if flags.device.type != "cuda":
+        return flags, None
+    host = torch.empty(flags.shape, dtype=flags.dtype, pin_memory=True)
+    host.copy_(flags, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return host, ready
+
+
 def _read_check(pending: tuple) -> tuple[bool, bool]:
-    work, flags = pending
-    if work is not None:
-        work.wait()
-    stop, diverged = (bool(v) for v in flags.tolist())
+    host, ready = pending
+    if ready is not None:
+        ready.synchronize()  # waits for the work up to that step only, not for what was queued since
+    stop, diverged = (bool(v) for v in host.tolist())
     return stop, diverged
 
 
