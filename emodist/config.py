@@ -89,9 +89,10 @@ class DataConfig:
     group_by_length: bool = True
     """Train on batches of texts of similar lengths (random order of batches, seeded by train.seed and the
     epoch): about half the padding of random batches on GoEmotions. false: random batches."""
-    pad_to_multiple_of: int = 8
-    """Batches pad to their longest text rounded up to a multiple of this (8 fills GPU tensor cores; 1 pads
-    no further than the longest text)."""
+    pad_to_multiple_of: int | None = None
+    """Batches pad to their longest text rounded up to a multiple of this. Unset: 8 on GPUs (tensor-core
+    tiles), 1 on CPUs, where rounding up only adds work (measured on GoEmotions: 21% more tokens than the
+    real ones at 8, 3% at 1)."""
     max_eval_examples: int | None = None
     """Evaluate dev and test on a seeded random subset of this many examples each (unset: all)."""
     cache_dir: str | None = None
@@ -241,7 +242,8 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("data.max_length", not 8 <= d.max_length <= 32768, "must be in [8, 32768]"),
         ("data.max_train_examples", d.max_train_examples is not None and d.max_train_examples < 1, "must be >= 1"),
         ("data.max_eval_examples", d.max_eval_examples is not None and d.max_eval_examples < 1, "must be >= 1"),
-        ("data.pad_to_multiple_of", not 1 <= d.pad_to_multiple_of <= 128, "must be in [1, 128]"),
+        ("data.pad_to_multiple_of", d.pad_to_multiple_of is not None and not 1 <= d.pad_to_multiple_of <= 128,
+         "must be in [1, 128] (or unset: 8 on GPUs, 1 on CPUs)"),
         ("data.grouping", d.grouping not in ("none", "ekman", "sentiment") and not Path(d.grouping).is_file(),
          f"{d.grouping!r} is neither none, ekman, sentiment nor a JSON file {{group: [labels]}}"),
         ("data.data_dir", d.data_dir is None and d.dataset in ("auto", "csv", "jsonl"),

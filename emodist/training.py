@@ -202,7 +202,8 @@ def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
 def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
           tokenized: dict, run_dir: Path, console: Console, stop: StopSignals,
           resume_from: Path | None, phases: telemetry.Phases) -> Session:
-    collate = data_mod.collator(built.tokenizer, cfg.data.pad_to_multiple_of)
+    multiple = cfg.data.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
+    collate = data_mod.collator(built.tokenizer, multiple)
     batches = sampling.LengthGroupedBatches(data_mod.lengths(tokenized["train"]), cfg.train.micro_batch_size,
                                             accelerator.num_processes, cfg.train.seed, group=cfg.data.group_by_length)
     pin = accelerator.device.type == "cuda"
