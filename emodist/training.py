@@ -133,7 +133,7 @@ class Session:
     batches: sampling.LengthGroupedBatches
     """The train batches of every rank (accelerate deals them out); seeded by train.seed and the epoch."""
     eval_orders: dict[str, np.ndarray]
-    """Each eval loader reads its split in this order (longest first); predictions are put back."""
+    """Each eval loader reads its split in this order (shortest first); predictions are put back."""
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
@@ -205,12 +205,15 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
     multiple = cfg.data.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
     collate = data_mod.collator(built.tokenizer, multiple)
     batches = sampling.LengthGroupedBatches(data_mod.lengths(tokenized["train"]), cfg.train.micro_batch_size,
-                                            accelerator.num_processes, cfg.train.seed, group=cfg.data.group_by_length)
+                                            accelerator.num_processes, accelerator.gradient_accumulation_steps,
+                                            seed=cfg.train.seed, group=cfg.data.group_by_length)
     pin = accelerator.device.type == "cuda"
     loaders = {"train": DataLoader(tokenized["train"], batch_sampler=batches, collate_fn=collate, pin_memory=pin)}
     eval_orders = {}
-    for split in ("dev", "test"):  # longest first: batches pad little; predictions go back to split order
-        eval_orders[split] = sampling.by_length(data_mod.lengths(tokenized[split]))
+    for split in ("dev", "test"):  # sorted, batches pad little; predictions go back to split order
+        # shortest first: under DDP accelerate fills the last rank's short final batch with the split's
+        # first examples, which must not lengthen it (its numbers would then differ from one process's)
+        eval_orders[split] = sampling.by_length(data_mod.lengths(tokenized[split]), longest_first=False)
         loaders[split] = DataLoader(tokenized[split].select(eval_orders[split]), collate_fn=collate,
                                     batch_size=cfg.train.eval_batch_size, pin_memory=pin)
     with phases.measure("load"):  # accelerate's prepare wraps, shards or offloads the model: part of loading

@@ -119,28 +119,30 @@ def rescore(run_dir: Path, split: str, tuned: bool = False) -> tuple[dict, objec
     """(metrics of `split` with the BCE `loss`, the model) of the run's exported `model/`, reloaded in this
     process; `tuned`: at the per-label thresholds of model/thresholds.json, as inference applies them.
 
-    The split is rebuilt from the run's own config.yaml; batches and autocast are the run's.
+    The split is rebuilt from the run's own config.yaml; batches (shortest first, padded as on a CPU) and
+    autocast are the run's, so a 4-bit or bf16 model computes exactly what the run computed.
     """
     import torch
     import torch.nn.functional as F
     from scipy.special import expit
 
-    from emodist import config, data, metrics, modeling, thresholds
+    from emodist import config, data, metrics, modeling, sampling, thresholds
 
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     examples = data.load(cfg.data, seed=cfg.train.seed).splits[split]
     summary = read_summary(run_dir)
     model, tokenizer = modeling.load_trained(run_dir / "model")
     cut = thresholds.for_labels(thresholds.load(run_dir / "model"), summary["labels"]) if tuned else 0.5
-    collate = data.collator(tokenizer)
+    collate = data.collator(tokenizer, cfg.data.pad_to_multiple_of or 1)
+    features = [tokenizer(t, truncation=True, max_length=cfg.data.max_length) for t in examples.texts]
+    order = sampling.by_length([len(f["input_ids"]) for f in features], longest_first=False)
     parts = []
     batch = cfg.train.eval_batch_size
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=summary["mixed_precision"] == "bf16"):
         for start in range(0, len(examples), batch):
-            features = [tokenizer(t, truncation=True, max_length=cfg.data.max_length)
-                        for t in examples.texts[start:start + batch]]
-            parts.append(model(**collate(features)).logits.float())
-    logits = torch.cat(parts)
+            parts.append(model(**collate([features[i] for i in order[start:start + batch]])).logits.float())
+    logits = torch.empty_like(torch.cat(parts))
+    logits[torch.from_numpy(order)] = torch.cat(parts)
     scores = metrics.multilabel_metrics(examples.targets, expit(logits.numpy()), summary["labels"], cut)
     scores["loss"] = float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(examples.targets)))
     return scores, model

@@ -31,7 +31,7 @@ def padded(batches: list[list[int]], lengths: np.ndarray) -> int:
 @pytest.mark.parametrize("size", [1, 5, 97, 1600, 3203, 6401])
 def test_every_example_exactly_once_per_epoch_across_ranks(processes, size):
     if size < processes:
-        with pytest.raises(ValueError, match="cannot fill a batch"):
+        with pytest.raises(ValueError, match=f"cannot fill the {processes} micro-batches of one step"):
             LengthGroupedBatches(goemotions_like(size), 16, processes)
         return
     sampler = LengthGroupedBatches(goemotions_like(size), 16, processes, seed=3, group_size=4)
@@ -50,6 +50,16 @@ def test_full_mega_batches_give_full_batches_and_only_the_tail_is_split_evenly()
     sizes = sorted(len(b) for b in sampler)
     # two full mega-batches (8 batches of 16 each) and a tail of 37 in 4 batches (a multiple of 2 ranks)
     assert sizes == [9, 9, 9, 10] + [16] * 16
+
+
+def test_one_process_accumulating_two_gets_the_steps_of_two_processes():
+    """The 1-process-with-accumulation vs 2-process equivalence (tests/test_distributed.py) needs the same
+    examples in every optimizer step: the list of batches depends on batches per step, not on ranks."""
+    lengths = goemotions_like(3203)
+    one = LengthGroupedBatches(lengths, 16, num_processes=1, accumulation=2, seed=4)
+    two = LengthGroupedBatches(lengths, 16, num_processes=2, accumulation=1, seed=4)
+    assert list(one) == list(two)
+    assert len(one) % 2 == 0
 
 
 def test_same_seed_and_epoch_same_batches_else_different():
@@ -103,5 +113,6 @@ def test_the_longest_batch_comes_first_and_batches_hold_similar_lengths():
     assert np.median(spreads) <= 2
 
 
-def test_by_length_is_longest_first_and_stable():
+def test_by_length_is_stable_either_way():
     assert by_length([3, 9, 3, 12, 9]).tolist() == [3, 1, 4, 0, 2]
+    assert by_length([3, 9, 3, 12, 9], longest_first=False).tolist() == [0, 2, 1, 4, 3]
