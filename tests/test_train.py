@@ -162,6 +162,8 @@ def test_exported_model_reloads_with_the_reported_dev_scores(smoke_run):
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     assert rescored["f1_micro"] == pytest.approx(summary["dev"]["f1_micro"], abs=1e-6)
     assert rescored["f1_macro"] == pytest.approx(summary["dev"]["f1_macro"], abs=1e-6)
+    # the same model computing the same batches: the loss too, not only the predictions near no threshold
+    assert rescored["loss"] == pytest.approx(summary["dev"]["loss"], rel=1e-6)
 
 
 def test_thresholds_are_tuned_on_dev_and_travel_with_the_model(smoke_run):
