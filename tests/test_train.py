@@ -298,3 +298,30 @@ def test_balanced_positive_weights_are_capped_negatives_over_positives():
     cfg = config.load("distilbert", overrides=["train.pos_weight=balanced"])
     assert training.positive_weights(cfg, loaded, torch.device("cpu")).tolist() == [1.0, 10.0, 4.0]
     assert training.positive_weights(config.load("distilbert"), loaded, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize(("schedule", "hf_name"), [("linear", "linear"), ("cosine", "cosine"),
+                                                   ("constant", "constant_with_warmup")])
+@pytest.mark.parametrize(("warmup", "total"), [(6, 100), (0, 10), (3, 3), (1, 2)])
+def test_the_learning_rate_schedules_are_transformers_own(schedule, hf_name, warmup, total):
+    """emodist's LambdaLR curves against transformers.get_scheduler's, tick by tick (and past the end)."""
+    import torch
+    from transformers import get_scheduler
+
+    from emodist import config, training
+
+    def rates(make) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler, seen = make(optimizer), []
+        for _ in range(total + 3):
+            seen.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    optim = config.load("distilbert", overrides=[f"optim.schedule={schedule}"]).optim
+    plan = training.Plan(batches_per_epoch=total, accumulation=1, steps_per_epoch=total, total_steps=total,
+                         warmup_steps=warmup)
+    ours = rates(lambda o: training.build_scheduler(o, optim, plan, num_processes=1))
+    theirs = rates(lambda o: get_scheduler(hf_name, o, num_warmup_steps=warmup, num_training_steps=total))
+    assert ours == pytest.approx(theirs, abs=1e-12)
