@@ -9,7 +9,6 @@ zero (a label never predicted, a text with no label) counts as 0, as scikit-lear
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 HEADLINE = ("f1_micro", "f1_macro", "precision_micro", "recall_micro", "subset_accuracy", "jaccard_samples")
 
@@ -22,6 +21,8 @@ def multilabel_metrics(targets: np.ndarray, probabilities: np.ndarray, labels: l
     samples, precision and recall micro/macro, `per_label` {name: precision, recall, f1, support} and
     `confusion` {name: [[tn, fp], [fn, tp]]}. Raises ValueError on mismatched shapes.
     """
+    from sklearn import metrics as skm  # imported on first use: 40 MiB a training step does not need
+
     if targets.shape != probabilities.shape or targets.ndim != 2 or targets.shape[1] != len(labels):
         raise ValueError(f"targets {targets.shape}, probabilities {probabilities.shape} and {len(labels)} labels "
                          "do not match")

@@ -29,7 +29,7 @@ from accelerate.utils import set_seed
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, distributed, evaluation, sampling, telemetry, thresholds, tracking
+from emodist import checkpointing, distributed, evaluation, hostmem, sampling, telemetry, thresholds, tracking
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
@@ -53,6 +53,7 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
     if accelerator.device.type == "cpu":
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         torch.set_num_threads(cfg.train.cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
+        hostmem.keep_freed_memory()  # steps reuse the pages the last one freed instead of faulting them in
     set_seed(cfg.train.seed)
     return accelerator
 
@@ -189,6 +190,7 @@ def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
         summary, error = None, None
         try:
             fit(session)
+            hostmem.release()  # the training steps' freed pages: evaluation and export start from what is live
             summary = finish(session, built, data)
             return summary
         except BaseException as err:
