@@ -81,7 +81,9 @@ def main() -> int:
     texts = texts_of(args.data_dir, args.texts)
     with tempfile.TemporaryDirectory(prefix="emodist-predict-") as tmp:
         model_dir = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else None)
-        model_name = str(model_dir) if model_dir else "pretrained all-MiniLM-L6-v2 with a random 28-label head"
+        model_name = (_shown(model_dir) + " (the minilm run of `bench/goemotions_minilm.sh`)"
+                      if model_dir == DEFAULT_MODEL else _shown(model_dir) if model_dir
+                      else "pretrained all-MiniLM-L6-v2 with a random 28-label head")
         model_dir = model_dir or untrained_minilm(Path(tmp) / "model")
         emodist = Classifier.load(model_dir, batch_size=args.batch_size)
         emodist.cut[:] = 0.5  # the pipeline's rule, so that both must give the same labels
@@ -110,6 +112,12 @@ def main() -> int:
         record_results(args, summary, speed, model_name)
     print(summary)
     return 0 if same == len(texts) else 1
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (RESULTS.md names no home directories)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def record_results(args, summary: str, speed: dict, model_name: str) -> None:
