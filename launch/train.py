@@ -84,12 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return errors.EXIT_PREEMPTED
     finally:
         if accelerator is not None:
-            # accelerate holds the wrapped model, whose DDP reducer holds the process group: free them while
-            # the interpreter still runs. Left to its shutdown, gloo's threads can outlive what they hold
-            # (pytorch/pytorch#179291), a likely cause of the rare abort at the end of a resumed DDP run
-            # ("terminate called without an active exception", rank 1, exit -6).
-            accelerator.free_memory()
-            accelerator.end_training()
+            distributed.shut_down(accelerator)
 
 
 def print_listing(show_variants: bool) -> int:
