@@ -11,6 +11,7 @@ data set still loads, anything else fails at once and emodist turns that into on
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 from pathlib import Path
@@ -34,6 +35,17 @@ def needed(cfg) -> bool:
     local_model = cfg.smoke or Path(model).is_dir() or (packaged and importlib.util.find_spec(packaged))
     hub_data = cfg.data.data_dir is None and cfg.data.dataset in ("goemotions", "semeval2018")
     return not local_model or hub_data
+
+
+def needed_by_export(model_dir: Path) -> bool:
+    """Whether loading the exported `model_dir` reads from the hub: an adapter whose base (the
+    `base_model_name_or_path` of its adapter_config.json) is neither a local directory nor packaged."""
+    config = model_dir / "adapter_config.json"
+    if not config.is_file():
+        return False
+    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
+    packaged = PACKAGED_WEIGHTS.get(base)
+    return not (Path(base).is_dir() or (packaged and importlib.util.find_spec(packaged)))
 
 
 def go_offline_if_unreachable(timeout_s: float = 3.0) -> bool:

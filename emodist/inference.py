@@ -7,18 +7,30 @@
 Texts are tokenized in one call, sorted by length (longest first) and cut into batches that pad only to
 their own longest text; results come back in the order of the input. No autograd (inference mode).
 Labels are those whose probability reaches their threshold: the per-label thresholds tuned on dev
-(model/thresholds.json) when the run wrote them, else 0.5.
+(model/thresholds.json) when the run wrote them, else 0.5. On a GPU with bf16 the model runs under bf16
+autocast.
+
+`read_texts` and `Writer` are launch/predict.py's input and output: texts from a .txt/.csv/.jsonl file or
+standard input (empty entries counted and left out, undecodable bytes and bad rows named by file and
+line), predictions as JSON lines or CSV, flushed chunk by chunk.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
 
 from emodist import sampling, thresholds
+from emodist.errors import UsageError
 
 
 class Classifier:
@@ -44,22 +56,141 @@ class Classifier:
 
     @torch.inference_mode()
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """Sigmoid probabilities, float32, one row per text (in the order given) and one column per label."""
+        """Sigmoid probabilities, float32, one row per text (in the order given) and one column per label.
+        On a GPU with bf16 the model runs under bf16 autocast."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         order = sampling.by_length([len(x) for x in ids])
         device = next(self.model.parameters()).device
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             rows = order[start:start + self.batch_size]
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
-            logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
             out[rows] = torch.sigmoid(logits.float()).cpu().numpy()
         return out
 
+    def truncated(self, texts: Sequence[str]) -> int:
+        """How many of `texts` are longer than max_length tokens (their ends are not read). Only texts of
+        more characters than that can be: every token covers at least one character."""
+        long = [t for t in texts if len(t) > self.max_length - 4]
+        if not long:
+            return 0
+        return sum(len(ids) > self.max_length for ids in self.tokenizer(long)["input_ids"])
+
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """The labels of each text: those whose probability reaches the label's threshold."""
-        chosen = self.probabilities(texts) >= self.cut
+        return self.labels_of(self.probabilities(texts))
+
+    def labels_of(self, probabilities: np.ndarray) -> list[list[str]]:
+        """The labels of each row of `probabilities`: those that reach the label's threshold."""
+        chosen = probabilities >= self.cut
         return [[label for label, on in zip(self.labels, row, strict=True) if on] for row in chosen]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Texts in, predictions out (launch/predict.py)
+
+
+def model_dir_of(path: Path) -> Path:
+    """The exported model directory `path` names: itself, or the model/ of a run directory."""
+    for candidate in (path, path / "model"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise UsageError(f"{path}: no model here (no config.json in it or in {path / 'model'}): pass a run's model/ "
+                     "directory, a run directory, or an exported model")
+
+
+@dataclass
+class Texts:
+    texts: list[str]
+    skipped: int
+    """Empty (or whitespace-only) entries left out."""
+    source: str
+
+
+def read_texts(path: str | None, column: str = "text") -> Texts:
+    """The texts of `path`: `.csv` (the `column` column), `.jsonl` (the `column` field of each object), or
+    any other file, and standard input for `path=None` or "-", as one text per line. Empty entries are left
+    out and counted. UsageError, naming the file and line, for text that is not UTF-8, bad JSON or CSV, or
+    a missing column."""
+    source = "<stdin>" if path in (None, "-") else path
+    if source == "<stdin>":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as err:
+            raise UsageError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UsageError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); convert it first, "
+                         f"e.g. iconv -f latin1 -t utf-8 {source}") from None
+    suffix = Path(source).suffix.lower()
+    if suffix == ".csv":
+        values = _csv_column(text, column, source)
+    elif suffix == ".jsonl":
+        values = _jsonl_field(text, column, source)
+    else:
+        values = text.splitlines()
+    kept = [v for v in values if v.strip()]
+    return Texts(kept, len(values) - len(kept), source)
+
+
+def _csv_column(text: str, column: str, source: str) -> list[str]:
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    if rows.fieldnames is None or column not in rows.fieldnames:
+        raise UsageError(f"{source}:1: no column {column!r} (columns: {', '.join(rows.fieldnames or [])}); "
+                         "choose one with --column")
+    try:
+        return [row[column] or "" for row in rows]
+    except csv.Error as err:
+        raise UsageError(f"{source}:{rows.line_num}: {err}") from None
+
+
+def _jsonl_field(text: str, key: str, source: str) -> list[str]:
+    values = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            values.append("")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"{source}:{number}: not JSON ({err.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get(key), str):
+            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+            raise UsageError(f"{source}:{number}: no text field {key!r} (fields: {fields}); choose one with --column")
+        values.append(record[key])
+    return values
+
+
+class Writer:
+    """Predictions as JSON lines ({"text", "labels", "scores", "top"}) or CSV (text, labels joined by
+    ";", one score column per label, "top"), flushed after every chunk so that what is done stays done."""
+
+    def __init__(self, stream: TextIO, labels: list[str], fmt: str, top_k: int = 0):
+        self.stream, self.labels, self.fmt, self.top_k = stream, labels, fmt, top_k
+        if fmt == "csv":
+            self.csv = csv.writer(stream)
+            self.csv.writerow(["text", "labels", *labels, *(["top"] if top_k else [])])
+
+    def write(self, texts: list[str], probabilities: np.ndarray, labels: list[list[str]]) -> None:
+        for text, row, chosen in zip(texts, probabilities, labels, strict=True):
+            scores = {label: round(float(p), 6) for label, p in zip(self.labels, row, strict=True)}
+            top = sorted(scores.items(), key=lambda item: -item[1])[:self.top_k]
+            if self.fmt == "csv":
+                self.csv.writerow([text, ";".join(chosen), *scores.values(),
+                                   *([";".join(f"{name}:{p}" for name, p in top)] if self.top_k else [])])
+            else:
+                record = {"text": text, "labels": chosen, "scores": scores}
+                if self.top_k:
+                    record["top"] = [{"label": name, "score": p} for name, p in top]
+                self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()

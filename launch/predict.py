@@ -1,0 +1,100 @@
+"""Label new text with a trained model: its tuned thresholds, every label's score, JSON lines or CSV.
+
+    python launch/predict.py runs/<run>/model "I can't believe it worked!" "ugh, again?"
+    python launch/predict.py runs/<run>/model --file texts.txt            # one text per line
+    python launch/predict.py runs/<run>/model --file posts.csv --column body --format csv --output out.csv
+    echo "I can't believe you did that" | python launch/predict.py runs/<run>        # a run directory works too
+
+MODEL is an exported model/ directory (a full model, or a LoRA/QLoRA adapter whose base is loaded from
+the path or hub id its adapter_config.json names) or a run directory holding one. Texts come from the
+arguments, --file (.csv/.jsonl: the --column field; any other file: one per line) or standard input.
+Empty lines are skipped and counted; texts longer than --max-length tokens are read up to it, with a
+notice. Output is written and flushed chunk by chunk, so a stop keeps what was done. Exit codes: 0 done,
+2 refused (one line says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emodist import errors, hub
+
+CHUNK = 2048
+"""Texts per chunk: sorted by length and batched within it, written when it is done."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a model/ directory (or a run directory holding one)")
+    parser.add_argument("texts", nargs="*", help="texts to label (default: --file, else standard input)")
+    parser.add_argument("--file", help="a .txt (one text per line), .csv or .jsonl file; - for standard input")
+    parser.add_argument("--column", default="text", help="the text column (.csv) or field (.jsonl); default text")
+    parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default jsonl)")
+    parser.add_argument("--output", help="write here instead of standard output (an existing file is refused)")
+    parser.add_argument("--top-k", type=int, default=0, metavar="K", help="also list the K best-scoring labels")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens read per text (default 128)")
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda, cuda:1 (default: a GPU if any)")
+    return parser.parse_args(argv)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.file and args.texts:
+            raise errors.UsageError("texts given both as arguments and with --file: choose one")
+        for flag, value, least in (("--top-k", args.top_k, 0), ("--batch-size", args.batch_size, 1),
+                                   ("--max-length", args.max_length, 8)):
+            if value < least:
+                raise errors.UsageError(f"{flag} {value}: must be >= {least}")
+        from emodist.console import Console
+        from emodist.inference import Classifier, Texts, Writer, model_dir_of, read_texts
+
+        Console.quiet_libraries()
+
+        model_dir = model_dir_of(Path(args.model))
+        if hub.needed_by_export(model_dir):  # before huggingface_hub is imported, which reads it once
+            hub.go_offline_if_unreachable()
+        inputs = Texts(args.texts, 0, "arguments") if args.texts else read_texts(args.file, args.column)
+        classifier = Classifier.load(model_dir, args.device, max_length=args.max_length, batch_size=args.batch_size)
+        output = _open_output(args.output)
+        writer = Writer(output, classifier.labels, args.format, args.top_k)
+        truncated = 0
+        for start in range(0, len(inputs.texts), CHUNK):
+            chunk = inputs.texts[start:start + CHUNK]
+            probabilities = classifier.probabilities(chunk)
+            writer.write(chunk, probabilities, classifier.labels_of(probabilities))
+            truncated += classifier.truncated(chunk)
+        _notices(inputs, truncated, args.max_length)
+        return 0
+    except errors.UsageError as err:
+        return errors.report(err)
+
+
+def _open_output(path: str | None):
+    if path is None:
+        return sys.stdout
+    try:
+        return open(path, "x", encoding="utf-8", newline="")  # noqa: SIM115 - open for the whole run
+    except FileExistsError:
+        raise errors.UsageError(f"--output {path} exists: choose a new file (nothing is overwritten)") from None
+
+
+def _notices(inputs, truncated: int, max_length: int) -> None:
+    if inputs.skipped:
+        print(f"emodist: skipped {inputs.skipped} empty line(s) of {inputs.source}", file=sys.stderr)
+    if truncated:
+        print(f"emodist: {truncated} text(s) longer than {max_length} tokens were read up to that length "
+              "(--max-length)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

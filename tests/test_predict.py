@@ -1,0 +1,117 @@
+"""launch/predict.py on the exported models of real smoke runs (a full model and an adapter), as a user
+runs it, and the input readers behind it (`emodist.inference.read_texts`) on every input form."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, error_lines
+
+from emodist import config, data
+from emodist.errors import UsageError
+from emodist.inference import Classifier, read_texts
+
+
+def predict(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "launch" / "predict.py"), *args], cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(params=["distilbert", "gemma-lora"])  # a full model and an adapter on its base
+def run(request, smoke_runs):
+    run_dir, _ = smoke_runs(request.param)
+    cfg = config.load(config_file=str(run_dir / "config.yaml"))
+    return run_dir, data.load(cfg.data, seed=cfg.train.seed).splits["dev"].texts[:40]
+
+
+def test_jsonl_holds_the_tuned_labels_and_every_score_of_the_classifier(run):
+    run_dir, texts = run
+    result = predict(str(run_dir / "model"), *texts[:5], "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    classifier = Classifier.load(run_dir / "model")
+    probabilities = classifier.probabilities(texts[:5])
+    assert [r["text"] for r in rows] == texts[:5]
+    assert [r["labels"] for r in rows] == classifier.predict(texts[:5])
+    np.testing.assert_allclose([list(r["scores"].values()) for r in rows], probabilities, atol=1e-6)
+    assert list(rows[0]["scores"]) == classifier.labels
+    best = np.argsort(-probabilities[0])[:2]
+    assert [t["label"] for t in rows[0]["top"]] == [classifier.labels[i] for i in best]
+    assert any(r["labels"] for r in rows)
+
+
+def test_a_file_a_run_directory_and_csv_out_with_empty_lines_counted(run, tmp_path):
+    run_dir, texts = run
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join([texts[0], "", "   ", *texts[1:20]]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    result = predict(str(run_dir), "--file", str(source), "--format", "csv", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"emodist: skipped 2 empty line(s) of {source}"
+    rows = list(csv.reader(io.StringIO(out.read_text(encoding="utf-8"))))
+    labels = Classifier.load(run_dir / "model").labels
+    assert rows[0] == ["text", "labels", *labels]
+    assert [r[0] for r in rows[1:]] == texts[:20]
+
+
+def test_standard_input_and_a_truncation_notice(run):
+    run_dir, texts = run
+    long = " ".join(texts[:40])  # hundreds of tokens
+    result = predict(str(run_dir / "model"), "--max-length", "32", stdin=f"{texts[0]}\n{long}\n")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    assert "emodist: 1 text(s) longer than 32 tokens were read up to that length (--max-length)" in result.stderr
+
+
+def test_refusals_are_one_line_and_an_existing_output_is_kept(smoke_runs, tmp_path):
+    run_dir, _ = smoke_runs("distilbert")
+    kept = tmp_path / "out.jsonl"
+    kept.write_text("earlier results\n")
+    result = predict(str(run_dir / "model"), "hello", "--output", str(kept))
+    assert error_lines(result) == [f"emodist: error: --output {kept} exists: choose a new file (nothing is overwritten)"]
+    assert kept.read_text() == "earlier results\n"
+    result = predict(str(tmp_path), "hello")
+    assert result.returncode == 2
+    assert error_lines(result) == [f"emodist: error: {tmp_path}: no model here (no config.json in it or in "
+                                   f"{tmp_path / 'model'}): pass a run's model/ directory, a run directory, or an "
+                                   "exported model"]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
+    result = predict(str(run_dir / "model"), "--file", str(latin))
+    assert error_lines(result) == [f"emodist: error: {latin}:2: not UTF-8 text (byte 0xe9); convert it first, "
+                                   f"e.g. iconv -f latin1 -t utf-8 {latin}"]
+    assert result.stdout == ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# The readers
+
+
+def test_csv_and_jsonl_read_the_named_column(tmp_path):
+    table = tmp_path / "posts.csv"
+    table.write_text('id,body\n1,"so glad, truly"\n2,\n3,"two\nlines"\n', encoding="utf-8")
+    read = read_texts(str(table), column="body")
+    assert (read.texts, read.skipped) == (["so glad, truly", "two\nlines"], 1)
+    lines = tmp_path / "posts.jsonl"
+    lines.write_text('{"body": "yay"}\n\n{"body": "nope", "id": 2}\n', encoding="utf-8")
+    read = read_texts(str(lines), column="body")
+    assert (read.texts, read.skipped) == (["yay", "nope"], 1)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("a.csv", "id,text\n1,x\n", "{path}:1: no column 'body' (columns: id, text); choose one with --column"),
+    ("a.jsonl", '{"body": "x"}\n{"body": 3}\n', "{path}:2: no text field 'body' (fields: body); choose one with --column"),
+    ("a.jsonl", '{"body": "x"}\nnot json\n', "{path}:2: not JSON (Expecting value)"),
+])
+def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UsageError) as caught:
+        read_texts(str(path), column="body")
+    assert str(caught.value) == message.format(path=path)
