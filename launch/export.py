@@ -1,0 +1,53 @@
+"""A finished run's model as a standalone HF model directory (model card included), optionally on the hub.
+
+    python launch/export.py runs/<run>                         # -> runs/<run>/export
+    python launch/export.py runs/<run> --output exports/emo --push-to-hub me/emotions --private
+    python launch/export.py runs/<run> --push-to-hub me/emotions --dry-run      # list what would be sent
+
+The directory loads with `transformers.pipeline("text-classification", model=DIR, top_k=None)` and with
+`launch/predict.py DIR`; LoRA adapters are merged into their base (see emodist/export.py). The upload
+(huggingface_hub create_repo + upload_folder) takes its token from HF_TOKEN; without one, or offline, it
+is refused in one line before anything is sent. Exit codes: 0 done, 2 refused (one line says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emodist import errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a finished run directory (summary.json, model/)")
+    parser.add_argument("--output", type=Path, help="the export directory (default RUN_DIR/export; must not exist)")
+    parser.add_argument("--max-shard-size", help="largest safetensors shard (default: the run's export.max_shard_size)")
+    parser.add_argument("--merge-dtype", choices=("float32", "bfloat16"),
+                        help="dtype an adapter is merged in (default: float32 for LoRA, bfloat16 for QLoRA)")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the export to this hub repository")
+    parser.add_argument("--private", action="store_true", help="create the hub repository private")
+    parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list the files, send nothing")
+    args = parser.parse_args(argv)
+    try:
+        from emodist import export
+        from emodist.console import Console
+
+        Console.quiet_libraries()
+        out_dir = args.output or args.run_dir / "export"
+        if not (args.push_to_hub and (out_dir / "README.md").is_file()):  # an export to push is pushed as it is
+            export.export(args.run_dir, out_dir, args.max_shard_size, name=args.push_to_hub or args.run_dir.name,
+                          merge_dtype=args.merge_dtype)
+            print(f"exported {args.run_dir} to {out_dir}")
+        if args.push_to_hub:
+            files = export.push(out_dir, args.push_to_hub, private=args.private, dry_run=args.dry_run)
+            verb = "would upload" if args.dry_run else "uploaded"
+            print(f"{verb} to {args.push_to_hub}{' (private)' if args.private else ''}: " + ", ".join(files))
+        return 0
+    except errors.UsageError as err:
+        return errors.report(err)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

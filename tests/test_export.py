@@ -1,0 +1,109 @@
+"""launch/export.py on real smoke runs: a standalone model directory that transformers.pipeline loads and
+scores as launch/predict.py does, its model card, the adapter of a QLoRA run, the upload's refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import ROOT, error_lines, read_summary
+
+from emodist import config, data
+
+PUSH_ENV = {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None}
+
+
+def run_script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run([sys.executable, str(ROOT / "launch" / name), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=environ)
+
+
+@pytest.fixture(scope="module")
+def exports(smoke_runs, tmp_path_factory):
+    """exports(variant) -> (run_dir, export_dir): each smoke run exported once."""
+    done = {}
+
+    def get(variant: str):
+        if variant not in done:
+            run_dir, _ = smoke_runs(variant)
+            out = tmp_path_factory.mktemp("exports") / variant
+            result = run_script("export.py", str(run_dir), "--output", str(out))
+            assert result.returncode == 0, result.stderr[-3000:]
+            done[variant] = run_dir, out
+        return done[variant]
+
+    return get
+
+
+@pytest.mark.parametrize("variant", ["distilbert", "gemma-lora"])  # a full model; LoRA merged into its base
+def test_the_pipeline_scores_the_export_as_predict_does(exports, variant):
+    from transformers import pipeline
+
+    run_dir, out = exports(variant)
+    assert not (out / "adapter_config.json").exists()  # a plain model: merged
+    cfg = config.load(config_file=str(run_dir / "config.yaml"))
+    texts = data.load(cfg.data, seed=cfg.train.seed).splits["test"].texts[:24]
+    result = run_script("predict.py", str(out), *texts)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = [json.loads(line)["scores"] for line in result.stdout.splitlines()]
+    theirs = pipeline("text-classification", model=str(out), top_k=None, device="cpu")(texts)
+    labels = list(ours[0])
+    assert labels == read_summary(run_dir)["labels"]
+    pipe = np.array([[{s["label"]: s["score"] for s in row}[label] for label in labels] for row in theirs])
+    np.testing.assert_allclose(np.array([[row[label] for label in labels] for row in ours]), pipe, atol=1e-5)
+    assert pipe.max() > 0.5  # real predictions, not all-zero agreement
+
+
+def test_the_model_card_carries_the_runs_scores_and_thresholds(exports):
+    run_dir, out = exports("distilbert")
+    summary = read_summary(run_dir)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["pipeline_tag"] == "text-classification" and meta["base_model"] == summary["base_model"]
+    metrics = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert metrics["F1 micro (tuned thresholds)"] == round(summary["test_tuned"]["f1_micro"], 4)
+    assert metrics["F1 macro (threshold 0.5)"] == round(summary["test"]["f1_macro"], 4)
+    for label, cut in summary["thresholds"]["per_label"].items():
+        assert f"| {label} | {cut:.2f} |" in card
+    assert "Intended use and limits" in card and "a --smoke run" in card
+    assert json.loads((out / "thresholds.json").read_text()) == json.loads((run_dir / "model" / "thresholds.json").read_text())
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["id2label"] == {str(i): label for i, label in enumerate(summary["labels"])}
+    assert exported["problem_type"] == "multi_label_classification"
+
+
+def test_a_qlora_export_keeps_its_adapter_beside_the_merged_model(exports):
+    _, out = exports("mistral-qlora")
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    merged = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in merged and merged["problem_type"] == "multi_label_classification"
+
+
+def test_push_dry_run_lists_and_refusals_come_before_anything_is_sent(exports):
+    run_dir, out = exports("distilbert")
+    result = run_script("export.py", str(run_dir), "--output", str(out), "--push-to-hub", "me/emotions", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("would upload to me/emotions: README.md, config.json")
+    result = run_script("export.py", str(run_dir), "--output", str(out), "--push-to-hub", "me/emotions", env=PUSH_ENV)
+    assert error_lines(result) == ["emodist: error: --push-to-hub me/emotions: no token: set HF_TOKEN (a write token "
+                                   "from huggingface.co/settings/tokens), or use --dry-run to see what would be uploaded"]
+    result = run_script("export.py", str(run_dir), "--output", str(out), "--push-to-hub", "me/emotions",
+                        env={"HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "1"})
+    assert error_lines(result) == [f"emodist: error: --push-to-hub me/emotions: the HuggingFace hub is unreachable "
+                                   f"from here: push from a machine with network access (the export is complete in {out})"]
+
+
+def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_path):
+    run_dir, out = exports("distilbert")
+    result = run_script("export.py", str(run_dir), "--output", str(out))
+    assert error_lines(result) == [f"emodist: error: {out} exists: choose a new --output (nothing is overwritten)"]
+    result = run_script("export.py", str(tmp_path))
+    assert error_lines(result) == [f"emodist: error: {tmp_path}: not a finished run (no summary.json or model/): "
+                                   "export a run that ended"]
