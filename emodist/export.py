@@ -32,8 +32,6 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     """Write the standalone model of the finished run `run_dir` to `out_dir` (refused if it exists); `name`
     (the card's title and model-index name): the hub repository, else the run's directory name;
     `merge_dtype`: the dtype an adapter is merged in (default float32 for LoRA, bfloat16 for QLoRA)."""
-    import torch
-
     from emodist import config, modeling
 
     summary_file, model_dir = run_dir / "summary.json", run_dir / "model"
@@ -49,32 +47,19 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     adapter = (model_dir / "adapter_config.json").is_file()
     if adapter and summary["quantization"] != "none":
         shutil.copytree(model_dir, tmp / "adapter")
-        model, tokenizer = _merged_into_unquantized_base(model_dir, modeling.DTYPES[merge_dtype or "bfloat16"])
+        model, tokenizer = modeling.load_trained(model_dir, unquantized=modeling.DTYPES[merge_dtype or "bfloat16"])
+        model = model.merge_and_unload()
     else:
         model, tokenizer = modeling.load_trained(model_dir)
         if adapter:
             model = model.to(modeling.DTYPES[merge_dtype or "float32"]).merge_and_unload()
     model.config.problem_type = "multi_label_classification"  # pipeline: a sigmoid per label
-    with torch.no_grad():
-        model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
+    model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
     tokenizer.save_pretrained(tmp)
     shutil.copy2(model_dir / "thresholds.json", tmp / "thresholds.json")
     (tmp / "README.md").write_text(model_card(summary, cfg, name or run_dir.name), encoding="utf-8")
     tmp.rename(out_dir)
     return out_dir
-
-
-def _merged_into_unquantized_base(model_dir: Path, dtype):
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-    from emodist.modeling import _load
-
-    base = json.loads((model_dir / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
-    config = AutoConfig.from_pretrained(model_dir)
-    del config.quantization_config
-    model = _load(AutoModelForSequenceClassification.from_pretrained, base, config=config, dtype=dtype)
-    return PeftModel.from_pretrained(model, model_dir).merge_and_unload(), AutoTokenizer.from_pretrained(model_dir)
 
 
 def model_card(summary: dict, cfg, name: str) -> str:

@@ -265,8 +265,10 @@ def smoke_tokenizer(texts: list[str]):
 # Reloading an exported model/ directory
 
 
-def load_trained(model_dir: str | Path, device: str | torch.device = "cpu"):
+def load_trained(model_dir: str | Path, device: str | torch.device = "cpu", unquantized: torch.dtype | None = None):
     """(model, tokenizer) from an exported `model/` directory: a full model, or adapter + head on its base.
+
+    `unquantized`: load a 4-bit run's base unquantized, in this dtype (what a merge needs), instead.
 
     The base of an adapter is the one named in adapter_config.json, loaded the way the run loaded it: in
     the dtype the run used (the export's config.json), re-quantized to 4-bit if it was, then prepared as
@@ -290,12 +292,14 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu"):
     config = AutoConfig.from_pretrained(model_dir)  # the labels live here, the base's own config has none
     kwargs = {}
     quantization = getattr(config, "quantization_config", None)
-    if quantization:  # the base checkpoint is not quantized: quantize it again on load
+    dtype = getattr(config, "dtype", None) or "auto"  # the run's, not the base checkpoint's own
+    if quantization:  # the base checkpoint is not quantized: quantize it again on load (unless asked not to)
         del config.quantization_config
-        kwargs = {"quantization_config": BitsAndBytesConfig.from_dict(quantization), "device_map": {"": device}}
-    # the dtype the run loaded its base in (the export's config records it), not the checkpoint's own
-    model = _load(AutoModelForSequenceClassification.from_pretrained, base, config=config,
-                  dtype=getattr(config, "dtype", None) or "auto", **kwargs)
+        if unquantized is None:
+            kwargs = {"quantization_config": BitsAndBytesConfig.from_dict(quantization), "device_map": {"": device}}
+        else:
+            dtype, quantization = unquantized, None
+    model = _load(AutoModelForSequenceClassification.from_pretrained, base, config=config, dtype=dtype, **kwargs)
     if quantization:
         from peft import prepare_model_for_kbit_training
 
