@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -244,13 +247,13 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("data.max_eval_examples", d.max_eval_examples is not None and d.max_eval_examples < 1, "must be >= 1"),
         ("data.pad_to_multiple_of", d.pad_to_multiple_of is not None and not 1 <= d.pad_to_multiple_of <= 128,
          "must be in [1, 128] (or unset: 8 on GPUs, 1 on CPUs)"),
-        ("data.grouping", d.grouping not in ("none", "ekman", "sentiment") and not Path(d.grouping).is_file(),
+        ("data.grouping", d.grouping not in ("none", "ekman", "sentiment") and not _is_file(d.grouping),
          f"{d.grouping!r} is neither none, ekman, sentiment nor a JSON file {{group: [labels]}}"),
         ("data.data_dir", d.data_dir is None and d.dataset in ("auto", "csv", "jsonl"),
          f"is needed for data.dataset={d.dataset}: pass --data-dir DIR"),
         ("data.data_dir", d.data_dir is not None and d.dataset == "synthetic",
          "is set but data.dataset=synthetic builds its data itself: drop one of them"),
-        ("data.data_dir", d.data_dir is not None and not Path(d.data_dir).is_dir(),
+        ("data.data_dir", d.data_dir is not None and not _is_dir(d.data_dir),
          f"{d.data_dir} is not a directory"),
         ("optim.lr", o.lr <= 0, "must be > 0"),
         ("optim.head_lr", o.head_lr is not None and o.head_lr <= 0, "must be > 0 (or unset)"),
@@ -270,8 +273,46 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("train.eval_every_steps", t.eval_every_steps < 0, "must be >= 0 (0: only at the end)"),
         ("train.save_every_steps", t.save_every_steps < 0, "must be >= 0 (0: only at the end)"),
         ("train.keep_last_checkpoints", t.keep_last_checkpoints < 1, "must be >= 1"),
+        ("export.max_shard_size", not valid_shard_size(cfg.export.max_shard_size),
+         f"{cfg.export.max_shard_size!r} is not a size: write a whole number and a unit, e.g. 2GB, 500MB or 5GiB"),
+        ("train.seed", not 0 <= t.seed < 2**32, "must be in 0..4294967295 (the seed of numpy and torch)"),
+        *((key, _path_problem(value) is not None, _path_problem(value) or "") for key, value in (
+            ("output_dir", cfg.output_dir), ("data.data_dir", d.data_dir), ("data.cache_dir", d.cache_dir),
+            ("data.grouping", d.grouping), ("model.name_or_path", m.name_or_path))),
     ]
     return [(key, message) for key, failed, message in checks if failed]
+
+
+def valid_shard_size(text: str) -> bool:
+    """Whether `text` is a size transformers' `max_shard_size` reads (a whole number and KB/MB/GB/KiB/MiB/GiB)."""
+    return re.fullmatch(r"[1-9][0-9]{0,12}(k|m|g)i?b", text.strip(), flags=re.IGNORECASE) is not None
+
+
+def _path_problem(value: str | None) -> str | None:
+    """Why `value` cannot name a file or directory on this machine (None: it can, or it is unset)."""
+    if value is None:
+        return None
+    too_long = [part for part in value.split("/") if len(part.encode("utf-8", "surrogateescape")) > 255]
+    if too_long:
+        return f"has a name longer than 255 bytes ({too_long[0][:20]}...): no file system holds it"
+    if len(value.encode("utf-8", "surrogateescape")) > 4000:
+        return "is longer than 4000 bytes: no file system holds such a path"
+    return None
+
+
+def _is_file(path: str | Path) -> bool:
+    """Path.is_file that says False, not raises, for a name the file system cannot hold."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(path: str | Path) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,17 +335,21 @@ def load(
 ) -> RunConfig:
     """Build and validate the run config from its layers (see the module docstring).
 
-    `cli` holds command-line flags as dotted keys (e.g. {"output_dir": "runs/x"}); None values are skipped.
-    Raises UsageError naming every problem.
+    `cli` maps dotted keys to the command-line flag that set them and its value (e.g.
+    {"output_dir": ("--output-dir", "runs/x")}); None values are skipped. Raises UsageError naming every
+    problem.
     """
     from emodist import variants  # the registry imports this module for its types
 
     file_settings = _read_yaml(config_file) if config_file else []
     override_settings = [_parse_override(text) for text in overrides]
-    cli_settings = [Setting(k, v, f"--{k.replace('_', '-')}") for k, v in (cli or {}).items() if v is not None]
+    cli_settings = [Setting(k, v, flag) for k, (flag, v) in (cli or {}).items() if v is not None]
     user = file_settings + override_settings + cli_settings
 
     name = variant or _last(user, "variant")
+    if name is not None and not isinstance(name, str):
+        where = next(s.where for s in reversed(user) if s.key == "variant")
+        raise UsageError(f"{where}: variant={name!r}: must be the name of a variant ({', '.join(variants.names())})")
     if not name:
         raise UsageError(f"no variant given: pass --variant NAME (one of {', '.join(variants.names())})")
     preset = variants.get(name)
@@ -373,6 +418,7 @@ def _resolve(obj: Any, dotted: str) -> Any:
     return obj
 
 
+@functools.cache
 def _schema(cls: type = RunConfig, prefix: str = "") -> dict[str, tuple[Any, str]]:
     """Dotted key -> (type, docstring) of every leaf field, docstrings read from the class source."""
     hints = typing.get_type_hints(cls)
@@ -415,8 +461,12 @@ def _coerce(value: Any, tp: Any) -> Any:
         return value
     if origin is list:
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            try:
+                value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+            except yaml.YAMLError as err:
+                raise ValueError(f"is not a valid YAML list ({getattr(err, 'problem', None) or err}); write "
+                                 "[q_proj, v_proj] or q_proj,v_proj") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
             raise ValueError("must be a list of names, e.g. [q_proj, v_proj] or q_proj,v_proj")
         return [v.strip() for v in value]
     if tp is bool:
@@ -425,19 +475,24 @@ def _coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ValueError("must be a whole number")
         try:
-            return int(value)
+            return int(value.strip()) if isinstance(value, str) else value
         except ValueError:
             raise ValueError("must be a whole number") from None
     if tp is float:
         if isinstance(value, bool):
             raise ValueError("must be a number")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ValueError("must be a number") from None
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number (not nan or inf)")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ValueError("must be a string")
+        if "\0" in value:
+            raise ValueError("must not contain a NUL character")
         return value
     raise TypeError(f"unsupported config type {tp}")  # a schema bug, not a user error
 
@@ -474,23 +529,41 @@ def _parse_override(text: str) -> Setting:
 def _read_yaml(path_text: str) -> list[Setting]:
     """Settings of a YAML file, each with its file:line."""
     path = Path(path_text)
-    if not path.is_file():
+    if not _is_file(path):
         raise UsageError(f"--config {path}: no such file")
-    text = path.read_text(encoding="utf-8")
-    loader = yaml.SafeLoader(text)
     try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"--config {path}: cannot read it ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}): save the file as UTF-8") from None
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
         if root is None:
             return []
         if not isinstance(root, yaml.MappingNode):
             raise UsageError(f"{path}:{root.start_mark.line + 1}: the config must be a mapping of keys to values")
-        return list(_walk_yaml(loader, root, "", path))
+        settings = list(_walk_yaml(loader, root, "", path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise UsageError(f"{path}{line}: invalid YAML: {getattr(err, 'problem', err)}") from None
+        problem = (getattr(err, "problem", None) or str(err)).splitlines()[0]
+        raise UsageError(f"{path}{line}: invalid YAML: {problem}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+    first: dict[str, str] = {}
+    for setting in settings:
+        if setting.key in first:
+            raise UsageError(f"{setting.where}: {setting.key} is set a second time (first at {first[setting.key]}): "
+                             "keep one of them")
+        first[setting.key] = setting.where
+    return settings
 
 
 def _walk_yaml(loader: yaml.SafeLoader, node: yaml.MappingNode, prefix: str, path: Path):

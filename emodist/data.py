@@ -98,9 +98,7 @@ def detect(directory: Path) -> str:
 
 
 def _load_goemotions_dir(directory: Path, cfg: DataConfig) -> EmotionData:
-    labels = [line.strip() for line in _read_lines(directory / "emotions.txt") if line.strip()]
-    if not labels:
-        raise UsageError(f"{directory / 'emotions.txt'}: no label names")
+    labels = _label_file(directory / "emotions.txt")
     splits = {}
     for split in SPLITS:
         path = directory / f"{split}.tsv"
@@ -114,10 +112,15 @@ def _goemotions_rows(path: Path, num_labels: int) -> Iterator[tuple[int, str, li
         if len(columns) not in (2, 3):
             raise _row_error(path, lineno, f"expected 3 tab-separated columns (text, label ids, id), got {len(columns)}")
         text, ids = columns[0], columns[1]
+        if not ids.strip():
+            raise _row_error(path, lineno, "no label ids in the second column: every GoEmotions example has at least "
+                                           "one (e.g. 27 for neutral)")
         label_ids = []
         for token in ids.split(","):
-            if not token.strip().isdigit():
-                raise _row_error(path, lineno, f"label id {token.strip()!r} is not a number")
+            token = token.strip()
+            if not (token.isascii() and token.isdigit()):
+                raise _row_error(path, lineno, f"label id {token!r} is not a label id: ids are whole numbers "
+                                               f"0-{num_labels - 1}, comma-separated (the lines of emotions.txt)")
             label_id = int(token)
             if label_id >= num_labels:
                 raise _row_error(path, lineno, f"label id {label_id} is out of range: emotions.txt names "
@@ -192,7 +195,7 @@ def _load_table_dir(directory: Path, cfg: DataConfig) -> EmotionData:
 
     labels_file = directory / "labels.txt"
     if labels_file.exists():
-        labels = [line.strip() for line in _read_lines(labels_file) if line.strip()]
+        labels = _label_file(labels_file)
     else:
         labels = sorted({name for _, _, names in records["train"] for name in names})
     if not labels:
@@ -221,8 +224,11 @@ def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
 
 def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
     reader = csv.DictReader(_read_lines(path))
-    for row in reader:
-        yield reader.line_num, row
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as err:
+        raise _row_error(path, reader.line_num, f"not valid CSV ({err}): quote fields that hold line breaks") from None
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
@@ -243,7 +249,11 @@ def _table_rows(path: Path, records: Iterator[tuple[int, dict]], cfg: DataConfig
         for column in (cfg.text_column, cfg.label_column):
             if column not in row:
                 raise _row_error(path, lineno, f"no column {column!r} (set data.text_column / data.label_column)")
-        yield lineno, row[cfg.text_column], _label_names(row[cfg.label_column], path, lineno)
+        text = row[cfg.text_column]
+        if not isinstance(text, str):
+            raise _row_error(path, lineno, f"the text column {cfg.text_column!r} holds {text!r}, not a string: "
+                                           "quote it as text")
+        yield lineno, text, _label_names(row[cfg.label_column], path, lineno)
 
 
 def _label_names(value, path: Path, lineno: int) -> list[str]:
@@ -259,7 +269,7 @@ def _label_names(value, path: Path, lineno: int) -> list[str]:
                 text = text.replace(separator, ",")
             return [name.strip() for name in text.split(",") if name.strip()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value]
+        return [v.strip() for v in value if v.strip()]
     raise _row_error(path, lineno, f"labels must be a list of label names, got {value!r}")
 
 
@@ -374,6 +384,25 @@ def group(data: EmotionData, grouping: str, data_dir: Path | None) -> EmotionDat
 # Shared checks
 
 
+def _label_file(path: Path) -> list[str]:
+    """The label names of `path`, one per line; UsageError for a file without names, a name listed twice, or a
+    blank line between names (label ids index the lines)."""
+    names: list[tuple[int, str]] = [(lineno, line.strip()) for lineno, line in enumerate(_read_lines(path), 1)]
+    while names and not names[-1][1]:
+        names.pop()  # blank lines at the end
+    if not names:
+        raise UsageError(f"{path}: no label names (one per line)")
+    first: dict[str, int] = {}
+    for lineno, name in names:
+        if not name:
+            raise _row_error(path, lineno, "blank line between label names: a label's id is its line, so remove it")
+        if name in first:
+            raise _row_error(path, lineno, f"label {name!r} is listed a second time (first at line {first[name]}): "
+                                           "each label once")
+        first[name] = lineno
+    return [name for _, name in names]
+
+
 def _collect(path: Path, rows: Iterator[tuple[int, str, list[int]]], num_labels: int,
              allow_no_label: bool = False) -> Split:
     """Turn (line, text, label ids) rows into a Split, refusing empty texts, label-less rows and empty files."""
@@ -475,6 +504,11 @@ def cache_root(cache_dir: str | None) -> Path:
 
 def fingerprint_texts(texts: list[str]) -> str:
     return _fingerprint(*texts)
+
+
+def split_fingerprint(split: Split) -> str:
+    """A short hash of a split's texts and labels: two runs scored on the same examples share it."""
+    return _fingerprint(*split.texts, split.targets.tobytes())
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:

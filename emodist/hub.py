@@ -43,7 +43,12 @@ def needed_by_export(model_dir: Path) -> bool:
     config = model_dir / "adapter_config.json"
     if not config.is_file():
         return False
-    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
+    try:
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
+    except (OSError, ValueError, AttributeError):
+        return False  # loading it says what is wrong with it
+    if not isinstance(base, str):
+        return False
     packaged = PACKAGED_WEIGHTS.get(base)
     return not (Path(base).is_dir() or (packaged and importlib.util.find_spec(packaged)))
 

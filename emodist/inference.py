@@ -146,7 +146,7 @@ def read_texts(path: str | None, column: str = "text") -> Texts:
 def _csv_column(text: str, column: str, source: str) -> list[str]:
     rows = csv.DictReader(io.StringIO(text, newline=""))
     if rows.fieldnames is None or column not in rows.fieldnames:
-        raise UsageError(f"{source}:1: no column {column!r} (columns: {', '.join(rows.fieldnames or [])}); "
+        raise UsageError(f"{source}:1: no column {column!r} (columns: {', '.join(map(repr, rows.fieldnames or []))}); "
                          "choose one with --column")
     try:
         return [row[column] or "" for row in rows]

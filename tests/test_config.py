@@ -42,7 +42,7 @@ def test_overrides_are_typed_and_win_over_file(tmp_path):
 
 
 def test_command_line_flags_win_over_overrides():
-    cfg = config.load("distilbert", overrides=["output_dir=runs/a"], cli={"output_dir": "runs/b"})
+    cfg = config.load("distilbert", overrides=["output_dir=runs/a"], cli={"output_dir": ("--output-dir", "runs/b")})
     assert cfg.output_dir == "runs/b"
 
 
@@ -108,3 +108,43 @@ def test_every_field_has_a_docstring():
     docs = config.field_docs()
     assert "optim.head_lr" in docs
     assert [key for key, (_, doc) in docs.items() if not doc] == []
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=nan", "optim.lr='nan': must be a finite number (not nan or inf)"),
+    ("optim.lr=inf", "optim.lr='inf': must be a finite number (not nan or inf)"),
+    ("optim.lr=1e999", "optim.lr='1e999': must be a finite number"),
+    ("optim.max_grad_norm=nan", "optim.max_grad_norm='nan': must be a finite number"),  # used to turn clipping off
+    ("train.seed=-1", "train.seed: must be in 0..4294967295"),
+    ("train.seed=4294967296", "train.seed: must be in 0..4294967295"),
+    ("track.tags=[a, b", "track.tags='[a, b': is not a valid YAML list"),
+    ("export.max_shard_size=huge", "export.max_shard_size: 'huge' is not a size: write a whole number and a unit"),
+    ("output_dir=" + "x" * 300, "output_dir: has a name longer than 255 bytes"),
+])
+def test_values_no_run_can_use_are_refused_with_their_key(override, message):
+    with pytest.raises(UsageError) as err:
+        config.load("distilbert", overrides=[override])
+    assert message in str(err.value)
+    assert f"override {override!r}" in str(err.value)
+
+
+def test_a_key_set_twice_in_one_file_is_refused_with_both_lines(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text("optim:\n  lr: 1.0e-3\ntrain:\n  epochs: 2\noptim.lr: 2.0e-3\n")
+    with pytest.raises(UsageError) as err:
+        config.load("distilbert", str(file))
+    assert str(err.value) == f"{file}:5: optim.lr is set a second time (first at {file}:2): keep one of them"
+
+
+def test_a_config_that_is_not_utf8_names_the_line(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_bytes("train:\n  epochs: 2\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UsageError) as err:
+        config.load("distilbert", str(file))
+    assert str(err.value) == f"{file}:3: not UTF-8 text (byte 0xe9): save the file as UTF-8"
+
+
+def test_a_problem_set_by_a_flag_names_the_flag():
+    with pytest.raises(UsageError) as err:
+        config.load("distilbert", cli={"data.data_dir": ("--data-dir", "/no/such/dir")})
+    assert str(err.value) == "data.data_dir: /no/such/dir is not a directory [--data-dir]"

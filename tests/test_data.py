@@ -46,7 +46,11 @@ def test_goemotions_layout(tmp_path):
 
 @pytest.mark.parametrize(("line", "message"), [
     ("Hello\t4\tx", r"dev.tsv:3: label id 4 is out of range: emotions.txt names 4 labels \(ids 0-3\)"),
-    ("Hello\tjoy\tx", r"dev.tsv:3: label id 'joy' is not a number"),
+    ("Hello\tjoy\tx", r"dev.tsv:3: label id 'joy' is not a label id: ids are whole numbers 0-3, comma-separated"),
+    ("Hello\t\u00b2\tx", r"dev.tsv:3: label id '\u00b2' is not a label id: ids are whole numbers 0-3"),
+    ("Hello\t-1\tx", r"dev.tsv:3: label id '-1' is not a label id: ids are whole numbers 0-3"),
+    ("Hello\t1,\tx", r"dev.tsv:3: label id '' is not a label id"),
+    ("Hello\t\tx", r"dev.tsv:3: no label ids in the second column: every GoEmotions example has at least one"),
     ("Hello", r"dev.tsv:3: expected 3 tab-separated columns \(text, label ids, id\), got 1"),
     ("  \t1\tx", r"dev.tsv:3: empty text"),
 ])
@@ -65,6 +69,39 @@ def test_missing_and_empty_files(tmp_path):
         load_dir(directory)
     (directory / "test.tsv").write_text("")
     with pytest.raises(UsageError, match=r"test.tsv: no examples \(the split is empty\)"):
+        load_dir(directory)
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    ("admiration\njoy\nanger\njoy\n", r"emotions.txt:4: label 'joy' is listed a second time \(first at line 2\)"),
+    ("admiration\n\njoy\n", r"emotions.txt:2: blank line between label names: a label's id is its line"),
+    ("\n\n", r"emotions.txt: no label names \(one per line\)"),
+])
+def test_a_label_file_lists_each_name_once_in_id_order(tmp_path, names, message):
+    """28 names with one twice used to become 27 keys in the scores, thresholds and label2id."""
+    directory = write_goemotions(tmp_path / "ge")
+    (directory / "emotions.txt").write_text(names)
+    with pytest.raises(UsageError, match=message):
+        load_dir(directory)
+
+
+def test_a_labels_txt_with_a_name_twice_is_refused(tmp_path):
+    directory = tmp_path / "j"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n')
+    (directory / "labels.txt").write_text("joy\nanger\njoy\n")
+    with pytest.raises(UsageError, match=r"labels.txt:3: label 'joy' is listed a second time \(first at line 1\)"):
+        load_dir(directory)
+
+
+def test_a_jsonl_text_that_is_not_a_string_names_its_line(tmp_path):
+    directory = tmp_path / "j"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n')
+    (directory / "dev.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n{"text": 42, "labels": ["joy"]}\n')
+    with pytest.raises(UsageError, match=r"dev.jsonl:2: the text column 'text' holds 42, not a string"):
         load_dir(directory)
 
 
