@@ -1,127 +1,48 @@
-"""The run directory and what is written into it: resumable checkpoints and the exported model.
+"""Resumable checkpoints (save, verify, find, load) and the exported model.
 
-    run_dir, resume_from = prepare_run_dir(cfg, accelerator, labels, topology, resume="auto")
     save_checkpoint(accelerator, run_dir, progress, keep_last=2, best_step=80)  # checkpoints/step-N/
-    state = load_checkpoint(accelerator, resume_from, trainable_only=True)       # the progress to go on from
+    checkpoint, skipped = latest_checkpoint(run_dir)                            # the newest one that verifies
+    state = load_checkpoint(accelerator, checkpoint, trainable_only=True)       # the progress to go on from
     export_model(accelerator, model, tokenizer, run_dir / "model", cfg)         # model/
 
 Two kinds of checkpoint: `checkpoints/step-N/` is resumable state (`accelerator.save_state`: the
 trainable weights, optimizer, scheduler, every rank's RNG, the sampler) plus `state.json` (progress,
-topology, the settings a resume must not change, and a manifest of every file with its size);
-`model/` is the trained model in HF format (sharded safetensors for a full fine-tune, adapter + head
-for LoRA) with its tokenizer and label names.
+topology, the settings a resume must not change, a manifest of every file with its size and SHA-256,
+and a digest of state.json itself); `model/` is the trained model in HF format (sharded safetensors for
+a full fine-tune, adapter + head for LoRA) with its tokenizer and label names.
 
-A checkpoint is written under `.step-N.tmp/` and renamed into place once every rank has finished, so
-a half-written one never carries the name; `latest_checkpoint` also checks the manifest, so one
-truncated later is skipped. Older checkpoints are deleted only after a new one is complete; the
-newest `keep_last` and the best (by dev f1_micro) are kept. Under LoRA, frozen base weights (a 4-bit
-QLoRA base included) are not saved: a resume rebuilds them from the base model.
+A checkpoint is written under `.step-N.tmp/` and renamed into place once every rank has finished, so a
+half-written one never carries the name. Before it is trusted, every file is checked against the
+manifest, content included (`unusable`): a file cut short, changed or corrupted, or an edited
+state.json, makes it skipped, and `latest_checkpoint` falls back to the one before. Older checkpoints
+are deleted only after a new one is complete; the newest `keep_last` and the best (by dev f1_micro) are
+kept. A save the disk has no room for stops the run in one line (`NoSpace`), its partial files removed
+and the last complete checkpoint kept. Under LoRA, frozen base weights (a 4-bit QLoRA base included)
+are not saved: a resume rebuilds them from the base model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import time
 from pathlib import Path
 
-from accelerate.utils import broadcast_object_list
-
-from emodist import config as config_mod
 from emodist.config import RunConfig
-from emodist.errors import UsageError
+from emodist.errors import NO_SPACE_ERRNOS, NoSpace, UsageError, format_bytes, free_bytes
+from emodist.rundir import write_json
 
-# What a run that started training leaves; a directory holding any of them is never silently replaced.
-RUN_OUTPUTS = ("metrics.jsonl", "summary.json", "checkpoints", "model")
-# What every start writes again (a start that failed before training leaves only these).
-START_FILES = ("config.yaml", "smoke-base")
 STATE_FILE = "state.json"
 # Settings a resumed run must share with its checkpoint: they change the model, the data or the
 # optimizer state it is restored into (the length of training may change).
 RESUME_INVARIANT = ("model.", "data.", "optim.", "train.seed", "train.global_batch_size", "train.micro_batch_size",
                     "train.pos_weight")
 RESUME_FREE = ("data.cache_dir",)
-
-
-def prepare_run_dir(cfg: RunConfig, accelerator, labels: list[str], topology: dict, overwrite: bool = False,
-                    resume: str = "none") -> tuple[Path, Path | None]:
-    """Create the run directory (the same on every rank), write config.yaml; return it and the checkpoint
-    to resume from (None: start from scratch).
-
-    `resume`: `none` (a directory holding a run is refused unless `overwrite`), `auto` (the newest
-    complete checkpoint in the run directory, if any) or the path of a checkpoint directory. A
-    checkpoint must fit this run (`check_resumable`: settings, `labels`, `topology`) before anything
-    in the directory is touched. Raises UsageError on every rank when the directory cannot be used.
-    """
-    problem = checkpoint = None
-    if resume not in ("none", "auto"):
-        checkpoint = Path(resume)
-        if not is_complete(checkpoint):
-            problem = (f"--resume {resume}: not a complete checkpoint (no readable {STATE_FILE}, or a file missing "
-                       "or cut short): pass a checkpoints/step-N directory, or --resume auto")
-        cfg.output_dir = cfg.output_dir or str(checkpoint.resolve().parent.parent)
-    run_dir = Path(cfg.output_dir or default_run_dir(cfg))
-    if resume == "auto":
-        checkpoint = latest_checkpoint(run_dir)
-    outputs = [f for f in RUN_OUTPUTS if (run_dir / f).exists()]
-    if outputs and not overwrite and resume == "none":
-        problem = (f"--output-dir {run_dir} already holds a run ({', '.join(outputs)}): continue it with "
-                   "--resume auto, choose a new --output-dir, or pass --overwrite to replace it")
-    if checkpoint is not None and problem is None:
-        try:
-            check_resumable(checkpoint, read_state(checkpoint), fingerprint(cfg, labels), topology)
-        except UsageError as err:
-            problem = str(err)
-    decided = [str(run_dir), problem, str(checkpoint) if checkpoint else None]
-    broadcast_object_list(decided)  # rank 0 decides: a default name holds its timestamp
-    if decided[1]:
-        raise UsageError(decided[1])
-    run_dir, checkpoint = Path(decided[0]), (Path(decided[2]) if decided[2] else None)
-    cfg.output_dir = str(run_dir)
-    if accelerator.is_main_process:
-        if checkpoint is None:  # from scratch: nothing of an earlier attempt may leak into this run
-            _remove(run_dir, [*outputs, *START_FILES])
-        else:  # the steps after the checkpoint are trained (and logged) again
-            _remove(run_dir, ["summary.json"])
-            truncate_metrics(run_dir / "metrics.jsonl", after_step=read_state(checkpoint)["step"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_mod.dump(cfg, run_dir / "config.yaml")
-    accelerator.wait_for_everyone()
-    return run_dir, checkpoint
-
-
-def _remove(run_dir: Path, names) -> None:
-    for name in names:
-        target = run_dir / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-
-
-def default_run_dir(cfg: RunConfig) -> str:
-    """runs/<variant>-<date>-<time>; smoke runs sort together as runs/smoke-<variant>-<date>-<time>, so
-    `python launch/compare.py runs/smoke-*` compares them."""
-    prefix = "smoke-" if cfg.smoke else ""
-    return f"runs/{prefix}{cfg.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop the records logged after `after_step`: a resumed run logs those steps again."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= after_step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            break  # a line cut short by a kill: everything from here was after the checkpoint
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+REQUIRED = ("step", "epoch", "batches_in_epoch", "best", "loss_sum_per_rank", "loss_count", "num_processes",
+            "distributed_type", "zero_stage", "fingerprint", "files", "digest")
+"""What state.json must hold to be resumed from."""
+SPACE_MARGIN = 1.05
+"""A save needs this much more room than the last complete checkpoint took (RNG files, state.json)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,21 +55,38 @@ def save_checkpoint(accelerator, run_dir: Path, progress: dict, keep_last: int, 
     and the one of `best_step`.
 
     `progress` goes into state.json (it must hold `step`); `trainable_only`: leave the frozen weights
-    out (LoRA: they are rebuilt from the base on resume).
+    out (LoRA: they are rebuilt from the base on resume). Raises NoSpace, on every rank, when the disk
+    has no room for it: before writing when the last checkpoint's size says so, else once a write failed
+    (the partial files are removed; the complete checkpoints stay).
     """
+    from accelerate.utils import broadcast_object_list
+
     root = run_dir / "checkpoints"
     step = progress["step"]
     final = root / f"step-{step}"
     tmp = root / f".step-{step}.tmp"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)  # left by an earlier attempt that was killed mid-write
-    accelerator.wait_for_everyone()
-    extra = {"exclude_frozen_parameters": True} if trainable_only and accelerator.state.deepspeed_plugin else {}
-    accelerator.save_state(str(tmp), **extra)
-    accelerator.wait_for_everyone()  # every rank writes its own files (RNG state, ZeRO shards) into tmp
+    problem = [None]
     if accelerator.is_main_process:
-        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-        write_json(tmp / STATE_FILE, {**progress, "files": files})
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left by an earlier attempt that was killed mid-write
+        problem[0] = _room_problem(root, final)
+    broadcast_object_list(problem)
+    if problem[0]:
+        raise NoSpace(problem[0])
+    extra = {"exclude_frozen_parameters": True} if trainable_only and accelerator.state.deepspeed_plugin else {}
+    failure = None
+    try:
+        accelerator.save_state(str(tmp), **extra)
+    except Exception as err:  # noqa: BLE001 - a full disk surfaces as OSError, RuntimeError or SafetensorError
+        if not _out_of_space(err, tmp):
+            raise
+        failure = err
+    if _any_rank(accelerator, failure is not None):  # every rank writes its own files (RNG state, ZeRO shards)
+        raise _no_room_left(accelerator, root, final, tmp) from failure
+    files = _manifest(accelerator, tmp)
+    if accelerator.is_main_process:
+        state = {**progress, "files": files}
+        write_json(tmp / STATE_FILE, {**state, "digest": _digest(state)})
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -159,6 +97,94 @@ def save_checkpoint(accelerator, run_dir: Path, progress: dict, keep_last: int, 
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _any_rank(accelerator, flag: bool) -> bool:
+    import torch
+
+    flags = torch.tensor([float(flag)], device=accelerator.device)
+    return bool(accelerator.reduce(flags, reduction="sum").item() > 0)
+
+
+def _out_of_space(err: BaseException, where: Path) -> bool:
+    """Whether `err` (any exception a save raised) comes from a full disk: the errno, the words, or no room left."""
+    if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
+        return True
+    if any(words in str(err) for words in ("No space left", "StorageFull", "Disk quota exceeded")):
+        return True
+    free = free_bytes(where)
+    return free is not None and free < 2**20
+
+
+def _size(checkpoint: Path) -> int:
+    return sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())
+
+
+def _room_problem(root: Path, final: Path) -> str | None:
+    """A NoSpace message when the disk cannot hold another checkpoint as large as the last complete one."""
+    last, _ = latest_checkpoint(root.parent, content=False)
+    if last is None or last == final:
+        return None
+    needed, free = _size(last) * SPACE_MARGIN, free_bytes(root)
+    if free is None or free >= needed:
+        return None
+    return (f"no room on the disk of {root} for checkpoint {final.name}: it needs about {format_bytes(int(needed))} "
+            f"(the size of {last.name}) and {format_bytes(free)} are free; nothing was written, {last.name} is the "
+            "last complete checkpoint: free some space, then resume with --resume auto")
+
+
+def _no_room_left(accelerator, root: Path, final: Path, tmp: Path) -> NoSpace:
+    """Remove the partial `tmp` (main process) and say what the save needed and what was kept."""
+    written = _size(tmp) if tmp.exists() else 0
+    free = free_bytes(root)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    last, _ = latest_checkpoint(root.parent, content=False)
+    needed = f"about {format_bytes(int(_size(last) * SPACE_MARGIN))} (the size of {last.name})" if last else \
+        f"more than the {format_bytes(written)} it had written"
+    kept = f"{last.name}, the last complete checkpoint, is kept" if last else "no checkpoint was complete yet"
+    return NoSpace(f"no space left on the disk of {root} while saving checkpoint {final.name}: it needs {needed}, "
+                   f"{format_bytes(free)} were free; the partial checkpoint was removed and {kept}: free some space, "
+                   "then resume with --resume auto")
+
+
+def _manifest(accelerator, tmp: Path) -> dict[str, dict]:
+    """{file: {"size", "sha256"}} of every file in `tmp`; the ranks hash a share each (a collective)."""
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    names = [sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+             if accelerator.is_main_process else None]
+    broadcast_object_list(names)  # one listing: another node's view of a shared disk may lag
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = {}
+    for index, name in enumerate(names[0]):
+        if index % world == rank:
+            try:
+                mine[name] = _describe_file(tmp / name)
+            except OSError:
+                mine[name] = None  # not visible from this node yet: the main process hashes it
+    hashed: dict = {}
+    for part in gather_object([mine]):
+        hashed.update(part)
+    if accelerator.is_main_process:
+        hashed = {name: hashed.get(name) or _describe_file(tmp / name) for name in names[0]}
+    return hashed
+
+
+def _describe_file(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _digest(state: dict) -> str:
+    """The SHA-256 of state.json's content without its digest: an edited state.json no longer matches."""
+    content = {k: v for k, v in state.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def keep_trainable_only(accelerator, model) -> None:
@@ -200,20 +226,53 @@ def read_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
 
 
-def is_complete(checkpoint: Path) -> bool:
-    """Whether `checkpoint` has a readable state.json and every file it lists, at its recorded size."""
+def unusable(checkpoint: Path, content: bool = True) -> str | None:
+    """Why `checkpoint` cannot be resumed from, or None when it can.
+
+    Checks that state.json reads, holds what a resume needs and matches its digest, and that every file it
+    lists is there at its size and (`content`) with its SHA-256.
+    """
+    if not checkpoint.is_dir():
+        return "no such checkpoint directory"
     try:
-        files = read_state(checkpoint)["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return all((checkpoint / name).is_file() and (checkpoint / name).stat().st_size == size
-               for name, size in files.items())
+        state = read_state(checkpoint)
+    except FileNotFoundError:
+        return f"no {STATE_FILE} (a save that never finished)"
+    except (OSError, ValueError) as err:
+        return f"its {STATE_FILE} does not read ({type(err).__name__})"
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED):
+        missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+        return (f"its {STATE_FILE} lacks {', '.join(missing[:3])} (written by an older emodist, or not by emodist): "
+                "resume it with the emodist that wrote it")
+    if state["digest"] != _digest(state):
+        return f"its {STATE_FILE} was changed after the save (its digest does not match)"
+    if checkpoint.name.startswith("step-") and checkpoint.name != f"step-{state['step']}":
+        return f"its {STATE_FILE} is of step {state['step']}"
+    files = state["files"] if isinstance(state["files"], dict) else {}
+    for name, expected in files.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if not isinstance(expected, dict) or path.stat().st_size != expected.get("size"):
+            return f"{name} is cut short or has grown ({path.stat().st_size:,} bytes, saved with {expected.get('size'):,})"
+        if content and _describe_file(path)["sha256"] != expected.get("sha256"):
+            return f"{name} does not match the hash taken when it was saved (corrupted or changed since)"
+    return None
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoints/step-N of `run_dir` (incomplete ones are skipped), or None."""
+def latest_checkpoint(run_dir: Path, content: bool = True) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest usable checkpoints/step-N of `run_dir` or None, [(newer checkpoint, why it was skipped)]).
+
+    `content`: check every file's hash (see `unusable`); False checks sizes only.
+    """
     candidates = [p for p in (run_dir / "checkpoints").glob("step-*") if p.name.split("-")[1].isdigit()]
-    return next((p for p in sorted(candidates, key=_step_of, reverse=True) if is_complete(p)), None)
+    skipped = []
+    for checkpoint in sorted(candidates, key=_step_of, reverse=True):
+        reason = unusable(checkpoint, content)
+        if reason is None:
+            return checkpoint, skipped
+        skipped.append((checkpoint, reason))
+    return None, skipped
 
 
 def fingerprint(cfg: RunConfig, labels: list[str]) -> dict:
@@ -237,17 +296,21 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def differences(saved: dict, current: dict) -> str:
+    """The settings that differ between two fingerprints, e.g. `model.lora.r=16 there, 8 here`; "" if none."""
+    changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    shown = "; ".join(f"{k}={_short(saved.get(k))} there, {_short(current.get(k))} here" for k in changed[:3])
+    return shown + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")
+
+
 def check_resumable(checkpoint: Path, state: dict, current: dict, topology: dict) -> None:
     """Refuse, in one line, to resume `checkpoint` into a run it does not fit.
 
     `current`: this run's `fingerprint`; `topology`: its num_processes, distributed_type and zero_stage.
     """
-    saved = state["fingerprint"]
-    changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    changed = differences(state["fingerprint"], current)
     if changed:
-        shown = "; ".join(f"{k}={_short(saved.get(k))} there, {_short(current.get(k))} here" for k in changed[:3])
-        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
-        raise UsageError(f"--resume {checkpoint}: it was trained with other settings: {shown}{more}: resume with "
+        raise UsageError(f"--resume {checkpoint}: it was trained with other settings: {changed}: resume with "
                          "its settings (--config on the run's config.yaml), or start a new run in a new --output-dir")
     for key, reason in (("num_processes", "each rank's data position and RNG stream belong to its rank"),
                         ("zero_stage", "DeepSpeed cannot re-partition optimizer states for another stage"),
@@ -266,7 +329,15 @@ def _short(value) -> str:
 def load_checkpoint(accelerator, checkpoint: Path, trainable_only: bool) -> dict:
     """Restore every rank from `checkpoint` (a collective); return its state.json."""
     extra = {"load_module_strict": False} if trainable_only and accelerator.state.deepspeed_plugin else {}
-    accelerator.load_state(str(checkpoint), **extra)
+    try:
+        accelerator.load_state(str(checkpoint), **extra)
+    except UsageError:
+        raise
+    except (RuntimeError, OSError, KeyError, ValueError) as err:  # files that verify, but not of this model
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise UsageError(f"--resume {checkpoint}: it does not load into this model ({type(err).__name__}: {first}); "
+                         "nothing of the run was changed: resume from another checkpoint (--resume PATH), or start "
+                         "a new run in a new --output-dir") from None
     return read_state(checkpoint)
 
 
@@ -285,15 +356,17 @@ def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig)
     state_dict = accelerator.get_state_dict(model)  # under ZeRO-3 every rank takes part in the gather
     if accelerator.is_main_process:
         tmp = directory.with_name(directory.name + ".tmp")
-        unwrapped = accelerator.unwrap_model(model)
-        if cfg.model.method == "lora":
-            unwrapped.save_pretrained(tmp, state_dict=state_dict)
-            base = unwrapped.get_base_model()
-            base.config.architectures = [type(base).__name__]  # the classifier, not the checkpoint it came from
-            base.config.save_pretrained(tmp)
-        else:
-            unwrapped.save_pretrained(tmp, state_dict=state_dict, max_shard_size=cfg.export.max_shard_size)
-        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an attempt killed while exporting
+        try:
+            _save_pretrained(accelerator.unwrap_model(model), tokenizer, tmp, state_dict, cfg)
+        except Exception as err:  # noqa: BLE001 - a full disk surfaces as OSError, RuntimeError or SafetensorError
+            if not _out_of_space(err, tmp):
+                raise
+            free = free_bytes(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise NoSpace(f"no space left on the disk of {directory} while exporting the model ({format_bytes(free)} "
+                          "were free); the partial export was removed and the final checkpoint is kept: free some "
+                          "space, then run the same command with --resume auto to export it") from err
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
@@ -301,8 +374,12 @@ def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig)
     return directory
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _save_pretrained(unwrapped, tokenizer, directory: Path, state_dict: dict, cfg: RunConfig) -> None:
+    if cfg.model.method == "lora":
+        unwrapped.save_pretrained(directory, state_dict=state_dict)
+        base = unwrapped.get_base_model()
+        base.config.architectures = [type(base).__name__]  # the classifier, not the checkpoint it came from
+        base.config.save_pretrained(directory)
+    else:
+        unwrapped.save_pretrained(directory, state_dict=state_dict, max_shard_size=cfg.export.max_shard_size)
+    tokenizer.save_pretrained(directory)

@@ -1,26 +1,53 @@
-"""One error type for mistakes a user can fix, and the one way entry scripts report it.
+"""Errors a user can act on, the exit code of each, and the one way entry scripts report them.
 
-    try: ...
-    except UsageError as err: return report(err)
+    def main(argv=None) -> int:
+        args = parse_args(argv)
+        return errors.run_main(lambda: work(args), traceback_dir=lambda: run_dir)
 
-A `UsageError` message is complete on its own: what is wrong, where (file:line, config key) and how
-to fix it. Entry scripts print it without a traceback; everything else is a bug and keeps its traceback.
+A `UsageError` message is complete on its own: what is wrong, where (file:line, config key) and how to
+fix it. Entry scripts print it as one line, without a traceback. Anything else that escapes is a bug in
+emodist: it is reported in one line that says so, and its traceback is written to a file that line names
+(`EMODIST_DEBUG=1` prints it as well).
+
+Exit codes of every entry script (launch/*.py); a launcher such as torchrun reports any failure as 1:
+
+| code | meaning |
+|---|---|
+| 0 | done (or nothing to do: the run had already finished) |
+| 2 | refused: bad input, a combination that cannot work, a run directory that cannot be used |
+| 3 | the training loss became NaN or infinite; the last good checkpoint is kept |
+| 70 | internal error: a bug in emodist; the traceback is in the file the message names |
+| 74 | the disk is full (or over quota): the last complete checkpoint is kept |
+| 75 | stopped by a signal after saving a checkpoint: run again with --resume auto |
+| 130 | interrupted (Ctrl-C) before training started: nothing to resume |
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import tempfile
 import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 
-# Exit codes of launch/train.py (a launcher such as torchrun may report any failure as 1)
 EXIT_USAGE = 2
 """Refused: bad input, a combination that cannot work, a checkpoint that does not fit the run."""
 EXIT_DIVERGED = 3
 """The loss became NaN or infinite; the last good checkpoint is kept."""
+EXIT_INTERNAL = 70
+"""A bug in emodist (sysexits' EX_SOFTWARE): the traceback went to a file."""
+EXIT_NO_SPACE = 74
+"""The disk filled up while writing (sysexits' EX_IOERR); the last complete checkpoint is kept."""
 EXIT_PREEMPTED = 75
 """Stopped by a signal (SIGTERM, SIGUSR1, SIGINT) after saving a checkpoint: run again with --resume auto
 (75 is sysexits' EX_TEMPFAIL, "try again later")."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C outside training (128 + SIGINT, as shells report it)."""
+
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class UsageError(ValueError):
@@ -35,14 +62,20 @@ class Diverged(UsageError):
     exit_code = EXIT_DIVERGED
 
 
+class NoSpace(UsageError):
+    """The disk filled up while writing; the message names the path, what was needed and what is free."""
+
+    exit_code = EXIT_NO_SPACE
+
+
 class Preempted(Exception):
     """The run stopped on a signal after saving `checkpoint` (exit code EXIT_PREEMPTED)."""
 
     exit_code = EXIT_PREEMPTED
 
-    def __init__(self, signal_name: str, step: int, checkpoint):
-        super().__init__(f"stopped by {signal_name} at step {step}: saved {checkpoint}; run the same command "
-                         "with --resume auto to continue")
+    def __init__(self, signal_name: str, step: int, checkpoint, resume_command: str):
+        super().__init__(f"stopped by {signal_name} at step {step}: saved {checkpoint}; to continue, run "
+                         f"{resume_command}")
         self.checkpoint = checkpoint
 
 
@@ -55,7 +88,7 @@ def is_global_main_process() -> bool:
 REPORT_GRACE_S = 10.0
 
 
-def report(err: UsageError) -> int:
+def report(err: BaseException, exit_code: int | None = None) -> int:
     """Print `err` once, from the main rank (N processes do not print it N times); return its exit code.
 
     A refusal usually reaches every rank. The other ranks wait before they print and exit: a launcher
@@ -68,4 +101,92 @@ def report(err: UsageError) -> int:
     else:
         time.sleep(REPORT_GRACE_S)
         print(f"emodist: error on rank {os.environ.get('RANK')}: {err}", file=sys.stderr, flush=True)
-    return err.exit_code
+    return exit_code if exit_code is not None else getattr(err, "exit_code", EXIT_USAGE)
+
+
+def no_space(err: OSError, what: str = "") -> NoSpace:
+    """The one-line NoSpace for an OSError that says the disk is full (ENOSPC, EDQUOT)."""
+    path = err.filename or what or "a file"
+    free = free_bytes(Path(path))
+    quota = " (or over its quota)" if err.errno == errno.EDQUOT else ""
+    return NoSpace(f"no space left on the disk of {path}{quota}: {format_bytes(free)} free there; free some "
+                   "space (or use another --output-dir), then run again")
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the filesystem holding `path` (its nearest existing parent); None if unknown."""
+    import shutil
+
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def format_bytes(size: int | None) -> str:
+    if size is None:
+        return "an unknown amount"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size} B"
+
+
+def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] = lambda: None) -> int:
+    """Run an entry script's `body` and turn whatever escapes it into one line and a documented exit code.
+
+    `traceback_dir`: where an internal error writes its traceback (e.g. the run directory, once known);
+    a temporary directory otherwise.
+    """
+    try:
+        return body()
+    except UsageError as err:
+        return report(err)
+    except Preempted as stopped:
+        if is_global_main_process():
+            print(f"emodist: {stopped}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
+    except KeyboardInterrupt:
+        if is_global_main_process():
+            print("emodist: interrupted (Ctrl-C) before training started; nothing was saved", file=sys.stderr,
+                  flush=True)
+        return EXIT_INTERRUPTED
+    except OSError as err:
+        if err.errno in NO_SPACE_ERRNOS:
+            return report(no_space(err))
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and err.filename:
+            return report(UsageError(f"{err.filename}: {err.strerror}: emodist needs to read or write it; check its "
+                                     "permissions, or choose another path"))
+        return internal_error(err, traceback_dir())
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, the traceback in a file
+        return internal_error(err, traceback_dir())
+
+
+def internal_error(err: BaseException, directory: Path | None) -> int:
+    """Write the traceback of `err` to a file, say in one line that this is a bug and where the file is."""
+    text = "".join(traceback.format_exception(err))
+    rank = os.environ.get("RANK", "0")
+    path = None
+    for folder in ([directory] if directory is not None else []) + [Path(tempfile.gettempdir())]:
+        candidate = folder / f"emodist-traceback-rank{rank}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+        try:
+            candidate.write_text(text, encoding="utf-8")
+            path = candidate
+            break
+        except OSError:
+            continue
+    if os.environ.get("EMODIST_DEBUG", "").lower() in ("1", "true", "yes"):
+        print(text, file=sys.stderr, flush=True)
+    where = f"its traceback is in {path}" if path else "its traceback could not be written to a file:\n" + text
+    summary = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    report(InternalError(f"internal error, a bug in emodist rather than in your input ({summary}); {where}. "
+                         "Please report it with that file (EMODIST_DEBUG=1 prints the traceback here)"))
+    return EXIT_INTERNAL
+
+
+class InternalError(Exception):
+    """What `internal_error` reports: an exception emodist did not expect."""
+
+    exit_code = EXIT_INTERNAL

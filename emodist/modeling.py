@@ -277,9 +277,25 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu", unqu
     against the run's 0.7776 (measured): the model must compute what the run measured, bit for bit.
     (ZeRO-3 trains 4-bit bases without the upcast; their reload differs by that rounding.)
     """
+    model_dir = Path(model_dir)
+    try:
+        return _load_trained(model_dir, device, unquantized)
+    except UsageError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise UsageError(f"{model_dir}: the model there does not load ({type(err).__name__}: {first}): it may be "
+                         "incomplete or corrupted; export it again from its run directory") from None
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise UsageError(f"{model_dir}: a weights file there does not read ({err}): it may be incomplete or "
+                         "corrupted; export it again from its run directory") from None
+
+
+def _load_trained(model_dir: Path, device, unquantized: torch.dtype | None):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    model_dir = Path(model_dir)
     tokenizer = _load(AutoTokenizer.from_pretrained, str(model_dir))
     adapter_file = model_dir / "adapter_config.json"
     if not adapter_file.exists():

@@ -29,7 +29,17 @@ from accelerate.utils import set_seed
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, distributed, evaluation, hostmem, sampling, telemetry, thresholds, tracking
+from emodist import (
+    checkpointing,
+    distributed,
+    evaluation,
+    hostmem,
+    rundir,
+    sampling,
+    telemetry,
+    thresholds,
+    tracking,
+)
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
@@ -56,6 +66,19 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
         hostmem.keep_freed_memory()  # steps reuse the pages the last one freed instead of faulting them in
     set_seed(cfg.train.seed)
     return accelerator
+
+
+def check_data_fits(cfg: RunConfig, data: data_mod.EmotionData, accelerator: Accelerator) -> None:
+    """Refuse a train split too small for one optimizer step (one example per micro-batch, on every rank)."""
+    per_step = accelerator.num_processes * accelerator.gradient_accumulation_steps
+    size = len(data.splits["train"])
+    if size < per_step:
+        capped = " (data.max_train_examples)" if cfg.data.max_train_examples is not None else ""
+        raise UsageError(
+            f"the train split has {size} example(s){capped}, fewer than the {per_step} micro-batches of one optimizer "
+            f"step ({accelerator.num_processes} process(es) x {accelerator.gradient_accumulation_steps} accumulated, "
+            f"from train.global_batch_size={cfg.train.global_batch_size} / train.micro_batch_size="
+            f"{cfg.train.micro_batch_size}): train on at least {per_step} examples, or lower train.global_batch_size")
 
 
 def resolve_precision(cfg: RunConfig) -> str:
@@ -121,7 +144,7 @@ class Session:
     labels: list[str]
     plan: Plan
     topology: distributed.Topology
-    run_dir: Path
+    run: rundir.Run
     console: Console
     logger: tracking.MetricLogger
     meter: telemetry.Throughput
@@ -145,6 +168,10 @@ class Session:
     """The best dev score during training: {"metric", "value", "step"}."""
     pending_check: tuple | None = None
     """The last step's all-reduced stop and divergence flags on their way to the host (see `check_step`)."""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
 
     @property
     def epochs_done(self) -> float:
@@ -179,14 +206,13 @@ class StopSignals:
 
 
 def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run_dir: Path, console: Console, resume_from: Path | None = None,
-          phases: telemetry.Phases | None = None) -> dict:
-    """Train (from `resume_from`, a checkpoint, when given), evaluate on dev and test, export `model/`,
-    write `summary.json` and `plots/`; return the summary. Raises Preempted on a stop signal, Diverged on a
-    NaN loss. `phases`: the times of the phases before training (load, tokenize), for the summary."""
+          tokenized: dict, run: rundir.Run, console: Console, phases: telemetry.Phases | None = None) -> dict:
+    """Train (from `run.checkpoint` when there is one), evaluate on dev and test, export `model/`, write
+    `summary.json` and `plots/`; return the summary. Raises Preempted on a stop signal, Diverged on a NaN
+    loss, NoSpace when the disk fills. `phases`: the times of the phases before training (load, tokenize)."""
+    run_dir = run.path
     with StopSignals() as stop:
-        session = setup(cfg, accelerator, built, data, tokenized, run_dir, console, stop, resume_from,
-                        phases or telemetry.Phases())
+        session = setup(cfg, accelerator, built, data, tokenized, run, console, stop, phases or telemetry.Phases())
         summary, error = None, None
         try:
             fit(session)
@@ -202,8 +228,8 @@ def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
 
 
 def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run_dir: Path, console: Console, stop: StopSignals,
-          resume_from: Path | None, phases: telemetry.Phases) -> Session:
+          tokenized: dict, run: rundir.Run, console: Console, stop: StopSignals, phases: telemetry.Phases) -> Session:
+    run_dir = run.path
     multiple = cfg.data.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
     collate = data_mod.collator(built.tokenizer, multiple)
     batches = sampling.LengthGroupedBatches(data_mod.lengths(tokenized["train"]), cfg.train.micro_batch_size,
@@ -232,13 +258,14 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
         cfg, accelerator, topology, built, data, plan, pos_weight))
     main = accelerator.is_main_process
-    tracker = tracking.start_wandb(cfg, run_dir, data.labels, topology, console) if main else None
-    logger = tracking.MetricLogger(run_dir / "metrics.jsonl", console, enabled=main, tracker=tracker)
-    s = Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run_dir,
-                console, logger, telemetry.Throughput(accelerator.device), phases,
+    s = Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run,
+                console, None, telemetry.Throughput(accelerator.device), phases,
                 torch.zeros((), device=accelerator.device), pos_weight, stop, batches, eval_orders)
-    if resume_from is not None:
-        restore(s, resume_from)
+    if run.checkpoint is not None:
+        restore(s, run.checkpoint)
+    # metrics.jsonl and wandb start once a resume has loaded: nothing of the run changes before that
+    tracker = tracking.start_wandb(cfg, run_dir, data.labels, topology, console) if main else None
+    s.logger = tracking.MetricLogger(run_dir / "metrics.jsonl", console, enabled=main, tracker=tracker)
     return s
 
 
@@ -249,6 +276,9 @@ def restore(s: Session, checkpoint: Path) -> None:
     rank = s.accelerator.process_index
     s.loss_sum.fill_(state["loss_sum_per_rank"][rank])
     s.loss_count = state["loss_count"]
+    if s.accelerator.is_main_process:
+        s.run.restored(s.cfg, s.step)
+    s.accelerator.wait_for_everyone()
     s.console.print(f"resumed from {checkpoint} at step {s.step} (epoch {s.epoch}, batch {s.batches_in_epoch})")
 
 
@@ -347,7 +377,8 @@ def after_step(s: Session) -> None:
     if saves or stop_requested:
         checkpoint = save(s)
         if stop_requested:
-            raise Preempted(s.stop.received or "a signal on another rank", s.step, checkpoint)
+            raise Preempted(s.stop.received or "a signal on another rank", s.step, checkpoint,
+                            f"the same command with --output-dir {s.run_dir} --resume auto")
     s.console.advance(s.step)
 
 
@@ -369,7 +400,7 @@ def check_step(s: Session, now: bool) -> bool:
         stop, diverged = _read_check(s.pending_check)  # the flags only grow: this answer includes the late one
         s.pending_check = None
     if diverged:
-        last_good = checkpointing.latest_checkpoint(s.run_dir)
+        last_good, _ = checkpointing.latest_checkpoint(s.run_dir, content=False)
         kept = f"the last good checkpoint, {last_good}, is kept" if last_good else "no checkpoint was saved yet"
         raise Diverged(f"the training loss became NaN or infinite at step {s.step} (epoch {s.epoch}); {kept}. "
                        "Start again with a lower optim.lr or with clipping (optim.max_grad_norm)")
@@ -452,7 +483,7 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     if s.accelerator.is_main_process:
         for directory in (s.run_dir, s.run_dir / "model"):
             thresholds.save(directory / thresholds.FILE, tuned)
-        checkpointing.write_json(s.run_dir / "summary.json", summary)
+        rundir.write_json(s.run_dir / "summary.json", summary)
         s.console.final(summary)
         if s.cfg.track.plots:
             draw_plots(s, summary)
@@ -503,6 +534,8 @@ def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: di
                   "examples": len(data.splits["train"]), "global_batch_size": cfg.train.global_batch_size,
                   "micro_batch_size": cfg.train.micro_batch_size,
                   "gradient_accumulation_steps": s.plan.accumulation, "final_loss": s.last_loss},
+        "splits": {name: {"examples": len(split), "fingerprint": data_mod.split_fingerprint(split)}
+                   for name, split in data.splits.items()},
         "dev": dev,
         "test": test,
         "perf": perf,

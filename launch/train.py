@@ -5,8 +5,9 @@
     python launch/train.py --list-variants | --list-keys
 
 Parse -> config -> Accelerator -> data -> run directory -> model -> train. The logic lives in `emodist/`.
-Exit codes: 0 done, 2 refused (one line says why), 3 the loss diverged, 75 stopped by a signal after
-saving a checkpoint (a launcher such as torchrun reports any failure as 1).
+Exit codes (emodist/errors.py): 0 done, 2 refused (one line says why), 3 the loss diverged, 70 internal error
+(the traceback goes to a file), 74 disk full, 75 stopped by a signal after saving a checkpoint, 130 Ctrl-C
+before training; a launcher such as torchrun reports any failure as 1.
 """
 
 from __future__ import annotations
@@ -42,49 +43,57 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_variants or args.list_keys:
         return print_listing(args.list_variants)
-    accelerator = None
+    opened: dict = {}  # the accelerator and the run directory, once there: closed whatever happens
     try:
-        cli = {"output_dir": args.output_dir, "data.data_dir": args.data_dir,
-               "data.dataset": args.dataset or ("auto" if args.data_dir else None), "track.wandb": args.wandb}
-        cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke, cli=cli)
-        if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
-            print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
-        # torch, accelerate and the HF libraries are imported only now, after the offline decision
-        from emodist import checkpointing, data, distributed, modeling, telemetry, training
-        from emodist.console import Console
-
-        Console.quiet_libraries()
-        phases = telemetry.Phases()
-        with phases.measure("load"):
-            accelerator = training.make_accelerator(cfg)
-            topology = distributed.Topology.of(accelerator)
-            dataset = data.load(cfg.data, seed=cfg.train.seed)
-            run_dir, resume_from = checkpointing.prepare_run_dir(cfg, accelerator, dataset.labels, topology.identity(),
-                                                                 overwrite=args.overwrite, resume=args.resume)
-            source = modeling.base_path(cfg.model)
-            if cfg.smoke:
-                with accelerator.main_process_first():
-                    texts = dataset.splits["train"].texts
-                    source = str(modeling.make_smoke_base(cfg.model.architecture, texts,
-                                                          modeling.smoke_base_dir(cfg, run_dir, texts),
-                                                          seed=cfg.train.seed, size=cfg.model.smoke_size))
-            built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device,
-                                         deepspeed_stage=topology.zero_stage,
-                                         quant_storage=distributed.quant_storage_dtype(cfg, topology))
-        with phases.measure("tokenize"):
-            tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
-        training.train(cfg, accelerator, built, dataset, tokenized, run_dir, Console(accelerator.is_main_process),
-                       resume_from=resume_from, phases=phases)
-        return 0
-    except errors.UsageError as err:
-        return errors.report(err)
-    except errors.Preempted as stopped:
-        if errors.is_global_main_process():
-            print(f"emodist: {stopped}", file=sys.stderr, flush=True)
-        return errors.EXIT_PREEMPTED
+        return errors.run_main(lambda: train(args, opened), traceback_dir=lambda: opened.get("run") and opened["run"].path)
     finally:
-        if accelerator is not None:
-            distributed.shut_down(accelerator)
+        if "run" in opened:
+            opened["run"].close()
+        if "accelerator" in opened:
+            from emodist import distributed
+
+            distributed.shut_down(opened["accelerator"])
+
+
+def train(args: argparse.Namespace, opened: dict) -> int:
+    cli = {"output_dir": ("--output-dir", args.output_dir), "data.data_dir": ("--data-dir", args.data_dir),
+           "data.dataset": ("--dataset", args.dataset or ("auto" if args.data_dir else None)),
+           "track.wandb": ("--wandb", args.wandb)}
+    cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke, cli=cli)
+    if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
+        print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
+    # torch, accelerate and the HF libraries are imported only now, after the offline decision
+    from emodist import data, distributed, modeling, rundir, telemetry, training
+    from emodist.console import Console
+
+    Console.quiet_libraries()
+    phases = telemetry.Phases()
+    with phases.measure("load"):
+        accelerator = opened["accelerator"] = training.make_accelerator(cfg)
+        console = Console(accelerator.is_main_process)
+        topology = distributed.Topology.of(accelerator)
+        dataset = data.load(cfg.data, seed=cfg.train.seed)
+        training.check_data_fits(cfg, dataset, accelerator)
+        run = opened["run"] = rundir.open_run(cfg, accelerator, dataset.labels, topology.identity(), args.overwrite,
+                                              args.resume, notify=console.print)
+        if run.finished:
+            console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it further "
+                          "with more train.epochs or train.max_steps, or start again with --overwrite")
+            return 0
+        source = modeling.base_path(cfg.model)
+        if cfg.smoke:
+            with accelerator.main_process_first():
+                texts = dataset.splits["train"].texts
+                source = str(modeling.make_smoke_base(cfg.model.architecture, texts,
+                                                      modeling.smoke_base_dir(cfg, run.path, texts),
+                                                      seed=cfg.train.seed, size=cfg.model.smoke_size))
+        built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device,
+                                     deepspeed_stage=topology.zero_stage,
+                                     quant_storage=distributed.quant_storage_dtype(cfg, topology))
+    with phases.measure("tokenize"):
+        tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
+    training.train(cfg, accelerator, built, dataset, tokenized, run, console, phases=phases)
+    return 0
 
 
 def print_listing(show_variants: bool) -> int:

@@ -9,6 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The fuzzers (tests/test_fuzz.py) run the same cases every time; `--hypothesis-profile=explore` searches on
+settings.register_profile("default", max_examples=150, derandomize=True, deadline=None)
+settings.register_profile("explore", max_examples=3000, deadline=None)
+settings.load_profile("default")
 
 ROOT = Path(__file__).resolve().parents[1]
 GOEMOTIONS = Path(os.environ.get("EMODIST_GOEMOTIONS", ROOT.parent / "shared" / "data" / "goemotions"))
@@ -196,3 +202,33 @@ def wandb_run(run_dir: Path) -> dict:
             out["summary"].update({item.key or "/".join(item.nested_key): _json.loads(item.value_json)
                                    for item in record.summary.update})
     return out
+
+
+def train_in_process(*args: str) -> tuple[int, str, str]:
+    """launch/train.py's `main` in this process, as `python launch/train.py ARGS` runs it: (exit code, stdout,
+    stderr). For refusals, which end before any training: no interpreter start, no imports."""
+    import contextlib
+    import importlib.util
+    import io
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    spec = importlib.util.spec_from_file_location("emodist_launch_train", ROOT / "launch" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+            code = script.main([*args, "track.plots=false"])
+    finally:  # the next Accelerator of this process starts from scratch, as in a new process
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """{path relative to `directory`: SHA-256 of the file (or "dir")} of everything in it, hidden files too."""
+    import hashlib
+
+    return {str(p.relative_to(directory)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*"))}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, error_lines, launch, read_metrics, read_summary
+from conftest import ROOT, error_lines, launch, read_metrics, read_summary, wandb_run
 
 from emodist import checkpointing, errors
 
@@ -107,10 +107,13 @@ def test_sigterm_then_sigkill_then_resume_ends_like_the_uninterrupted_run(refere
     stderr, signalled = signal_when(cmd, run_dir / "checkpoints" / "step-20", signal.SIGTERM, env=wandb)
     assert "emodist: stopped by SIGTERM at step" in stderr, without_rank_tracebacks(stderr)
     assert "wandb-core" in signalled
-    stopped = checkpointing.latest_checkpoint(run_dir)
+    stopped, _ = checkpointing.latest_checkpoint(run_dir)
     state = checkpointing.read_state(stopped)
     assert state["stopped_by"] == "SIGTERM" and 20 < state["step"] < 60
     assert not (run_dir / "summary.json").exists()
+    # the stopped service lost what it had buffered: a new one logged every record again, into the same run
+    logged = [(r["step"], r.get("train/loss")) for r in wandb_run(run_dir)["history"]]
+    assert logged == [(r["step"], r.get("train/loss")) for r in read_metrics(run_dir)]
 
     # resumed, then killed outright after the step-40 checkpoint: no chance to save anything more
     signal_when([*cmd, "--resume", "auto"], run_dir / "checkpoints" / "step-40", signal.SIGKILL, env=wandb)
@@ -137,19 +140,23 @@ def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == errors.EXIT_PREEMPTED
-    assert checkpointing.read_state(checkpointing.latest_checkpoint(run_dir))["stopped_by"] == "SIGTERM"
+    assert checkpointing.read_state(checkpointing.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
 
 
 def test_auto_skips_a_checkpoint_cut_short(references, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(references("distilbert", 1), run_dir)
     checkpoints = run_dir / "checkpoints"
-    assert checkpointing.latest_checkpoint(run_dir) == checkpoints / "step-60"
+    assert checkpointing.latest_checkpoint(run_dir) == (checkpoints / "step-60", [])
     weights = checkpoints / "step-60" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a file cut short
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 2])  # a file cut short
     (checkpoints / "step-80").mkdir()  # a directory with no state.json
     (checkpoints / ".step-100.tmp").mkdir()  # a save that never finished
-    assert checkpointing.latest_checkpoint(run_dir) == checkpoints / "step-40"
+    assert checkpointing.latest_checkpoint(run_dir) == (checkpoints / "step-40", [
+        (checkpoints / "step-80", "no state.json (a save that never finished)"),
+        (checkpoints / "step-60", f"model.safetensors is cut short or has grown ({size // 2:,} bytes, saved with {size:,})"),
+    ])
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -200,7 +207,7 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
                     "train.save_every_steps=1", "optim.lr=1e30", "optim.max_grad_norm=0", accelerate=False)
     assert result.returncode == errors.EXIT_DIVERGED
     [line] = error_lines(result)
-    last_good = checkpointing.latest_checkpoint(run_dir)
+    last_good, _ = checkpointing.latest_checkpoint(run_dir)
     bad_step = checkpointing.read_state(last_good)["step"] + 1
     assert line == (f"emodist: error: the training loss became NaN or infinite at step {bad_step} (epoch 0); the last "
                     f"good checkpoint, {last_good}, is kept. Start again with a lower optim.lr or with clipping "

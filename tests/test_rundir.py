@@ -1,0 +1,307 @@
+"""Never lose a run: what every way of starting does with a run directory that already holds something.
+
+Each refusal asserts that no file of the directory changed (a snapshot of every file's hash, before and
+after). Refusals run launch/train.py's `main` in this process (they end before any training); the runs
+that train go through the real launcher in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, launch, read_metrics, read_summary, snapshot, train_in_process
+
+from emodist import checkpointing, errors, rundir
+
+SMOKE = ["--variant", "distilbert", "--smoke"]
+SHORT = ["train.max_steps=20", "train.save_every_steps=10", "train.log_every_steps=5"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache_dir) -> Path:
+    """A finished smoke run (20 steps, checkpoints at steps 10 and 20), tracked by an offline wandb run."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    result = launch(*SMOKE, "--output-dir", str(run_dir), *SHORT, accelerate=False, env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path) -> Path:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    return run_dir
+
+
+def refusal(code: int, stderr: str) -> str:
+    """The one error line of a refusal (exit code 2)."""
+    lines = [line for line in stderr.splitlines() if line.startswith("emodist: error:")]
+    assert code == errors.EXIT_USAGE and len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def test_resume_auto_leaves_a_finished_run_as_it_is(run_copy):
+    """It used to start afresh when no checkpoint was complete, deleting summary.json, model/ and metrics.jsonl."""
+    shutil.rmtree(run_copy / "checkpoints")
+    before = snapshot(run_copy)
+    code, stdout, _ = train_in_process(*SMOKE, "--output-dir", str(run_copy), *SHORT, "--resume", "auto")
+    assert code == 0 and f"emodist: {run_copy} has already finished (summary.json): nothing to do" in stdout
+    assert snapshot(run_copy) == before
+
+    line = refusal(*train_in_process(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=30",
+                                     "--resume", "auto")[::2])
+    assert line == (f"emodist: error: --resume auto: {run_copy} holds a finished run and no complete checkpoint to "
+                    "train on from: leave train.epochs / train.max_steps as they were, or start a new run in a new "
+                    "--output-dir (nothing was changed)")
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("how", [["--resume", "auto"], [], ["--overwrite"]])
+def test_no_way_of_starting_writes_into_a_directory_of_user_files(tmp_path, cache_dir, how):
+    """The user's model/ and config.yaml used to be deleted by --resume auto and overwritten by a plain start."""
+    mine = tmp_path / "mine"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "weights.bin").write_bytes(b"months of work")
+    (mine / "config.yaml").write_text("my: settings\n")
+    before = snapshot(mine)
+    line = refusal(*train_in_process(*SMOKE, "--output-dir", str(mine), *SHORT, *how)[::2])
+    assert line == (f"emodist: error: --output-dir {mine} holds files emodist did not write (config.yaml, model): "
+                    "choose a new or empty --output-dir (nothing there was changed)")
+    assert snapshot(mine) == before
+
+
+def test_resuming_a_checkpoint_into_another_run_is_refused_and_into_a_new_directory_forks(finished, run_copy, tmp_path):
+    """It used to overwrite the other run without --overwrite and mix the two runs' metrics.jsonl."""
+    before, source = snapshot(run_copy), snapshot(finished)
+    checkpoint = finished / "checkpoints" / "step-10"
+    line = refusal(*train_in_process(*SMOKE, "--output-dir", str(run_copy), *SHORT, "--resume", str(checkpoint))[::2])
+    assert line.startswith(f"emodist: error: --resume {checkpoint} starts a new run in --output-dir {run_copy}, which "
+                           "already holds ")
+    assert line.endswith("choose a new or empty --output-dir, or pass --overwrite to move that aside")
+    assert snapshot(run_copy) == before
+
+    fork = tmp_path / "fork"
+    result = launch(*SMOKE, "--output-dir", str(fork), *SHORT, "train.max_steps=30", "--resume", str(checkpoint),
+                    accelerate=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert snapshot(finished) == source
+    steps = [r["step"] for r in read_metrics(fork) if "train/loss" in r]
+    assert steps == [5, 10, 15, 20, 25, 30]  # the source's history up to step 10, then the fork's own
+    assert [r for r in read_metrics(fork) if r["step"] <= 10] == [r for r in read_metrics(finished) if r["step"] <= 10]
+    assert read_summary(fork)["train"]["steps"] == 30
+
+
+def test_a_corrupt_checkpoint_is_skipped_in_one_line_and_the_run_goes_on_from_the_one_before(run_copy):
+    """A same-size corrupt model.safetensors used to pass, delete summary.json, then crash on its header."""
+    weights = run_copy / "checkpoints" / "step-20" / "model.safetensors"
+    corrupt = bytearray(weights.read_bytes())
+    corrupt[100:108] = b"\xff" * 8  # the size stays the same
+    weights.write_bytes(bytes(corrupt))
+    result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=30", "--resume", "auto",
+                    accelerate=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"emodist: skipped checkpoint {weights.parent}: model.safetensors does not match the hash taken when it "
+            "was saved (corrupted or changed since)") in result.stdout
+    assert f"resumed from {run_copy / 'checkpoints' / 'step-10'} at step 10" in result.stdout
+    assert read_summary(run_copy)["train"]["steps"] == 30
+    assert json.loads((run_copy / "summary.step-20.json").read_text())["train"]["steps"] == 20  # kept, renamed
+
+
+def test_nothing_of_the_run_changes_before_its_checkpoint_has_loaded(run_copy):
+    """A checkpoint whose files verify but do not fit the model is refused with the run untouched."""
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint = run_copy / "checkpoints" / "step-20"
+    save_file({"something.else": torch.zeros(3)}, str(checkpoint / "model.safetensors"))
+    state = checkpointing.read_state(checkpoint)
+    state["files"]["model.safetensors"] = checkpointing._describe_file(checkpoint / "model.safetensors")
+    rundir.write_json(checkpoint / "state.json", {**state, "digest": checkpointing._digest(state)})
+    assert checkpointing.unusable(checkpoint) is None
+    before = snapshot(run_copy)
+    code, _, stderr = train_in_process(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=30",
+                                       "--resume", "auto")
+    line = refusal(code, stderr)
+    assert line.startswith(f"emodist: error: --resume {checkpoint}: it does not load into this model (")
+    assert "nothing of the run was changed" in line
+    assert snapshot(run_copy) == before
+
+
+def test_overwrite_moves_the_whole_run_aside_and_starts_a_new_wandb_run(run_copy):
+    """--overwrite used to leave export/, thresholds.json and plots/ behind and log into the old wandb run."""
+    (run_copy / "export").mkdir()
+    (run_copy / "export" / "README.md").write_text("an export of the old run")
+    (run_copy / "plots").mkdir()
+    (run_copy / "plots" / "curves.png").write_bytes(b"old")
+    before = snapshot(run_copy)
+    old_id = json.loads((run_copy / "wandb" / "emodist-run.json").read_text())["id"]
+    result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, "--overwrite", accelerate=False,
+                    env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    [aside] = run_copy.parent.glob("run.replaced-*")
+    assert f"emodist: moved the run that was in {run_copy} to {aside} (--overwrite)" in result.stdout
+    assert snapshot(aside) == before
+    assert not (run_copy / "export").exists() and not (run_copy / "plots").exists()
+    assert json.loads((run_copy / "wandb" / "emodist-run.json").read_text())["id"] != old_id
+    assert read_summary(run_copy)["train"]["steps"] == 20
+
+
+def test_a_second_launch_into_a_run_directory_in_use_is_refused_in_one_line(tmp_path, cache_dir):
+    """Both used to write, and the second crashed mid-way (a requeued job while the old one still runs)."""
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, str(ROOT / "launch" / "train.py"), *SMOKE, "--output-dir", str(run_dir),
+                              "train.max_steps=100000", "track.plots=false"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-3000:]
+            time.sleep(0.1)
+        line = refusal(*train_in_process(*SMOKE, "--output-dir", str(run_dir), "--resume", "auto")[::2])
+        assert line.startswith(f"emodist: error: --output-dir {run_dir} is in use by another emodist launch "
+                               f"(pid {first.pid} on ")
+        assert line.endswith(f"wait for it to end, or choose another --output-dir (if you are sure that none runs, "
+                             f"delete {run_dir / '.emodist-lock'})")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == errors.EXIT_PREEMPTED
+    assert not (run_dir / ".emodist-lock").exists()  # released by the stop
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_an_output_dir_that_cannot_be_written_is_one_line(tmp_path, cache_dir, read_only_dir, kind):
+    target = tmp_path / "a-file" if kind == "file" else read_only_dir / "run"
+    if kind == "file":
+        target.write_text("not a directory")
+    line = refusal(*train_in_process(*SMOKE, "--output-dir", str(target), *SHORT)[::2])
+    expected = (f"--output-dir {target} is a file, not a directory: choose a directory" if kind == "file" else
+                f"--output-dir {target}: cannot create it (Read-only file system): choose a writable --output-dir")
+    assert line == f"emodist: error: {expected}"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory on a read-only file system (a tmpfs mounted read-only: root may write anywhere else)."""
+    target = tmp_path / "ro"
+    target.mkdir()
+    if os.geteuid() != 0:
+        target.chmod(0o555)
+        yield target
+        target.chmod(0o755)
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)], check=True)
+    yield target
+    subprocess.run(["umount", str(target)], check=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoint integrity, without a launch
+
+
+def edited(checkpoint: Path, change) -> Path:
+    state = checkpointing.read_state(checkpoint)
+    change(state)
+    (checkpoint / "state.json").write_text(json.dumps(state))
+    return checkpoint
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (lambda s: s["files"]["optimizer.bin"].update(size=1), "its state.json was changed after the save"),
+    (lambda s: s.update(step=99), "its state.json was changed after the save"),
+    (lambda s: s.pop("fingerprint"), "its state.json lacks fingerprint (written by an older emodist, or not by emodist)"),
+    (lambda s: s.pop("digest"), "its state.json lacks digest"),
+])
+def test_an_edited_state_json_makes_its_checkpoint_unusable(run_copy, change, reason):
+    checkpoint = edited(run_copy / "checkpoints" / "step-20", change)
+    assert checkpointing.unusable(checkpoint).startswith(reason)
+    assert checkpointing.latest_checkpoint(run_copy)[0] == run_copy / "checkpoints" / "step-10"
+
+
+def test_a_state_json_that_is_not_json_is_a_reason_not_a_traceback(run_copy):
+    checkpoint = run_copy / "checkpoints" / "step-20"
+    (checkpoint / "state.json").write_text("{not json")
+    assert checkpointing.unusable(checkpoint) == "its state.json does not read (JSONDecodeError)"
+    (checkpoint / "state.json").write_text("[]")
+    assert checkpointing.unusable(checkpoint).startswith("its state.json lacks step, epoch, batches_in_epoch")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The lock
+
+
+def write_lock(run_dir: Path, age_s: float = 0, **holder) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".emodist-lock"
+    path.write_text(json.dumps({"token": "theirs", "host": "node7", "pid": 1, "pid_started": 0.0,
+                                "started": "2026-01-01T00:00:00", "slurm_job_id": None,
+                                "slurm_restart_count": "0", **holder}))
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path
+
+
+def test_a_lock_held_on_another_host_is_respected_until_its_heartbeat_stops(tmp_path):
+    write_lock(tmp_path / "run", age_s=60)
+    with pytest.raises(errors.UsageError, match=r"is in use by another emodist launch \(pid 1 on node7, since "):
+        rundir.RunLock.acquire(tmp_path / "run")
+    write_lock(tmp_path / "run", age_s=rundir.RunLock.STALE_S + 60)
+    notices = []
+    lock = rundir.RunLock.acquire(tmp_path / "run", notify=notices.append)
+    assert notices == [f"emodist: took over the lock of {tmp_path / 'run'}: its holder on node7 has not been seen "
+                       "for 6 minutes"]
+    lock.release()
+    assert not (tmp_path / "run" / ".emodist-lock").exists()
+
+
+def test_a_lock_of_an_ended_process_on_this_host_is_taken_over(tmp_path):
+    import socket
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    write_lock(tmp_path / "run", host=socket.gethostname(), pid=int(ended.stdout))
+    notices = []
+    rundir.RunLock.acquire(tmp_path / "run", notify=notices.append).release()
+    assert notices == [f"emodist: took over the lock of {tmp_path / 'run'}: its process {int(ended.stdout)} on this "
+                       "host has ended"]
+
+
+def test_a_requeued_slurm_job_takes_over_the_lock_of_its_earlier_run(tmp_path, monkeypatch):
+    write_lock(tmp_path / "run", slurm_job_id="4242", slurm_restart_count="0")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    with pytest.raises(errors.UsageError, match="SLURM job 4242"):  # the same run of the job: still running
+        rundir.RunLock.acquire(tmp_path / "run")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    notices = []
+    rundir.RunLock.acquire(tmp_path / "run", notify=notices.append).release()
+    assert notices == [f"emodist: took over the lock of {tmp_path / 'run'}: it was held by an earlier run of SLURM "
+                       "job 4242, which SLURM ended before requeueing it"]
+
+
+def test_a_lock_being_written_is_respected_for_a_minute(tmp_path):
+    path = write_lock(tmp_path / "run")
+    path.write_text("")
+    with pytest.raises(errors.UsageError, match=r"in use by another emodist launch \(a lock being written\)"):
+        rundir.RunLock.acquire(tmp_path / "run")
+    os.utime(path, (time.time() - 120, time.time() - 120))
+    rundir.RunLock.acquire(tmp_path / "run", notify=lambda _: None).release()
+
+
+def test_a_live_lock_is_never_released_by_another_holder(tmp_path):
+    mine = rundir.RunLock.acquire(tmp_path / "run")
+    try:
+        path = tmp_path / "run" / ".emodist-lock"
+        holder = json.loads(path.read_text())
+        assert holder["pid"] == os.getpid() and holder["token"] == mine.token
+        other = rundir.RunLock(path, token="someone else")  # a release by a holder of another token
+        other.release()
+        assert path.exists()
+    finally:
+        mine.release()
+    assert not path.exists()
