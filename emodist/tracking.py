@@ -18,7 +18,9 @@ metrics.jsonl (what `launch/compare.py --wandb-group` reads back).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import netrc
 import os
 import queue
@@ -48,43 +50,96 @@ class Tracker:
 class WandbTracker(Tracker):
     """wandb calls run on a thread of their own, so the training loop never waits for wandb's service.
 
-    That service is a separate process: a job's SIGTERM (scancel signals every process of a step) can stop
-    it mid-run, after which a call into wandb may fail or wait forever. Calls go in order to one daemon
-    thread; the first failure turns tracking off with one warning; `finish` waits at most `FINISH_TIMEOUT`
-    seconds (`STOP_TIMEOUT` when the run was stopped: launchers kill 30 s after their SIGTERM), then the
-    run goes on without it (metrics.jsonl holds every record; wandb's own exit hook may still flush).
+    That service is a separate process: a job's SIGTERM (SLURM signals every process of a job step) stops
+    it mid-run, and it dies without writing what it had buffered. Calls go in order to one daemon thread;
+    the first failure turns them off. `finish` then starts a new service for the same wandb run and logs
+    again what the dead one may have lost (every record in offline mode, whose file the dead service left
+    incomplete; online, the records from the last step the server holds), then the summary and files. It
+    waits at most `FINISH_TIMEOUT` seconds (`STOP_TIMEOUT` when the run was stopped: launchers kill 30 s
+    after their SIGTERM); metrics.jsonl holds every record whatever happens to wandb.
     """
 
     FINISH_TIMEOUT, STOP_TIMEOUT = 60.0, 10.0
 
-    def __init__(self, run, console: Console):
+    def __init__(self, run, console: Console, init: dict | None = None):
         self.run = run
         self.console = console
+        self.init = init or {}
+        """wandb.init's arguments (mode included): a new service resumes the same run with them."""
+        self.records: list[dict] = []
+        self.failed = False
+        self.files_dir = Path(run.dir).parent
+        """The run's own offline-run directory: the replay writes a complete one beside it."""
         self._calls: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, name="emodist-wandb", daemon=True).start()
 
     def log(self, record: dict) -> None:
+        self.records.append(record)
         run = self.run  # the worker sets it to None on a failure, at any moment
         if run is not None:
             self._calls.put(("log", run.log, (record,), {}))
 
     def finish(self, summary: dict | None, files: list[Path], exit_code: int) -> None:
         run = self.run
-        if run is None:
-            return
+        timeout = self.FINISH_TIMEOUT if exit_code == 0 else self.STOP_TIMEOUT
+        if run is not None:
+            self._queue_end(run, summary, files, exit_code)
+            done = threading.Event()
+            self._calls.put(("done", done.set, (), {}))
+            if not done.wait(timeout):
+                self.console.print(f"emodist: warning: wandb did not finish within {timeout:.0f} s (its service may "
+                                   "have been stopped); metrics.jsonl keeps every record")
+                self.failed = False  # a hung service is not replaced: the new one would log twice
+        if self.failed and self.init:
+            self._replace_service(summary, files, exit_code, timeout)
+        self.run = None
+
+    def _queue_end(self, run, summary: dict | None, files: list[Path], exit_code: int) -> None:
         if summary is not None:
             self._calls.put(("summary", run.summary.update, (summary_metrics(summary),), {}))
         for path in files:  # files in the run's directory are uploaded when the run ends
             if path.is_file():
                 self._calls.put(("save", shutil.copy, (path, Path(run.dir) / path.name), {}))
         self._calls.put(("finish", run.finish, (), {"exit_code": exit_code}))
-        done = threading.Event()
-        self._calls.put(("done", done.set, (), {}))
-        timeout = self.FINISH_TIMEOUT if exit_code == 0 else self.STOP_TIMEOUT
-        if not done.wait(timeout):
-            self.console.print(f"emodist: warning: wandb did not finish within {timeout:.0f} s (its service may "
-                               "have been stopped); metrics.jsonl keeps every record")
-        self.run = None
+
+    def _replace_service(self, summary: dict | None, files: list[Path], exit_code: int, timeout: float) -> None:
+        """A new wandb service for the same run, fed what the dead one may have lost (on a thread, bounded)."""
+        outcome: list = []
+
+        def replay() -> None:
+            import wandb
+
+            with contextlib.suppress(Exception):  # the old service is gone: nothing to tear down cleanly
+                wandb.teardown()
+            try:
+                run = wandb.init(**{**self.init, "resume": "allow"})
+                _define_step(run)
+                last = run.summary.get("step") if self.init.get("mode") == "online" else None
+                records = [r for r in self.records if last is None or r["step"] >= last]
+                for record in records:
+                    run.log(record)
+                if summary is not None:
+                    run.summary.update(summary_metrics(summary))
+                for path in files:
+                    if path.is_file():
+                        shutil.copy(path, Path(run.dir) / path.name)
+                run.finish(exit_code=exit_code)
+                outcome.append(len(records))
+            except Exception as err:  # noqa: BLE001 - a tracker must never end the run
+                outcome.append(err)
+
+        worker = threading.Thread(target=replay, name="emodist-wandb-replay", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if outcome and isinstance(outcome[0], int):
+            self.console.print(f"emodist: wandb's service had stopped (a job's signal reaches it too): a new one "
+                               f"logged {outcome[0]} record(s) again into the same wandb run")
+            if self.init.get("mode") == "offline":
+                shutil.rmtree(self.files_dir, ignore_errors=True)  # what it holds, the new one holds too
+        else:
+            why = f" ({type(outcome[0]).__name__}: {outcome[0]})" if outcome else f" within {timeout:.0f} s"
+            self.console.print(f"emodist: warning: wandb could not log the end of the run{why}; metrics.jsonl keeps "
+                               "every record")
 
     def _work(self) -> None:
         while True:
@@ -95,9 +150,16 @@ class WandbTracker(Tracker):
                 try:
                     call(*args, **kwargs)
                 except Exception as err:  # noqa: BLE001 - a tracker must never end the run; metrics.jsonl has it all
-                    self.console.print(f"emodist: warning: wandb {what} failed ({type(err).__name__}: {err}); "
-                                       "tracking stops here, metrics.jsonl keeps every record")
+                    if not self.failed:
+                        self.console.print(f"emodist: warning: wandb {what} failed ({type(err).__name__}: {err}); "
+                                           "its records are logged again when the run ends")
+                    self.failed = True
                     self.run = None
+
+
+def _define_step(run) -> None:
+    run.define_metric("step")
+    run.define_metric("*", step_metric="step")  # our step, not wandb's own counter: resumes may repeat steps
 
 
 def summary_metrics(summary: dict) -> dict:
@@ -178,6 +240,7 @@ def start_wandb(cfg, run_dir: Path, labels: list[str], topology, console: Consol
         config={**cfg.to_dict(), "labels": labels, "topology": topology.identity()},
         dir=str(run_dir), id=earlier.get("id"), resume="allow", settings=wandb.Settings(silent=True),
     )
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # a stopped service: one warning, not a line per send
     try:
         run = wandb.init(mode=mode, **init)
     except Exception as err:  # noqa: BLE001 - an unreachable server must not cost the training run
@@ -185,14 +248,14 @@ def start_wandb(cfg, run_dir: Path, labels: list[str], topology, console: Consol
             console.print(f"emodist: warning: wandb could not start ({type(err).__name__}: {err}); tracking is off")
             return Tracker()
         console.print(f"emodist: wandb online failed ({type(err).__name__}: {err}): logging offline instead")
-        run = wandb.init(mode="offline", **init)
+        mode = "offline"
+        run = wandb.init(mode=mode, **init)
     run_file.write_text(json.dumps({"id": run.id, "name": run.name}) + "\n")
-    run.define_metric("step")
-    run.define_metric("*", step_metric="step")  # our step, not wandb's own counter: resumes may repeat steps
+    _define_step(run)
     where = run.url if mode == "online" and run.url else f"{Path(run.dir).parent} (`wandb sync` uploads it)"
     console.print(f"wandb: {mode} run {run.name} in project {run.project}"
                   + (f", group {run.group}" if run.group else "") + f": {where}")
-    return WandbTracker(run, console)
+    return WandbTracker(run, console, init={**init, "mode": mode, "id": run.id})
 
 
 class MetricLogger:
