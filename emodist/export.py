@@ -32,18 +32,50 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     """Write the standalone model of the finished run `run_dir` to `out_dir` (refused if it exists); `name`
     (the card's title and model-index name): the hub repository, else the run's directory name;
     `merge_dtype`: the dtype an adapter is merged in (default float32 for LoRA, bfloat16 for QLoRA)."""
-    from emodist import config, modeling
-
-    summary_file, model_dir = run_dir / "summary.json", run_dir / "model"
-    if not summary_file.is_file() or not (model_dir / "config.json").is_file():
-        raise UsageError(f"{run_dir}: not a finished run (no summary.json or model/): export a run that ended")
+    summary, cfg = _finished_run(run_dir)
+    model_dir = run_dir / "model"
     if out_dir.exists():
         raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
-    summary = json.loads(summary_file.read_text(encoding="utf-8"))
-    cfg = config.load(config_file=str(run_dir / "config.yaml"))
+    card = model_card(summary, cfg, name or run_dir.name)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an export that was stopped
+    try:
+        tmp.mkdir(parents=True)
+        _write(summary, cfg, model_dir, tmp, card, max_shard_size, merge_dtype)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _finished_run(run_dir: Path) -> tuple[dict, object]:
+    """(summary, config) of the finished run in `run_dir`; UsageError saying what is missing or broken."""
+    from emodist import config, report
+
+    summary_file, model_dir = run_dir / "summary.json", run_dir / "model"
+    missing = [name for name, there in (("summary.json", summary_file.is_file()), ("config.yaml", (run_dir / "config.yaml").is_file()),
+                                        ("model/config.json", (model_dir / "config.json").is_file()),
+                                        ("model/thresholds.json", (model_dir / "thresholds.json").is_file())) if not there]
+    if missing:
+        raise UsageError(f"{run_dir}: not a finished run (no {', '.join(missing)}): export a run that ended")
+    try:
+        summary = report.checked_summary(summary_file, json.loads(summary_file.read_text(encoding="utf-8")))
+    except ValueError as err:
+        raise UsageError(f"{summary_file}: not valid JSON ({err}): export a run that ended") from None
+    cfg = config.load(config_file=str(run_dir / "config.yaml"))
+    try:
+        model_card(summary, cfg, run_dir.name)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise UsageError(f"{summary_file}: it lacks what the model card needs ({type(err).__name__}: {err}): not a "
+                         "summary emodist wrote (or edited since): export a run that ended") from None
+    return summary, cfg
+
+
+def _write(summary: dict, cfg, model_dir: Path, tmp: Path, card: str, max_shard_size: str | None,
+           merge_dtype: str | None) -> None:
+    from emodist import modeling
+
     adapter = (model_dir / "adapter_config.json").is_file()
     if adapter and summary["quantization"] != "none":
         shutil.copytree(model_dir, tmp / "adapter")
@@ -57,9 +89,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
     tokenizer.save_pretrained(tmp)
     shutil.copy2(model_dir / "thresholds.json", tmp / "thresholds.json")
-    (tmp / "README.md").write_text(model_card(summary, cfg, name or run_dir.name), encoding="utf-8")
-    tmp.rename(out_dir)
-    return out_dir
+    (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
 def model_card(summary: dict, cfg, name: str) -> str:

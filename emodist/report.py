@@ -35,6 +35,7 @@ COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
     ("mixed_precision", ("mixed_precision",), "{}"),
     ("params_trainable", ("params", "trainable"), "{:,}"),
     ("train_steps", ("train", "steps"), "{}"),
+    ("test_examples", ("test", "num_examples"), "{:,}"),
     ("dev_f1_macro", ("dev", "f1_macro"), "{:.4f}"),
     ("dev_f1_micro", ("dev", "f1_micro"), "{:.4f}"),
     ("test_f1_macro", ("test", "f1_macro"), "{:.4f}"),
@@ -54,7 +55,7 @@ COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
 ]
 HEADERS = {"run": "run", "variant": "variant", "base_model": "base model", "method": "method",
            "quantization": "quant", "num_nodes": "nodes", "num_processes": "procs", "distributed": "topology",
-           "mixed_precision": "precision", "params_trainable": "trainable params", "train_steps": "steps",
+           "mixed_precision": "precision", "params_trainable": "trainable params", "train_steps": "steps", "test_examples": "test examples",
            "dev_f1_macro": "dev F1 macro", "dev_f1_micro": "dev F1 micro", "test_f1_macro": "test F1 macro",
            "test_f1_micro": "test F1 micro", "test_tuned_f1_macro": "tuned F1 macro",
            "test_tuned_f1_micro": "tuned F1 micro", "test_precision_micro": "test P micro",
@@ -95,25 +96,85 @@ def _is_run(path: Path) -> bool:
 
 
 def load_summaries(runs: list[Path]) -> list[dict]:
+    """Each run's summary.json, checked (`checked_summary`); UsageError naming the file otherwise."""
     summaries = []
     for run in runs:
         try:
-            summaries.append(json.loads((run / SUMMARY).read_text(encoding="utf-8")))
+            summary = json.loads((run / SUMMARY).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise UsageError(f"{run / SUMMARY}: unreadable ({err}): rerun or remove that run") from None
+        summaries.append(checked_summary(run / SUMMARY, summary))
     return summaries
 
 
+SCORED = ("dev", "test", "test_tuned")
+SECTIONS = (*SCORED, "perf", "params", "train")
+
+
+def checked_summary(where: Path, summary) -> dict:
+    """`summary` with its optional sections made objects (a missing or null `perf` becomes {}), after checking
+    that every value the comparison reads has its type; UsageError naming `where` and the key otherwise."""
+    def refuse(problem: str) -> UsageError:
+        return UsageError(f"{where}: {problem}: not a summary emodist wrote (or edited since): rerun or remove that run")
+
+    if not isinstance(summary, dict):
+        raise refuse(f"a JSON {type(summary).__name__}, not an object")
+    summary = dict(summary)
+    for key in ("variant", "dataset"):
+        if not isinstance(summary.get(key), str):
+            raise refuse(f"{key} is missing or not text")
+    labels = summary.get("labels")
+    if not (isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels)):
+        raise refuse("labels is missing or not a list of names")
+    for section in SECTIONS:
+        if summary.get(section) is None:
+            summary[section] = {}
+        elif not isinstance(summary[section], dict):
+            raise refuse(f"{section} is a {type(summary[section]).__name__}, not an object")
+    if not summary["test"]:
+        raise refuse("it holds no test scores")
+    for section in SCORED:
+        scores = summary[section]
+        for key, value in scores.items():
+            if key in ("per_label", "confusion"):
+                if not (isinstance(value, dict) and all(isinstance(v, (dict, list)) for v in value.values())):
+                    raise refuse(f"{section}.{key} is not an object of labels")
+            elif value is not None and not _numeric(value):
+                raise refuse(f"{section}.{key} is {value!r}, not a number")
+        for label, per in scores.get("per_label", {}).items():
+            if not isinstance(per, dict) or not all(_numeric(v) for v in per.values()):
+                raise refuse(f"{section}.per_label.{label} is not an object of numbers")
+        for label, matrix in scores.get("confusion", {}).items():
+            if not (isinstance(matrix, list) and len(matrix) == 2 and all(
+                    isinstance(row, list) and len(row) == 2 and all(_numeric(v) for v in row) for row in matrix)):
+                raise refuse(f"{section}.confusion.{label} is not a 2x2 matrix")
+    for section in ("perf", "params", "train"):  # the values the table and the plots read
+        read = {path[1] for _, path, _ in COLUMNS if len(path) == 2 and path[0] == section} | {"peak_memory_bytes"}
+        for key in read & set(summary[section]):
+            value = summary[section][key]
+            if value is not None and not _numeric(value):
+                raise refuse(f"{section}.{key} is {value!r}, not a number")
+    return summary
+
+
 def check_comparable(runs: list[Path], summaries: list[dict]) -> None:
-    """Refuse runs trained on different data sets or label sets: their scores do not compare."""
-    for key in ("dataset", "labels"):
+    """Refuse runs trained on different data sets or label sets, or scored on different test sets: their
+    scores do not compare. Test sets compare by their fingerprint (examples and labels), or, for runs that
+    did not record one, by their size."""
+    fingerprints = [(s.get("splits") or {}).get("test", {}).get("fingerprint") for s in summaries]
+    test_set = ("test set", [f"{s['test'].get('num_examples')} examples" + (f", {f[:8]}" if f else "")
+                             for s, f in zip(summaries, fingerprints, strict=True)])
+    if not all(fingerprints):
+        test_set = ("test set size", [f"{s['test'].get('num_examples')} examples" for s in summaries])
+    for key, values in (("dataset", [s["dataset"] for s in summaries]), ("labels", [s["labels"] for s in summaries]),
+                        test_set):
         groups: dict[str, list[str]] = {}
-        for run, summary in zip(runs, summaries, strict=True):
-            groups.setdefault(json.dumps(summary.get(key)), []).append(run.name)
+        for run, value in zip(runs, values, strict=True):
+            groups.setdefault(json.dumps(value), []).append(run.name)
         if len(groups) > 1:
             kinds = "; ".join(f"{', '.join(names)}: {_short(json.loads(value))}" for value, names in groups.items())
             raise UsageError(f"these runs differ in their {key}, so their scores do not compare ({kinds}): "
-                             "compare runs of one data set and label set at a time")
+                             "compare runs scored on one data set, label set and test set at a time")
 
 
 def _short(value) -> str:
@@ -130,10 +191,10 @@ def row(run: Path, summary: dict) -> dict:
             value = value.get(key) if isinstance(value, dict) else None
         values[name] = value if path else None
     values["run"] = run.name
-    values["distributed"] = summary.get("distributed_type", "") + (
+    values["distributed"] = str(summary.get("distributed_type") or "") + (
         f" ZeRO-{summary['zero_stage']}" if summary.get("zero_stage") is not None else "")
-    peak = summary.get("perf", {}).get("peak_memory_bytes")
-    values["peak_memory_gib"] = peak / 2**30 if peak is not None else None
+    peak = summary["perf"].get("peak_memory_bytes")
+    values["peak_memory_gib"] = peak / 2**30 if _is_number(peak) else None
     return values
 
 
@@ -182,6 +243,10 @@ def download_wandb_group(group: str, project: str, entity: str | None, into: Pat
                 continue
         runs.append(target)
     return runs
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:

@@ -38,16 +38,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if args.wandb_group:
-            into = Path("runs") / f"wandb-{args.wandb_group}"
-            args.runs = [into]
-            report.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
-        runs = report.find_runs(args.runs)
-        output = args.output or default_output(args.runs, runs)
-        written = report.write_comparison(runs, output)
-    except errors.UsageError as err:
-        return errors.report(err)
+    return errors.run_main(lambda: compare(args))
+
+
+def compare(args: argparse.Namespace) -> int:
+    if args.wandb_group:
+        into = Path("runs") / f"wandb-{args.wandb_group}"
+        args.runs = [into]
+        report.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
+    runs = report.find_runs(args.runs)
+    output = args.output or default_output(args.runs, runs)
+    written = report.write_comparison(runs, output)
     print(f"compared {len(runs.finished)} run(s)"
           + (f" ({len(runs.unfinished)} unfinished left out)" if runs.unfinished else "")
           + ": " + ", ".join(str(p) for p in written))

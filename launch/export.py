@@ -30,23 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="create the hub repository private")
     parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list the files, send nothing")
     args = parser.parse_args(argv)
-    try:
-        from emodist import export
-        from emodist.console import Console
+    return errors.run_main(lambda: run(args))
 
-        Console.quiet_libraries()
-        out_dir = args.output or args.run_dir / "export"
-        if not (args.push_to_hub and (out_dir / "README.md").is_file()):  # an export to push is pushed as it is
-            export.export(args.run_dir, out_dir, args.max_shard_size, name=args.push_to_hub or args.run_dir.name,
-                          merge_dtype=args.merge_dtype)
-            print(f"exported {args.run_dir} to {out_dir}")
-        if args.push_to_hub:
-            files = export.push(out_dir, args.push_to_hub, private=args.private, dry_run=args.dry_run)
-            verb = "would upload" if args.dry_run else "uploaded"
-            print(f"{verb} to {args.push_to_hub}{' (private)' if args.private else ''}: " + ", ".join(files))
-        return 0
-    except errors.UsageError as err:
-        return errors.report(err)
+
+def run(args: argparse.Namespace) -> int:
+    from emodist import config, export
+    from emodist.console import Console
+
+    if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
+        raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and a "
+                                "unit, e.g. 2GB, 500MB or 5GiB")
+    Console.quiet_libraries()
+    out_dir = args.output or args.run_dir / "export"
+    if not (args.push_to_hub and (out_dir / "README.md").is_file()):  # an export to push is pushed as it is
+        export.export(args.run_dir, out_dir, args.max_shard_size, name=args.push_to_hub or args.run_dir.name,
+                      merge_dtype=args.merge_dtype)
+        print(f"exported {args.run_dir} to {out_dir}")
+    if args.push_to_hub:
+        files = export.push(out_dir, args.push_to_hub, private=args.private, dry_run=args.dry_run)
+        verb = "would upload" if args.dry_run else "uploaded"
+        print(f"{verb} to {args.push_to_hub}{' (private)' if args.private else ''}: " + ", ".join(files))
+    return 0
 
 
 if __name__ == "__main__":

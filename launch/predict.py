@@ -48,35 +48,65 @@ def _cuda() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return errors.run_main(lambda: predict(args))
+
+
+def predict(args: argparse.Namespace) -> int:
+    if args.file and args.texts:
+        raise errors.UsageError("texts given both as arguments and with --file: choose one")
+    for flag, value, least in (("--top-k", args.top_k, 0), ("--batch-size", args.batch_size, 1),
+                               ("--max-length", args.max_length, 8)):
+        if value < least:
+            raise errors.UsageError(f"{flag} {value}: must be >= {least}")
+    from emodist.console import Console
+    from emodist.inference import Classifier, Texts, Writer, model_dir_of, read_texts
+
+    Console.quiet_libraries()
+
+    model_dir = model_dir_of(Path(args.model))
+    if hub.needed_by_export(model_dir):  # before huggingface_hub is imported, which reads it once
+        hub.go_offline_if_unreachable()
+    device = _device(args.device)
+    inputs = Texts(args.texts, 0, "arguments") if args.texts else read_texts(args.file, args.column)
+    if not inputs.texts:
+        skipped = f" (only {inputs.skipped} empty line(s))" if inputs.skipped else ""
+        raise errors.UsageError(f"no text to label in {inputs.source}{skipped}: give texts as arguments, with --file, "
+                                "or on standard input")
+    classifier = Classifier.load(model_dir, device, max_length=args.max_length, batch_size=args.batch_size)
+    longest = getattr(classifier.model.config, "max_position_embeddings", None)
+    if longest and args.max_length > longest:
+        raise errors.UsageError(f"--max-length {args.max_length}: this model reads at most {longest} tokens: "
+                                f"use --max-length {longest} or less")
+    output = _open_output(args.output)
+    writer = Writer(output, classifier.labels, args.format, args.top_k)
+    truncated = 0
+    for start in range(0, len(inputs.texts), CHUNK):
+        chunk = inputs.texts[start:start + CHUNK]
+        probabilities = classifier.probabilities(chunk)
+        writer.write(chunk, probabilities, classifier.labels_of(probabilities))
+        truncated += classifier.truncated(chunk)
+    _notices(inputs, truncated, args.max_length)
+    return 0
+
+
+def _device(name: str):
+    """The torch device `--device` names; UsageError for one this machine does not have."""
+    import torch
+
     try:
-        if args.file and args.texts:
-            raise errors.UsageError("texts given both as arguments and with --file: choose one")
-        for flag, value, least in (("--top-k", args.top_k, 0), ("--batch-size", args.batch_size, 1),
-                                   ("--max-length", args.max_length, 8)):
-            if value < least:
-                raise errors.UsageError(f"{flag} {value}: must be >= {least}")
-        from emodist.console import Console
-        from emodist.inference import Classifier, Texts, Writer, model_dir_of, read_texts
-
-        Console.quiet_libraries()
-
-        model_dir = model_dir_of(Path(args.model))
-        if hub.needed_by_export(model_dir):  # before huggingface_hub is imported, which reads it once
-            hub.go_offline_if_unreachable()
-        inputs = Texts(args.texts, 0, "arguments") if args.texts else read_texts(args.file, args.column)
-        classifier = Classifier.load(model_dir, args.device, max_length=args.max_length, batch_size=args.batch_size)
-        output = _open_output(args.output)
-        writer = Writer(output, classifier.labels, args.format, args.top_k)
-        truncated = 0
-        for start in range(0, len(inputs.texts), CHUNK):
-            chunk = inputs.texts[start:start + CHUNK]
-            probabilities = classifier.probabilities(chunk)
-            writer.write(chunk, probabilities, classifier.labels_of(probabilities))
-            truncated += classifier.truncated(chunk)
-        _notices(inputs, truncated, args.max_length)
-        return 0
-    except errors.UsageError as err:
-        return errors.report(err)
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise errors.UsageError(f"--device {name}: not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise errors.UsageError(f"--device {name}: this machine has no CUDA GPU (or no CUDA build of torch): "
+                                    "use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise errors.UsageError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise errors.UsageError(f"--device {name}: emodist runs on cpu or cuda devices")
+    return device
 
 
 def _open_output(path: str | None):
@@ -86,6 +116,8 @@ def _open_output(path: str | None):
         return open(path, "x", encoding="utf-8", newline="")  # noqa: SIM115 - open for the whole run
     except FileExistsError:
         raise errors.UsageError(f"--output {path} exists: choose a new file (nothing is overwritten)") from None
+    except OSError as err:
+        raise errors.UsageError(f"--output {path}: cannot write it ({err.strerror})") from None
 
 
 def _notices(inputs, truncated: int, max_length: int) -> None:

@@ -105,5 +105,32 @@ def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_p
     result = run_script("export.py", str(run_dir), "--output", str(out))
     assert error_lines(result) == [f"emodist: error: {out} exists: choose a new --output (nothing is overwritten)"]
     result = run_script("export.py", str(tmp_path))
-    assert error_lines(result) == [f"emodist: error: {tmp_path}: not a finished run (no summary.json or model/): "
-                                   "export a run that ended"]
+    assert error_lines(result) == [f"emodist: error: {tmp_path}: not a finished run (no summary.json, config.yaml, "
+                                   "model/config.json, model/thresholds.json): export a run that ended"]
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda s: "{cut short", "not valid JSON"),
+    (lambda s: json.dumps({k: v for k, v in s.items() if k != "test_tuned"}),
+     "it lacks what the model card needs (KeyError: 'f1_micro')"),
+    (lambda s: json.dumps({**s, "test": None}), "it holds no test scores"),
+])
+def test_a_broken_summary_is_refused_in_one_line_and_leaves_no_partial_export(smoke_runs, tmp_path, damage, message):
+    import shutil
+
+    source, _ = smoke_runs("distilbert")
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    summary = run_dir / "summary.json"
+    summary.write_text(damage(json.loads(summary.read_text())))
+    result = run_script("export.py", str(run_dir))
+    [line] = error_lines(result)
+    assert result.returncode == 2 and line.startswith(f"emodist: error: {summary}: ") and message in line
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("export")) == []
+
+
+def test_a_shard_size_that_is_not_a_size_is_refused(exports, tmp_path):
+    run_dir, _ = exports("distilbert")
+    result = run_script("export.py", str(run_dir), "--output", str(tmp_path / "e"), "--max-shard-size", "lots")
+    assert error_lines(result) == ["emodist: error: --max-shard-size lots: not a size: write a whole number and a unit, "
+                                   "e.g. 2GB, 500MB or 5GiB"]

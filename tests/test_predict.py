@@ -89,6 +89,25 @@ def test_refusals_are_one_line_and_an_existing_output_is_kept(smoke_runs, tmp_pa
     assert result.stdout == ""
 
 
+def test_no_text_and_a_missing_gpu_are_one_line_each(smoke_runs, tmp_path):
+    run_dir, _ = smoke_runs("distilbert")
+    model = str(run_dir / "model")
+    assert error_lines(predict(model, stdin="")) == [
+        "emodist: error: no text to label in <stdin>: give texts as arguments, with --file, or on standard input"]
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n")
+    assert error_lines(predict(model, "--file", str(blank))) == [
+        f"emodist: error: no text to label in {blank} (only 2 empty line(s)): give texts as arguments, with --file, "
+        "or on standard input"]
+    result = predict(model, "hello", "--device", "cuda")
+    assert result.returncode == 2 and error_lines(result) == [
+        "emodist: error: --device cuda: this machine has no CUDA GPU (or no CUDA build of torch): use --device cpu"]
+    assert error_lines(predict(model, "hello", "--device", "tpu7")) == [
+        "emodist: error: --device tpu7: not a device: use cpu, cuda or cuda:N"]
+    assert error_lines(predict(model, "hello", "--max-length", "100000")) == [
+        "emodist: error: --max-length 100000: this model reads at most 128 tokens: use --max-length 128 or less"]
+
+
 # ---------------------------------------------------------------------------------------------------
 # The readers
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, assert_drawn
 
 from emodist import errors
@@ -89,6 +90,68 @@ def test_runs_of_another_data_set_are_refused(tmp_path):
     b = write_run(tmp_path / "b", "distilbert", 0.3, dataset="semeval")
     result = compare(str(a), str(b))
     assert result.returncode == errors.EXIT_USAGE and "differ in their dataset" in result.stderr
+
+
+def test_runs_scored_on_different_test_sets_are_refused_and_the_table_shows_the_counts(tmp_path):
+    a = write_run(tmp_path / "a", "distilbert", 0.3)
+    b = write_run(tmp_path / "b", "minilm", 0.2)
+    for run, size in ((a, 500), (b, 200)):
+        summary = json.loads((run / "summary.json").read_text())
+        summary["test"]["num_examples"] = size
+        (run / "summary.json").write_text(json.dumps(summary))
+    result = compare(str(a), str(b))
+    assert result.returncode == errors.EXIT_USAGE
+    assert "differ in their test set size, so their scores do not compare (a: 500 examples; b: 200 examples)" in result.stderr
+
+    for run, fingerprint in ((a, "aaaa1111"), (b, "bbbb2222")):  # the same size, other examples
+        summary = json.loads((run / "summary.json").read_text())
+        summary["test"]["num_examples"] = 500
+        summary["splits"] = {"test": {"examples": 500, "fingerprint": fingerprint}}
+        (run / "summary.json").write_text(json.dumps(summary))
+    result = compare(str(a), str(b))
+    assert "differ in their test set, so their scores do not compare (a: 500 examples, aaaa1111; b: 500 examples, " \
+           "bbbb2222)" in result.stderr
+
+    for run in (a, b):
+        summary = json.loads((run / "summary.json").read_text())
+        summary["splits"]["test"]["fingerprint"] = "cccc3333"
+        (run / "summary.json").write_text(json.dumps(summary))
+    result = compare(str(a), str(b), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert [r["test_examples"] for r in rows] == ["500", "500"]
+    assert "| test examples |" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[]", "a JSON list, not an object"),
+    ('{"variant": "x"}', "dataset is missing or not text"),
+    (None, "test.f1_macro is 'high', not a number"),
+])
+def test_a_summary_that_is_not_emodists_is_refused_naming_it(tmp_path, content, message):
+    a = write_run(tmp_path / "a", "distilbert", 0.3)
+    b = write_run(tmp_path / "b", "minilm", 0.2)
+    if content is None:
+        summary = json.loads((b / "summary.json").read_text())
+        summary["test"]["f1_macro"] = "high"
+        content = json.dumps(summary)
+    (b / "summary.json").write_text(content)
+    result = compare(str(a), str(b))
+    assert result.returncode == errors.EXIT_USAGE
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("emodist: error:")]
+    assert line == (f"emodist: error: {b / 'summary.json'}: {message}: not a summary emodist wrote (or edited since): "
+                    "rerun or remove that run")
+
+
+def test_a_summary_without_perf_numbers_compares_with_dashes(tmp_path):
+    a = write_run(tmp_path / "a", "distilbert", 0.3)
+    summary = json.loads((a / "summary.json").read_text())
+    summary["perf"] = None
+    (a / "summary.json").write_text(json.dumps(summary))
+    result = compare(str(a), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    [row] = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert row["train_samples_per_s"] == "" and row["test_f1_macro"] == "0.3"
 
 
 def test_a_directory_without_runs_is_refused(tmp_path):
