@@ -238,6 +238,7 @@ def test_hub_model_offline_is_one_line_pointing_to_local_models(tmp_path, cache_
 def test_a_run_is_never_replaced_silently(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    (run_dir / ".emodist-run").write_text("{}")  # an emodist run directory (tests/test_rundir.py: the others)
     (run_dir / "summary.json").write_text('{"variant": "an earlier run"}')
     (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     args = ["--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "train.max_steps=2"]
@@ -245,13 +246,15 @@ def test_a_run_is_never_replaced_silently(tmp_path, cache_dir):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1] == (
         f"emodist: error: --output-dir {run_dir} already holds a run (metrics.jsonl, summary.json): continue it "
-        "with --resume auto, choose a new --output-dir, or pass --overwrite to replace it")
+        "with --resume auto, choose a new --output-dir, or pass --overwrite to move it aside")
     assert (run_dir / "summary.json").read_text() == '{"variant": "an earlier run"}'
 
     replaced = launch(*args, "--overwrite", accelerate=False)
     assert replaced.returncode == 0, replaced.stderr[-2000:]
     assert read_summary(run_dir)["train"]["steps"] == 2
     assert read_metrics(run_dir)[0]["step"] == 2
+    [aside] = tmp_path.glob("run.replaced-*")
+    assert (aside / "summary.json").read_text() == '{"variant": "an earlier run"}'
 
 
 def test_list_variants():
