@@ -253,8 +253,10 @@ def unusable(checkpoint: Path, content: bool = True) -> str | None:
         path = checkpoint / name
         if not path.is_file():
             return f"{name} is missing"
-        if not isinstance(expected, dict) or path.stat().st_size != expected.get("size"):
-            return f"{name} is cut short or has grown ({path.stat().st_size:,} bytes, saved with {expected.get('size'):,})"
+        if not isinstance(expected, dict) or not isinstance(expected.get("size"), int):
+            return f"its {STATE_FILE} lists {name} without its size"
+        if path.stat().st_size != expected["size"]:
+            return f"{name} is cut short or has grown ({path.stat().st_size:,} bytes, saved with {expected['size']:,})"
         if content and _describe_file(path)["sha256"] != expected.get("sha256"):
             return f"{name} does not match the hash taken when it was saved (corrupted or changed since)"
     return None
@@ -303,20 +305,22 @@ def differences(saved: dict, current: dict) -> str:
     return shown + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")
 
 
-def check_resumable(checkpoint: Path, state: dict, current: dict, topology: dict) -> None:
+def check_resumable(checkpoint: Path, state: dict, current: dict, topology: dict, resume: str | None = None) -> None:
     """Refuse, in one line, to resume `checkpoint` into a run it does not fit.
 
-    `current`: this run's `fingerprint`; `topology`: its num_processes, distributed_type and zero_stage.
+    `current`: this run's `fingerprint`; `topology`: its num_processes, distributed_type and zero_stage;
+    `resume`: the --resume value that chose it (default: the checkpoint's path).
     """
+    said = f"--resume {checkpoint}: it" if resume in (None, str(checkpoint)) else f"--resume {resume}: {checkpoint}"
     changed = differences(state["fingerprint"], current)
     if changed:
-        raise UsageError(f"--resume {checkpoint}: it was trained with other settings: {changed}: resume with "
-                         "its settings (--config on the run's config.yaml), or start a new run in a new --output-dir")
+        raise UsageError(f"{said} was trained with other settings: {changed}: resume with its settings (--config on "
+                         "the run's config.yaml), or start a new run in a new --output-dir")
     for key, reason in (("num_processes", "each rank's data position and RNG stream belong to its rank"),
                         ("zero_stage", "DeepSpeed cannot re-partition optimizer states for another stage"),
                         ("distributed_type", "its checkpoint format belongs to the topology")):
         if state.get(key) != topology[key]:
-            raise UsageError(f"--resume {checkpoint}: written with {key}={state.get(key)}, this run has "
+            raise UsageError(f"{said} was written with {key}={state.get(key)}, this run has "
                              f"{key}={topology[key]}; {reason}. Launch with the same accelerate config and "
                              "--num_processes, or start a new run in a new --output-dir")
 

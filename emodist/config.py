@@ -229,6 +229,8 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
     checks = [
         ("model.name_or_path", not m.name_or_path, "is empty: give a hub id or a local model directory"),
+        ("output_dir", cfg.output_dir is not None and not cfg.output_dir.strip(),
+         "is empty: name a directory, or leave it out for runs/<variant>-<date>-<time>"),
         ("model.quantization", m.quantization != "none" and m.method != "lora",
          "a quantized base is frozen, so it needs model.method=lora"),
         ("model.dtype", m.method == "full" and m.dtype != "float32",
@@ -274,7 +276,7 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("train.save_every_steps", t.save_every_steps < 0, "must be >= 0 (0: only at the end)"),
         ("train.keep_last_checkpoints", t.keep_last_checkpoints < 1, "must be >= 1"),
         ("export.max_shard_size", not valid_shard_size(cfg.export.max_shard_size),
-         f"{cfg.export.max_shard_size!r} is not a size: write a whole number and a unit, e.g. 2GB, 500MB or 5GiB"),
+         f"{cfg.export.max_shard_size!r} is not a size: write a whole number and KB, MB, GB, KiB, MiB or GiB, e.g. 2GB"),
         ("train.seed", not 0 <= t.seed < 2**32, "must be in 0..4294967295 (the seed of numpy and torch)"),
         *((key, _path_problem(value) is not None, _path_problem(value) or "") for key, value in (
             ("output_dir", cfg.output_dir), ("data.data_dir", d.data_dir), ("data.cache_dir", d.cache_dir),
@@ -347,6 +349,10 @@ def load(
     user = file_settings + override_settings + cli_settings
 
     name = variant or _last(user, "variant")
+    given = next((s for s in reversed(user) if s.key == "variant"), None)
+    if variant and given is not None and given.value != variant:
+        raise UsageError(f"--variant {variant}, but {given.where} sets variant: {given.value}: the file's settings are "
+                         f"those of {given.value}; drop --variant, or start from --variant {variant} without this file")
     if name is not None and not isinstance(name, str):
         where = next(s.where for s in reversed(user) if s.key == "variant")
         raise UsageError(f"{where}: variant={name!r}: must be the name of a variant ({', '.join(variants.names())})")
@@ -375,8 +381,11 @@ def load(
 
 
 def dump(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved config as YAML: `--config` on it reproduces the run."""
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write the resolved config as YAML: `--config` on it reproduces the run (in a new run directory: the
+    run directory is where the file lies, so output_dir is left out)."""
+    tree = cfg.to_dict()
+    tree.pop("output_dir")
+    path.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
 
 
 def field_docs() -> dict[str, tuple[str, str]]:
@@ -530,7 +539,8 @@ def _read_yaml(path_text: str) -> list[Setting]:
     """Settings of a YAML file, each with its file:line."""
     path = Path(path_text)
     if not _is_file(path):
-        raise UsageError(f"--config {path}: no such file")
+        kind = "a directory, not a file" if _is_dir(path) else "no such file"
+        raise UsageError(f"--config {path}: {kind}: name a YAML file, e.g. a run's config.yaml")
     try:
         raw = path.read_bytes()
     except OSError as err:

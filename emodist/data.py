@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,12 +224,13 @@ def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
+    csv.field_size_limit(2**31 - 1)  # a long text is a text: csv's default refuses fields over 128 KiB
     reader = csv.DictReader(_read_lines(path))
     try:
         for row in reader:
             yield reader.line_num, row
     except csv.Error as err:
-        raise _row_error(path, reader.line_num, f"not valid CSV ({err}): quote fields that hold line breaks") from None
+        raise _row_error(path, reader.line_num, f"not valid CSV ({err})") from None
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
@@ -249,6 +251,8 @@ def _table_rows(path: Path, records: Iterator[tuple[int, dict]], cfg: DataConfig
         for column in (cfg.text_column, cfg.label_column):
             if column not in row:
                 raise _row_error(path, lineno, f"no column {column!r} (set data.text_column / data.label_column)")
+            if row[column] is None:  # csv: a row shorter than the header
+                raise _row_error(path, lineno, f"no value in column {column!r}: the row has fewer fields than the header")
         text = row[cfg.text_column]
         if not isinstance(text, str):
             raise _row_error(path, lineno, f"the text column {cfg.text_column!r} holds {text!r}, not a string: "
@@ -480,7 +484,11 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
     import datasets
 
     root = cache_root(cache_dir) / "tokenized"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"the tokenization cache {root} cannot be created ({err.strerror}): set data.cache_dir (or "
+                         "$EMODIST_CACHE) to a writable directory") from None
     tokenizer_id = _tokenizer_fingerprint(tokenizer)
 
     def encode(batch):
@@ -491,9 +499,20 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
         for split, part in data.splits.items():
             key = _fingerprint(tokenizer_id, str(max_length), *part.texts, part.targets.tobytes())
             raw = datasets.Dataset.from_dict({"text": part.texts, "labels": part.targets.tolist()})
-            out[split] = raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
-                                 cache_file_name=str(root / f"{split}-{key}.arrow"), new_fingerprint=key,
-                                 desc=f"tokenize {split}")
+            cached = root / f"{split}-{key}.arrow"
+
+            def tokenized(raw=raw, cached=cached, key=key, split=split):
+                return raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
+                               cache_file_name=str(cached), new_fingerprint=key, desc=f"tokenize {split}")
+            try:
+                out[split] = tokenized()
+            except Exception as err:  # noqa: BLE001 - pyarrow's errors of a damaged file have no common base
+                if not cached.is_file():
+                    raise
+                print(f"emodist: the cached tokens {cached} do not read ({type(err).__name__}): tokenizing again",
+                      file=sys.stderr)
+                cached.unlink()  # ours, and derived: the texts are tokenized again into it
+                out[split] = tokenized()
     return out
 
 

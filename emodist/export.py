@@ -171,6 +171,17 @@ domains are not covered by the test scores.
 """
 
 
+def check_repo_id(repo_id: str) -> None:
+    """UsageError unless `repo_id` is a hub repository id (`name` or `namespace/name`), before any work."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise UsageError(f"--push-to-hub {repo_id}: not a hub repository id ({str(err).splitlines()[0]}): use "
+                         "NAME or NAMESPACE/NAME, e.g. me/emotions") from None
+
+
 def push(out_dir: Path, repo_id: str, private: bool = False, dry_run: bool = False) -> list[str]:
     """Upload `out_dir` to the hub repository `repo_id` (created if needed); return the files. `dry_run`
     only lists them. Refused in one line, before anything is sent, without a token or with the hub

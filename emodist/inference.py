@@ -51,7 +51,7 @@ class Classifier:
         model, tokenizer = load_trained(model_dir, device)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         tuned = thresholds.load(Path(model_dir))
-        cut = thresholds.for_labels(tuned, labels) if tuned else np.full(len(labels), 0.5)
+        cut = thresholds.for_labels(tuned, labels, Path(model_dir) / thresholds.FILE) if tuned else np.full(len(labels), 0.5)
         return cls(model, tokenizer, cut, max_length, batch_size)
 
     @torch.inference_mode()
@@ -164,9 +164,14 @@ def _jsonl_field(text: str, key: str, source: str) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise UsageError(f"{source}:{number}: not JSON ({err.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(key), str):
-            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-            raise UsageError(f"{source}:{number}: no text field {key!r} (fields: {fields}); choose one with --column")
+        if not isinstance(record, dict):
+            raise UsageError(f"{source}:{number}: a JSON {type(record).__name__}, not an object with a text field "
+                             f"{key!r}: write one object per line")
+        if key not in record:
+            raise UsageError(f"{source}:{number}: no text field {key!r} (fields: {', '.join(map(repr, record))}); "
+                             "choose one with --column")
+        if not isinstance(record[key], str):
+            raise UsageError(f"{source}:{number}: field {key!r} holds {record[key]!r}, not a text")
         values.append(record[key])
     return values
 

@@ -133,10 +133,13 @@ def _add_lora(model, cfg: ModelConfig, float32_trainable: bool):
     lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
                       lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules),
                       modules_to_save=list(cfg.head_modules))
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear) and not is_head_parameter(name, cfg.head_modules)})
     try:
         model = get_peft_model(model, lora, autocast_adapter_dtype=float32_trainable)
-    except ValueError as err:  # peft: "Target modules {...} not found in the base model"
-        raise UsageError(f"model.lora.target_modules={cfg.lora.target_modules}: {err}".splitlines()[0]) from None
+    except ValueError:  # peft: "Target modules {...} not found in the base model. Please check ..."
+        raise UsageError(f"model.lora.target_modules={cfg.lora.target_modules}: no Linear layer of this model has "
+                         f"that name; its Linear layers are {', '.join(linear)}") from None
     if float32_trainable:
         for param in model.parameters():
             if param.requires_grad:  # trainable weights in float32, whatever the frozen base is stored in

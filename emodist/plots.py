@@ -53,13 +53,15 @@ def _save(fig, path: Path) -> Path:
 
 # --- across runs ---------------------------------------------------------------------------------------
 
-def comparison(runs: list[Path], summaries: list[dict], output: Path, split: str = "test") -> list[Path]:
-    names = [r.name for r in runs]
+def comparison(runs: list[Path], summaries: list[dict], output: Path, names: list[str] | None = None,
+               split: str = "test") -> list[Path]:
+    """The comparison's plots; `names`: one per run, unique (default: the runs' directory names)."""
+    names = names or [r.name for r in runs]
     return [
         f1_vs_throughput(names, summaries, output / "f1_vs_throughput.png", split),
         per_label_heatmap(names, summaries, output / "per_label_f1.png", split),
         curves([_records(r) for r in runs], names, output / "curves.png"),
-        *(confusion_grid(summary, output / f"confusion-{name}.png", f"{name} ({split})", split)
+        *(confusion_grid(summary, output / f"confusion-{name.replace('/', '-')}.png", f"{name} ({split})", split)
           for name, summary in zip(names, summaries, strict=True)),
     ]
 

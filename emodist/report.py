@@ -83,7 +83,7 @@ def find_runs(paths: list[Path]) -> Runs:
                              "in it or one level below)")
         for run in candidates:
             target = runs.finished if (run / SUMMARY).is_file() else runs.unfinished
-            if run not in target:
+            if run.resolve() not in {r.resolve() for r in target}:  # a run named twice (a link, a study) counts once
                 target.append(run)
     if not runs.finished:
         raise UsageError("no finished run to compare (a finished run has summary.json): "
@@ -183,14 +183,21 @@ def _short(value) -> str:
     return str(value)
 
 
-def row(run: Path, summary: dict) -> dict:
+def display_names(runs: list[Path]) -> list[str]:
+    """A name per run for the table and the plots: its directory's name, with its parent's where two share one."""
+    names = [run.name for run in runs]
+    return [f"{run.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name for run in runs]
+
+
+def row(run: Path, summary: dict, label: str | None = None) -> dict:
+    """The table's values of one run; `label`: its name in the table (default: its directory's)."""
     values = {}
     for name, path, _ in COLUMNS:
         value = summary
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         values[name] = value if path else None
-    values["run"] = run.name
+    values["run"] = label or run.name
     values["distributed"] = str(summary.get("distributed_type") or "") + (
         f" ZeRO-{summary['zero_stage']}" if summary.get("zero_stage") is not None else "")
     peak = summary["perf"].get("peak_memory_bytes")
@@ -204,7 +211,8 @@ def write_comparison(runs: Runs, output: Path) -> list[Path]:
 
     summaries = load_summaries(runs.finished)
     check_comparable(runs.finished, summaries)
-    rows = sorted((row(r, s) for r, s in zip(runs.finished, summaries, strict=True)),
+    names = display_names(runs.finished)
+    rows = sorted((row(r, s, n) for r, s, n in zip(runs.finished, summaries, names, strict=True)),
                   key=lambda r: -(r["test_f1_macro"] if _is_number(r["test_f1_macro"]) else -math.inf))
     output.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, html_path = output / "comparison.csv", output / "report.md", output / "report.html"
@@ -212,7 +220,7 @@ def write_comparison(runs: Runs, output: Path) -> list[Path]:
         writer = csv.DictWriter(handle, fieldnames=[name for name, _, _ in COLUMNS])
         writer.writeheader()
         writer.writerows(rows)
-    images = plots.comparison(runs.finished, summaries, output)
+    images = plots.comparison(runs.finished, summaries, output, names)
     md_path.write_text(markdown(rows, summaries[0], runs.unfinished, images), encoding="utf-8")
     html_path.write_text(html(rows, summaries[0], runs.unfinished, images), encoding="utf-8")
     return [csv_path, md_path, html_path, *images]

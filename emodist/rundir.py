@@ -25,7 +25,9 @@ A user who trains for hours never loses a run to a mistyped command:
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -120,7 +122,7 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
     if resume == "auto" and not cfg.output_dir:
         raise UsageError("--resume auto continues the run in --output-dir, and none was given: add --output-dir "
                          "runs/<the run> (or drop --resume to start a new run)")
-    if named is not None and named.parent.name != "checkpoints":
+    if named is not None and (named.parent.name != "checkpoints" or not re.fullmatch(r"step-\d+", named.name)):
         raise UsageError(f"--resume {named}: not a checkpoint directory (expected <run>/checkpoints/step-N): name "
                          "one, or pass --resume auto with --output-dir")
     if overwrite and resume == "auto":
@@ -172,7 +174,7 @@ def _decide(cfg: RunConfig, labels: list[str], topology: dict, path: Path, conte
 
     trained = contents.trained()
     if named is not None:
-        if forked and contents.entries:
+        if forked and trained:  # only a fork that stopped before it trained may be started again
             raise UsageError(f"--resume {named} starts a new run in --output-dir {path}, which already holds "
                              f"{contents.listing()}: choose a new or empty --output-dir, or pass --overwrite to "
                              "move that aside")
@@ -192,7 +194,7 @@ def _decide(cfg: RunConfig, labels: list[str], topology: dict, path: Path, conte
         notify(f"emodist: skipped checkpoint {candidate}: {reason}")
     current = checkpointing.fingerprint(cfg, labels)
     if checkpoint is not None:
-        checkpointing.check_resumable(checkpoint, checkpointing.read_state(checkpoint), current, topology)
+        checkpointing.check_resumable(checkpoint, checkpointing.read_state(checkpoint), current, topology, "auto")
     finished = "summary.json" in trained
     if finished or checkpoint is None:
         earlier = _saved_config(path)
@@ -315,7 +317,18 @@ def truncate_metrics(path: Path, after_step: int) -> None:
 
 
 def write_json(path: Path, payload) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one. A NaN or infinite
+    number is written as null (JSON has neither; Python would write NaN, which strict readers refuse)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -52,11 +52,11 @@ def tune(targets: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> d
     }
 
 
-def for_labels(tuned: dict, labels: list[str]) -> np.ndarray:
-    """The per-label thresholds in `labels` order; UsageError if the file does not cover them."""
-    missing = [name for name in labels if name not in tuned.get("per_label", {})]
+def for_labels(tuned: dict, labels: list[str], where: Path | str = FILE) -> np.ndarray:
+    """The per-label thresholds in `labels` order; UsageError if the file `where` does not cover them."""
+    missing = [name for name in labels if name not in tuned["per_label"]]
     if missing:
-        raise UsageError(f"{FILE} has no threshold for {', '.join(missing[:5])}: it belongs to another label set; "
+        raise UsageError(f"{where} has no threshold for {', '.join(missing[:5])}: it belongs to another label set; "
                          "delete it to use 0.5, or use the thresholds.json of the run that trained this model")
     return np.array([tuned["per_label"][name] for name in labels], dtype=np.float32)
 
@@ -66,11 +66,26 @@ def save(path: Path, tuned: dict) -> None:
 
 
 def load(model_dir: Path) -> dict | None:
-    """The thresholds saved beside a model (None when there are none: use 0.5)."""
+    """The thresholds saved beside a model (None when there are none: use 0.5); UsageError, naming the file,
+    for one that is not {"per_label": {label: a number in [0, 1]}, "global": ...}."""
     path = Path(model_dir) / FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
+        tuned = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
         raise UsageError(f"{path}: not valid JSON ({err}): delete it to use 0.5 or restore it from the run") from None
+    problem = _shape_problem(tuned)
+    if problem:
+        raise UsageError(f"{path}: {problem}: delete it to use 0.5 or restore it from the run")
+    return tuned
+
+
+def _shape_problem(tuned) -> str | None:
+    if not isinstance(tuned, dict) or not isinstance(tuned.get("per_label"), dict):
+        return 'not thresholds (expected {"per_label": {label: threshold}, ...})'
+    values = [("global", tuned.get("global", 0.5)), *tuned["per_label"].items()]
+    for name, value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            return f"the threshold of {name} is {value!r}, not a number from 0 to 1"
+    return None

@@ -17,6 +17,7 @@ import functools
 import math
 import os
 import re
+import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader
 from emodist import (
     checkpointing,
     distributed,
+    errors,
     evaluation,
     hostmem,
     rundir,
@@ -190,6 +192,8 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: str | None = None
+        self.finishing = False
+        """Training is over: a signal now lets the final evaluation and export complete."""
         self._previous: dict = {}
 
     def __enter__(self) -> StopSignals:
@@ -198,6 +202,12 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.received is None and errors.is_global_main_process():
+            name = signal.Signals(signum).name
+            what = ("the training is done: finishing its evaluation and export first" if self.finishing else
+                    "stopping at the next step boundary, after saving a checkpoint")
+            # os.write: a print here could re-enter the stream the interrupted code was writing to
+            os.write(2, f"emodist: received {name}: {what}\n".encode())
         self.received = self.received or signal.Signals(signum).name
 
     def __exit__(self, *exc) -> None:
@@ -216,6 +226,7 @@ def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
         summary, error = None, None
         try:
             fit(session)
+            stop.finishing = True
             hostmem.release()  # the training steps' freed pages: evaluation and export start from what is live
             summary = finish(session, built, data)
             return summary
@@ -272,6 +283,11 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
 def restore(s: Session, checkpoint: Path) -> None:
     """Continue from `checkpoint`: weights, optimizer, scheduler and RNG (accelerate), and the progress."""
     state = checkpointing.load_checkpoint(s.accelerator, checkpoint, trainable_only=s.cfg.model.method == "lora")
+    if state["step"] >= s.plan.total_steps:  # before the run directory changes: there is nothing to do
+        t = s.cfg.train
+        raise UsageError(f"--resume {checkpoint}: nothing left to train: it is at step {state['step']} and this run "
+                         f"ends at step {s.plan.total_steps} (train.epochs={t.epochs}, train.max_steps={t.max_steps}): "
+                         "raise train.max_steps or train.epochs to train further (nothing was changed)")
     s.step, s.epoch, s.batches_in_epoch, s.best = state["step"], state["epoch"], state["batches_in_epoch"], state["best"]
     rank = s.accelerator.process_index
     s.loss_sum.fill_(state["loss_sum_per_rank"][rank])
@@ -378,7 +394,7 @@ def after_step(s: Session) -> None:
         checkpoint = save(s)
         if stop_requested:
             raise Preempted(s.stop.received or "a signal on another rank", s.step, checkpoint,
-                            f"the same command with --output-dir {s.run_dir} --resume auto")
+                            f"the same command with --output-dir {shlex.quote(str(s.run_dir))} --resume auto")
     s.console.advance(s.step)
 
 

@@ -38,8 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from emodist.console import Console
 
     if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
-        raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and a "
-                                "unit, e.g. 2GB, 500MB or 5GiB")
+        raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and KB, "
+                                "MB, GB, KiB, MiB or GiB, e.g. 2GB")
+    if args.dry_run and not args.push_to_hub:
+        raise errors.UsageError("--dry-run shows what --push-to-hub would upload: add --push-to-hub REPO_ID")
+    if args.push_to_hub:
+        export.check_repo_id(args.push_to_hub)
     Console.quiet_libraries()
     out_dir = args.output or args.run_dir / "export"
     if not (args.push_to_hub and (out_dir / "README.md").is_file()):  # an export to push is pushed as it is

@@ -120,6 +120,7 @@ def test_every_field_has_a_docstring():
     ("track.tags=[a, b", "track.tags='[a, b': is not a valid YAML list"),
     ("export.max_shard_size=huge", "export.max_shard_size: 'huge' is not a size: write a whole number and a unit"),
     ("output_dir=" + "x" * 300, "output_dir: has a name longer than 255 bytes"),
+    ("output_dir=", "output_dir: is empty: name a directory, or leave it out"),  # it used to mean the default
 ])
 def test_values_no_run_can_use_are_refused_with_their_key(override, message):
     with pytest.raises(UsageError) as err:
@@ -148,3 +149,27 @@ def test_a_problem_set_by_a_flag_names_the_flag():
     with pytest.raises(UsageError) as err:
         config.load("distilbert", cli={"data.data_dir": ("--data-dir", "/no/such/dir")})
     assert str(err.value) == "data.data_dir: /no/such/dir is not a directory [--data-dir]"
+
+
+def test_a_variant_flag_that_contradicts_the_config_file_is_refused(tmp_path):
+    """--variant minilm on a distilbert run's config.yaml used to train distilbert and call it minilm."""
+    file = tmp_path / "config.yaml"
+    config.dump(config.load("distilbert"), file)
+    with pytest.raises(UsageError) as err:
+        config.load("minilm", str(file))
+    assert str(err.value) == (f"--variant minilm, but {file}:1 sets variant: distilbert: the file's settings are those "
+                              "of distilbert; drop --variant, or start from --variant minilm without this file")
+    assert config.load("distilbert", str(file)).variant == "distilbert"
+
+
+def test_a_config_directory_is_not_a_config_file(tmp_path):
+    with pytest.raises(UsageError, match=rf"--config {tmp_path}: a directory, not a file: name a YAML file"):
+        config.load("distilbert", str(tmp_path))
+
+
+def test_a_runs_config_yaml_leaves_the_run_directory_out(tmp_path):
+    """--config on a run's config.yaml repeats the run in a new directory, not into the run it came from."""
+    cfg = config.load("distilbert", cli={"output_dir": ("--output-dir", "runs/a")})
+    config.dump(cfg, tmp_path / "config.yaml")
+    assert "output_dir" not in (tmp_path / "config.yaml").read_text()
+    assert config.load(config_file=str(tmp_path / "config.yaml")).output_dir is None

@@ -95,6 +95,18 @@ def test_a_labels_txt_with_a_name_twice_is_refused(tmp_path):
         load_dir(directory)
 
 
+def test_a_csv_with_a_long_text_loads_and_a_short_row_names_its_column(tmp_path):
+    directory = tmp_path / "c"
+    directory.mkdir()
+    long_text = "so happy " * 30000  # 270 KB: over csv's default field limit of 128 KiB
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.csv").write_text(f'text,labels\n"{long_text}",joy\nfine,joy\n')
+    assert load_dir(directory).splits["train"].texts[0] == long_text
+    (directory / "dev.csv").write_text("text,labels\nyay,joy\nno labels here\n")
+    with pytest.raises(UsageError, match=r"dev.csv:3: no value in column 'labels': the row has fewer fields than"):
+        load_dir(directory)
+
+
 def test_a_jsonl_text_that_is_not_a_string_names_its_line(tmp_path):
     directory = tmp_path / "j"
     directory.mkdir()
@@ -222,6 +234,29 @@ def test_tokenize_caches_and_keys_on_inputs(tmp_path):
     data.tokenize(synthetic, tokenizer, 24, str(tmp_path), PartialState())
     assert len(list((tmp_path / "tokenized").glob("*.arrow"))) == 6  # another max_length, another key
     assert max(len(row["input_ids"]) for row in first["train"]) <= 16
+
+
+def test_a_damaged_cache_file_is_tokenized_again_and_an_unusable_cache_is_one_line(tmp_path, capsys):
+    """A truncated .arrow file used to fail every later run on the same data with pyarrow's ArrowInvalid."""
+    from accelerate import PartialState
+
+    from emodist.modeling import smoke_tokenizer
+
+    synthetic = data.synthetic(0)
+    tokenizer = smoke_tokenizer(synthetic.splits["train"].texts)
+    first = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
+    [train_file] = (tmp_path / "tokenized").glob("train-*.arrow")
+    cut = train_file.with_suffix(".cut")  # a new file: `first` maps the old one's pages
+    cut.write_bytes(train_file.read_bytes()[:200])
+    cut.replace(train_file)
+    again = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
+    assert again["train"][:] == first["train"][:]
+    assert f"emodist: the cached tokens {train_file} do not read" in capsys.readouterr().err
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(UsageError, match=r"the tokenization cache .*a-file/tokenized cannot be created \(Not a "
+                                         r"directory\): set data.cache_dir \(or \$EMODIST_CACHE\)"):
+        data.tokenize(synthetic, tokenizer, 16, str(tmp_path / "a-file"), PartialState())
 
 
 def test_collator_pads_to_a_multiple_of_eight():

@@ -134,3 +134,13 @@ def test_a_shard_size_that_is_not_a_size_is_refused(exports, tmp_path):
     result = run_script("export.py", str(run_dir), "--output", str(tmp_path / "e"), "--max-shard-size", "lots")
     assert error_lines(result) == ["emodist: error: --max-shard-size lots: not a size: write a whole number and a unit, "
                                    "e.g. 2GB, 500MB or 5GiB"]
+
+
+def test_a_repo_id_that_is_not_one_and_a_dry_run_without_a_push_are_refused_first(tmp_path):
+    result = run_script("export.py", str(tmp_path), "--push-to-hub", "bad repo/id!!", "--dry-run", env=PUSH_ENV)
+    [line] = error_lines(result)
+    assert line.startswith("emodist: error: --push-to-hub bad repo/id!!: not a hub repository id (")
+    assert line.endswith("use NAME or NAMESPACE/NAME, e.g. me/emotions")
+    assert error_lines(run_script("export.py", str(tmp_path), "--dry-run")) == [
+        "emodist: error: --dry-run shows what --push-to-hub would upload: add --push-to-hub REPO_ID"]
+    assert list(tmp_path.iterdir()) == []

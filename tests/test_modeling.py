@@ -104,8 +104,10 @@ def test_wrong_architecture_is_refused(bases):
 def test_missing_head_and_targets_are_refused(bases):
     with pytest.raises(UsageError, match=r"model.head_modules: \['classifier'\] not found in .*\(its head: \['score'\]\)"):
         build("mistral-lora", bases["mistral"], "model.head_modules=classifier")
-    with pytest.raises(UsageError, match="model.lora.target_modules"):
+    with pytest.raises(UsageError) as err:
         build("mistral-lora", bases["mistral"], "model.lora.target_modules=q_lin")
+    assert str(err.value) == ("model.lora.target_modules=['q_lin']: no Linear layer of this model has that name; its "
+                              "Linear layers are down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")
 
 
 def test_missing_local_model_says_what_to_do(tmp_path):

@@ -124,8 +124,10 @@ def test_csv_and_jsonl_read_the_named_column(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
-    ("a.csv", "id,text\n1,x\n", "{path}:1: no column 'body' (columns: id, text); choose one with --column"),
-    ("a.jsonl", '{"body": "x"}\n{"body": 3}\n', "{path}:2: no text field 'body' (fields: body); choose one with --column"),
+    ("a.csv", "id,text\n1,x\n", "{path}:1: no column 'body' (columns: 'id', 'text'); choose one with --column"),
+    ("a.jsonl", '{"body": "x"}\n{"body": 3}\n', "{path}:2: field 'body' holds 3, not a text"),
+    ("a.jsonl", '{"body": "x"}\n{"text": "y"}\n', "{path}:2: no text field 'body' (fields: 'text'); choose one with --column"),
+    ("a.jsonl", '{"body": "x"}\n[1, 2]\n', "{path}:2: a JSON list, not an object with a text field 'body': write one object per line"),
     ("a.jsonl", '{"body": "x"}\nnot json\n', "{path}:2: not JSON (Expecting value)"),
 ])
 def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):

@@ -154,6 +154,19 @@ def test_a_summary_without_perf_numbers_compares_with_dashes(tmp_path):
     assert row["train_samples_per_s"] == "" and row["test_f1_macro"] == "0.3"
 
 
+def test_a_run_named_twice_is_one_row_and_runs_of_one_name_keep_apart(tmp_path):
+    """A link to a run used to add a second row; two runs called `run` shared (and lost) one confusion plot."""
+    a = write_run(tmp_path / "p1" / "run", "distilbert", 0.3)
+    b = write_run(tmp_path / "p2" / "run", "minilm", 0.2)
+    (tmp_path / "alias").symlink_to(a)
+    result = compare(str(a), str(tmp_path / "alias"), str(b), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert [r["run"] for r in rows] == ["p1/run", "p2/run"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("confusion-*.png")) == ["confusion-p1-run.png",
+                                                                               "confusion-p2-run.png"]
+
+
 def test_a_directory_without_runs_is_refused(tmp_path):
     result = compare(str(tmp_path))
     assert result.returncode == errors.EXIT_USAGE

@@ -171,7 +171,7 @@ def test_resuming_with_other_settings_is_refused_in_one_line(references, tmp_pat
                     "--resume", "auto", accelerate=False)
     assert result.returncode == errors.EXIT_USAGE
     [line] = error_lines(result)
-    assert line.startswith(f"emodist: error: --resume {run_dir / 'checkpoints' / 'step-60'}: it was trained with "
+    assert line.startswith(f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-60'} was trained with "
                            "other settings: ")
     assert expected in line and "start a new run in a new --output-dir" in line
     assert (run_dir / "metrics.jsonl").read_text() == before  # nothing of the run was touched
@@ -196,7 +196,7 @@ def test_resuming_with_another_process_count_is_refused(references, tmp_path):
     result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), *SHORT, "--resume", "auto",
                     config_file="multi_gpu.yaml", num_processes=2)
     assert error_lines(result) == [
-        f"emodist: error: --resume {run_dir / 'checkpoints' / 'step-60'}: written with num_processes=1, this run has "
+        f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-60'} was written with num_processes=1, this run has "
         "num_processes=2; each rank's data position and RNG stream belong to its rank. Launch with the same "
         "accelerate config and --num_processes, or start a new run in a new --output-dir"]
 

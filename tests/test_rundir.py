@@ -99,6 +99,22 @@ def test_resuming_a_checkpoint_into_another_run_is_refused_and_into_a_new_direct
     assert read_summary(fork)["train"]["steps"] == 30
 
 
+def test_resuming_at_the_last_step_has_nothing_to_train_and_changes_nothing(finished, run_copy, tmp_path):
+    """It used to finish the run again: a summary with NaN loss and zero throughput, metrics logged twice."""
+    before = snapshot(run_copy)
+    last = run_copy / "checkpoints" / "step-20"
+    for target in (run_copy, tmp_path / "fork"):  # the run itself, and a fork that would only evaluate
+        line = refusal(*train_in_process(*SMOKE, "--output-dir", str(target), *SHORT, "--resume", str(last))[::2])
+        assert line == (f"emodist: error: --resume {last}: nothing left to train: it is at step 20 and this run ends "
+                        "at step 20 (train.epochs=8, train.max_steps=20): raise train.max_steps or train.epochs to "
+                        "train further (nothing was changed)")
+    assert snapshot(run_copy) == before
+    shutil.copytree(last, run_copy / "checkpoints" / ".step-30.tmp")  # a save that never finished
+    line = refusal(*train_in_process(*SMOKE, "--output-dir", str(run_copy), "--resume",
+                                     str(run_copy / "checkpoints" / ".step-30.tmp"))[::2])
+    assert "not a checkpoint directory (expected <run>/checkpoints/step-N)" in line
+
+
 def test_a_corrupt_checkpoint_is_skipped_in_one_line_and_the_run_goes_on_from_the_one_before(run_copy):
     """A same-size corrupt model.safetensors used to pass, delete summary.json, then crash on its header."""
     weights = run_copy / "checkpoints" / "step-20" / "model.safetensors"
@@ -173,6 +189,9 @@ def test_a_second_launch_into_a_run_directory_in_use_is_refused_in_one_line(tmp_
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == errors.EXIT_PREEMPTED
+    stderr = first.stderr.read()
+    assert "emodist: received SIGTERM: stopping at the next step boundary, after saving a checkpoint" in stderr
+    assert f"to continue, run the same command with --output-dir {run_dir} --resume auto" in stderr
     assert not (run_dir / ".emodist-lock").exists()  # released by the stop
 
 

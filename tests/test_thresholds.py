@@ -63,3 +63,19 @@ def test_thresholds_follow_the_label_order_and_refuse_another_label_set(dev, tmp
     (tmp_path / thresholds.FILE).write_text("{oops")
     with pytest.raises(UsageError, match="thresholds.json: not valid JSON"):
         thresholds.load(tmp_path)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("[0.5, 0.4]", 'not thresholds (expected {"per_label": {label: threshold}, ...})'),
+    ('{"per_label": {"joy": "abc"}}', "the threshold of joy is 'abc', not a number from 0 to 1"),
+    ('{"per_label": {"joy": -1}}', "the threshold of joy is -1, not a number from 0 to 1"),
+    ('{"per_label": {"joy": 7}}', "the threshold of joy is 7, not a number from 0 to 1"),
+    ('{"per_label": {"joy": NaN}}', "the threshold of joy is nan, not a number from 0 to 1"),
+    ('{"per_label": {"joy": null}}', "the threshold of joy is None, not a number from 0 to 1"),
+])
+def test_thresholds_that_cannot_cut_are_refused_naming_the_file(tmp_path, content, problem):
+    """They used to end in a traceback (a list, a string) or silently never or always pick a label."""
+    (tmp_path / thresholds.FILE).write_text(content)
+    with pytest.raises(UsageError) as err:
+        thresholds.load(tmp_path)
+    assert str(err.value) == f"{tmp_path / thresholds.FILE}: {problem}: delete it to use 0.5 or restore it from the run"
