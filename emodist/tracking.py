@@ -151,8 +151,9 @@ class WandbTracker(Tracker):
                     call(*args, **kwargs)
                 except Exception as err:  # noqa: BLE001 - a tracker must never end the run; metrics.jsonl has it all
                     if not self.failed:
-                        self.console.print(f"emodist: warning: wandb {what} failed ({type(err).__name__}: {err}); "
-                                           "its records are logged again when the run ends")
+                        then = ("a new wandb service logs its records again when the run ends" if self.init else
+                                "tracking stops here, metrics.jsonl keeps every record")
+                        self.console.print(f"emodist: warning: wandb {what} failed ({type(err).__name__}: {err}); {then}")
                     self.failed = True
                     self.run = None
 

@@ -9,6 +9,8 @@ import time
 import psutil
 import pytest
 
+from conftest import wandb_run
+
 from emodist.console import Console
 from emodist.tracking import WandbTracker
 
@@ -17,8 +19,14 @@ from emodist.tracking import WandbTracker
 def own_environment():
     """wandb.init in this process exports the service's address (WANDB_SERVICE...) for child processes:
     after this test that service is dead, so the launches of later tests must not inherit it."""
+    import contextlib
+
+    import wandb
+
     before = dict(os.environ)
     yield
+    with contextlib.suppress(Exception):  # this process's wandb forgets the dead service
+        wandb.teardown()
     os.environ.clear()
     os.environ.update(before)
 
@@ -43,3 +51,31 @@ def test_a_stopped_wandb_service_costs_a_warning_not_the_run(tmp_path, capsys, o
     assert tracker.run is None
     out = capsys.readouterr().out
     assert out.count("emodist: warning: wandb") == 1 and "metrics.jsonl keeps every record" in out
+
+
+def test_a_new_service_logs_again_what_the_stopped_one_lost(tmp_path, capsys, own_environment):
+    """The stopped service dies without writing what it had buffered (its offline file held no history):
+    at the end a new one resumes the same run and logs every record, then the summary."""
+    import wandb
+
+    init = {"mode": "offline", "dir": str(tmp_path), "project": "emodist", "settings": wandb.Settings(silent=True)}
+    run = wandb.init(**init)
+    tracker = WandbTracker(run, Console(True), init={**init, "id": run.id})
+    records = [{"step": step, "train/loss": 1 / step} for step in range(1, 30)]
+    for record in records[:10]:
+        tracker.log(record)
+    service = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("wandb")]
+    for process in service:
+        process.send_signal(signal.SIGTERM)
+    psutil.wait_procs(service, timeout=30)
+    for record in records[10:]:
+        tracker.log(record)
+    tracker.finish({"dev": {"f1_micro": 0.5}, "test": {"f1_micro": 0.4}}, [], exit_code=75)
+
+    out = capsys.readouterr().out
+    assert "a new wandb service logs its records again when the run ends" in out
+    assert "emodist: wandb's service had stopped (a job's signal reaches it too): a new one logged 29 record(s) again" in out
+    logged = wandb_run(tmp_path)  # one offline run: the incomplete one was replaced
+    assert logged["run"]["id"] == run.id
+    assert [(r["step"], r["train/loss"]) for r in logged["history"]] == [(r["step"], r["train/loss"]) for r in records]
+    assert logged["summary"]["test/f1_micro"] == 0.4
