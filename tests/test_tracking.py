@@ -8,7 +8,6 @@ import time
 
 import psutil
 import pytest
-
 from conftest import wandb_run
 
 from emodist.console import Console
