@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from emodist.errors import UsageError
+from emodist.errors import UsageError, utf8_text
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -229,8 +229,6 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.train
     checks = [
         ("model.name_or_path", not m.name_or_path, "is empty: give a hub id or a local model directory"),
-        ("output_dir", cfg.output_dir is not None and not cfg.output_dir.strip(),
-         "is empty: name a directory, or leave it out for runs/<variant>-<date>-<time>"),
         ("model.quantization", m.quantization != "none" and m.method != "lora",
          "a quantized base is frozen, so it needs model.method=lora"),
         ("model.dtype", m.method == "full" and m.dtype != "float32",
@@ -345,6 +343,9 @@ def load(
 
     file_settings = _read_yaml(config_file) if config_file else []
     override_settings = [_parse_override(text) for text in overrides]
+    empty = [flag for flag, value in (cli or {}).values() if isinstance(value, str) and not value.strip()]
+    if empty:  # an override's empty value means unset; an empty flag is a slip (an unset shell variable)
+        raise UsageError(f"{empty[0]} is empty: give it a value, or leave the flag out")
     cli_settings = [Setting(k, v, flag) for k, (flag, v) in (cli or {}).items() if v is not None]
     user = file_settings + override_settings + cli_settings
 
@@ -545,11 +546,7 @@ def _read_yaml(path_text: str) -> list[Setting]:
         raw = path.read_bytes()
     except OSError as err:
         raise UsageError(f"--config {path}: cannot read it ({err.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise UsageError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}): save the file as UTF-8") from None
+    text = utf8_text(raw, str(path), "save the file as UTF-8")
     loader = None
     try:
         loader = yaml.SafeLoader(text)

@@ -104,6 +104,16 @@ def report(err: BaseException, exit_code: int | None = None) -> int:
     return exit_code if exit_code is not None else getattr(err, "exit_code", EXIT_USAGE)
 
 
+def utf8_text(raw: bytes, source: str, fix: str) -> str:
+    """`raw` decoded as UTF-8 (a leading BOM dropped); UsageError naming `source`, the line and the first bad
+    byte otherwise, followed by `fix`."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UsageError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); {fix}") from None
+
+
 def no_space(err: OSError, what: str = "") -> NoSpace:
     """The one-line NoSpace for an OSError that says the disk is full (ENOSPC, EDQUOT)."""
     path = err.filename or what or "a file"

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from emodist import sampling, thresholds
-from emodist.errors import UsageError
+from emodist.errors import UsageError, utf8_text
 
 
 class Classifier:
@@ -126,12 +126,7 @@ def read_texts(path: str | None, column: str = "text") -> Texts:
             raw = Path(path).read_bytes()
         except OSError as err:
             raise UsageError(f"{path}: cannot read it ({err.strerror})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise UsageError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); convert it first, "
-                         f"e.g. iconv -f latin1 -t utf-8 {source}") from None
+    text = utf8_text(raw, source, f"convert it first, e.g. iconv -f latin1 -t utf-8 {source}")
     suffix = Path(source).suffix.lower()
     if suffix == ".csv":
         values = _csv_column(text, column, source)

@@ -148,7 +148,8 @@ class Session:
     topology: distributed.Topology
     run: rundir.Run
     console: Console
-    logger: tracking.MetricLogger
+    logger: tracking.MetricLogger | None
+    """metrics.jsonl, the console and wandb: started once a resume has loaded (`setup`)."""
     meter: telemetry.Throughput
     phases: telemetry.Phases
     loss_sum: torch.Tensor

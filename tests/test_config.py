@@ -118,9 +118,8 @@ def test_every_field_has_a_docstring():
     ("train.seed=-1", "train.seed: must be in 0..4294967295"),
     ("train.seed=4294967296", "train.seed: must be in 0..4294967295"),
     ("track.tags=[a, b", "track.tags='[a, b': is not a valid YAML list"),
-    ("export.max_shard_size=huge", "export.max_shard_size: 'huge' is not a size: write a whole number and a unit"),
+    ("export.max_shard_size=huge", "export.max_shard_size: 'huge' is not a size: write a whole number and KB, MB"),
     ("output_dir=" + "x" * 300, "output_dir: has a name longer than 255 bytes"),
-    ("output_dir=", "output_dir: is empty: name a directory, or leave it out"),  # it used to mean the default
 ])
 def test_values_no_run_can_use_are_refused_with_their_key(override, message):
     with pytest.raises(UsageError) as err:
@@ -142,7 +141,13 @@ def test_a_config_that_is_not_utf8_names_the_line(tmp_path):
     file.write_bytes("train:\n  epochs: 2\n# caf\u00e9\n".encode("latin-1"))
     with pytest.raises(UsageError) as err:
         config.load("distilbert", str(file))
-    assert str(err.value) == f"{file}:3: not UTF-8 text (byte 0xe9): save the file as UTF-8"
+    assert str(err.value) == f"{file}:3: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+def test_an_empty_flag_is_refused_not_read_as_unset():
+    """--output-dir '' (an unset shell variable) used to send the run to the default runs/<variant>-<time>."""
+    with pytest.raises(UsageError, match=r"^--output-dir is empty: give it a value, or leave the flag out$"):
+        config.load("distilbert", cli={"output_dir": ("--output-dir", "")})
 
 
 def test_a_problem_set_by_a_flag_names_the_flag():

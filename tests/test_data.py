@@ -85,11 +85,16 @@ def test_a_label_file_lists_each_name_once_in_id_order(tmp_path, names, message)
         load_dir(directory)
 
 
-def test_a_labels_txt_with_a_name_twice_is_refused(tmp_path):
-    directory = tmp_path / "j"
+def write_jsonl(directory: Path, line: str = '{"text": "yay", "labels": ["joy"]}') -> Path:
+    """A JSON-lines data set of one example per split."""
     directory.mkdir()
     for split in ("train", "dev", "test"):
-        (directory / f"{split}.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n')
+        (directory / f"{split}.jsonl").write_text(line + "\n")
+    return directory
+
+
+def test_a_labels_txt_with_a_name_twice_is_refused(tmp_path):
+    directory = write_jsonl(tmp_path / "j")
     (directory / "labels.txt").write_text("joy\nanger\njoy\n")
     with pytest.raises(UsageError, match=r"labels.txt:3: label 'joy' is listed a second time \(first at line 1\)"):
         load_dir(directory)
@@ -108,10 +113,7 @@ def test_a_csv_with_a_long_text_loads_and_a_short_row_names_its_column(tmp_path)
 
 
 def test_a_jsonl_text_that_is_not_a_string_names_its_line(tmp_path):
-    directory = tmp_path / "j"
-    directory.mkdir()
-    for split in ("train", "dev", "test"):
-        (directory / f"{split}.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n')
+    directory = write_jsonl(tmp_path / "j")
     (directory / "dev.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n{"text": 42, "labels": ["joy"]}\n')
     with pytest.raises(UsageError, match=r"dev.jsonl:2: the text column 'text' holds 42, not a string"):
         load_dir(directory)

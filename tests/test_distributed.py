@@ -163,7 +163,9 @@ def test_zero3_full_fine_tune_export_gathers_every_shard(tmp_path, cache_dir):
     rescored, _ = rescore_dev(run_dir)
     assert summary["dev"]["f1_micro"] > 0
     assert rescored["f1_micro"] == pytest.approx(summary["dev"]["f1_micro"], abs=1e-6)
-    assert rescored["loss"] == pytest.approx(summary["dev"]["loss"], rel=1e-5)
+    # DeepSpeed's bf16 computes everything in bf16, norms included; the reload's autocast keeps norms and
+    # softmax in float32: 1.7e-5 apart (measured on an Intel Xeon with AMX). A missing shard is far off.
+    assert rescored["loss"] == pytest.approx(summary["dev"]["loss"], rel=1e-5 if width == 4 else 1e-4)
 
 
 def test_zero3_offload_trains(tmp_path, cache_dir):

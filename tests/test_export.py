@@ -132,8 +132,8 @@ def test_a_broken_summary_is_refused_in_one_line_and_leaves_no_partial_export(sm
 def test_a_shard_size_that_is_not_a_size_is_refused(exports, tmp_path):
     run_dir, _ = exports("distilbert")
     result = run_script("export.py", str(run_dir), "--output", str(tmp_path / "e"), "--max-shard-size", "lots")
-    assert error_lines(result) == ["emodist: error: --max-shard-size lots: not a size: write a whole number and a unit, "
-                                   "e.g. 2GB, 500MB or 5GiB"]
+    assert error_lines(result) == ["emodist: error: --max-shard-size lots: not a size: write a whole number and KB, MB, "
+                                   "GB, KiB, MiB or GiB, e.g. 2GB"]
 
 
 def test_a_repo_id_that_is_not_one_and_a_dry_run_without_a_push_are_refused_first(tmp_path):

@@ -168,7 +168,8 @@ def test_preempted_job_is_requeued_resumes_and_ends_like_the_uninterrupted_run(j
     assert reference.wait() == 0, reference.failure()
     log = job.log
     # one signal, one requeue, one resume from the checkpoint the stop wrote
-    assert log.count("received SIGUSR1") == 1, log
+    assert log.count("emodist-slurm: received SIGUSR1") == 1, log
+    assert log.count("emodist: received SIGUSR1: stopping at the next step boundary") == 1, log  # training heard it
     assert log.count("requeueing job") == 1
     assert "restart 1" in log and "restart 2" not in log
     stopped_at = [int(step) for step in re.findall(r"stopped by SIGUSR1 at step (\d+)", log)]
