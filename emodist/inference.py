@@ -96,6 +96,24 @@ class Classifier:
 # Texts in, predictions out (launch/predict.py)
 
 
+def device_of(name: str) -> torch.device:
+    """The torch device `--device` names; UsageError for one this machine does not have."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name}: not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise UsageError(f"--device {name}: this machine has no CUDA GPU (or no CUDA build of torch): "
+                             "use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name}: emodist runs on cpu or cuda devices")
+    return device
+
+
 def model_dir_of(path: Path) -> Path:
     """The exported model directory `path` names: itself, or the model/ of a run directory."""
     for candidate in (path, path / "model"):

@@ -59,14 +59,14 @@ def predict(args: argparse.Namespace) -> int:
         if value < least:
             raise errors.UsageError(f"{flag} {value}: must be >= {least}")
     from emodist.console import Console
-    from emodist.inference import Classifier, Texts, Writer, model_dir_of, read_texts
+    from emodist.inference import Classifier, Texts, Writer, device_of, model_dir_of, read_texts
 
     Console.quiet_libraries()
 
     model_dir = model_dir_of(Path(args.model))
     if hub.needed_by_export(model_dir):  # before huggingface_hub is imported, which reads it once
         hub.go_offline_if_unreachable()
-    device = _device(args.device)
+    device = device_of(args.device)
     inputs = Texts(args.texts, 0, "arguments") if args.texts else read_texts(args.file, args.column)
     if not inputs.texts:
         skipped = f" (only {inputs.skipped} empty line(s))" if inputs.skipped else ""
@@ -87,26 +87,6 @@ def predict(args: argparse.Namespace) -> int:
         truncated += classifier.truncated(chunk)
     _notices(inputs, truncated, args.max_length)
     return 0
-
-
-def _device(name: str):
-    """The torch device `--device` names; UsageError for one this machine does not have."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise errors.UsageError(f"--device {name}: not a device: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise errors.UsageError(f"--device {name}: this machine has no CUDA GPU (or no CUDA build of torch): "
-                                    "use --device cpu")
-        if device.index is not None and device.index >= count:
-            raise errors.UsageError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
-    elif device.type != "cpu":
-        raise errors.UsageError(f"--device {name}: emodist runs on cpu or cuda devices")
-    return device
 
 
 def _open_output(path: str | None):
