@@ -12,11 +12,12 @@ from emodist.config import DataConfig
 pytestmark = pytest.mark.slow
 
 
-def baselines(directory, split: str) -> tuple[float, float]:
+def baselines(directory, split: str) -> tuple[float, float, float]:
     """What a model stuck on the label priors scores on `split` of the 10k-example run.
 
     Returns the micro-F1 of predicting `neutral` for every text (the only label whose prior comes close
-    to 0.5) and the BCE loss of predicting every label's train frequency.
+    to 0.5), the BCE loss of predicting every label's train frequency, and the macro-F1 of the best
+    constant prediction per label (all positive: 2p / (1 + p), at any threshold a constant score allows).
     """
     loaded = data.load(DataConfig(dataset="goemotions", data_dir=str(directory), max_train_examples=10000),
                        seed=42)
@@ -25,7 +26,9 @@ def baselines(directory, split: str) -> tuple[float, float]:
     neutral[:, loaded.labels.index("neutral")] = 1.0
     prior = loaded.splits["train"].targets.mean(axis=0)
     prior_loss = -(targets * np.log(prior) + (1 - targets) * np.log(1 - prior)).mean()
-    return metrics.multilabel_metrics(targets, neutral, loaded.labels)["f1_micro"], float(prior_loss)
+    share = targets.mean(axis=0)
+    constant_f1_macro = float(np.mean(2 * share / (1 + share)))
+    return metrics.multilabel_metrics(targets, neutral, loaded.labels)["f1_micro"], float(prior_loss), constant_f1_macro
 
 
 def test_minilm_learns_goemotions(goemotions, tmp_path, cache_dir):
@@ -37,11 +40,15 @@ def test_minilm_learns_goemotions(goemotions, tmp_path, cache_dir):
     assert summary["train"]["examples"] == 10000 and summary["train"]["steps"] == 313
     assert (summary["dev"]["num_examples"], summary["test"]["num_examples"]) == (5426, 5427)
 
-    # Measured on a 2-core AVX2 CPU (fp32): test f1_micro 0.339, dev 0.329; losses 0.121 against 0.148
-    # for the priors. A model stuck on the priors (the failure this guards against) scores the baselines.
+    # Measured in float32 on seeds 1, 7 and 42, with the data order of issue 7 and of today: dev loss
+    # 0.121-0.128 against 0.148 for the priors; test macro-F1 at the thresholds tuned on dev 0.17-0.24 against
+    # 0.075 for the best constant per label. Micro-F1 at 0.5 after this one epoch is a coin toss between 0.25
+    # and 0.33 (whether neutral's scores have crossed 0.5 yet), so it is not asserted; bf16 (the default on
+    # a CPU with AVX512-BF16) gave 0.288 on seed 42. A model stuck on the priors fails both checks.
     for split in ("dev", "test"):
-        neutral_f1, prior_loss = baselines(goemotions, split)
-        assert summary[split]["f1_micro"] >= neutral_f1 + 0.02
+        _, prior_loss, _ = baselines(goemotions, split)
         assert summary[split]["loss"] <= 0.9 * prior_loss
-    assert baselines(goemotions, "test")[0] == pytest.approx(0.304, abs=0.001)
-    assert summary["test"]["f1_micro"] >= 0.32
+    neutral_f1, _, constant_f1_macro = baselines(goemotions, "test")
+    assert neutral_f1 == pytest.approx(0.304, abs=0.001)
+    assert constant_f1_macro == pytest.approx(0.075, abs=0.001)
+    assert summary["test_tuned"]["f1_macro"] >= constant_f1_macro + 0.08
