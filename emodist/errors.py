@@ -88,7 +88,7 @@ def is_global_main_process() -> bool:
 REPORT_GRACE_S = 10.0
 
 
-def report(err: BaseException, exit_code: int | None = None) -> int:
+def report(err: BaseException) -> int:
     """Print `err` once, from the main rank (N processes do not print it N times); return its exit code.
 
     A refusal usually reaches every rank. The other ranks wait before they print and exit: a launcher
@@ -101,7 +101,7 @@ def report(err: BaseException, exit_code: int | None = None) -> int:
     else:
         time.sleep(REPORT_GRACE_S)
         print(f"emodist: error on rank {os.environ.get('RANK')}: {err}", file=sys.stderr, flush=True)
-    return exit_code if exit_code is not None else getattr(err, "exit_code", EXIT_USAGE)
+    return getattr(err, "exit_code", EXIT_USAGE)
 
 
 def utf8_text(raw: bytes, source: str, fix: str) -> str:
@@ -114,9 +114,9 @@ def utf8_text(raw: bytes, source: str, fix: str) -> str:
         raise UsageError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); {fix}") from None
 
 
-def no_space(err: OSError, what: str = "") -> NoSpace:
+def no_space(err: OSError) -> NoSpace:
     """The one-line NoSpace for an OSError that says the disk is full (ENOSPC, EDQUOT)."""
-    path = err.filename or what or "a file"
+    path = err.filename or "a file"
     free = free_bytes(Path(path))
     quota = " (or over its quota)" if err.errno == errno.EDQUOT else ""
     return NoSpace(f"no space left on the disk of {path}{quota}: {format_bytes(free)} free there; free some "
