@@ -17,7 +17,8 @@ A user who trains for hours never loses a run to a mistyped command:
   is refused unless it holds nothing of value (an attempt stopped before its first checkpoint, with the
   same settings: it starts again from step 0). A finished run with the same length is left as it is.
 - `--resume PATH` into another directory starts a new run there from that checkpoint (a fork); the
-  target must be new or empty (or moved aside by `--overwrite`).
+  target must be new, empty, or a fork that stopped before it trained (or moved aside by `--overwrite`).
+  A checkpoint at the run's last step has nothing left to train and is refused (`training.restore`).
 - Nothing of a run is changed before the checkpoint it resumes from has loaded (`Run.restored`).
 - One launch at a time: the main process holds the directory's lock (`emodist.runlock`) for the whole run.
 """
