@@ -116,8 +116,14 @@ def _out_of_space(err: BaseException, where: Path) -> bool:
     return free is not None and free < 2**20
 
 
-def _size(checkpoint: Path) -> int:
-    return sum(p.stat().st_size for p in checkpoint.rglob("*") if p.is_file())
+def _size(directory: Path) -> int:
+    """Bytes of the files in `directory` (a partial save, which has no manifest yet)."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def _saved_size(checkpoint: Path) -> int:
+    """Bytes of a complete checkpoint, from the manifest `latest_checkpoint` has just checked."""
+    return sum(entry["size"] for entry in read_state(checkpoint)["files"].values())
 
 
 def _room_problem(root: Path, final: Path) -> str | None:
@@ -125,7 +131,7 @@ def _room_problem(root: Path, final: Path) -> str | None:
     last, _ = latest_checkpoint(root.parent, content=False)
     if last is None or last == final:
         return None
-    needed, free = _size(last) * SPACE_MARGIN, free_bytes(root)
+    needed, free = _saved_size(last) * SPACE_MARGIN, free_bytes(root)
     if free is None or free >= needed:
         return None
     return (f"no room on the disk of {root} for checkpoint {final.name}: it needs about {format_bytes(int(needed))} "
@@ -142,7 +148,7 @@ def _no_room_left(accelerator, root: Path, final: Path, tmp: Path) -> NoSpace:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     last, _ = latest_checkpoint(root.parent, content=False)
-    needed = f"about {format_bytes(int(_size(last) * SPACE_MARGIN))} (the size of {last.name})" if last else \
+    needed = f"about {format_bytes(int(_saved_size(last) * SPACE_MARGIN))} (the size of {last.name})" if last else \
         f"more than the {format_bytes(written)} it had written"
     kept = f"{last.name}, the last complete checkpoint, is kept" if last else "no checkpoint was complete yet"
     return NoSpace(f"no space left on the disk of {root} while saving checkpoint {final.name}: it needs {needed}, "
