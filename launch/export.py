@@ -16,10 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist import errors
+from emodist import errors, hostmem
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.sleeping_openmp_threads()  # before torch loads OpenMP (a QLoRA merge computes on the CPU)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a finished run directory (summary.json, model/)")
     parser.add_argument("--output", type=Path, help="the export directory (default RUN_DIR/export; must not exist)")

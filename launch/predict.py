@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist import errors, hub
+from emodist import errors, hostmem, hub
 
 CHUNK = 2048
 """Texts per chunk: sorted by length and batched within it, written when it is done."""
@@ -47,6 +47,7 @@ def _cuda() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.sleeping_openmp_threads()  # before torch loads OpenMP: a busy machine must not stall the batches
     args = parse_args(argv)
     return errors.run_main(lambda: predict(args))
 
@@ -73,6 +74,8 @@ def predict(args: argparse.Namespace) -> int:
         raise errors.UsageError(f"no text to label in {inputs.source}{skipped}: give texts as arguments, with --file, "
                                 "or on standard input")
     classifier = Classifier.load(model_dir, device, max_length=args.max_length, batch_size=args.batch_size)
+    if classifier.warning:
+        print(f"emodist: warning: {classifier.warning}", file=sys.stderr)
     longest = getattr(classifier.model.config, "max_position_embeddings", None)
     if longest and args.max_length > longest:
         raise errors.UsageError(f"--max-length {args.max_length}: this model reads at most {longest} tokens: "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emodist import config, errors, hub, variants  # light: no torch or HF imports yet
+from emodist import config, errors, hostmem, hub, variants  # light: no torch or HF imports yet
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hostmem.sleeping_openmp_threads()  # before torch loads OpenMP: a busy machine must not stall the steps
     args = parse_args(argv)
     if args.list_variants or args.list_keys:
         return print_listing(args.list_variants)

@@ -1,12 +1,14 @@
-"""The CPU training allocator settings (emodist.hostmem), checked in fresh processes: where glibc puts a
-64 MiB block with and without them."""
+"""The CPU runtime settings (emodist.hostmem), checked in fresh processes: where glibc puts a 64 MiB block
+with and without them, and OpenMP's wait policy set before torch loads it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from emodist import hostmem
 
@@ -37,3 +39,53 @@ def where_a_big_block_lives(mode: str) -> str:
 def test_kept_memory_serves_big_blocks_from_the_heap_which_glibc_otherwise_maps_afresh():
     assert where_a_big_block_lives("default") == "anonymous"  # a mapping of its own, faulted in page by page
     assert where_a_big_block_lives("keep") == "[heap]"  # reused after a free, never returned mid-run
+
+
+OPENMP = """
+import os, sys
+from emodist import hostmem
+changed = hostmem.sleeping_openmp_threads()
+import torch
+print(changed, os.environ.get("OMP_WAIT_POLICY"), hostmem.sleeping_openmp_threads())
+"""
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "True PASSIVE False"),  # set before torch loads OpenMP; too late once torch is in
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "False ACTIVE False"),  # the user's choice stays
+    ({"GOMP_SPINCOUNT": "300000"}, "False None False"),
+])
+def test_idle_openmp_threads_sleep_unless_the_user_chose(env, expected):
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    result = subprocess.run([sys.executable, "-c", OPENMP], capture_output=True, text=True, check=True,
+                            env={**clean, **env})
+    assert result.stdout.split("\n")[-2] == expected
+
+
+WATCH_TORCH = """
+import os, runpy, sys
+
+class Watch:  # notes the wait policy at the moment torch is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and "seen" not in Watch.__dict__:
+            Watch.seen = os.environ.get("OMP_WAIT_POLICY")
+        return None
+
+sys.meta_path.insert(0, Watch())
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+print(getattr(Watch, "seen", "torch not imported"), os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+@pytest.mark.parametrize("script", ["train.py", "predict.py", "export.py"])
+def test_every_entry_script_sets_the_wait_policy_before_torch_is_imported(script):
+    """The policy is read once, when torch loads OpenMP: the scripts set it first thing in main()."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    result = subprocess.run([sys.executable, "-c", WATCH_TORCH, str(ROOT / "launch" / script)], capture_output=True,
+                            text=True, check=True, env=clean)
+    seen, final = result.stdout.splitlines()[-1].rsplit(" ", 1)
+    assert final == "PASSIVE" and seen in ("PASSIVE", "torch not imported")
