@@ -30,7 +30,7 @@ from pathlib import Path
 
 from emodist.config import RunConfig
 from emodist.errors import NO_SPACE_ERRNOS, NoSpace, UsageError, format_bytes, free_bytes
-from emodist.rundir import write_json
+from emodist.rundir import open_to_umask, write_json
 
 STATE_FILE = "state.json"
 # Settings a resumed run must share with its checkpoint: they change the model, the data or the
@@ -83,6 +83,8 @@ def save_checkpoint(accelerator, run_dir: Path, progress: dict, keep_last: int, 
         failure = err
     if _any_rank(accelerator, failure is not None):  # every rank writes its own files (RNG state, ZeRO shards)
         raise _no_room_left(accelerator, root, final, tmp) from failure
+    if accelerator.is_local_main_process:
+        open_to_umask(tmp)  # safetensors writes -rw-------: a shared cluster's group must read what the umask allows
     files = _manifest(accelerator, tmp)
     if accelerator.is_main_process:
         state = {**progress, "files": files}
@@ -369,6 +371,7 @@ def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig)
         shutil.rmtree(tmp, ignore_errors=True)  # left by an attempt killed while exporting
         try:
             _save_pretrained(accelerator.unwrap_model(model), tokenizer, tmp, state_dict, cfg)
+            open_to_umask(tmp)
         except Exception as err:  # noqa: BLE001 - a full disk surfaces as OSError, RuntimeError or SafetensorError
             if not _out_of_space(err, tmp):
                 raise

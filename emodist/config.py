@@ -150,8 +150,9 @@ class TrainConfig:
     """Seed of model init, data order, dropout and subsets."""
     log_every_steps: int = 10
     """Write a metrics.jsonl line (and a progress line) every this many optimizer steps."""
-    eval_every_steps: int = 0
-    """Evaluate on dev every this many optimizer steps (0: only at the end)."""
+    eval_every_steps: int | None = None
+    """Evaluate on dev every this many optimizer steps (0: only at the end; unset: 8 times per run, at every
+    eighth of its steps, so that the dev curves are curves)."""
     save_every_steps: int = 0
     """Save a resumable checkpoint every this many optimizer steps (0: only at the end)."""
     keep_last_checkpoints: int = 2
@@ -270,7 +271,8 @@ def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("train.global_batch_size", t.global_batch_size < 1, "must be >= 1"),
         ("train.log_every_steps", t.log_every_steps < 1, "must be >= 1"),
         ("train.cpu_threads", t.cpu_threads is not None and t.cpu_threads < 1, "must be >= 1 (or unset)"),
-        ("train.eval_every_steps", t.eval_every_steps < 0, "must be >= 0 (0: only at the end)"),
+        ("train.eval_every_steps", t.eval_every_steps is not None and t.eval_every_steps < 0,
+         "must be >= 0 (0: only at the end; unset: 8 times per run)"),
         ("train.save_every_steps", t.save_every_steps < 0, "must be >= 0 (0: only at the end)"),
         ("train.keep_last_checkpoints", t.keep_last_checkpoints < 1, "must be >= 1"),
         ("export.max_shard_size", not valid_shard_size(cfg.export.max_shard_size),

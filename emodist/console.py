@@ -11,6 +11,7 @@ the same fields come as one plain line per logged step:
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -82,6 +83,12 @@ class Console:
         warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
         # DeepSpeed's collectives call torch names torch deprecates, once per call
         warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+        # accelerate imports DeepSpeed (when installed) in every save_pretrained; on a machine without CUDA,
+        # DeepSpeed then warns "Setting accelerator to CPU" unless told that it is meant to run there
+        import torch
+
+        if "DS_ACCELERATOR" not in os.environ and not torch.accelerator.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
 
     def banner(self, title: str, rows: list[tuple[str, str]]) -> None:
         table = Table(title=title, show_header=False, title_justify="left", title_style="bold")
@@ -162,8 +169,12 @@ class Console:
         run = Table(title="Throughput and memory", title_justify="left", title_style="bold", show_header=False)
         run.add_column(style="bold cyan")
         run.add_column(justify="right")
+        sessions = perf.get("sessions") or 1
         for phase, seconds in (perf.get("phase_seconds") or {"train": perf["train_seconds"]}).items():
-            run.add_row(f"time: {phase}", f"{seconds:.1f} s")
+            run.add_row(f"time: {phase}" + (" (this session)" if sessions > 1 else ""), f"{seconds:.1f} s")
+        if sessions > 1:
+            run.add_row("sessions", f"{sessions} (resumed {sessions - 1}x): {perf['train_seconds']:.1f} s of training "
+                                    "in all; samples/s and tokens/s cover every session")
         if perf.get("step_seconds_median") is not None:
             run.add_row("step time", f"median {perf['step_seconds_median'] * 1000:.0f} ms, "
                                      f"p90 {perf['step_seconds_p90'] * 1000:.0f} ms")

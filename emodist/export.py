@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from emodist import rundir
 from emodist.errors import UsageError
 
 DATASETS = {"goemotions": "google-research-datasets/go_emotions", "semeval2018": "SemEvalWorkshop/sem_eval_2018_task_1"}
@@ -42,6 +43,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     try:
         tmp.mkdir(parents=True)
         _write(summary, cfg, model_dir, tmp, card, max_shard_size, merge_dtype)
+        rundir.open_to_umask(tmp)  # safetensors writes -rw-------: the export is shared as the umask allows
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -156,10 +158,10 @@ or `python launch/predict.py {name} "I can't believe it worked!"` with emodist.
 
 ## Training
 
-variant `{summary['variant']}`; {t.epochs} epochs ({summary['train']['steps']} steps), global batch
+variant `{summary['variant']}`; {_trained_on(summary, cfg)}; global batch
 {t.global_batch_size}, AdamW lr {o.lr} (head {o.head_lr or o.lr}), {o.schedule} schedule, warmup
 {o.warmup_ratio:.0%}, weight decay {o.weight_decay}, max_length {cfg.data.max_length}, seed {t.seed};
-{summary['num_processes']} process(es), {summary['mixed_precision']} mixed precision.
+{summary['num_processes']} process(es), {summary['mixed_precision']} mixed precision{_sessions(summary)}.
 
 ## Intended use and limits
 
@@ -167,8 +169,36 @@ For research on emotion in short English texts like those it was trained on. The
 probabilities of a model, not judgements about people: do not use them to decide about anyone. Rare
 labels are learned from few examples and are the least reliable (see the per-label F1 above); texts
 longer than {cfg.data.max_length} tokens are read up to that length; sarcasm, other languages and other
-domains are not covered by the test scores.
+domains are not covered by the test scores.{_unlearned(summary)}
 """
+
+
+def _plural(count: float, noun: str) -> str:
+    shown = f"{count:,}" if isinstance(count, int) else f"{count:,.2f}".rstrip("0").rstrip(".")
+    return f"{shown} {noun}" + ("" if shown == "1" else "s")
+
+
+def _trained_on(summary: dict, cfg) -> str:
+    """"1,200 steps (3 epochs) over 12,800 training examples (a seeded random subset ...)"."""
+    train = summary["train"]
+    examples = train.get("examples")
+    subset = ""
+    if cfg.data.max_train_examples is not None and examples is not None:
+        subset = f" (a seeded random subset of the train split, data.max_train_examples={cfg.data.max_train_examples})"
+    over = f" over {_plural(examples, 'training example')}{subset}" if examples is not None else ""
+    return f"{_plural(train['steps'], 'step')} ({_plural(round(train['epochs'], 2), 'epoch')}){over}"
+
+
+def _sessions(summary: dict) -> str:
+    sessions = summary.get("perf", {}).get("sessions") or 1
+    return f", trained in {sessions} sessions (stopped and resumed)" if sessions > 1 else ""
+
+
+def _unlearned(summary: dict) -> str:
+    from emodist import thresholds
+
+    note = thresholds.warning(summary.get("thresholds") or {"per_label": {}})
+    return f"\n\n**Warning from the dev scores:** {note}." if note else ""
 
 
 def check_repo_id(repo_id: str) -> None:

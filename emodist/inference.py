@@ -41,6 +41,8 @@ class Classifier:
         self.cut = cut
         self.max_length = max_length
         self.batch_size = batch_size
+        self.warning: str | None = None
+        """What the dev scores said of the labels the model has not learned (thresholds.json), if anything."""
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | torch.device = "cpu", max_length: int = 128,
@@ -52,7 +54,9 @@ class Classifier:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         tuned = thresholds.load(Path(model_dir))
         cut = thresholds.for_labels(tuned, labels, Path(model_dir) / thresholds.FILE) if tuned else np.full(len(labels), 0.5)
-        return cls(model, tokenizer, cut, max_length, batch_size)
+        classifier = cls(model, tokenizer, cut, max_length, batch_size)
+        classifier.warning = thresholds.warning(tuned) if tuned else None
+        return classifier
 
     @torch.inference_mode()
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from emodist import hub
+from emodist import hub, rundir
 from emodist.config import ModelConfig
 from emodist.errors import UsageError
 
@@ -250,6 +250,7 @@ def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: 
     tmp = directory.with_name(directory.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    rundir.open_to_umask(tmp)
     tmp.rename(directory)
     return directory
 

@@ -46,6 +46,7 @@ COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
     ("test_recall_micro", ("test", "recall_micro"), "{:.4f}"),
     ("test_subset_accuracy", ("test", "subset_accuracy"), "{:.4f}"),
     ("train_seconds", ("perf", "train_seconds"), "{:.1f}"),
+    ("sessions", ("perf", "sessions"), "{}"),
     ("train_samples_per_s", ("perf", "train_samples_per_s"), "{:.1f}"),
     ("train_tokens_per_s", ("perf", "train_tokens_per_s"), "{:,.0f}"),
     ("padding_efficiency", ("perf", "padding_efficiency"), "{:.0%}"),
@@ -60,7 +61,7 @@ HEADERS = {"run": "run", "variant": "variant", "base_model": "base model", "meth
            "test_f1_micro": "test F1 micro", "test_tuned_f1_macro": "tuned F1 macro",
            "test_tuned_f1_micro": "tuned F1 micro", "test_precision_micro": "test P micro",
            "test_recall_micro": "test R micro", "test_subset_accuracy": "test exact match",
-           "train_seconds": "train s", "train_samples_per_s": "samples/s", "train_tokens_per_s": "tokens/s",
+           "train_seconds": "train s", "sessions": "sessions", "train_samples_per_s": "samples/s", "train_tokens_per_s": "tokens/s",
            "padding_efficiency": "real/padded", "step_seconds_median": "step s (median)", "mfu": "MFU",
            "peak_memory_gib": "peak mem GiB"}
 

@@ -325,6 +325,32 @@ def write_json(path: Path, payload) -> None:
     os.replace(tmp, path)
 
 
+def umask() -> int:
+    """The process's file-creation mask, read without changing it (Linux), else by setting it back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def open_to_umask(directory: Path) -> None:
+    """Give every file under `directory` the mode a plain `open()` would have (0o666 minus the umask).
+    safetensors writes its files -rw------- whatever the umask, so a model or checkpoint written on a
+    shared cluster would be unreadable by the group that the user's umask lets read it."""
+    mode = 0o666 & ~umask()
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path) and os.stat(path).st_mode & 0o777 != mode:
+                os.chmod(path, mode)
+
+
 def _finite(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -29,9 +29,18 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+CARRIED = ("train_seconds", "train_samples", "train_tokens", "train_padded_tokens")
+"""The totals a checkpoint carries to the session that resumes from it (state.json `perf`)."""
+
 
 class Throughput:
+    """Samples, tokens and seconds of the optimizer steps on this process. A resumed run's earlier sessions
+    come in through `carry_over` (from the checkpoint's state.json) and are added to every total, so a run's
+    throughput covers all of its training; the step-time percentiles are of this session only."""
+
     def __init__(self, device: torch.device):
+        self.earlier = {"sessions": 0, **dict.fromkeys(CARRIED, 0)}
+        """All ranks' totals of the sessions before this one, up to the checkpoint it resumed from."""
         self.samples = 0
         self.padded_tokens = 0
         self.real_tokens = torch.zeros((), dtype=torch.long, device=device)
@@ -86,13 +95,32 @@ class Throughput:
         self._mark = (samples, tokens, seconds)
         return rates
 
-    def totals(self, accelerator) -> dict:
-        """Run totals over all ranks (a collective: call it on every rank)."""
+    def carry_over(self, earlier: dict | None) -> None:
+        """Count the sessions before this one (a checkpoint's `carried()`; None: a checkpoint without it)."""
+        if earlier:
+            self.earlier = {"sessions": int(earlier["sessions"]), **{k: earlier[k] for k in CARRIED}}
+
+    def carried(self, accelerator) -> dict:
+        """What a checkpoint taken now hands on: every session's totals so far (a collective)."""
+        totals = self._summed(accelerator)
+        return {"sessions": totals["sessions"], **{k: totals[k] for k in CARRIED}}
+
+    def _summed(self, accelerator) -> dict:
         counts = torch.tensor([self.samples, self.padded_tokens, int(self.real_tokens)], device=accelerator.device)
         samples, padded, real = (int(v) for v in accelerator.reduce(counts, reduction="sum"))
-        seconds = max(self.elapsed(), 1e-9)
+        e = self.earlier
+        return {"sessions": e["sessions"] + 1, "train_seconds": e["train_seconds"] + self.elapsed(),
+                "train_samples": e["train_samples"] + samples, "train_tokens": e["train_tokens"] + real,
+                "train_padded_tokens": e["train_padded_tokens"] + padded}
+
+    def totals(self, accelerator) -> dict:
+        """Run totals over all ranks and every session (a collective: call it on every rank)."""
+        summed = self._summed(accelerator)
+        samples, padded, real = summed["train_samples"], summed["train_padded_tokens"], summed["train_tokens"]
+        seconds = max(summed["train_seconds"], 1e-9)
         steps = self.step_seconds
         return {
+            "sessions": summed["sessions"],
             "train_seconds": seconds,
             "train_samples": samples,
             "train_tokens": real,

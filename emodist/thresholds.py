@@ -8,6 +8,11 @@ A single 0.5 threshold wastes what a model knows about rare labels: their probab
 The per-label thresholds are what the test metrics `test_tuned` and inference use; the global one (best
 micro-F1) is kept for comparison. Candidates are the grid 0.02, 0.03, ..., 0.98; ties go to the value
 closest to 0.5, so a label without dev positives (F1 0 everywhere) keeps 0.5.
+
+The file also names the labels the model has not learned: those whose best dev F1 is within
+`UNLEARNED_MARGIN` of labelling every text with them (a threshold at the bottom of the grid does that),
+and those without dev positives, whose threshold says nothing. `warning` turns them into the one line
+that training and predict print.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from emodist.errors import UsageError
 
 FILE = "thresholds.json"
 GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)
+UNLEARNED_MARGIN = 0.05
+"""A label whose best dev F1 is below (F1 of labelling every text with it) + this has not been learned."""
 
 
 def _best(f1: np.ndarray) -> np.ndarray:
@@ -43,13 +50,39 @@ def tune(targets: np.ndarray, probabilities: np.ndarray, labels: list[str]) -> d
     with np.errstate(divide="ignore", invalid="ignore"):
         per_label_f1 = np.nan_to_num(2 * tp / (2 * tp + fp + fn))
         micro_f1 = np.nan_to_num(2 * tp.sum(1) / (2 * tp.sum(1) + fp.sum(1) + fn.sum(1)))
-    per_label = GRID[_best(per_label_f1)]
+    best = _best(per_label_f1)
+    positives = positive.sum(axis=0)
+    every_text_f1 = 2 * positives / (positives + len(targets))  # precision = prevalence, recall 1
+    best_f1 = per_label_f1[best, np.arange(len(labels))]
     return {
         "global": float(GRID[_best(micro_f1)]),
-        "per_label": {name: float(t) for name, t in zip(labels, per_label, strict=True)},
+        "per_label": {name: float(t) for name, t in zip(labels, GRID[best], strict=True)},
         "grid": [float(GRID[0]), float(GRID[-1]), 0.01],
         "tuned_on": "dev",
+        "unlearned": [name for name, f1, floor, count in zip(labels, best_f1, every_text_f1, positives, strict=True)
+                      if count and f1 < floor + UNLEARNED_MARGIN],
+        "no_dev_positives": [name for name, count in zip(labels, positives, strict=True) if not count],
     }
+
+
+def warning(tuned: dict) -> str | None:
+    """One line on the labels the dev scores say the model has not learned (None when it learned them all)."""
+    unlearned, unseen = tuned.get("unlearned") or [], tuned.get("no_dev_positives") or []
+    total = len(tuned["per_label"])
+    parts = []
+    if unlearned:
+        barely = "the model has barely learned: " if len(unlearned) >= total / 2 else ""
+        parts.append(f"{barely}{len(unlearned)} of {total} labels score on dev no better than labelling every "
+                     f"text with them ({_some(unlearned)}), so what it says of them is close to a guess; train "
+                     "longer (train.epochs, train.max_steps) or check optim.lr")
+    if unseen:
+        parts.append(f"{len(unseen)} label(s) have no dev examples ({_some(unseen)}): their threshold stays 0.5, "
+                     "untested")
+    return "; ".join(parts) or None
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def for_labels(tuned: dict, labels: list[str], where: Path | str = FILE) -> np.ndarray:

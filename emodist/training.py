@@ -50,6 +50,9 @@ from emodist.metrics import HEADLINE
 from emodist.modeling import BuiltModel, is_head_parameter
 
 HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
+EVALUATIONS = 8
+"""Dev evaluations per run when train.eval_every_steps is unset (the last one at the end): the points of
+the dev curves. data.max_eval_examples makes each one cheaper; train.eval_every_steps=0 leaves only the last."""
 
 
 def make_accelerator(cfg: RunConfig) -> Accelerator:
@@ -123,6 +126,9 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    eval_every: int
+    """Evaluate on dev every this many steps (0: only at the end): train.eval_every_steps, else an
+    `EVALUATIONS`th of the run."""
 
     @classmethod
     def make(cls, cfg: RunConfig, batches_per_epoch: int, accumulation: int) -> Plan:
@@ -130,7 +136,11 @@ class Plan:
         total = steps_per_epoch * cfg.train.epochs
         if cfg.train.max_steps:
             total = min(total, cfg.train.max_steps)
-        return cls(batches_per_epoch, accumulation, steps_per_epoch, total, round(cfg.optim.warmup_ratio * total))
+        every = cfg.train.eval_every_steps
+        if every is None:
+            every = max(1, math.ceil(total / EVALUATIONS))
+        return cls(batches_per_epoch, accumulation, steps_per_epoch, total, round(cfg.optim.warmup_ratio * total),
+                   every)
 
 
 @dataclass
@@ -187,12 +197,16 @@ class StopSignals:
 
     Whichever rank receives one, all ranks agree at the next optimizer step (`after_step`), save a
     checkpoint and raise `Preempted`. Further signals while that happens change nothing.
+
+    accelerate's launcher turns a Ctrl-C or kill sent to it alone into SIGTERM to the training process (and
+    kills it 5 s later): under that launcher a SIGTERM is reported with where it may have come from.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self) -> None:
         self.received: str | None = None
+        self.launcher = _accelerate_launched()
         self.finishing = False
         """Training is over: a signal now lets the final evaluation and export complete."""
         self._previous: dict = {}
@@ -204,16 +218,37 @@ class StopSignals:
 
     def _handle(self, signum, frame) -> None:
         if self.received is None and errors.is_global_main_process():
-            name = signal.Signals(signum).name
             what = ("the training is done: finishing its evaluation and export first" if self.finishing else
                     "stopping at the next step boundary, after saving a checkpoint")
             # os.write: a print here could re-enter the stream the interrupted code was writing to
-            os.write(2, f"emodist: received {name}: {what}\n".encode())
+            os.write(2, f"emodist: received {self._described(signum)}: {what}\n".encode())
         self.received = self.received or signal.Signals(signum).name
+
+    def _described(self, signum: int) -> str:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGTERM and self.launcher:
+            return f"{name} (accelerate's launcher sends it when it is interrupted with Ctrl-C or killed)"
+        return name
+
+    def describe(self) -> str | None:
+        """The signal received, as the stop message names it."""
+        return self._described(signal.Signals[self.received]) if self.received else None
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _accelerate_launched() -> bool:
+    """Whether this process's parent is `accelerate launch` (`accelerate launch ...` or `python -m
+    accelerate.commands.launch ...`; its multi-process launcher runs torch's agent in the same process)."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmdline:
+            words = cmdline.read().split(b"\0")[:3]
+    except OSError:
+        return False
+    return b"accelerate.commands.launch" in words or (any(w.endswith(b"/accelerate") for w in words)
+                                                     and b"launch" in words)
 
 
 def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
@@ -293,6 +328,7 @@ def restore(s: Session, checkpoint: Path) -> None:
     rank = s.accelerator.process_index
     s.loss_sum.fill_(state["loss_sum_per_rank"][rank])
     s.loss_count = state["loss_count"]
+    s.meter.carry_over(state.get("perf"))
     if s.accelerator.is_main_process:
         s.run.restored(s.cfg, s.step)
     s.accelerator.wait_for_everyone()
@@ -312,6 +348,7 @@ def progress(s: Session) -> dict:
         "fingerprint": (fp := checkpointing.fingerprint(s.cfg, s.labels)),
         "config_hash": checkpointing.fingerprint_hash(fp),
         "stopped_by": s.stop.received,
+        "perf": s.meter.carried(s.accelerator),  # the next session adds its own to these
     }
 
 
@@ -380,7 +417,7 @@ def after_step(s: Session) -> None:
     train = s.cfg.train
     last = s.step == s.plan.total_steps
     logs = s.step % train.log_every_steps == 0 or last
-    evaluates = bool(train.eval_every_steps) and s.step % train.eval_every_steps == 0 and not last
+    evaluates = bool(s.plan.eval_every) and s.step % s.plan.eval_every == 0 and not last
     saves = (bool(train.save_every_steps) and s.step % train.save_every_steps == 0) or last
     stop_requested = check_step(s, now=logs or evaluates or saves)
     # the host waited for the previous step (or this one): in steady state the clock reads the step's duration
@@ -391,10 +428,11 @@ def after_step(s: Session) -> None:
         scores, _, _ = run_eval(s, "dev", prefix="eval")
         if s.best is None or scores["f1_micro"] > s.best["value"]:
             s.best = {"metric": "eval/f1_micro", "value": scores["f1_micro"], "step": s.step}
+            saves = saves or bool(train.save_every_steps)  # a run that saves checkpoints keeps its best one
     if saves or stop_requested:
         checkpoint = save(s)
         if stop_requested:
-            raise Preempted(s.stop.received or "a signal on another rank", s.step, checkpoint,
+            raise Preempted(s.stop.describe() or "a signal on another rank", s.step, checkpoint,
                             f"the same command with --output-dir {shlex.quote(str(s.run_dir))} --resume auto")
     s.console.advance(s.step)
 
@@ -502,6 +540,8 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
             thresholds.save(directory / thresholds.FILE, tuned)
         rundir.write_json(s.run_dir / "summary.json", summary)
         s.console.final(summary)
+        if (unlearned := thresholds.warning(tuned)) is not None:
+            s.console.print(f"emodist: warning: {unlearned}")
         if s.cfg.track.plots:
             draw_plots(s, summary)
         s.console.print(f"run directory: {s.run_dir}")
@@ -509,12 +549,13 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
 
 
 def perf_totals(s: Session, built: BuiltModel) -> dict:
-    """summary.json's `perf`: throughput, step times, peak memory per rank, MFU, seconds per phase."""
+    """summary.json's `perf`: throughput over every session of the run, this session's step times, peak
+    memory per rank and seconds per phase, MFU."""
     perf = s.meter.totals(s.accelerator)
     perf.update(telemetry.peak_memory(s.accelerator))
     perf.update(telemetry.mfu(perf, built.params_total, built.params_trainable, built.model.config,
                               s.accelerator.num_processes, s.accelerator.device))
-    perf["phase_seconds"] = {"load": 0.0, "tokenize": 0.0, **s.phases.seconds, "train": perf["train_seconds"]}
+    perf["phase_seconds"] = {"load": 0.0, "tokenize": 0.0, **s.phases.seconds, "train": s.meter.elapsed()}
     return perf
 
 
@@ -581,6 +622,7 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
         ("schedule", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), warmup {plan.warmup_steps}, "
                      f"{cfg.optim.schedule}, lr {cfg.optim.lr:g}"
                      + (f", head lr {cfg.optim.head_lr:g}" if cfg.optim.head_lr else "")),
+        ("evaluation", f"dev every {plan.eval_every} steps and at the end" if plan.eval_every else "dev at the end"),
     ]
 
 

@@ -45,8 +45,7 @@ _REGISTRY = [
             "model": {"name_or_path": "distilbert-base-uncased", "architecture": "distilbert", "method": "full",
                       "head_modules": ["pre_classifier", "classifier"]},
             "optim": {"lr": 5e-5, "head_lr": 1e-3},
-            "train": {"epochs": 3, "global_batch_size": 32, "micro_batch_size": 16,
-                      "eval_every_steps": 1000, "save_every_steps": 1000},
+            "train": {"epochs": 3, "global_batch_size": 32, "micro_batch_size": 16, "save_every_steps": 1000},
         },
     ),
     Variant(
@@ -55,8 +54,7 @@ _REGISTRY = [
         {
             "model": {"name_or_path": "google/gemma-1.1-2b-it", "architecture": "gemma", **_DECODER_LORA},
             "optim": {"lr": 2e-4},
-            "train": {"epochs": 2, "global_batch_size": 32, "micro_batch_size": 8,
-                      "eval_every_steps": 500, "save_every_steps": 500},
+            "train": {"epochs": 2, "global_batch_size": 32, "micro_batch_size": 8, "save_every_steps": 500},
         },
     ),
     Variant(
@@ -65,8 +63,7 @@ _REGISTRY = [
         {
             "model": {"name_or_path": "mistralai/Mistral-7B-v0.1", "architecture": "mistral", **_DECODER_LORA},
             "optim": {"lr": 1e-4},
-            "train": {"epochs": 2, "global_batch_size": 32, "micro_batch_size": 4,
-                      "eval_every_steps": 500, "save_every_steps": 500},
+            "train": {"epochs": 2, "global_batch_size": 32, "micro_batch_size": 4, "save_every_steps": 500},
         },
     ),
     Variant(
@@ -76,8 +73,7 @@ _REGISTRY = [
             "model": {"name_or_path": "mistralai/Mistral-7B-Instruct-v0.2", "architecture": "mistral",
                       **_DECODER_LORA, "quantization": "nf4", "compute_dtype": "bfloat16"},
             "optim": {"name": "paged_adamw_8bit", "lr": 1e-4},
-            "train": {"epochs": 2, "global_batch_size": 32, "micro_batch_size": 4,
-                      "eval_every_steps": 500, "save_every_steps": 500},
+            "train": {"epochs": 2, "global_batch_size": 32, "micro_batch_size": 4, "save_every_steps": 500},
         },
     ),
     Variant(
@@ -91,8 +87,7 @@ _REGISTRY = [
             "model": {"name_or_path": "sentence-transformers/all-MiniLM-L6-v2", "architecture": "bert",
                       "method": "full", "head_modules": ["pooler", "classifier"]},
             "optim": {"lr": 1e-4, "head_lr": 5e-3},
-            "train": {"epochs": 3, "global_batch_size": 32, "micro_batch_size": 32,
-                      "eval_every_steps": 1000, "save_every_steps": 1000},
+            "train": {"epochs": 3, "global_batch_size": 32, "micro_batch_size": 32, "save_every_steps": 1000},
         },
     ),
 ]
@@ -107,7 +102,7 @@ SMOKE: dict[str, Any] = {
     "data": {"dataset": "synthetic", "data_dir": None, "max_length": 32, "group_by_length": False},
     "optim": {"lr": 2e-3, "head_lr": None, "warmup_ratio": 0.1},
     "train": {"epochs": 8, "global_batch_size": 16, "micro_batch_size": 8, "eval_batch_size": 64,
-              "log_every_steps": 10, "eval_every_steps": 100, "save_every_steps": 100, "keep_last_checkpoints": 2},
+              "log_every_steps": 10, "save_every_steps": 100, "keep_last_checkpoints": 2},
     # small shards, so that even a tiny model's export is really sharded
     "export": {"max_shard_size": "100KB"},
 }

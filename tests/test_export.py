@@ -73,6 +73,7 @@ def test_the_model_card_carries_the_runs_scores_and_thresholds(exports):
     for label, cut in summary["thresholds"]["per_label"].items():
         assert f"| {label} | {cut:.2f} |" in card
     assert "Intended use and limits" in card and "a --smoke run" in card
+    assert "512 steps (8 epochs) over 1,024 training examples;" in card  # what was trained, not the config's plan
     assert json.loads((out / "thresholds.json").read_text()) == json.loads((run_dir / "model" / "thresholds.json").read_text())
     exported = json.loads((out / "config.json").read_text())
     assert exported["id2label"] == {str(i): label for i, label in enumerate(summary["labels"])}
@@ -144,3 +145,18 @@ def test_a_repo_id_that_is_not_one_and_a_dry_run_without_a_push_are_refused_firs
     assert error_lines(run_script("export.py", str(tmp_path), "--dry-run")) == [
         "emodist: error: --dry-run shows what --push-to-hub would upload: add --push-to-hub REPO_ID"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_model_card_says_what_a_short_run_on_a_subset_trained_on():
+    from emodist import export
+
+    cfg = config.load("minilm", overrides=["data.max_train_examples=1000", "train.max_steps=32"])
+    summary = {"train": {"steps": 32, "epochs": 1.0, "examples": 1000}, "perf": {"sessions": 3}}
+    assert export._trained_on(summary, cfg) == ("32 steps (1 epoch) over 1,000 training examples (a seeded random "
+                                                 "subset of the train split, data.max_train_examples=1000)")
+    assert export._sessions(summary) == ", trained in 3 sessions (stopped and resumed)"
+    summary = {"train": {"steps": 1, "epochs": 0.03125, "examples": 32}, "perf": {}}
+    assert export._trained_on(summary, config.load("minilm")) == "1 step (0.03 epochs) over 32 training examples"
+    assert export._sessions(summary) == ""
+    note = export._unlearned({"thresholds": {"per_label": {"joy": 0.02, "anger": 0.4, "fear": 0.3}, "unlearned": ["joy"]}})
+    assert note.startswith("\n\n**Warning from the dev scores:** 1 of 3 labels score on dev no better than labelling")

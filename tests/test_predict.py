@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -34,6 +35,7 @@ def test_jsonl_holds_the_tuned_labels_and_every_score_of_the_classifier(run):
     run_dir, texts = run
     result = predict(str(run_dir / "model"), *texts[:5], "--top-k", "2")
     assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr  # a model that learned every label
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     classifier = Classifier.load(run_dir / "model")
     probabilities = classifier.probabilities(texts[:5])
@@ -67,6 +69,22 @@ def test_standard_input_and_a_truncation_notice(run):
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
     assert "emodist: 1 text(s) longer than 32 tokens were read up to that length (--max-length)" in result.stderr
+
+
+def test_a_model_that_did_not_learn_its_labels_is_said_so_before_its_labels(smoke_runs, tmp_path):
+    """Tuned thresholds at the bottom of the grid label nearly every text: thresholds.json names such labels
+    (see tests/test_thresholds.py) and predict warns, once, on stderr."""
+    run_dir, _ = smoke_runs("distilbert")
+    model = tmp_path / "model"
+    shutil.copytree(run_dir / "model", model)
+    tuned = json.loads((model / "thresholds.json").read_text())
+    (model / "thresholds.json").write_text(json.dumps({**tuned, "unlearned": ["joy", "anger", "fear", "love"]}))
+    result = predict(str(model), "what a day")
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 1
+    assert [line for line in result.stderr.splitlines() if line.startswith("emodist:")] == [
+        "emodist: warning: the model has barely learned: 4 of 6 labels score on dev no better than labelling every "
+        "text with them (joy, anger, fear, love), so what it says of them is close to a guess; train longer "
+        "(train.epochs, train.max_steps) or check optim.lr"]
 
 
 def test_refusals_are_one_line_and_an_existing_output_is_kept(smoke_runs, tmp_path):

@@ -221,3 +221,9 @@ def test_compare_three_real_smoke_runs(smoke_runs, tmp_path):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert f"{summary['test']['f1_macro']:.4f}" in cells and f"{perf['train_tokens_per_s']:,.0f}" in cells
         assert f"{perf['peak_memory_bytes'] / 2**30:.2f}" in cells
+
+
+def test_the_readme_s_report_directory_is_never_committed():
+    """README writes comparisons to reports/: like runs/, git leaves it out."""
+    for path in ("reports/ab/report.md", "runs/x/summary.json"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path

@@ -127,6 +127,11 @@ def test_sigterm_then_sigkill_then_resume_ends_like_the_uninterrupted_run(refere
     resumed, uninterrupted = read_summary(run_dir), read_summary(reference)
     assert resumed["dev"] == uninterrupted["dev"] and resumed["test"] == uninterrupted["test"]
     assert resumed["train"]["steps"] == 60
+    # throughput over the three sessions, each counting its steps up to the checkpoint the next resumed from
+    perf = resumed["perf"]
+    assert perf["sessions"] == 3 and perf["train_samples"] == 60 * 16 == uninterrupted["perf"]["train_samples"]
+    assert perf["train_samples_per_s"] == pytest.approx(perf["train_samples"] / perf["train_seconds"])
+    assert "Traceback" not in stderr and "ConnectionResetError" not in stderr  # the stopped wandb service too
 
 
 def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir):
@@ -140,6 +145,27 @@ def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == errors.EXIT_PREEMPTED
+    assert checkpointing.read_state(checkpointing.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
+
+
+def test_a_ctrl_c_to_accelerate_s_launcher_alone_is_named_as_what_reaches_training(tmp_path, cache_dir):
+    """The launcher turns its own SIGINT into SIGTERM to the training process: the stop line says so,
+    instead of a bare SIGTERM that the user never sent."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--config_file",
+           str(ROOT / "accelerate_configs" / "cpu.yaml"), str(ROOT / "launch" / "train.py"), "--variant", "distilbert",
+           "--smoke", "--output-dir", str(run_dir), "train.max_steps=400", "train.save_every_steps=10"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    while not (run_dir / "checkpoints" / "step-10" / checkpointing.STATE_FILE).exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130
+    last = [line for line in stderr.splitlines() if line.startswith("emodist:")][-1]
+    assert last.startswith("emodist: stopped by SIGTERM (accelerate's launcher sends it when it is interrupted with "
+                           "Ctrl-C or killed) at step "), stderr[-3000:]
     assert checkpointing.read_state(checkpointing.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
 
 

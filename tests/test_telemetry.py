@@ -24,6 +24,42 @@ def test_step_times_leave_out_paused_time():
     assert meter.step_seconds[-1] == pytest.approx(meter.elapsed() - meter.step_seconds[0], abs=0.01)
 
 
+class OneProcess:
+    """The part of an Accelerator that the meter's totals use, for one process."""
+
+    device = torch.device("cpu")
+
+    @staticmethod
+    def reduce(tensor, reduction):
+        return tensor
+
+
+def test_a_resumed_run_s_totals_add_every_session_up():
+    """A 512-step run resumed once reported only its last 192 samples: the checkpoint now carries the totals."""
+    first = telemetry.Throughput(torch.device("cpu"))
+    batch = {"input_ids": torch.ones(16, 10, dtype=torch.long), "attention_mask": torch.ones(16, 10, dtype=torch.long)}
+    first.resume()
+    for _ in range(20):
+        first.count(batch)
+    first.pause()
+    carried = first.carried(OneProcess())
+    assert carried == {"sessions": 1, "train_seconds": first.elapsed(), "train_samples": 320, "train_tokens": 3200,
+                       "train_padded_tokens": 3200}
+
+    second = telemetry.Throughput(torch.device("cpu"))
+    second.carry_over(carried)
+    second.resume()
+    for _ in range(12):
+        second.count(batch)
+    second.pause()
+    totals = second.totals(OneProcess())
+    assert totals["sessions"] == 2 and totals["train_samples"] == 512 and totals["train_tokens"] == 5120
+    assert totals["train_seconds"] == pytest.approx(first.elapsed() + second.elapsed())
+    assert totals["train_samples_per_s"] == pytest.approx(512 / totals["train_seconds"])
+    second.carry_over(None)  # a checkpoint from before the totals were kept: this session only, as before
+    assert second.totals(OneProcess())["sessions"] == 2
+
+
 def test_flops_per_token_is_6n_for_a_full_fine_tune_and_less_for_lora():
     n, layers, hidden, seq = 7_000_000_000, 32, 4096, 128
     attention = 12 * layers * hidden * seq

@@ -79,3 +79,37 @@ def test_thresholds_that_cannot_cut_are_refused_naming_the_file(tmp_path, conten
     with pytest.raises(UsageError) as err:
         thresholds.load(tmp_path)
     assert str(err.value) == f"{tmp_path / thresholds.FILE}: {problem}: delete it to use 0.5 or restore it from the run"
+
+
+def test_labels_the_dev_scores_say_were_not_learned_are_named_with_a_warning():
+    """An undertrained model's scores carry nothing: its best thresholds sit at the bottom of the grid, which
+    labels nearly every text. Such labels are named, a label without dev positives too."""
+    rng = np.random.default_rng(1)
+    targets = (rng.random((500, 4)) < [0.3, 0.05, 0.2, 0.0]).astype(np.float32)
+    learned = np.clip(0.15 + 0.7 * targets + rng.normal(0, 0.1, targets.shape), 0, 1)
+    noise = rng.random(targets.shape) * 0.1  # scores that do not follow the labels at all
+
+    tuned = thresholds.tune(targets, learned, LABELS)
+    assert tuned["unlearned"] == [] and tuned["no_dev_positives"] == ["never"]
+    assert thresholds.warning(tuned) == ("1 label(s) have no dev examples (never): their threshold stays 0.5, "
+                                         "untested")
+
+    tuned = thresholds.tune(targets, np.concatenate([learned[:, :1], noise[:, 1:]], axis=1), LABELS)
+    assert tuned["unlearned"] == ["grief", "anger"] and tuned["no_dev_positives"] == ["never"]
+    assert thresholds.warning(tuned).startswith("the model has barely learned: 2 of 4 labels score on dev no "
+                                                "better than labelling every text with them (grief, anger)")
+    assert thresholds.warning({"per_label": {"joy": 0.4}}) is None  # a thresholds.json from before the check
+
+
+def test_the_unlearned_margin_is_measured_against_labelling_every_text():
+    """A label at prevalence p labelled on every text scores F1 2p/(1+p); a model must beat that by the margin."""
+    targets = np.zeros((100, 1), dtype=np.float32)
+    targets[:20, 0] = 1  # p = 0.2: every text labelled scores F1 1/3
+    # scores that rank 4 positives first, then the rest at random: best F1 just above 1/3
+    probabilities = np.full((100, 1), 0.5, dtype=np.float32)
+    probabilities[:4, 0] = 0.9
+    tuned = thresholds.tune(targets, probabilities, ["joy"])
+    best = max(f1_score(targets[:, 0], probabilities[:, 0] >= t, zero_division=0) for t in thresholds.GRID)
+    assert best < 1 / 3 + thresholds.UNLEARNED_MARGIN and tuned["unlearned"] == ["joy"]
+    probabilities[:20, 0] = 0.9  # every positive ranked first: F1 1
+    assert thresholds.tune(targets, probabilities, ["joy"])["unlearned"] == []

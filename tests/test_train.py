@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import assert_drawn, launch, read_metrics, read_summary, rescore, rescore_dev, wandb_run
 
-from emodist import data, variants
+from emodist import data, rundir, variants
 from emodist.config import DataConfig
 
 SUMMARY_KEYS = ["variant", "base_model", "smoke", "num_processes", "distributed_type", "mixed_precision",
@@ -43,7 +43,13 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     state = json.loads((run_dir / "checkpoints" / "step-512" / "state.json").read_text())
     assert state["step"] == 512 and state["best"]["metric"] == "eval/f1_micro"
     kept = {p.name for p in (run_dir / "checkpoints").iterdir()}
-    assert kept == {"step-500", "step-512", f"step-{state['best']['step']}"}  # evals and saves share steps
+    assert kept == {"step-500", "step-512", f"step-{state['best']['step']}"}  # a new best dev score is saved
+    # dev evaluated 8 times (train.eval_every_steps unset): the curves have points to draw
+    assert [r["step"] for r in read_metrics(run_dir) if "eval/loss" in r] == list(range(64, 513, 64))
+    # every file as open() would make it: safetensors' own -rw------- would hide models from a shared group
+    mode = 0o666 & ~rundir.umask()
+    assert {f.relative_to(run_dir): oct(f.stat().st_mode & 0o777) for f in run_dir.rglob("*") if f.is_file()
+            and f.stat().st_mode & 0o777 != mode} == {}
     # the terminal: banner, progress lines, final tables
     assert "emodist" in result.stdout and "step 10/512 (1%)" in result.stdout
     assert "Results" in result.stdout and "Throughput and memory" in result.stdout
@@ -324,7 +330,23 @@ def test_the_learning_rate_schedules_are_transformers_own(schedule, hf_name, war
 
     optim = config.load("distilbert", overrides=[f"optim.schedule={schedule}"]).optim
     plan = training.Plan(batches_per_epoch=total, accumulation=1, steps_per_epoch=total, total_steps=total,
-                         warmup_steps=warmup)
+                         warmup_steps=warmup, eval_every=0)
     ours = rates(lambda o: training.build_scheduler(o, optim, plan, num_processes=1))
     theirs = rates(lambda o: get_scheduler(hf_name, o, num_warmup_steps=warmup, num_training_steps=total))
     assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_under_accelerate_launch_q_emodist_s_line_is_the_last_one():
+    """`accelerate launch -q` (README): a refusal is one line, emodist's, at the end: no launcher traceback
+    repeating it, no DeepSpeed accelerator notice (tests/test_resume.py holds the stop signals' lines)."""
+    result = launch("--variant", "minilm", "--smoke", "nosuch.key=1", config_file="cpu.yaml", launcher_args=("-q",))
+    assert result.returncode == 1  # accelerate reports any failure as 1 (README: exit codes)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == "emodist: error: override 'nosuch.key=1': unknown key 'nosuch.key' (see `launch/train.py " \
+                        "--list-keys`)"
+    assert result.stderr.count("emodist:") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_run_on_a_cpu_prints_no_deepspeed_accelerator_notice(smoke_runs):
+    _, result = smoke_runs("distilbert")  # save_pretrained imports DeepSpeed through accelerate
+    assert "Setting accelerator to CPU" not in result.stderr and "Traceback" not in result.stderr
