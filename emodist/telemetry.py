@@ -101,11 +101,7 @@ class Throughput:
             self.earlier = {"sessions": int(earlier["sessions"]), **{k: earlier[k] for k in CARRIED}}
 
     def carried(self, accelerator) -> dict:
-        """What a checkpoint taken now hands on: every session's totals so far (a collective)."""
-        totals = self._summed(accelerator)
-        return {"sessions": totals["sessions"], **{k: totals[k] for k in CARRIED}}
-
-    def _summed(self, accelerator) -> dict:
+        """Every session's totals so far, all ranks summed: what a checkpoint taken now hands on (a collective)."""
         counts = torch.tensor([self.samples, self.padded_tokens, int(self.real_tokens)], device=accelerator.device)
         samples, padded, real = (int(v) for v in accelerator.reduce(counts, reduction="sum"))
         e = self.earlier
@@ -115,7 +111,7 @@ class Throughput:
 
     def totals(self, accelerator) -> dict:
         """Run totals over all ranks and every session (a collective: call it on every rank)."""
-        summed = self._summed(accelerator)
+        summed = self.carried(accelerator)
         samples, padded, real = summed["train_samples"], summed["train_padded_tokens"], summed["train_tokens"]
         seconds = max(summed["train_seconds"], 1e-9)
         steps = self.step_seconds
