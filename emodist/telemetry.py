@@ -62,11 +62,14 @@ class Throughput:
 
     @contextmanager
     def paused(self):
+        """Stop the clock for the block; it runs again after it only if it was running before it."""
+        running = self._started is not None
         self.pause()
         try:
             yield
         finally:
-            self.resume()
+            if running:
+                self.resume()
 
     def count(self, batch: dict) -> None:
         ids = batch["input_ids"]

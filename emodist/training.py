@@ -199,7 +199,8 @@ class StopSignals:
     checkpoint and raise `Preempted`. Further signals while that happens change nothing.
 
     accelerate's launcher turns a Ctrl-C or kill sent to it alone into SIGTERM to the training process (and
-    kills it 5 s later): under that launcher a SIGTERM is reported with where it may have come from.
+    kills it 5 s later): under that launcher the line that acknowledges a SIGTERM says so, since the user may
+    never have sent one. (A scheduler's SIGTERM looks the same from here, so the stop line names only the signal.)
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
@@ -227,12 +228,8 @@ class StopSignals:
     def _described(self, signum: int) -> str:
         name = signal.Signals(signum).name
         if signum == signal.SIGTERM and self.launcher:
-            return f"{name} (accelerate's launcher sends it when it is interrupted with Ctrl-C or killed)"
+            return f"{name} (under accelerate launch, also what a Ctrl-C to the launcher becomes)"
         return name
-
-    def describe(self) -> str | None:
-        """The signal received, as the stop message names it."""
-        return self._described(signal.Signals[self.received]) if self.received else None
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -432,7 +429,7 @@ def after_step(s: Session) -> None:
     if saves or stop_requested:
         checkpoint = save(s)
         if stop_requested:
-            raise Preempted(s.stop.describe() or "a signal on another rank", s.step, checkpoint,
+            raise Preempted(s.stop.received or "a signal on another rank", s.step, checkpoint,
                             f"the same command with --output-dir {shlex.quote(str(s.run_dir))} --resume auto")
     s.console.advance(s.step)
 

@@ -14,7 +14,8 @@ from conftest import ROOT, error_lines, launch
 
 from emodist import checkpointing, errors
 
-SMOKE = ["--variant", "distilbert", "--smoke", "train.save_every_steps=10", "train.max_steps=40"]
+SMOKE = ["--variant", "distilbert", "--smoke", "train.save_every_steps=10", "train.eval_every_steps=10",
+         "train.max_steps=40"]  # evaluations (which save a new best) on the same steps as the saves
 
 
 @pytest.fixture

@@ -24,6 +24,18 @@ def test_step_times_leave_out_paused_time():
     assert meter.step_seconds[-1] == pytest.approx(meter.elapsed() - meter.step_seconds[0], abs=0.01)
 
 
+def test_a_pause_after_training_does_not_start_the_clock_again():
+    """The final dev and test evaluations run after training stopped the clock: it stays stopped."""
+    meter = telemetry.Throughput(torch.device("cpu"))
+    meter.resume()
+    meter.pause()
+    stopped = meter.elapsed()
+    with meter.paused():
+        pass
+    time.sleep(0.05)
+    assert meter.elapsed() == stopped
+
+
 class OneProcess:
     """The part of an Accelerator that the meter's totals use, for one process."""
 

@@ -258,7 +258,7 @@ def test_a_run_is_never_replaced_silently(tmp_path, cache_dir):
     replaced = launch(*args, "--overwrite", accelerate=False)
     assert replaced.returncode == 0, replaced.stderr[-2000:]
     assert read_summary(run_dir)["train"]["steps"] == 2
-    assert read_metrics(run_dir)[0]["step"] == 2
+    assert read_metrics(run_dir)[-1]["step"] == 2 and {"step": 1} not in read_metrics(run_dir)  # a new file
     [aside] = tmp_path.glob("run.replaced-*")
     assert (aside / "summary.json").read_text() == '{"variant": "an earlier run"}'
 
