@@ -24,7 +24,9 @@ Exit codes of every entry script (launch/*.py); a launcher such as torchrun repo
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import sys
 import tempfile
@@ -88,6 +90,20 @@ def is_global_main_process() -> bool:
 REPORT_GRACE_S = 10.0
 
 
+def say_last(line: str) -> None:
+    """Print the line that ends this process on stderr.
+
+    Under torchrun (and `accelerate launch` with several processes) the launcher ends a failed run with its
+    own summary of the failed ranks: the line also goes to that rank's `TORCHELASTIC_ERROR_FILE`, so the
+    summary's root cause is this line rather than a link to torch's docs.
+    """
+    print(line, file=sys.stderr, flush=True)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:  # if it cannot be written, the summary names the exit code only: the line above says it all
+        with contextlib.suppress(OSError):
+            Path(error_file).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))
+
+
 def report(err: BaseException) -> int:
     """Print `err` once, from the main rank (N processes do not print it N times); return its exit code.
 
@@ -97,10 +113,10 @@ def report(err: BaseException) -> int:
     they met is still printed, naming the rank.
     """
     if is_global_main_process():
-        print(f"emodist: error: {err}", file=sys.stderr, flush=True)
+        say_last(f"emodist: error: {err}")
     else:
         time.sleep(REPORT_GRACE_S)
-        print(f"emodist: error on rank {os.environ.get('RANK')}: {err}", file=sys.stderr, flush=True)
+        say_last(f"emodist: error on rank {os.environ.get('RANK')}: {err}")
     return getattr(err, "exit_code", EXIT_USAGE)
 
 
@@ -156,12 +172,11 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
         return report(err)
     except Preempted as stopped:
         if is_global_main_process():
-            print(f"emodist: {stopped}", file=sys.stderr, flush=True)
+            say_last(f"emodist: {stopped}")
         return EXIT_PREEMPTED
     except KeyboardInterrupt:
         if is_global_main_process():
-            print("emodist: interrupted (Ctrl-C) before training started; nothing was saved", file=sys.stderr,
-                  flush=True)
+            say_last("emodist: interrupted (Ctrl-C) before training started; nothing was saved")
         return EXIT_INTERRUPTED
     except OSError as err:
         if err.errno in NO_SPACE_ERRNOS:
