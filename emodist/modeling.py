@@ -178,6 +178,10 @@ def _bnb_config(cfg: ModelConfig, quant_storage: str | None = None):
 
 def _load(loader, source: str, **kwargs):
     """Call a `from_pretrained`, turning 'not found' into one line that says what to do."""
+    if not Path(source).is_dir() and (source.startswith(("/", "./", "../", "~")) or source.count("/") > 1):
+        what = "is a file" if Path(source).expanduser().is_file() else "does not exist"
+        raise UsageError(f"model.name_or_path={source}: this local path {what}; a local model is the directory "
+                         "that save_pretrained wrote (config.json and the weights), a hub id reads owner/name")
     try:
         return loader(source, **kwargs)
     except OSError as err:

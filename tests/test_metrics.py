@@ -39,15 +39,32 @@ def test_hand_computed_scores():
 
 def test_threshold_moves_predictions():
     scores = multilabel_metrics(TARGETS, PROBABILITIES, LABELS, threshold=0.35)
-    # row 0 now also predicts c (0.4): c gets tp 1, so micro tp 5, fp 2 (row 1's c, row 3 none)...
-    assert scores["per_label"]["c"]["recall"] == pytest.approx(1 / 2)
-    assert scores["f1_micro"] > multilabel_metrics(TARGETS, PROBABILITIES, LABELS)["f1_micro"]
+    # row 0 now also predicts c (0.4): exact; c gets tp 1 (row 0), fp 1 (row 1), fn 1 (row 3), tn 1 (row 2);
+    # a and b stay perfect: micro tp 5, fp 1, fn 1
+    assert scores["per_label"]["c"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert scores["confusion"]["c"] == [[1, 1], [1, 1]]
+    assert scores["precision_micro"] == pytest.approx(5 / 6)
+    assert scores["recall_micro"] == pytest.approx(5 / 6)
+    assert scores["f1_micro"] == pytest.approx(5 / 6)
+    assert scores["f1_macro"] == pytest.approx((1 + 1 + 1 / 2) / 3)
+    assert scores["subset_accuracy"] == pytest.approx(2 / 4)  # rows 0 and 2
 
 
 def test_scores_are_plain_json_types():
+    """summary.json and wandb take the scores as they are: only dicts, lists, str, int and float inside."""
     import json
 
-    json.dumps(multilabel_metrics(TARGETS, PROBABILITIES, LABELS))
+    scores = multilabel_metrics(TARGETS, PROBABILITIES, LABELS)
+
+    def plain(value) -> bool:
+        if isinstance(value, dict):
+            return all(isinstance(key, str) and plain(item) for key, item in value.items())
+        if isinstance(value, list):
+            return all(plain(item) for item in value)
+        return type(value) in (str, int, float, bool) or value is None
+
+    assert plain(scores)
+    assert json.loads(json.dumps(scores)) == scores
 
 
 def test_mismatched_shapes_are_refused():

@@ -102,18 +102,25 @@ def test_wrong_architecture_is_refused(bases):
 
 
 def test_missing_head_and_targets_are_refused(bases):
-    with pytest.raises(UsageError, match=r"model.head_modules: \['classifier'\] not found in .*\(its head: \['score'\]\)"):
+    with pytest.raises(UsageError) as err:
         build("mistral-lora", bases["mistral"], "model.head_modules=classifier")
+    assert str(err.value) == ("model.head_modules: ['classifier'] not found in MistralForSequenceClassification "
+                              "(its head: ['score']): set model.head_modules=['score']")
     with pytest.raises(UsageError) as err:
         build("mistral-lora", bases["mistral"], "model.lora.target_modules=q_lin")
     assert str(err.value) == ("model.lora.target_modules=['q_lin']: no Linear layer of this model has that name; its "
                               "Linear layers are down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")
 
 
-def test_missing_local_model_says_what_to_do(tmp_path):
-    cfg = config.load("distilbert", overrides=[f"model.name_or_path={tmp_path / 'nowhere'}"])
-    with pytest.raises(UsageError, match="model.name_or_path|hub"):
+@pytest.mark.parametrize(("path", "what"), [("nowhere", "does not exist"), ("weights.safetensors", "is a file")])
+def test_missing_local_model_says_what_to_do(tmp_path, path, what):
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    cfg = config.load("distilbert", overrides=[f"model.name_or_path={tmp_path / path}"])
+    with pytest.raises(UsageError) as err:
         modeling.build_model(cfg.model, LABELS, cfg.model.name_or_path, torch.device("cpu"))
+    assert str(err.value) == (
+        f"model.name_or_path={tmp_path / path}: this local path {what}; a local model is the directory that "
+        "save_pretrained wrote (config.json and the weights), a hub id reads owner/name")
 
 
 def test_smoke_tokenizer_knows_the_frequent_words():
