@@ -26,6 +26,72 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# ---------------------------------------------------------------------------------------------------
+# No green by skipping. Tests marked `gpu` leave the run where no CUDA device is (deselected and counted,
+# so `pytest -m gpu` on such a machine ends with "no tests ran", exit 5). Under EMODIST_CI=1 (set by
+# .ci/run) any other skip is a failure: CI is green only when every test it selected ran.
+
+STRICT = os.environ.get("EMODIST_CI", "") not in ("", "0")
+DESELECTED: dict[str, int] = {}  # why -> how many
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+NO_CUDA = "marked gpu, and this machine has no CUDA device"
+NO_CUDA_KEY = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m and -k: a gpu test is counted as deselected for want of CUDA
+def pytest_collection_modifyitems(config, items):
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not _cuda():
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+        for item in gpu:
+            item.stash[NO_CUDA_KEY] = True
+        config.hook.pytest_deselected(items=gpu)
+
+
+def pytest_deselected(items):
+    for item in items:
+        if item.stash.get(NO_CUDA_KEY, False):
+            why = NO_CUDA
+        else:
+            option = item.config.option
+            why = "not selected by " + " and ".join(
+                f'{flag} "{expr}"' for flag, expr in (("-m", option.markexpr), ("-k", option.keyword)) if expr)
+        DESELECTED[why] = DESELECTED.get(why, 0) + 1
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under EMODIST_CI=1, where every selected test must run: {reason}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    def tests(*outcomes: str) -> set[str]:
+        return {report.nodeid for key in outcomes for report in terminalreporter.stats.get(key, [])}
+
+    skipped = tests("skipped")
+    ran = tests("passed", "failed", "error") - skipped
+    why = "; ".join(f"{count} {reason}" for reason, count in DESELECTED.items()) or "none"
+    line = f"tests: {len(ran)} ran, {len(skipped)} skipped, {sum(DESELECTED.values())} deselected ({why})"
+    terminalreporter.write_line(line)
+    if not ran and DESELECTED.get(NO_CUDA):
+        terminalreporter.write_line(f"nothing ran: the {DESELECTED[NO_CUDA]} test(s) marked gpu need a CUDA device")
+    summary = os.environ.get("EMODIST_TEST_SUMMARY")
+    if summary:  # .ci/run ends with this line
+        Path(summary).write_text(line + "\n")
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """A tokenization cache shared by the whole session and by the subprocesses it starts."""
