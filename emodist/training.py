@@ -13,12 +13,12 @@ weights in the optimizer. The topology itself comes from the accelerate config (
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import re
 import shlex
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,6 @@ from torch.utils.data import DataLoader
 from emodist import (
     checkpointing,
     distributed,
-    errors,
     evaluation,
     hostmem,
     rundir,
@@ -48,6 +47,7 @@ from emodist.console import Console
 from emodist.errors import Diverged, Preempted, UsageError
 from emodist.metrics import HEADLINE
 from emodist.modeling import BuiltModel, is_head_parameter
+from emodist.signals import StopSignals
 
 HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
 EVALUATIONS = 8
@@ -179,6 +179,8 @@ class Session:
     loss_count: int = 0
     best: dict | None = None
     """The best dev score during training: {"metric", "value", "step"}."""
+    started_at: int = 0
+    """The step this session (this launch) started from."""
     pending_check: tuple | None = None
     """The last step's all-reduced stop and divergence flags on their way to the host (see `check_step`)."""
 
@@ -192,70 +194,18 @@ class Session:
         return round(self.step / self.plan.steps_per_epoch, 4)
 
 
-class StopSignals:
-    """SIGTERM, SIGUSR1 and SIGINT ask for a stop at the next step boundary instead of killing the process.
-
-    Whichever rank receives one, all ranks agree at the next optimizer step (`after_step`), save a
-    checkpoint and raise `Preempted`. Further signals while that happens change nothing.
-
-    accelerate's launcher turns a Ctrl-C or kill sent to it alone into SIGTERM to the training process (and
-    kills it 5 s later): under that launcher the line that acknowledges a SIGTERM says so, since the user may
-    never have sent one. (A scheduler's SIGTERM looks the same from here, so the stop line names only the signal.)
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self.launcher = _accelerate_launched()
-        self.finishing = False
-        """Training is over: a signal now lets the final evaluation and export complete."""
-        self._previous: dict = {}
-
-    def __enter__(self) -> StopSignals:
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is None and errors.is_global_main_process():
-            what = ("the training is done: finishing its evaluation and export first" if self.finishing else
-                    "stopping at the next step boundary, after saving a checkpoint")
-            # os.write: a print here could re-enter the stream the interrupted code was writing to
-            os.write(2, f"emodist: received {self._described(signum)}: {what}\n".encode())
-        self.received = self.received or signal.Signals(signum).name
-
-    def _described(self, signum: int) -> str:
-        name = signal.Signals(signum).name
-        if signum == signal.SIGTERM and self.launcher:
-            return f"{name} (under accelerate launch, also what a Ctrl-C to the launcher becomes)"
-        return name
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _accelerate_launched() -> bool:
-    """Whether this process's parent is `accelerate launch` (`accelerate launch ...` or `python -m
-    accelerate.commands.launch ...`; its multi-process launcher runs torch's agent in the same process)."""
-    try:
-        with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmdline:
-            words = cmdline.read().split(b"\0")[:3]
-    except OSError:
-        return False
-    return b"accelerate.commands.launch" in words or (any(w.endswith(b"/accelerate") for w in words)
-                                                     and b"launch" in words)
-
-
 def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run: rundir.Run, console: Console, phases: telemetry.Phases | None = None) -> dict:
+          tokenized: dict, run: rundir.Run, console: Console, phases: telemetry.Phases | None = None,
+          stop: StopSignals | None = None) -> dict:
     """Train (from `run.checkpoint` when there is one), evaluate on dev and test, export `model/`, write
     `summary.json` and `plots/`; return the summary. Raises Preempted on a stop signal, Diverged on a NaN
-    loss, NoSpace when the disk fills. `phases`: the times of the phases before training (load, tokenize)."""
+    loss, NoSpace when the disk fills. `phases`: the times of the phases before training (load, tokenize);
+    `stop`: the signal handlers the entry script installed before loading (a signal then stops the run
+    after its first step), else installed here."""
     run_dir = run.path
-    with StopSignals() as stop:
+    with StopSignals() if stop is None else contextlib.nullcontext(stop) as stop:
         session = setup(cfg, accelerator, built, data, tokenized, run, console, stop, phases or telemetry.Phases())
+        stop.training = True
         summary, error = None, None
         try:
             fit(session)
@@ -352,6 +302,7 @@ def progress(s: Session) -> dict:
 def fit(s: Session) -> None:
     """Run optimizer steps until the plan's total, evaluating, logging and saving on the way."""
     s.model.train()
+    s.started_at = s.step
     s.meter.resume()
     with s.console.progress(s.plan.total_steps, completed=s.step):
         while s.step < s.plan.total_steps:
@@ -416,7 +367,8 @@ def after_step(s: Session) -> None:
     logs = s.step % train.log_every_steps == 0 or last
     evaluates = bool(s.plan.eval_every) and s.step % s.plan.eval_every == 0 and not last
     saves = (bool(train.save_every_steps) and s.step % train.save_every_steps == 0) or last
-    stop_requested = check_step(s, now=logs or evaluates or saves)
+    # the session's first step reads its own check: a signal that came while the run loaded stops it there
+    stop_requested = check_step(s, now=logs or evaluates or saves or s.step == s.started_at + 1)
     # the host waited for the previous step (or this one): in steady state the clock reads the step's duration
     s.meter.mark_step()
     if logs:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emodist import config, errors, hostmem, hub, variants  # light: no torch or HF imports yet
+from emodist import config, errors, hostmem, hub, signals, variants  # light: no torch or HF imports yet
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_variants or args.list_keys:
         return print_listing(args.list_variants)
     opened: dict = {}  # the accelerator and the run directory, once there: closed whatever happens
-    try:
-        return errors.run_main(lambda: train(args, opened), traceback_dir=lambda: opened.get("run") and opened["run"].path)
+    try:  # a scheduler's signal while the model loads stops the run after its first step (emodist/signals.py)
+        with signals.StopSignals(training=False) as stop:
+            return errors.run_main(lambda: train(args, opened, stop),
+                                   traceback_dir=lambda: opened.get("run") and opened["run"].path)
     finally:
         if "run" in opened:
             opened["run"].close()
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             distributed.shut_down(opened["accelerator"])
 
 
-def train(args: argparse.Namespace, opened: dict) -> int:
+def train(args: argparse.Namespace, opened: dict, stop: signals.StopSignals) -> int:
     cli = {"output_dir": ("--output-dir", args.output_dir), "data.data_dir": ("--data-dir", args.data_dir),
            "data.dataset": ("--dataset", args.dataset or ("auto" if args.data_dir else None)),
            "track.wandb": ("--wandb", args.wandb)}
@@ -93,7 +95,7 @@ def train(args: argparse.Namespace, opened: dict) -> int:
                                      quant_storage=distributed.quant_storage_dtype(cfg, topology))
     with phases.measure("tokenize"):
         tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
-    training.train(cfg, accelerator, built, dataset, tokenized, run, console, phases=phases)
+    training.train(cfg, accelerator, built, dataset, tokenized, run, console, phases=phases, stop=stop)
     return 0
 
 

@@ -148,6 +148,34 @@ def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir):
     assert checkpointing.read_state(checkpointing.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
 
 
+def catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has installed a handler for `sig` (its SigCgt mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught >> (sig - 1) & 1)
+
+
+def test_a_scheduler_signal_while_the_model_loads_stops_the_run_after_its_first_step(tmp_path, cache_dir):
+    """SLURM's USR1 can come while a 7B model still loads: the job must stop with a checkpoint (and be
+    requeued), not die of the signal's default action."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "distilbert", "--smoke",
+           "--output-dir", str(run_dir), "train.max_steps=40"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not catches(proc.pid, signal.SIGUSR1):  # the handlers are installed before torch even loads
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGUSR1)
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == errors.EXIT_PREEMPTED, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if line.startswith("emodist:")]
+    assert said[0] == ("emodist: received SIGUSR1: the run is still loading: it stops after its first training "
+                       "step, with a checkpoint")
+    assert said[-1].startswith("emodist: stopped by SIGUSR1 at step 1: saved ")
+    checkpoint, _ = checkpointing.latest_checkpoint(run_dir)
+    assert checkpoint.name == "step-1" and checkpointing.read_state(checkpoint)["stopped_by"] == "SIGUSR1"
+
+
 def test_a_ctrl_c_to_accelerate_s_launcher_alone_is_named_as_what_reaches_training(tmp_path, cache_dir):
     """The launcher turns its own SIGINT into SIGTERM to the training process: the stop line says so,
     instead of a bare SIGTERM that the user never sent."""

@@ -1,0 +1,81 @@
+"""Stop signals: a scheduler's SIGTERM or SIGUSR1 (or a Ctrl-C) becomes a checkpoint and a clean stop.
+
+    with StopSignals() as stop:   # in the entry script, before the model loads
+        ...                       # loading: SIGTERM / SIGUSR1 are remembered, Ctrl-C interrupts at once
+        stop.training = True      # the loop: every signal stops the run at the next step boundary
+
+This module imports nothing heavy, so an entry script installs the handlers before torch loads: a job that
+is signalled while its 7B model loads is not lost, it stops after its first step with a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from emodist import errors
+
+
+class StopSignals:
+    """SIGTERM, SIGUSR1 and SIGINT ask for a stop at the next step boundary instead of killing the process.
+
+    Whichever rank receives one, all ranks agree at the next optimizer step (`after_step`), save a
+    checkpoint and raise `Preempted`. Further signals while that happens change nothing.
+
+    accelerate's launcher turns a Ctrl-C or kill sent to it alone into SIGTERM to the training process (and
+    kills it 5 s later): under that launcher the line that acknowledges a SIGTERM says so, since the user may
+    never have sent one. (A scheduler's SIGTERM looks the same from here, so the stop line names only the signal.)
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self, training: bool = True) -> None:
+        self.received: str | None = None
+        self.launcher = _accelerate_launched()
+        self.training = training
+        """False while the run loads: a Ctrl-C then interrupts at once (nothing to save yet), while SIGTERM and
+        SIGUSR1 (a scheduler's, which must not lose the job) are kept until the first step stops the run."""
+        self.finishing = False
+        """Training is over: a signal now lets the final evaluation and export complete."""
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and not self.training:
+            raise KeyboardInterrupt
+        if self.received is None and errors.is_global_main_process():
+            if self.finishing:
+                what = "the training is done: finishing its evaluation and export first"
+            elif self.training:
+                what = "stopping at the next step boundary, after saving a checkpoint"
+            else:
+                what = "the run is still loading: it stops after its first training step, with a checkpoint"
+            # os.write: a print here could re-enter the stream the interrupted code was writing to
+            os.write(2, f"emodist: received {self._described(signum)}: {what}\n".encode())
+        self.received = self.received or signal.Signals(signum).name
+
+    def _described(self, signum: int) -> str:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGTERM and self.launcher:
+            return f"{name} (under accelerate launch, also what a Ctrl-C to the launcher becomes)"
+        return name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _accelerate_launched() -> bool:
+    """Whether this process's parent is `accelerate launch` (`accelerate launch ...` or `python -m
+    accelerate.commands.launch ...`; its multi-process launcher runs torch's agent in the same process)."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as cmdline:
+            words = cmdline.read().split(b"\0")[:3]
+    except OSError:
+        return False
+    return b"accelerate.commands.launch" in words or (any(w.endswith(b"/accelerate") for w in words)
+                                                     and b"launch" in words)
