@@ -62,8 +62,9 @@ def go_offline_if_unreachable(timeout_s: float = 3.0) -> bool:
     if is_offline() or os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
         return is_offline()
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
     try:
-        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
             return False
     except OSError:
         os.environ["HF_HUB_OFFLINE"] = "1"

@@ -1,0 +1,62 @@
+"""The hub probe (`emodist.hub.go_offline_if_unreachable`) against a local TCP server standing in for the hub."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from emodist import hub
+
+
+@pytest.fixture
+def probe_env(monkeypatch):
+    """No offline mode and no proxy set: the probe decides."""
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_hub_that_answers_keeps_the_libraries_online(probe_env):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        probe_env.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert hub.go_offline_if_unreachable(timeout_s=2) is False
+    assert not hub.is_offline()
+
+
+def test_a_hub_that_does_not_answer_turns_offline_mode_on(probe_env):
+    probe_env.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    assert hub.go_offline_if_unreachable(timeout_s=2) is True
+    assert hub.is_offline()
+
+
+def test_a_proxy_is_trusted_and_offline_mode_is_kept(probe_env):
+    probe_env.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    probe_env.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert hub.go_offline_if_unreachable(timeout_s=2) is False  # the direct probe would be wrong behind it
+    assert not hub.is_offline()
+    probe_env.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.go_offline_if_unreachable(timeout_s=2) is True
+
+
+@pytest.mark.parametrize(("endpoint", "port"), [("https://hub.example", 443), ("http://hub.example", 80),
+                                                ("http://hub.example:8080", 8080)])
+def test_the_probe_dials_the_endpoint_s_own_port(probe_env, endpoint, port):
+    dialled = []
+
+    def connection(address, timeout):
+        dialled.append(address)
+        raise OSError("not really")
+
+    probe_env.setattr(socket, "create_connection", connection)
+    probe_env.setenv("HF_ENDPOINT", endpoint)
+    assert hub.go_offline_if_unreachable() is True
+    assert dialled == [("hub.example", port)]
