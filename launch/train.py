@@ -45,10 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_variants or args.list_keys:
         return print_listing(args.list_variants)
     opened: dict = {}  # the accelerator and the run directory, once there: closed whatever happens
-    try:  # a scheduler's signal while the model loads stops the run after its first step (emodist/signals.py)
-        with signals.StopSignals(training=False) as stop:
-            return errors.run_main(lambda: train(args, opened, stop),
-                                   traceback_dir=lambda: opened.get("run") and opened["run"].path)
+    try:
+        return errors.run_main(lambda: train(args, opened), traceback_dir=lambda: opened.get("run") and opened["run"].path)
     finally:
         if "run" in opened:
             opened["run"].close()
@@ -58,7 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             distributed.shut_down(opened["accelerator"])
 
 
-def train(args: argparse.Namespace, opened: dict, stop: signals.StopSignals) -> int:
+def train(args: argparse.Namespace, opened: dict) -> int:
+    # a scheduler's signal while the model loads stops the run after its first step (emodist/signals.py); the
+    # handlers go when training ends, so a launcher's SIGTERM then ends a rank that is only reporting an error
+    with signals.StopSignals(training=False) as stop:
+        return train_with(args, opened, stop)
+
+
+def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals) -> int:
     cli = {"output_dir": ("--output-dir", args.output_dir), "data.data_dir": ("--data-dir", args.data_dir),
            "data.dataset": ("--dataset", args.dataset or ("auto" if args.data_dir else None)),
            "track.wandb": ("--wandb", args.wandb)}
