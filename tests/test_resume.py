@@ -270,3 +270,20 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
     assert not (run_dir / "checkpoints" / f"step-{bad_step}").exists()
     assert all(json.loads(line)["step"] < bad_step for line in (run_dir / "metrics.jsonl").read_text().splitlines())
     assert not (run_dir / "summary.json").exists()
+
+
+def test_a_divergence_under_ddp_stops_every_rank_with_one_line(tmp_path, cache_dir):
+    """The ranks agree on the divergence at the same step (the check is all-reduced): each stops, the main
+    rank says so once, and the launcher's summary names that line as the root cause."""
+    run_dir = tmp_path / "run"
+    result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "train.max_steps=20",
+                    "train.save_every_steps=1", "optim.lr=1e30", "optim.max_grad_norm=0",
+                    config_file="multi_gpu.yaml", num_processes=2, launcher_args=("-q",))
+    assert result.returncode == 1  # torchrun's code for any failure
+    [line] = error_lines(result)
+    assert "emodist: error on rank" not in result.stderr  # rank 1 is ended while it waits to report
+    last_good, _ = checkpointing.latest_checkpoint(run_dir)
+    bad_step = checkpointing.read_state(last_good)["step"] + 1
+    assert line.startswith(f"emodist: error: the training loss became NaN or infinite at step {bad_step} (epoch 0)")
+    assert f"traceback : {line}" in result.stderr[result.stderr.index("Root Cause"):]
+    assert not (run_dir / "summary.json").exists()

@@ -99,6 +99,21 @@ def test_resuming_a_checkpoint_into_another_run_is_refused_and_into_a_new_direct
     assert read_summary(fork)["train"]["steps"] == 30
 
 
+def test_resuming_a_checkpoint_into_its_own_run_rewinds_it_and_keeps_the_summary_it_replaces(finished, run_copy):
+    """--resume PATH into its own run directory: the run goes back to that step and trains on to the same end
+    (exact resume: the same losses), its history after the step replaced; the old summary is kept aside."""
+    old_summary = (run_copy / "summary.json").read_text()
+    result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, "--resume",
+                    str(run_copy / "checkpoints" / "step-10"), accelerate=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_copy / "summary.step-20.json").read_text() == old_summary
+    losses = {r["step"]: r["train/loss"] for r in read_metrics(run_copy) if "train/loss" in r}
+    assert losses == {r["step"]: r["train/loss"] for r in read_metrics(finished) if "train/loss" in r}
+    assert list(losses) == [5, 10, 15, 20]
+    summary = read_summary(run_copy)
+    assert summary["train"]["steps"] == 20 and summary["perf"]["sessions"] == 2
+
+
 def test_resuming_at_the_last_step_has_nothing_to_train_and_changes_nothing(finished, run_copy, tmp_path):
     """It used to finish the run again: a summary with NaN loss and zero throughput, metrics logged twice."""
     before = snapshot(run_copy)
