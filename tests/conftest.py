@@ -53,60 +53,6 @@ def pytest_collection_modifyitems(config, items):
         for item in gpu:
             item.stash[NO_CUDA_KEY] = True
         config.hook.pytest_deselected(items=gpu)
-    for item in items:
-        group = shared_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def pytest_sessionfinish(session):
-    output = getattr(session.config, "workeroutput", None)  # a pytest-xdist worker: its counts go to the controller
-    if output is not None:
-        output["emodist_deselected"] = dict(DESELECTED)
-
-
-def pytest_configure(config):
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_WorkerCounts(), "emodist-worker-counts")
-
-
-class _WorkerCounts:
-    """pytest-xdist's controller collects nothing itself: it counts what its workers deselected (every worker
-    collects the same tests, so the counts of one are those of all)."""
-
-    def pytest_testnodedown(self, node, error):
-        DESELECTED.update(getattr(node, "workeroutput", {}).get("emodist_deselected", {}))
-
-
-# ---------------------------------------------------------------------------------------------------
-# `pytest -n auto` (pytest-xdist, --dist loadgroup): a fixture that is built once for many tests (a module's
-# or the session's finished runs, the SLURM jobs of test_slurm.py) is built on one worker, and every test
-# that uses it runs there. Without this, each worker would build it again (minutes of training each), and
-# the SLURM tests, which need both nodes of the local cluster, would run side by side and find none free.
-
-CHEAP_SHARED = {"cache_dir", "goemotions"}  # shared by the whole session, and nothing to build
-
-
-def _ours(func) -> bool:
-    """A fixture of this directory (pytest's own and plugins' shared fixtures, tmp_path_factory..., cost nothing)."""
-    return Path(getattr(func, "__code__", shared_group.__code__).co_filename).parent == Path(__file__).parent
-
-
-def shared_group(item: pytest.Item) -> str | None:
-    """The xdist group of `item`: "slurm" for the tests that submit jobs (they need the whole cluster), else the
-    expensive session fixture it uses, else the module fixture it uses, else none (any worker)."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return None
-    scopes = {name: defs[-1].scope for name, defs in info.name2fixturedefs.items()
-              if defs and name not in CHEAP_SHARED and _ours(defs[-1].func)}
-    if item.get_closest_marker("slurm"):
-        return "slurm"
-    for scope in ("session", "module"):
-        names = sorted(name for name, its in scopes.items() if its == scope)
-        if names:
-            return names[0] if scope == "session" else f"{item.nodeid.split('::')[0]}::{names[0]}"
-    return None
 
 
 def pytest_deselected(items):
@@ -139,7 +85,7 @@ def pytest_terminal_summary(terminalreporter):
     why = "; ".join(f"{count} {reason}" for reason, count in DESELECTED.items()) or "none"
     line = f"tests: {len(ran)} ran, {len(skipped)} skipped, {sum(DESELECTED.values())} deselected ({why})"
     terminalreporter.write_line(line)
-    if not ran and DESELECTED.get(NO_CUDA) and not terminalreporter.config.option.collectonly:
+    if not ran and DESELECTED.get(NO_CUDA):
         terminalreporter.write_line(f"nothing ran: the {DESELECTED[NO_CUDA]} test(s) marked gpu need a CUDA device")
     summary = os.environ.get("EMODIST_TEST_SUMMARY")
     if summary:  # .ci/run ends with this line

@@ -11,8 +11,8 @@ from conftest import ROOT
 
 
 def pytest_run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """pytest in a subprocess, as CI starts it (two workers), with `env` added to this environment."""
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", *args], cwd=ROOT,
+    """pytest in a subprocess, as CI starts it, with `env` added to this environment."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env={**os.environ, **env})
 
 
