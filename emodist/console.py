@@ -12,6 +12,7 @@ the same fields come as one plain line per logged step:
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -73,12 +74,15 @@ class Console:
     @staticmethod
     def quiet_libraries() -> None:
         """Silence the libraries' own progress bars and load reports: the banner says what was loaded."""
-        import datasets
         import transformers
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
-        datasets.disable_progress_bars()
+        # `datasets` (only a hub data set needs it) reads this when it is imported: importing it here to
+        # call its disable_progress_bars() would cost every launch 1.1 s
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        if "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
         # peft still calls transformers' v6-deprecated names; nothing a user of emodist can act on
         warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
         # DeepSpeed's collectives call torch names torch deprecates, once per call

@@ -1,9 +1,11 @@
-"""Metrics against values worked out by hand (see the comments)."""
+"""Metrics against values worked out by hand (see the comments), and against scikit-learn on generated cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from emodist.metrics import multilabel_metrics
 
@@ -70,3 +72,48 @@ def test_scores_are_plain_json_types():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="do not match"):
         multilabel_metrics(TARGETS, PROBABILITIES[:, :2], LABELS)
+
+
+def test_no_examples_are_refused():
+    with pytest.raises(ValueError, match="no examples to score"):
+        multilabel_metrics(np.zeros((0, 3)), np.zeros((0, 3)), LABELS)
+
+
+def sklearn_scores(targets: np.ndarray, probabilities: np.ndarray, threshold) -> dict:
+    """scikit-learn's answer for every score of multilabel_metrics (zero_division=0): the reference."""
+    from sklearn import metrics as skm
+
+    y_true, y_pred = targets.astype(bool), probabilities >= threshold
+    scores = {"subset_accuracy": skm.accuracy_score(y_true, y_pred), "hamming_loss": skm.hamming_loss(y_true, y_pred),
+              "jaccard_samples": skm.jaccard_score(y_true, y_pred, average="samples", zero_division=0)}
+    for average in ("micro", "macro", "weighted", "samples"):
+        scores[f"f1_{average}"] = skm.f1_score(y_true, y_pred, average=average, zero_division=0)
+    for average in ("micro", "macro"):
+        scores[f"precision_{average}"] = skm.precision_score(y_true, y_pred, average=average, zero_division=0)
+        scores[f"recall_{average}"] = skm.recall_score(y_true, y_pred, average=average, zero_division=0)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    scores["per_label"] = [[float(p), float(r), float(f), int(s)] for p, r, f, s in zip(precision, recall, f1, support, strict=True)]
+    scores["confusion"] = skm.multilabel_confusion_matrix(y_true, y_pred).tolist()
+    return scores
+
+
+# two labels at least: one column is binary classification, not multi-label, to scikit-learn
+@given(st.integers(1, 12), st.integers(2, 5), st.integers(0, 2**32 - 1), st.sampled_from(["flat", "per label"]),
+       st.sampled_from([0.0, 0.2, 0.5, 0.95]))
+def test_every_score_is_scikit_learns(examples, labels, seed, threshold_kind, density):
+    """On generated cases, sparse and dense, empty rows and columns included: the same numbers as scikit-learn."""
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((examples, labels)) < density).astype(np.float32)
+    probabilities = np.round(rng.random((examples, labels)), 1)  # ties with the threshold happen
+    threshold = 0.5 if threshold_kind == "flat" else np.round(rng.random(labels), 1)
+    names = [f"l{i}" for i in range(labels)]
+    ours = multilabel_metrics(targets, probabilities, names, threshold)
+    reference = sklearn_scores(targets, probabilities, threshold)
+    for key, value in reference.items():
+        if key == "per_label":
+            mine = [[v["precision"], v["recall"], v["f1"], v["support"]] for v in ours["per_label"].values()]
+            assert np.asarray(mine) == pytest.approx(np.asarray(value), abs=1e-12)
+        elif key == "confusion":
+            assert list(ours["confusion"].values()) == value
+        else:
+            assert ours[key] == pytest.approx(value, abs=1e-12), key
