@@ -220,8 +220,14 @@ def rescore(run_dir: Path, split: str, tuned: bool = False) -> tuple[dict, objec
     return scores, model
 
 
-def wandb_records(run_dir: Path) -> list:
-    """Every record of the run's offline wandb run (`wandb/offline-run-*/run-*.wandb`), read back from the file.
+def wandb_files(run_dir: Path) -> list[Path]:
+    """The offline wandb runs of a run directory, one per session that logged (`wandb/offline-run-*/run-*.wandb`),
+    oldest first."""
+    return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def wandb_records(run_dir: Path, path: Path | None = None) -> list:
+    """Every record of the run's one offline wandb run (or of the file `path`), read back from the file.
 
     The file is a LevelDB-style log (wandb's "transaction log"): a 7-byte header (":W&B", magic 0xBEE1,
     version 0), then 32 KiB blocks of chunks [crc32c:4][length:2, little endian][type:1][data], where type
@@ -229,7 +235,8 @@ def wandb_records(run_dir: Path) -> list:
     """
     from wandb.proto import wandb_internal_pb2
 
-    [path] = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    if path is None:
+        [path] = wandb_files(run_dir)
     raw = path.read_bytes()
     assert raw[:4] == b":W&B", f"{path} is not a wandb transaction log"
     block, position, pieces, records = 32768, 7, b"", []
@@ -251,12 +258,12 @@ def wandb_records(run_dir: Path) -> list:
     return records
 
 
-def wandb_run(run_dir: Path) -> dict:
-    """What the offline wandb run holds: its run record fields, logged history keys and final summary."""
+def wandb_run(run_dir: Path, path: Path | None = None) -> dict:
+    """What the offline wandb run holds (or the file `path`): its run record fields, logged history and summary."""
     import json as _json
 
     out = {"history": [], "summary": {}}
-    for record in wandb_records(run_dir):
+    for record in wandb_records(run_dir, path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out["run"] = {"project": record.run.project, "group": record.run.run_group, "job_type": record.run.job_type,

@@ -1,6 +1,7 @@
 """Fault tolerance: runs killed (SIGKILL) or stopped (SIGTERM) mid-epoch and resumed with `--resume auto`
 end exactly where the uninterrupted run ends: the same per-step losses, the same final metrics; single
-process, DDP, and DeepSpeed ZeRO-2 (whose checkpoints are DeepSpeed's own, frozen weights left out).
+process, DDP, DeepSpeed ZeRO-2 and ZeRO-3 (whose checkpoints are DeepSpeed's own, partitioned by rank,
+frozen weights left out). A checkpoint resumed by another number of processes is refused in one line.
 
 Signals go to every process of the launch, as SLURM delivers them to a job step.
 """
@@ -32,16 +33,18 @@ CASES = [
     # resumes distilbert.sbatch) and keeps QLoRA's resume under DDP: these two copies run in full `pytest`
     pytest.param("distilbert", 1, marks=pytest.mark.slow),
     pytest.param("mistral-qlora", 1, marks=pytest.mark.slow),
-    ("distilbert", 2), ("mistral-qlora", 2), ("mistral-lora", "zero2"),
+    ("distilbert", 2), ("mistral-qlora", 2), ("mistral-lora", "zero2"), ("mistral-lora", "zero3"),
 ]
 
 
 def command(variant: str, processes: int | str, run_dir: Path, *extra: str) -> list[str]:
-    """The launch of a case: 1 process, N DDP processes, or "zero2" (2 processes under DeepSpeed ZeRO-2)."""
-    config = "deepspeed_zero2.yaml" if processes == "zero2" else "multi_gpu.yaml"
-    processes = 2 if processes == "zero2" else processes
+    """The launch of a case: 1 process, N DDP processes, or "zero2"/"zero3" (2 processes under DeepSpeed
+    ZeRO-2/ZeRO-3; "zero2:1": one process under ZeRO-2)."""
+    stage, _, count = str(processes).partition(":")
+    config = f"deepspeed_{stage}.yaml" if stage.startswith("zero") else "multi_gpu.yaml"
+    processes = int(count or 2) if stage.startswith("zero") else processes
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
-    if processes > 1:
+    if processes > 1 or config != "multi_gpu.yaml":
         launcher += ["--config_file", str(ROOT / "accelerate_configs" / config), "--main_process_port", "0"]
     return [*launcher, str(ROOT / "launch" / "train.py"), "--variant", variant, "--smoke",
             "--output-dir", str(run_dir), *SHORT, *extra]
@@ -253,6 +256,19 @@ def test_resuming_with_another_process_count_is_refused(references, tmp_path):
     assert error_lines(result) == [
         f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-60'} was written with num_processes=1, this run has "
         "num_processes=2; each rank's data position and RNG stream belong to its rank. Launch with the same "
+        "accelerate config and --num_processes, or start a new run in a new --output-dir"]
+
+
+def test_a_zero_checkpoint_resumed_by_another_number_of_processes_is_refused(references, tmp_path):
+    """DeepSpeed partitions the optimizer state by rank: 2 ranks' ZeRO-2 checkpoint under 1 process."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(references("mistral-lora", "zero2"), run_dir)
+    result = subprocess.run(command("mistral-lora", "zero2:1", run_dir, "--resume", "auto"), cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert error_lines(result) == [
+        f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-60'} was written with num_processes=2, this run has "
+        "num_processes=1; each rank's data position and RNG stream belong to its rank. Launch with the same "
         "accelerate config and --num_processes, or start a new run in a new --output-dir"]
 
 

@@ -8,6 +8,7 @@ The lint tests (bash -n, shellcheck) run everywhere.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_metrics, read_summary
+from conftest import ROOT, read_metrics, read_summary, wandb_files, wandb_run
 
 SLURM_DIR = ROOT / "slurm"
 SCRIPTS = sorted([*SLURM_DIR.glob("*.sh"), *SLURM_DIR.glob("*.sbatch")])
@@ -124,15 +125,21 @@ def _metrics(run_dir: Path) -> list[dict]:
 def jobs(slurm, tmp_path_factory, cache_dir) -> dict[str, Job]:
     """Every job of this module, submitted at once: the cluster runs them side by side, as a user's would.
 
-    `preempted` is a second distilbert.sbatch job with the same settings, signalled mid-run by a helper thread.
+    `preempted` is a second distilbert.sbatch job with the same settings (and an offline wandb run), signalled
+    mid-run by a helper thread; `capped` is another, signalled too, that may not be requeued
+    (EMODIST_MAX_REQUEUES=0).
     """
     root = tmp_path_factory.mktemp("slurm")
     submitted = {}
     for template in SINGLE_RUN_TEMPLATES:
         args = PREEMPTIBLE if template == "distilbert.sbatch" else SMOKE
         submitted[template] = Job(template, root / template, EMODIST_TRAIN_ARGS=args)
-    submitted["preempted"] = Job("distilbert.sbatch", root / "preempted", EMODIST_TRAIN_ARGS=PREEMPTIBLE)
-    threading.Thread(target=signal_once_training_runs, args=(submitted["preempted"],), daemon=True).start()
+    submitted["preempted"] = Job("distilbert.sbatch", root / "preempted", EMODIST_TRAIN_ARGS=PREEMPTIBLE,
+                                 WANDB_MODE="offline")
+    submitted["capped"] = Job("distilbert.sbatch", root / "capped", EMODIST_TRAIN_ARGS=PREEMPTIBLE,
+                              EMODIST_MAX_REQUEUES="0")
+    for name in ("preempted", "capped"):
+        threading.Thread(target=signal_once_training_runs, args=(submitted[name],), daemon=True).start()
     submitted["study.sbatch"] = Job("study.sbatch", root / "study", "--array=0-1", EMODIST_TRAIN_ARGS=SMOKE,
                                     EMODIST_STUDY_VARIANTS=" ".join(STUDY), EMODIST_STUDY_DIR=str(root / "study" / "run"))
     yield submitted
@@ -181,6 +188,28 @@ def test_preempted_job_is_requeued_resumes_and_ends_like_the_uninterrupted_run(j
     assert resumed["train"]["steps"] == uninterrupted["train"]["steps"] == 60
     assert resumed["dev"] == uninterrupted["dev"] and resumed["test"] == uninterrupted["test"]
     assert _losses(job.run_dir) == _losses(reference.run_dir)
+    # wandb: the requeued session logged into the same run as the first, from where the first stopped
+    sessions = wandb_files(job.run_dir)
+    assert len(sessions) == 2, sessions
+    logged = [wandb_run(job.run_dir, path) for path in sessions]
+    run_id = json.loads((job.run_dir / "wandb" / "emodist-run.json").read_text())["id"]
+    assert [session["run"]["id"] for session in logged] == [run_id, run_id]
+    history = [(r["step"], r.get("train/loss")) for session in logged for r in session["history"]]
+    assert history == [(r["step"], r.get("train/loss")) for r in read_metrics(job.run_dir)]
+    assert max(r["step"] for r in logged[0]["history"]) == stopped_at[0]
+
+
+@pytest.mark.slurm
+def test_a_job_past_its_requeue_cap_stops_with_its_checkpoint_and_is_not_requeued(jobs):
+    job = jobs["capped"]
+    assert job.wait() == 75, job.failure()  # EX_TEMPFAIL: stopped, resumable
+    log = job.log
+    assert log.count("emodist-slurm: received SIGUSR1") == 1, log
+    [step] = [int(step) for step in re.findall(r"stopped by SIGUSR1 at step (\d+)", log)]
+    assert "not requeued: 0 restarts reached EMODIST_MAX_REQUEUES=0" in log
+    assert "requeueing job" not in log and "restart 1" not in log
+    assert (job.run_dir / "checkpoints" / f"step-{step}" / "state.json").is_file()
+    assert not (job.run_dir / "summary.json").exists()
 
 
 def _losses(run_dir: Path) -> list[tuple]:
