@@ -116,3 +116,33 @@ def test_the_longest_batch_comes_first_and_batches_hold_similar_lengths():
 def test_by_length_is_stable_either_way():
     assert by_length([3, 9, 3, 12, 9]).tolist() == [3, 1, 4, 0, 2]
     assert by_length([3, 9, 3, 12, 9], longest_first=False).tolist() == [0, 2, 1, 4, 3]
+
+
+def test_by_length_keeps_the_order_of_ties_in_long_lists_and_takes_unsigned_lengths():
+    """numpy's default sort is not stable past a few dozen items; unsigned lengths negated would wrap."""
+    lengths = np.random.default_rng(0).integers(1, 4, 300)
+    for longest_first in (True, False):
+        order = by_length(lengths, longest_first)
+        key = -lengths if longest_first else lengths
+        assert order.tolist() == sorted(range(300), key=lambda i: (key[i], i))
+    assert by_length(np.array([3, 9, 3, 12], dtype=np.uint32)).tolist() == [3, 1, 0, 2]
+
+
+def test_ties_in_a_mega_batch_keep_the_random_order():
+    """Equal lengths: the stable sort leaves the seeded permutation as it is, so batches are its slices."""
+    lengths = np.full(200, 7)
+    batches = list(LengthGroupedBatches(lengths, 10, seed=3, group_size=20))
+    order = np.random.default_rng([3, 0]).permutation(200)
+    assert sorted(map(tuple, batches)) == sorted(tuple(order[i:i + 10].tolist()) for i in range(0, 200, 10))
+
+
+@pytest.mark.parametrize(("examples", "sizes"), [
+    (9, [3, 2, 2, 2]),    # a mega-batch of 8 and 1 left, too few for a step of 2: joined, 9 in 4 batches
+    (10, [4, 4, 1, 1]),   # 8 and 2 left: a step of two batches of one, on their own
+    (8, [4, 4]),          # one mega-batch, no tail
+])
+def test_a_tail_too_small_for_a_step_joins_the_mega_batch_before(examples, sizes):
+    """micro-batches of 4, 2 per step (2 processes), mega-batches of one step (8 examples)."""
+    sampler = LengthGroupedBatches(np.arange(examples), 4, num_processes=2, group=False, group_size=1)
+    assert sorted((len(b) for b in sampler), reverse=True) == sizes and len(sampler) == len(sizes)
+    assert sorted(i for b in sampler for i in b) == list(range(examples))

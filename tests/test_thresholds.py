@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
 from emodist import thresholds
@@ -113,3 +115,96 @@ def test_the_unlearned_margin_is_measured_against_labelling_every_text():
     assert best < 1 / 3 + thresholds.UNLEARNED_MARGIN and tuned["unlearned"] == ["joy"]
     probabilities[:20, 0] = 0.9  # every positive ranked first: F1 1
     assert thresholds.tune(targets, probabilities, ["joy"])["unlearned"] == []
+
+
+def reference_tune(targets: np.ndarray, probabilities: np.ndarray) -> tuple[list[float], float, list[int]]:
+    """(per-label thresholds, global threshold, indices of unlearned labels) by a plain search: F1 counted in
+    Python at every grid point, the best kept, ties to the grid value closest to 0.5 (then the lower one)."""
+    grid = list(thresholds.GRID)
+
+    def f1(truth, scores, t) -> float:
+        tp = sum(1 for y, p in zip(truth, scores, strict=True) if y and p >= t)
+        predicted = sum(1 for p in scores if p >= t)
+        return 2 * tp / (predicted + sum(truth)) if predicted + sum(truth) else 0.0
+
+    def choose(values: list[float]) -> int:
+        best = max(values)
+        return min((i for i, v in enumerate(values) if v >= best - 1e-12), key=lambda i: (abs(grid[i] - 0.5), i))
+
+    per_label, unlearned = [], []
+    for j in range(targets.shape[1]):
+        truth, scores = [bool(y) for y in targets[:, j]], list(probabilities[:, j])
+        values = [f1(truth, scores, t) for t in grid]
+        per_label.append(grid[choose(values)])
+        positives = sum(truth)
+        if positives and max(values) < 2 * positives / (positives + len(truth)) + thresholds.UNLEARNED_MARGIN:
+            unlearned.append(j)
+    flat_truth, flat_scores = targets.ravel().astype(bool).tolist(), probabilities.ravel().tolist()
+    return per_label, grid[choose([f1(flat_truth, flat_scores, t) for t in grid])], unlearned
+
+
+@given(st.integers(1, 30), st.integers(1, 4), st.integers(0, 2**32 - 1))
+@settings(max_examples=60)
+def test_tuning_chooses_what_a_plain_search_chooses(examples, labels, seed):
+    """Scores on the grid's own values (ties with a threshold), labels from absent to everywhere."""
+    rng = np.random.default_rng(seed)
+    targets = (rng.random((examples, labels)) < rng.random(labels)).astype(np.float32)
+    probabilities = np.round(np.clip(0.3 * targets + rng.random((examples, labels)) * 0.7, 0, 1), 2)
+    names = [f"l{j}" for j in range(labels)]
+    tuned = thresholds.tune(targets, probabilities, names)
+    per_label, global_, unlearned = reference_tune(targets, probabilities)
+    assert list(tuned["per_label"].values()) == per_label
+    assert tuned["global"] == global_
+    assert tuned["unlearned"] == [names[j] for j in unlearned]
+    assert tuned["no_dev_positives"] == [name for j, name in enumerate(names) if not targets[:, j].any()]
+
+
+def test_a_learned_label_by_hand():
+    """Positives at 0.9 0.8 0.6 0.3, negatives at 0.7 0.5 0.4 0.2 0.1 0.05. Above 0.5 and up to 0.6 the model
+    labels 0.9 0.8 0.7 0.6: tp 3, fp 1, fn 1, F1 6/8 = 0.75, the best (0.3 and below: 8/11 = 0.727); the
+    grid points 0.51 ... 0.60 tie, 0.51 is closest to 0.5. Labelling every text scores 2*4/(4+10) = 0.571,
+    and 0.75 is more than the margin above it: learned."""
+    targets = np.array([[1], [1], [1], [1], [0], [0], [0], [0], [0], [0]], dtype=np.float32)
+    probabilities = np.array([[0.9], [0.8], [0.6], [0.3], [0.7], [0.5], [0.4], [0.2], [0.1], [0.05]])
+    tuned = thresholds.tune(targets, probabilities, ["joy"])
+    assert tuned == {"global": 0.51, "per_label": {"joy": 0.51}, "grid": [0.02, 0.98, 0.01], "tuned_on": "dev",
+                     "unlearned": [], "no_dev_positives": []}
+
+
+def test_the_file_and_its_checks(tmp_path):
+    tuned = {"global": 1, "per_label": {"joy": 0, "anger": 1.0}}
+    thresholds.save(tmp_path / thresholds.FILE, tuned)
+    assert thresholds.load(tmp_path) == tuned  # 0 and 1 are thresholds (never, always)
+    for bad, problem in (({"global": 1.5, "per_label": {"joy": 0.5}}, "the threshold of global is 1.5"),
+                         ({"global": "x", "per_label": {}}, "the threshold of global is 'x'"),
+                         ({"per_label": {"joy": 1.01}}, "the threshold of joy is 1.01"),
+                         ({"per_label": {"joy": True}}, "the threshold of joy is True")):
+        (tmp_path / thresholds.FILE).write_text(json.dumps(bad))
+        with pytest.raises(UsageError) as err:
+            thresholds.load(tmp_path)
+        assert str(err.value) == (f"{tmp_path / thresholds.FILE}: {problem}, not a number from 0 to 1: delete it to "
+                                  "use 0.5 or restore it from the run")
+
+
+def test_thresholds_for_another_label_set_name_the_missing_labels():
+    tuned = {"per_label": {"joy": 0.25, "anger": 0.75}}
+    cut = thresholds.for_labels(tuned, ["anger", "joy"])
+    assert cut.dtype == np.float32 and cut.tolist() == [0.75, 0.25]
+    with pytest.raises(UsageError) as err:
+        thresholds.for_labels(tuned, ["joy", "fear", "love"], "m/thresholds.json")
+    assert str(err.value) == ("m/thresholds.json has no threshold for fear, love: it belongs to another label set; "
+                              "delete it to use 0.5, or use the thresholds.json of the run that trained this model")
+
+
+def test_the_warning_names_five_labels_and_counts_the_rest():
+    names = [f"l{i}" for i in range(8)]
+    warning = thresholds.warning({"per_label": dict.fromkeys(names, 0.5), "unlearned": names[:7],
+                                  "no_dev_positives": names[7:]})
+    assert warning == ("the model has barely learned: 7 of 8 labels score on dev no better than labelling every text "
+                       "with them (l0, l1, l2, l3, l4 and 2 more), so what it says of them is close to a guess; train "
+                       "longer (train.epochs, train.max_steps) or check optim.lr; 1 label(s) have no dev examples "
+                       "(l7): their threshold stays 0.5, untested")
+    few = thresholds.warning({"per_label": dict.fromkeys(names, 0.5), "unlearned": names[:5]})
+    assert few.startswith("the model has barely learned: 5 of 8 labels") and "(l0, l1, l2, l3, l4)" in few
+    some = thresholds.warning({"per_label": dict.fromkeys(names, 0.5), "unlearned": names[:3]})
+    assert some.startswith("3 of 8 labels score on dev")  # fewer than half: not "barely learned"
