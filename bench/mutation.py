@@ -1,0 +1,156 @@
+"""Mutation testing of emodist's pure core: does a test fail when the code is wrong?
+
+    python bench/mutation.py                      # every module of the core (tens of minutes on 2 cores)
+    python bench/mutation.py metrics sampling     # some of them
+    python bench/mutation.py --list               # the modules and the tests that guard each
+
+Needs mutmut 3 (`pip install 'mutmut>=3.3'`: a tool of this benchmark, not of emodist).
+
+mutmut (3.x) changes the code one small edit at a time (a `<` for a `<=`, a constant, a dropped
+argument...) and runs the tests that call the changed function; a mutant the tests let pass "survived".
+The core is the code whose answers are numbers and verdicts: metrics, threshold tuning, the length
+sampler, config parsing and validation, the data parsers, checkpoint completeness and fingerprints, and
+the run directory's safety checks. Each is guarded by the in-process tests listed in MODULES (tests that
+start training processes would not see a mutant: those import the unchanged package).
+
+The work happens in a copy of the tracked files under bench/out/mutation/ (mutmut writes its `mutants/`
+beside the code it mutates), so the repository is left as it is. Printed: the surviving mutants with their
+diffs (also in bench/out/mutation/survivors.txt), a count per module, and last:
+    mutation score: NN.N% (killed K of N)
+where N counts every mutant but those mutmut could not run at all, and mutants no test reaches count as
+survivors. A timeout counts as killed (the mutant made a test loop). Exit status 0 when the score is at
+least --target (85 by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "bench" / "out" / "mutation"
+
+# module -> (the tests that guard it, in this process; the functions and classes of the core in it, or None: all)
+MODULES = {
+    "metrics": (["tests/test_metrics.py", "tests/test_thresholds.py"], None),
+    "thresholds": (["tests/test_thresholds.py", "tests/test_metrics.py"], None),
+    "sampling": (["tests/test_sampling.py"], None),
+    "config": (["tests/test_config.py", "tests/test_fuzz.py"], None),
+    "data": (["tests/test_data.py", "tests/test_fuzz.py"], None),
+    # completeness and fingerprints (saving and loading need a launch: tests/test_resume.py)
+    "checkpointing": (["tests/test_checkpointing.py", "tests/test_fuzz.py"],
+                      ["_step_of", "read_state", "unusable", "latest_checkpoint", "fingerprint", "fingerprint_hash",
+                       "_flatten", "differences", "check_resumable", "_short", "_describe_file", "_digest"]),
+    # what each way of starting may do with the files there (open_run's broadcast needs a launch)
+    "rundir": (["tests/test_rundir_checks.py"],
+               ["_open", "_decide", "_saved_config", "_get", "_finished_step", "default_run_dir", "move_aside",
+                "_remove", "truncate_metrics", "write_json", "_finite", "Run", "Contents"]),
+}
+KILLED = {"killed", "timeout"}
+NOT_RUN = {"skipped", "not checked", "caught by type check"}
+LINE = re.compile(r"^\s*(emodist\.\S+__mutmut_\d+): (.+)$")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"of {', '.join(MODULES)} (default: all)")
+    parser.add_argument("--list", action="store_true", help="the modules and their tests, then exit")
+    parser.add_argument("--target", type=float, default=85.0, help="the score to reach, in %% (default 85)")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1,
+                        help="mutants run side by side (default: the number of cores)")
+    args = parser.parse_args(argv)
+    if args.list:
+        for module, (tests, names) in MODULES.items():
+            print(f"{module:14} emodist/{module}.py{' (' + ', '.join(names) + ')' if names else ''} <- {' '.join(tests)}")
+        return 0
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        parser.error(f"no module {', '.join(unknown)} in the core: choose from {', '.join(MODULES)}")
+    if importlib.util.find_spec("mutmut") is None:
+        print("mutation: mutmut is not installed here: pip install 'mutmut>=3.3'", file=sys.stderr)
+        return 2
+    modules = args.modules or list(MODULES)
+    tests = sorted({test for module in modules for test in MODULES[module][0]})
+    chosen = [glob for module in modules for glob in globs(module)]
+
+    prepare(modules, tests)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "TOKENIZERS_PARALLELISM": "false"}
+    run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *chosen],
+                         cwd=WORK, env=env)
+    if run.returncode != 0:
+        print(f"mutation: mutmut run exited {run.returncode} (its output is above)", file=sys.stderr)
+        return 1
+    results = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=WORK, env=env,
+                             capture_output=True, text=True, check=True).stdout
+    status = {m[1]: m[2].strip() for line in results.splitlines()
+              if (m := LINE.match(line)) and any(fnmatch.fnmatchcase(m[1], glob) for glob in chosen)}
+    return report(status, env, args.target)
+
+
+def globs(module: str) -> list[str]:
+    """mutmut's names for the mutants of `module` in the core: emodist.<module>.x_<function>__mutmut_<n> and
+    emodist.<module>.xǁ<Class>ǁ<method>__mutmut_<n>."""
+    names = MODULES[module][1]
+    if names is None:
+        return [f"emodist.{module}.*"]
+    return [f"emodist.{module}.xǁ{name}ǁ*" if name[0].isupper() else f"emodist.{module}.x_{name}__mutmut_*"
+            for name in names]
+
+
+def prepare(modules: list[str], tests: list[str]) -> None:
+    """WORK: the tracked files of the repository, with mutmut's settings added to its pyproject.toml."""
+    shutil.rmtree(WORK, ignore_errors=True)
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in filter(None, files.stdout.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (WORK / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, WORK / name)
+    quoted = lambda items: "[" + ", ".join(f'"{item}"' for item in items) + "]"  # noqa: E731
+    settings = f"""
+[tool.mutmut]
+source_paths = ["emodist"]
+only_mutate = {quoted(f"emodist/{module}.py" for module in modules)}
+pytest_add_cli_args_test_selection = {quoted(tests)}
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+"""
+    with open(WORK / "pyproject.toml", "a", encoding="utf-8") as pyproject:
+        pyproject.write(settings)
+
+
+def report(status: dict[str, str], env: dict, target: float) -> int:
+    counted = {name: state for name, state in status.items() if state not in NOT_RUN}
+    killed = sum(state in KILLED for state in counted.values())
+    survivors = sorted(name for name, state in counted.items() if state not in KILLED)
+    lines = []
+    for name in survivors:
+        diff = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=WORK, env=env,
+                              capture_output=True, text=True).stdout
+        lines += [diff.rstrip() or f"# {name}: {counted[name]}", ""]  # mutmut's diff starts with that line
+    (WORK / "survivors.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    per_module = Counter(name.split("__mutmut_")[0].split(".")[1] for name in counted)
+    alive = Counter(name.split("__mutmut_")[0].split(".")[1] for name in survivors)
+    for module in sorted(per_module):
+        done = per_module[module] - alive[module]
+        print(f"{module:14} killed {done} of {per_module[module]} ({100 * done / per_module[module]:.1f}%)")
+    if not counted:
+        print("mutation score: none (no mutant ran)")
+        return 1
+    score = 100 * killed / len(counted)
+    print(f"mutation score: {score:.1f}% (killed {killed} of {len(counted)})")
+    return 0 if score >= target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
