@@ -168,6 +168,7 @@ def test_zero3_full_fine_tune_export_gathers_every_shard(tmp_path, cache_dir):
     assert rescored["loss"] == pytest.approx(summary["dev"]["loss"], rel=1e-5 if width == 4 else 1e-4)
 
 
+@pytest.mark.slow  # 2 minutes in CI, which runs ZeRO-3 without offload (zero3_run) and the offload refusals
 def test_zero3_offload_trains(tmp_path, cache_dir):
     run_dir = run_ok(tmp_path / "run", "--variant", "mistral-lora", "--smoke", "train.max_steps=20",
                      config_file="deepspeed_zero3_offload.yaml", num_processes=2)

@@ -29,11 +29,14 @@ from emodist import checkpointing, errors
 SHORT = ["train.max_steps=60", "train.save_every_steps=20", "train.log_every_steps=1", "train.eval_every_steps=15",
          "data.group_by_length=true", "track.plots=false"]
 CASES = [
-    # CI runs the single-process cases through SLURM instead (tests/test_slurm.py preempts, requeues and
-    # resumes distilbert.sbatch) and keeps QLoRA's resume under DDP: these two copies run in full `pytest`
+    # CI (25 minutes at most) runs one case per kind of checkpoint: DDP (with QLoRA) and DeepSpeed (ZeRO-2);
+    # the single-process cases through SLURM (tests/test_slurm.py preempts, requeues and resumes
+    # distilbert.sbatch). The others run in full `pytest`.
     pytest.param("distilbert", 1, marks=pytest.mark.slow),
     pytest.param("mistral-qlora", 1, marks=pytest.mark.slow),
-    ("distilbert", 2), ("mistral-qlora", 2), ("mistral-lora", "zero2"), ("mistral-lora", "zero3"),
+    pytest.param("distilbert", 2, marks=pytest.mark.slow),
+    ("mistral-qlora", 2), ("mistral-lora", "zero2"),
+    pytest.param("mistral-lora", "zero3", marks=pytest.mark.slow),
 ]
 
 
