@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def start(path: Path | None, resume: str = "none", overwrite: bool = False, *ove
     said = []
     run = rundir._open(settings(path, *overrides), LABELS, TOPOLOGY, overwrite, resume, said.append)
     run.close()
+    assert path is None or run.path == path
     return run, said
 
 
@@ -258,5 +260,37 @@ def test_json_is_written_whole_with_null_for_what_json_cannot_hold(tmp_path):
 
 
 def test_the_default_run_directory_names_the_variant_and_sorts_smoke_runs_together():
-    assert rundir.default_run_dir(config.load("distilbert")).startswith("runs/distilbert-2")
-    assert rundir.default_run_dir(config.load("distilbert", smoke=True)).startswith("runs/smoke-distilbert-2")
+    assert re.fullmatch(r"runs/distilbert-20\d{6}-\d{6}", rundir.default_run_dir(config.load("distilbert")))
+    assert re.fullmatch(r"runs/smoke-distilbert-20\d{6}-\d{6}",
+                        rundir.default_run_dir(config.load("distilbert", smoke=True)))
+
+
+def test_a_start_without_an_output_dir_makes_the_default_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    said = []
+    run = rundir._open(settings(None), LABELS, TOPOLOGY, False, "none", said.append)
+    run.close()
+    assert re.fullmatch(r"runs/smoke-distilbert-20\d{6}-\d{6}", str(run.path)) and (run.path / "config.yaml").is_file()
+
+
+def test_moved_aside_names_carry_the_time(tmp_path):
+    (tmp_path / "run").mkdir()
+    assert re.fullmatch(r"run\.replaced-20\d{6}-\d{6}", rundir.move_aside(tmp_path / "run").name)
+
+
+@pytest.mark.parametrize("output", ["metrics.jsonl", "summary.json", "checkpoints"])
+def test_a_run_from_before_the_marker_is_known_by_any_of_its_outputs(tmp_path, output):
+    (tmp_path / "config.yaml").write_text("")
+    (tmp_path / output).mkdir() if output == "checkpoints" else (tmp_path / output).write_text("")
+    contents = Contents.of(tmp_path)
+    assert contents.path == tmp_path and contents.marked and not contents.foreign
+
+
+def test_a_fork_takes_the_history_of_its_source_up_to_the_checkpoint(tmp_path):
+    source = a_run(tmp_path / "run", checkpoints=[20])
+    (source / "metrics.jsonl").write_text('{"step": 10}\n{"step": 20}\n{"step": 30}\n')
+    fork = tmp_path / "fork"
+    fork.mkdir()
+    rundir.Run(fork, source / "checkpoints" / "step-20", fork_of=source).restored(settings(fork), 20)
+    assert (fork / "metrics.jsonl").read_text() == '{"step": 10}\n{"step": 20}\n'
+    assert (source / "metrics.jsonl").read_text().count("step") == 3  # the source keeps its own
