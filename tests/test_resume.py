@@ -251,15 +251,19 @@ def test_resuming_a_different_data_set_is_refused(references, tmp_path):
     assert 'data.dataset="synthetic" there, "auto" here' in line and "labels=" in line
 
 
+def other_process_count(run_dir: Path, there: int, here: int) -> str:
+    """The refusal of resuming the step-60 checkpoint of `run_dir`, written by `there` processes, with `here`."""
+    return (f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-60'} was written with num_processes="
+            f"{there}, this run has num_processes={here}; each rank's data position and RNG stream belong to its "
+            "rank. Launch with the same accelerate config and --num_processes, or start a new run in a new --output-dir")
+
+
 def test_resuming_with_another_process_count_is_refused(references, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(references("distilbert", 1), run_dir)
     result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), *SHORT, "--resume", "auto",
                     config_file="multi_gpu.yaml", num_processes=2)
-    assert error_lines(result) == [
-        f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-60'} was written with num_processes=1, this run has "
-        "num_processes=2; each rank's data position and RNG stream belong to its rank. Launch with the same "
-        "accelerate config and --num_processes, or start a new run in a new --output-dir"]
+    assert error_lines(result) == [other_process_count(run_dir, there=1, here=2)]
 
 
 def test_a_zero_checkpoint_resumed_by_another_number_of_processes_is_refused(references, tmp_path):
@@ -269,10 +273,7 @@ def test_a_zero_checkpoint_resumed_by_another_number_of_processes_is_refused(ref
     result = subprocess.run(command("mistral-lora", "zero2:1", run_dir, "--resume", "auto"), cwd=ROOT,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
-    assert error_lines(result) == [
-        f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-60'} was written with num_processes=2, this run has "
-        "num_processes=1; each rank's data position and RNG stream belong to its rank. Launch with the same "
-        "accelerate config and --num_processes, or start a new run in a new --output-dir"]
+    assert error_lines(result) == [other_process_count(run_dir, there=2, here=1)]
 
 
 def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir):
