@@ -20,9 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 GOEMOTIONS = Path(os.environ.get("EMODIST_GOEMOTIONS", ROOT.parent / "shared" / "data" / "goemotions"))
 
 # No test may reach the network or a tracker account; wandb is off but where a test turns it on (offline).
+# Set, not defaulted: with WANDB_MODE=offline from the shell every launch started an offline wandb run, 2-3 s
+# each (its import and service), which only the tests that read the wandb files back need.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
