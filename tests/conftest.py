@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -118,6 +121,15 @@ def launch(*args: str, timeout: int = 600, accelerate: bool = True, config_file:
     `plots`: draw the run's plots/ (off by default: 2 s a run that only the plot tests look at); `env`: variables
     to set for the run (None unsets one).
     """
+    command, environ = launch_command(*args, accelerate=accelerate, config_file=config_file,
+                                      num_processes=num_processes, launcher_args=launcher_args, plots=plots, env=env)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environ)
+
+
+def launch_command(*args: str, accelerate: bool = True, config_file: str | None = None, num_processes: int = 1,
+                   launcher_args: tuple[str, ...] = (), plots: bool = False,
+                   env: dict[str, str | None] | None = None) -> tuple[list[str], dict[str, str]]:
+    """(the command line, the environment) of a `launch` with these arguments."""
     if not plots:
         args = (*args, "track.plots=false")
     script = str(ROOT / "launch" / "train.py")
@@ -126,7 +138,8 @@ def launch(*args: str, timeout: int = 600, accelerate: bool = True, config_file:
         if config_file:
             command += ["--config_file", str(ROOT / "accelerate_configs" / config_file)]
         command += ["--num_processes", str(num_processes), *launcher_args]
-        if num_processes > 1 and "--main_process_port" not in launcher_args:
+        distributed = num_processes > 1 or (config_file or "").startswith("deepspeed")
+        if distributed and "--main_process_port" not in launcher_args:
             command += ["--main_process_port", "0"]  # a free port: runs beside this one must not collide
         command += [script, *args]
     else:
@@ -137,29 +150,107 @@ def launch(*args: str, timeout: int = 600, accelerate: bool = True, config_file:
             environ.pop(key, None)
         else:
             environ[key] = value
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environ)
+    return command, environ
+
+
+class Ahead:
+    """Launches run on a background thread ahead of the tests that read them.
+
+    Run one after another, the tests keep one of CI's two cores idle most of the time: a launch is mostly
+    imports and a tiny model's steps, on one core (a full CI run measured 104% CPU). Work started here runs
+    beside the test in the foreground. `start(key, *launch_args, **launch_kwargs)` queues a launch (once per
+    key), `get(key)` waits for its result (queued and waited for at once if it was not started), `close()`
+    cancels what is queued and kills what still runs: a partial selection of tests does not wait for it.
+    """
+
+    def __init__(self, workers: int = 1):
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ahead")
+        self._futures: dict = {}
+        self._running: set[subprocess.Popen] = set()
+        self._closed = False
+
+    def start(self, key, *args: str, timeout: int = 600, **kwargs) -> None:
+        if key not in self._futures:
+            self._futures[key] = self._pool.submit(self._run, launch_command(*args, **kwargs), timeout)
+
+    def get(self, key, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        self.start(key, *args, **kwargs)
+        return self._futures[key].result()
+
+    def _run(self, prepared: tuple[list[str], dict[str, str]], timeout: int) -> subprocess.CompletedProcess:
+        command, environ = prepared
+        with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=environ, start_new_session=True) as proc:
+            self._running.add(proc)
+            if self._closed:  # closed between the queue and here
+                proc.kill()
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                raise
+            finally:
+                self._running.discard(proc)
+        return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+    def close(self) -> None:
+        self._closed = True
+        for future in self._futures.values():
+            future.cancel()
+        for proc in list(self._running):
+            _kill(proc)
+        self._pool.shutdown(wait=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL to the launch's whole process group (the launcher and its ranks)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 NO_WANDB_ACCOUNT = {"WANDB_MODE": None, "WANDB_API_KEY": None, "NETRC": "/nonexistent/netrc"}
 """A user who never logged in to wandb and set no mode: tracking falls back to offline."""
 
 
+SMOKE_VARIANTS = ["distilbert", "gemma-lora", "mistral-qlora", "minilm", "mistral-lora"]
+"""Every variant, in the order the tests first ask for their smoke runs (tests/test_export.py first)."""
+
+
 @pytest.fixture(scope="session")
-def smoke_runs(tmp_path_factory, cache_dir):
-    """smoke_runs(variant) -> (run_dir, result): one finished `--smoke` run per variant, launched on first use
-    and shared by every test of the session (as a user runs it: plots on, wandb offline for want of a key)."""
-    done: dict[str, tuple[Path, subprocess.CompletedProcess]] = {}
+def smoke_runs(tmp_path_factory, cache_dir, request):
+    """smoke_runs(variant) -> (run_dir, result): one finished `--smoke` run per variant, shared by every test
+    of the session (as a user runs it: plots on, wandb offline for want of a key).
+
+    When a selected test uses them, all are launched from the session's first test on, one at a time beside
+    the tests (`Ahead`): by the time a test asks for one, it is done or under way.
+    """
+    ahead = Ahead()
+    run_dirs: dict[str, Path] = {}
+
+    def start(variant: str) -> None:
+        if variant not in run_dirs:
+            run_dirs[variant] = tmp_path_factory.mktemp("runs") / f"smoke-{variant}"
+        ahead.start(variant, "--variant", variant, "--smoke", "--output-dir", str(run_dirs[variant]), plots=True,
+                    env=NO_WANDB_ACCOUNT)
 
     def get(variant: str) -> tuple[Path, subprocess.CompletedProcess]:
-        if variant not in done:
-            run_dir = tmp_path_factory.mktemp("runs") / f"smoke-{variant}"
-            result = launch("--variant", variant, "--smoke", "--output-dir", str(run_dir), plots=True,
-                            env=NO_WANDB_ACCOUNT)
-            assert result.returncode == 0, result.stderr[-3000:]
-            done[variant] = run_dir, result
-        return done[variant]
+        start(variant)
+        result = ahead.get(variant)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return run_dirs[variant], result
 
+    get.start = start
+    request.addfinalizer(ahead.close)
     return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _smoke_runs_ahead(request):
+    """Starts the smoke runs at the session's first test when any selected test will read them."""
+    if any("smoke_runs" in item.fixturenames for item in request.session.items):
+        smoke_runs = request.getfixturevalue("smoke_runs")
+        for variant in SMOKE_VARIANTS:
+            smoke_runs.start(variant)
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -282,7 +373,6 @@ def wandb_run(run_dir: Path, path: Path | None = None) -> dict:
 def train_in_process(*args: str) -> tuple[int, str, str]:
     """launch/train.py's `main` in this process, as `python launch/train.py ARGS` runs it: (exit code, stdout,
     stderr). For refusals, which end before any training: no interpreter start, no imports."""
-    import contextlib
     import importlib.util
     import io
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, error_lines, launch, read_metrics, read_summary, rescore_dev
+from conftest import ROOT, Ahead, error_lines, launch, read_metrics, read_summary, rescore_dev
 from safetensors import safe_open
 
 from emodist import config, data, distributed, modeling
@@ -45,11 +45,16 @@ def exact_runs(tmp_path_factory, cache_dir) -> dict[str, Path]:
     micro-batches, two DDP processes, two ZeRO-2 processes."""
     root = tmp_path_factory.mktemp("exact")
     args = ("--variant", "gemma-lora", "--smoke", *EXACT)
-    return {
-        "single": run_ok(root / "single", *args),
-        "ddp": run_ok(root / "ddp", *args, config_file="multi_gpu.yaml", num_processes=2),
-        "zero2": run_ok(root / "zero2", *args, config_file="deepspeed_zero2.yaml", num_processes=2),
-    }
+    ahead = Ahead()  # the one-process run beside the two-process ones, which leave part of a core idle
+    try:
+        ahead.start("single", *args, "--output-dir", str(root / "single"))
+        runs = {"ddp": run_ok(root / "ddp", *args, config_file="multi_gpu.yaml", num_processes=2),
+                "zero2": run_ok(root / "zero2", *args, config_file="deepspeed_zero2.yaml", num_processes=2)}
+        single = ahead.get("single")
+        assert single.returncode == 0, single.stderr[-4000:]
+    finally:
+        ahead.close()
+    return {"single": root / "single", **runs}
 
 
 def test_ddp_runs_two_real_ranks(exact_runs):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, error_lines, launch, read_metrics, read_summary, wandb_run
+from conftest import ROOT, Ahead, error_lines, launch, launch_command, read_metrics, read_summary, wandb_run
 
 from emodist import checkpointing, errors
 
@@ -43,14 +43,21 @@ CASES = [
 def command(variant: str, processes: int | str, run_dir: Path, *extra: str) -> list[str]:
     """The launch of a case: 1 process, N DDP processes, or "zero2"/"zero3" (2 processes under DeepSpeed
     ZeRO-2/ZeRO-3; "zero2:1": one process under ZeRO-2)."""
+    return launch_command(*case_args(variant, processes, run_dir, *extra), **case_launch(processes))[0]
+
+
+def case_args(variant: str, processes: int | str, run_dir: Path, *extra: str) -> tuple[str, ...]:
+    return ("--variant", variant, "--smoke", "--output-dir", str(run_dir), *SHORT, *extra)
+
+
+def case_launch(processes: int | str) -> dict:
+    """`launch` arguments of the topology of a case (see `command`); plots=True: SHORT already turns them off."""
     stage, _, count = str(processes).partition(":")
-    config = f"deepspeed_{stage}.yaml" if stage.startswith("zero") else "multi_gpu.yaml"
-    processes = int(count or 2) if stage.startswith("zero") else processes
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
-    if processes > 1 or config != "multi_gpu.yaml":
-        launcher += ["--config_file", str(ROOT / "accelerate_configs" / config), "--main_process_port", "0"]
-    return [*launcher, str(ROOT / "launch" / "train.py"), "--variant", variant, "--smoke",
-            "--output-dir", str(run_dir), *SHORT, *extra]
+    if stage.startswith("zero"):
+        return {"config_file": f"deepspeed_{stage}.yaml", "num_processes": int(count or 2), "plots": True}
+    if int(processes) > 1:
+        return {"config_file": "multi_gpu.yaml", "num_processes": int(processes), "plots": True}
+    return {"plots": True}
 
 
 def signal_when(cmd: list[str], checkpoint: Path, sig: signal.Signals, env: dict | None = None) -> tuple[str, set]:
@@ -86,23 +93,32 @@ def steps_and_scores(run_dir: Path) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def references(tmp_path_factory, cache_dir):
-    """The uninterrupted run of a case, `references(variant, processes)`, run the first time it is asked for."""
+    """The uninterrupted run of a case, `references(variant, processes)`, run the first time it is asked for;
+    `references.start(variant, processes)` starts it beside the test that will ask for it (`conftest.Ahead`)."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    runs: dict[tuple[str, int | str], Path] = {}
+    ahead = Ahead()
+
+    def run_dir(variant: str, processes: int | str) -> Path:
+        return root / f"{variant}-{processes}"
+
+    def start(variant: str, processes: int | str) -> None:
+        ahead.start((variant, processes), *case_args(variant, processes, run_dir(variant, processes)),
+                    **case_launch(processes))
 
     def reference(variant: str, processes: int | str) -> Path:
-        if (variant, processes) not in runs:
-            run_dir = root / f"{variant}-{processes}"
-            result = subprocess.run(command(variant, processes, run_dir), cwd=ROOT, capture_output=True, text=True)
-            assert result.returncode == 0, result.stderr[-3000:]
-            runs[variant, processes] = run_dir
-        return runs[variant, processes]
+        start(variant, processes)
+        result = ahead.get((variant, processes))
+        assert result.returncode == 0, result.stderr[-3000:]
+        return run_dir(variant, processes)
 
-    return reference
+    reference.start = start
+    yield reference
+    ahead.close()
 
 
 @pytest.mark.parametrize(("variant", "processes"), CASES)
 def test_sigterm_then_sigkill_then_resume_ends_like_the_uninterrupted_run(references, tmp_path, variant, processes):
+    references.start(variant, processes)
     run_dir = tmp_path / "run"
     cmd = command(variant, processes, run_dir)
 
