@@ -15,7 +15,8 @@ start training processes would not see a mutant: those import the unchanged pack
 
 The work happens in a copy of the tracked files under bench/out/mutation/ (mutmut writes its `mutants/`
 beside the code it mutates), so the repository is left as it is. Printed: the surviving mutants with their
-diffs (also in bench/out/mutation/survivors.txt), a count per module, and last:
+diffs (also in bench/out/mutation/survivors.txt, and one row each in survivors.md: the table of
+bench/RESULTS.md), a count per module, and last:
     mutation score: NN.N% (killed K of N)
 where N counts every mutant but those mutmut could not run at all, and mutants no test reaches count as
 survivors. A timeout counts as killed (the mutant made a test loop). Exit status 0 when the score is at
@@ -138,6 +139,7 @@ def report(status: dict[str, str], env: dict, target: float) -> int:
                               capture_output=True, text=True).stdout
         lines += [diff.rstrip() or f"# {name}: {counted[name]}", ""]  # mutmut's diff starts with that line
     (WORK / "survivors.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (WORK / "survivors.md").write_text(survivor_table(lines), encoding="utf-8")
     print("\n".join(lines))
     per_module = Counter(name.split("__mutmut_")[0].split(".")[1] for name in counted)
     alive = Counter(name.split("__mutmut_")[0].split(".")[1] for name in survivors)
@@ -150,6 +152,22 @@ def report(status: dict[str, str], env: dict, target: float) -> int:
     score = 100 * killed / len(counted)
     print(f"mutation score: {score:.1f}% (killed {killed} of {len(counted)})")
     return 0 if score >= target else 1
+
+
+def survivor_table(diffs: list[str]) -> str:
+    """One markdown row per surviving mutant: its name, the line as written and as mutated (the first changed
+    line of each side of mutmut's diff), for bench/RESULTS.md to give each a verdict."""
+    rows = ["| mutant | written | mutated | verdict |", "|---|---|---|---|"]
+    cell = lambda text: "`" + " ".join(text.split()).replace("|", "\\|").replace("`", "'") + "`"  # noqa: E731
+    for block in "\n".join(diffs).split("\n# ")[0:]:
+        lines = block.lstrip("# ").splitlines()
+        if not lines:
+            continue
+        name = lines[0].split(":")[0].removeprefix("emodist.")
+        old = next((line[1:] for line in lines if line.startswith("-") and not line.startswith("---")), "")
+        new = next((line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")), "")
+        rows.append(f"| {name} | {cell(old)} | {cell(new)} | |")
+    return "\n".join(rows) + "\n"
 
 
 if __name__ == "__main__":

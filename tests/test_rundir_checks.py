@@ -118,12 +118,14 @@ def test_moving_aside_twice_in_one_second_takes_a_free_name(tmp_path):
 
 def test_overwrite_and_resume_auto_are_refused_together(tmp_path):
     path = a_run(tmp_path / "run", checkpoints=[20])
-    assert refused(path, "auto", True).startswith("--overwrite with --resume auto: --overwrite moves the run aside")
+    assert refused(path, "auto", True) == ("--overwrite with --resume auto: --overwrite moves the run aside, --resume "
+                                           "continues it: choose one")
 
 
 def test_resume_auto_needs_an_output_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where runs/<variant>-<time> would go
-    assert refused(None, "auto").startswith("--resume auto continues the run in --output-dir, and none was given")
+    assert refused(None, "auto") == ("--resume auto continues the run in --output-dir, and none was given: add "
+                                     "--output-dir runs/<the run> (or drop --resume to start a new run)")
 
 
 def test_resume_auto_starts_a_run_that_is_not_there_yet(tmp_path):
@@ -180,8 +182,9 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path):
 
 def test_a_run_stopped_before_its_first_checkpoint_with_other_settings_is_refused(tmp_path):
     path = a_run(tmp_path / "run")
-    assert refused(path, "auto", False, "data.max_length=64").startswith(
-        f"--resume auto: {path} was started with other settings: data.max_length=")
+    assert refused(path, "auto", False, "data.max_length=64") == (
+        f"--resume auto: {path} was started with other settings: data.max_length=32 there, 64 here: resume with its "
+        "settings (--config on its config.yaml), or start a new run in a new --output-dir")
 
 
 def test_nothing_to_resume_beside_outputs_of_value_is_refused_saying_why(tmp_path):
@@ -200,8 +203,9 @@ def test_nothing_to_resume_beside_outputs_of_value_is_refused_saying_why(tmp_pat
 
 def test_a_named_checkpoint_must_be_one_and_must_verify(tmp_path):
     path = a_run(tmp_path / "run", checkpoints=[20])
-    assert refused(path, str(path / "model")).startswith(
-        f"--resume {path / 'model'}: not a checkpoint directory (expected <run>/checkpoints/step-N)")
+    for named in (path / "model", path / "checkpoints" / "model", path / "model" / "step-20"):
+        assert refused(path, str(named)) == (f"--resume {named}: not a checkpoint directory (expected "
+                                             "<run>/checkpoints/step-N): name one, or pass --resume auto with --output-dir")
     (path / "checkpoints" / "step-20" / "weights.bin").unlink()
     assert refused(path, str(path / "checkpoints" / "step-20")) == (
         f"--resume {path / 'checkpoints' / 'step-20'}: weights.bin is missing: name another checkpoint, or pass "
@@ -213,7 +217,8 @@ def test_a_named_checkpoint_resumes_its_own_run_and_overwrite_may_not_move_it(tm
     named = path / "checkpoints" / "step-20"
     run, _ = start(path, str(named))
     assert run.checkpoint == named and run.fork_of is None
-    assert refused(path, str(named), True).startswith(f"--overwrite would move aside {path}, whose checkpoint")
+    assert refused(path, str(named), True) == (f"--overwrite would move aside {path}, whose checkpoint --resume {named} "
+                                               "names: drop --overwrite, or resume into a new --output-dir")
 
 
 def test_a_named_checkpoint_forks_into_a_new_directory_but_never_over_a_run(tmp_path):
@@ -222,8 +227,9 @@ def test_a_named_checkpoint_forks_into_a_new_directory_but_never_over_a_run(tmp_
     run, _ = start(tmp_path / "fork", str(named))
     assert run.checkpoint == named and run.fork_of == source
     taken = a_run(tmp_path / "taken", checkpoints=[20])
-    assert refused(taken, str(named)).startswith(
-        f"--resume {named} starts a new run in --output-dir {taken}, which already holds ")
+    assert refused(taken, str(named)) == (
+        f"--resume {named} starts a new run in --output-dir {taken}, which already holds {MARKER}, checkpoints, "
+        "config.yaml, metrics.jsonl: choose a new or empty --output-dir, or pass --overwrite to move that aside")
 
 
 def test_truncating_metrics_keeps_the_steps_up_to_the_checkpoint_and_stops_at_a_cut_line(tmp_path):
@@ -294,3 +300,70 @@ def test_a_fork_takes_the_history_of_its_source_up_to_the_checkpoint(tmp_path):
     rundir.Run(fork, source / "checkpoints" / "step-20", fork_of=source).restored(settings(fork), 20)
     assert (fork / "metrics.jsonl").read_text() == '{"step": 10}\n{"step": 20}\n'
     assert (source / "metrics.jsonl").read_text().count("step") == 3  # the source keeps its own
+
+
+def test_nothing_to_resume_names_every_checkpoint_it_skipped(tmp_path):
+    path = a_run(tmp_path / "run", checkpoints=[20, 40])
+    for step in (20, 40):
+        (path / "checkpoints" / f"step-{step}" / "state.json").unlink()
+    assert refused(path, "auto").startswith(
+        f"--resume auto: no complete checkpoint in {path} (step-40: no state.json (a save that never finished); "
+        "step-20: no state.json (a save that never finished)), and it holds checkpoints: ")
+
+
+def test_a_named_checkpoint_of_other_settings_is_refused_naming_it(tmp_path):
+    path = a_run(tmp_path / "run", checkpoints=[20])
+    named = path / "checkpoints" / "step-20"
+    assert refused(path, str(named), False, "optim.lr=0.5").startswith(
+        f"--resume {named}: it was trained with other settings: optim.lr=")
+
+
+def test_the_lock_of_a_launch_that_ended_is_taken_over_and_said_so(tmp_path):
+    import socket
+    import subprocess
+
+    import psutil
+
+    from emodist.runlock import LOCK
+
+    path = a_run(tmp_path / "run", checkpoints=[20])
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    (path / LOCK).write_text(json.dumps({"token": "t", "host": socket.gethostname(), "pid": ended.pid,
+                                         "pid_started": psutil.Process().create_time()}))
+    run, said = start(path, "auto")
+    assert run.checkpoint == path / "checkpoints" / "step-20"
+    assert said == [f"emodist: took over the lock of {path}: its process {ended.pid} on this host has ended"]
+
+
+def test_json_is_written_indented_for_people_to_read(tmp_path):
+    target = tmp_path / "s.json"
+    rundir.write_json(target, {"a": 1, "b": [2]})
+    assert target.read_text(encoding="utf-8") == '{\n  "a": 1,\n  "b": [\n    2\n  ]\n}\n'
+
+
+def test_truncating_metrics_reads_past_bytes_that_are_not_utf8(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(b'{"step": 1, "note": "caf\xe9"}\n{"step": 2}\n')
+    rundir.truncate_metrics(metrics, after_step=1)
+    assert metrics.read_text(encoding="utf-8") == '{"step": 1, "note": "caf\ufffd"}\n'
+
+
+def test_moving_aside_gives_up_after_100_names_in_one_second(tmp_path, monkeypatch):
+    monkeypatch.setattr(rundir.time, "strftime", lambda _: "20261203-120000")
+    (tmp_path / "run").mkdir()
+    for attempt in range(100):
+        (tmp_path / ("run.replaced-20261203-120000" + (f"-{attempt}" if attempt else ""))).mkdir()
+    with pytest.raises(UsageError) as error:
+        rundir.move_aside(tmp_path / "run")
+    assert str(error.value) == f"--overwrite: could not find a free name beside {tmp_path / 'run'} to move it to"
+    assert (tmp_path / "run").is_dir()
+
+
+def test_a_listing_shows_five_names_and_counts_the_rest(tmp_path):
+    for name in ("a", "b", "c", "d", "e"):
+        (tmp_path / name).write_text("x")
+    assert Contents.of(tmp_path).listing() == "a, b, c, d, e"
+    (tmp_path / "f").write_text("x")
+    assert Contents.of(tmp_path).listing() == "a, b, c, d, e and 1 more"
+    assert Contents.of(tmp_path / "none").entries == []  # a directory not made yet holds nothing
