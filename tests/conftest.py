@@ -159,8 +159,9 @@ class Ahead:
     Run one after another, the tests keep one of CI's two cores idle most of the time: a launch is mostly
     imports and a tiny model's steps, on one core (a full CI run measured 104% CPU). Work started here runs
     beside the test in the foreground. `start(key, *launch_args, **launch_kwargs)` queues a launch (once per
-    key), `get(key)` waits for its result (queued and waited for at once if it was not started), `close()`
-    cancels what is queued and kills what still runs: a partial selection of tests does not wait for it.
+    key), `call(key, work)` any other work; `get(key)` waits for its result (a launch not queued yet is queued
+    first); `close()` cancels what is queued and kills the launches still running: a partial selection of
+    tests does not wait for them.
     """
 
     def __init__(self, workers: int = 1):
@@ -173,7 +174,22 @@ class Ahead:
         if key not in self._futures:
             self._futures[key] = self._pool.submit(self._run, launch_command(*args, **kwargs), timeout)
 
-    def get(self, key, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    def call(self, key, work) -> None:
+        """Queue `work()` (once per key), for work other than a launch."""
+        if key not in self._futures:
+            self._futures[key] = self._pool.submit(work)
+
+    def started(self, key) -> bool:
+        return key in self._futures
+
+    def finished(self, key):
+        """The result of `key` if its work has ended well; else None, and it will not start any more."""
+        future = self._futures.get(key)
+        if future is None or future.cancel() or not future.done() or future.exception() is not None:
+            return None
+        return future.result()
+
+    def get(self, key, *args: str, **kwargs):
         self.start(key, *args, **kwargs)
         return self._futures[key].result()
 
@@ -217,40 +233,54 @@ SMOKE_VARIANTS = ["distilbert", "gemma-lora", "mistral-qlora", "minilm", "mistra
 
 
 @pytest.fixture(scope="session")
-def smoke_runs(tmp_path_factory, cache_dir, request):
-    """smoke_runs(variant) -> (run_dir, result): one finished `--smoke` run per variant, shared by every test
-    of the session (as a user runs it: plots on, wandb offline for want of a key).
+def ahead():
+    """The session's background queue (`Ahead`, one launch at a time): the smoke runs, then the SLURM jobs."""
+    queue = Ahead()
+    yield queue
+    queue.close()
 
-    When a selected test uses them, all are launched from the session's first test on, one at a time beside
-    the tests (`Ahead`): by the time a test asks for one, it is done or under way.
-    """
-    ahead = Ahead()
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory, cache_dir, ahead):
+    """smoke_runs(variant) -> (run_dir, result): one finished `--smoke` run per variant, shared by every test
+    of the session (as a user runs it: plots on, wandb offline for want of a key); queued on `ahead`."""
     run_dirs: dict[str, Path] = {}
 
     def start(variant: str) -> None:
         if variant not in run_dirs:
             run_dirs[variant] = tmp_path_factory.mktemp("runs") / f"smoke-{variant}"
-        ahead.start(variant, "--variant", variant, "--smoke", "--output-dir", str(run_dirs[variant]), plots=True,
-                    env=NO_WANDB_ACCOUNT)
+        ahead.start(("smoke", variant), "--variant", variant, "--smoke", "--output-dir", str(run_dirs[variant]),
+                    plots=True, env=NO_WANDB_ACCOUNT)
 
     def get(variant: str) -> tuple[Path, subprocess.CompletedProcess]:
         start(variant)
-        result = ahead.get(variant)
+        result = ahead.get(("smoke", variant))
         assert result.returncode == 0, result.stderr[-3000:]
         return run_dirs[variant], result
 
     get.start = start
-    request.addfinalizer(ahead.close)
     return get
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _smoke_runs_ahead(request):
-    """Starts the smoke runs at the session's first test when any selected test will read them."""
-    if any("smoke_runs" in item.fixturenames for item in request.session.items):
+def _work_ahead(request, cache_dir, tmp_path_factory):
+    """At the session's first test, queues on `ahead` what selected tests will wait for: every smoke run when
+    one of them reads one; then what a test module's `start_ahead(items, ahead, tmp_path_factory)` queues
+    (tests/test_slurm.py: its jobs; it returns what stops them at the session's end, if anything). By the
+    time those tests run, the work is done or under way."""
+    items = request.session.items
+    if not items:
+        return
+    queue = request.getfixturevalue("ahead")
+    if any("smoke_runs" in item.fixturenames for item in items):
         smoke_runs = request.getfixturevalue("smoke_runs")
         for variant in SMOKE_VARIANTS:
             smoke_runs.start(variant)
+    for module in dict.fromkeys(item.module for item in items):
+        start_ahead = getattr(module, "start_ahead", None)
+        stop = start_ahead and start_ahead([item for item in items if item.module is module], queue, tmp_path_factory)
+        if stop:
+            request.addfinalizer(stop)
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:

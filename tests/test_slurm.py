@@ -66,12 +66,28 @@ def idle_nodes() -> int | None:
 
 
 @pytest.fixture(scope="module")
-def slurm() -> None:
+def slurm(ahead) -> None:
+    if ahead.started(AHEAD):
+        return  # checked when the jobs were queued; they hold the nodes now
     nodes = idle_nodes()
     if nodes is None:
         pytest.skip("no SLURM answers here (sinfo): start the local one with `sudo slurm/local-cluster.sh start`")
     if nodes < 2:
         pytest.skip(f"SLURM answers with {nodes} idle node(s); these tests need 2")
+
+
+AHEAD = "slurm-jobs"
+
+
+def start_ahead(items, ahead, tmp_path_factory):
+    """tests/conftest.py's `_work_ahead`: when a selected test waits for the `jobs` and a SLURM with 2 idle nodes
+    answers, queues their submission behind the smoke runs: the cluster then runs them beside the tests
+    before this module. Returns what cancels them if the session ends first."""
+    if not any("jobs" in item.fixturenames for item in items) or (idle_nodes() or 0) < 2:
+        return None
+    root = tmp_path_factory.mktemp("slurm")
+    ahead.call(AHEAD, lambda: submit_jobs(root))
+    return lambda: cancel_jobs(ahead.finished(AHEAD) or {})
 
 
 class Job:
@@ -121,15 +137,13 @@ def _metrics(run_dir: Path) -> list[dict]:
         return []
 
 
-@pytest.fixture(scope="module")
-def jobs(slurm, tmp_path_factory, cache_dir) -> dict[str, Job]:
+def submit_jobs(root: Path) -> dict[str, Job]:
     """Every job of this module, submitted at once: the cluster runs them side by side, as a user's would.
 
     `preempted` is a second distilbert.sbatch job with the same settings (and an offline wandb run), signalled
     mid-run by a helper thread; `capped` is another, signalled too, that may not be requeued
     (EMODIST_MAX_REQUEUES=0).
     """
-    root = tmp_path_factory.mktemp("slurm")
     submitted = {}
     for template in SINGLE_RUN_TEMPLATES:
         args = PREEMPTIBLE if template == "distilbert.sbatch" else SMOKE
@@ -142,11 +156,23 @@ def jobs(slurm, tmp_path_factory, cache_dir) -> dict[str, Job]:
         threading.Thread(target=signal_once_training_runs, args=(submitted[name],), daemon=True).start()
     submitted["study.sbatch"] = Job("study.sbatch", root / "study", "--array=0-1", EMODIST_TRAIN_ARGS=SMOKE,
                                     EMODIST_STUDY_VARIANTS=" ".join(STUDY), EMODIST_STUDY_DIR=str(root / "study" / "run"))
-    yield submitted
-    for job in submitted.values():  # a failed test leaves nothing running
+    return submitted
+
+
+def cancel_jobs(submitted: dict[str, Job]) -> None:
+    """A failed test or an ended session leaves nothing running."""
+    for job in submitted.values():
         if job.proc.poll() is None:
             subprocess.run(["scancel", job.id], check=False)
             job.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def jobs(slurm, ahead, tmp_path_factory, cache_dir) -> dict[str, Job]:
+    """The jobs of `submit_jobs`: queued at the session's start (`start_ahead`), or submitted now."""
+    submitted = ahead.get(AHEAD) if ahead.started(AHEAD) else submit_jobs(tmp_path_factory.mktemp("slurm"))
+    yield submitted
+    cancel_jobs(submitted)
 
 
 @pytest.mark.slurm
