@@ -45,7 +45,13 @@ MODULES = {
     "thresholds": (["tests/test_thresholds.py", "tests/test_metrics.py"], None),
     "sampling": (["tests/test_sampling.py"], None),
     "config": (["tests/test_config.py", "tests/test_fuzz.py"], None),
-    "data": (["tests/test_data.py", "tests/test_fuzz.py"], None),
+    # the readers of the data files and the splits (the hub loaders need the network, tokenization a
+    # tokenizer and `datasets`: tests/test_train.py's launches)
+    "data": (["tests/test_data.py", "tests/test_fuzz.py"],
+             ["Split", "load", "detect", "_load_goemotions_dir", "_goemotions_rows", "_load_semeval_dir",
+              "_semeval_rows", "_load_table_dir", "_find_split_file", "_csv_records", "_jsonl_records", "_table_rows",
+              "_label_names", "synthetic", "group", "_label_file", "_collect", "_from_ids", "_read_lines",
+              "_row_error", "cache_root", "fingerprint_texts", "split_fingerprint", "_fingerprint"]),
     # completeness and fingerprints (saving and loading need a launch: tests/test_resume.py)
     "checkpointing": (["tests/test_checkpointing.py", "tests/test_fuzz.py"],
                       ["_step_of", "read_state", "unusable", "latest_checkpoint", "fingerprint", "fingerprint_hash",

@@ -178,3 +178,53 @@ def test_a_runs_config_yaml_leaves_the_run_directory_out(tmp_path):
     config.dump(cfg, tmp_path / "config.yaml")
     assert "output_dir" not in (tmp_path / "config.yaml").read_text()
     assert config.load(config_file=str(tmp_path / "config.yaml")).output_dir is None
+
+
+# Every rule of the validation at its edge: the first value that fails gives exactly its line, the last value
+# that passes gives none (on distilbert, a full fine-tune, or gemma-lora where the rule is LoRA's).
+EDGES = [  # (variant, key, failing, passing, message)
+    ("gemma-lora", "model.lora.r", "0", "1", "must be >= 1"),
+    ("gemma-lora", "model.lora.alpha", "0", "1", "must be > 0"),
+    ("gemma-lora", "model.lora.target_modules", "[]", "[q_proj]", "is empty: name the Linear layers that get adapters"),
+    ("distilbert", "model.lora.dropout", "1", "0.999", "must be in [0, 1)"),
+    ("distilbert", "model.lora.dropout", "-0.001", "0", "must be in [0, 1)"),
+    ("distilbert", "data.max_length", "7", "8", "must be in [8, 32768]"),
+    ("distilbert", "data.max_length", "32769", "32768", "must be in [8, 32768]"),
+    ("distilbert", "data.max_train_examples", "0", "1", "must be >= 1"),
+    ("distilbert", "data.max_eval_examples", "0", "1", "must be >= 1"),
+    ("distilbert", "data.pad_to_multiple_of", "0", "1", "must be in [1, 128] (or unset: 8 on GPUs, 1 on CPUs)"),
+    ("distilbert", "data.pad_to_multiple_of", "129", "128", "must be in [1, 128] (or unset: 8 on GPUs, 1 on CPUs)"),
+    ("distilbert", "optim.lr", "0", "1e-9", "must be > 0"),
+    ("distilbert", "optim.head_lr", "0", "1e-9", "must be > 0 (or unset)"),
+    ("distilbert", "optim.weight_decay", "-0.001", "0", "must be >= 0"),
+    ("distilbert", "optim.warmup_ratio", "1", "0.999", "must be in [0, 1)"),
+    ("distilbert", "optim.warmup_ratio", "-0.001", "0", "must be in [0, 1)"),
+    ("distilbert", "optim.max_grad_norm", "-0.001", "0", "must be >= 0 (0 turns clipping off)"),
+    ("distilbert", "train.epochs", "0", "1", "must be >= 1"),
+    ("distilbert", "train.max_steps", "0", "1", "must be >= 1 (or unset)"),
+    ("distilbert", "train.eval_batch_size", "0", "1", "must be >= 1"),
+    ("distilbert", "train.pos_weight_cap", "0.999", "1", "must be >= 1"),
+    ("distilbert", "train.log_every_steps", "0", "1", "must be >= 1"),
+    ("distilbert", "train.cpu_threads", "0", "1", "must be >= 1 (or unset)"),
+    ("distilbert", "train.eval_every_steps", "-1", "0", "must be >= 0 (0: only at the end; unset: 8 times per run)"),
+    ("distilbert", "train.save_every_steps", "-1", "0", "must be >= 0 (0: only at the end)"),
+    ("distilbert", "train.keep_last_checkpoints", "0", "1", "must be >= 1"),
+    ("distilbert", "train.seed", "4294967296", "4294967295", "must be in 0..4294967295 (the seed of numpy and torch)"),
+    ("distilbert", "train.seed", "-1", "0", "must be in 0..4294967295 (the seed of numpy and torch)"),
+    ("distilbert", "export.max_shard_size", "0GB", "1kib", "'0GB' is not a size: write a whole number and KB, MB, GB, "
+     "KiB, MiB or GiB, e.g. 2GB"),
+]
+
+
+@pytest.mark.parametrize(("variant", "key", "failing", "passing", "message"), EDGES,
+                         ids=[f"{key}={failing}" for _, key, failing, _, _ in EDGES])
+def test_every_rule_refuses_from_its_edge_on(variant, key, failing, passing, message):
+    def refusal(value: str) -> str | None:
+        try:
+            config.load(variant, overrides=[f"{key}={value}"])
+        except UsageError as err:
+            return str(err)
+        return None
+
+    assert refusal(failing) == f"{key}: {message} [override '{key}={failing}']"
+    assert refusal(passing) is None
