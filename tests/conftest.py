@@ -199,7 +199,7 @@ class Ahead:
                               env=environ, start_new_session=True) as proc:
             self._running.add(proc)
             if self._closed:  # closed between the queue and here
-                proc.kill()
+                _kill(proc)
             try:
                 stdout, stderr = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
