@@ -165,7 +165,7 @@ def survivor_table(diffs: list[str]) -> str:
     line of each side of mutmut's diff), for bench/RESULTS.md to give each a verdict."""
     rows = ["| mutant | written | mutated | verdict |", "|---|---|---|---|"]
     cell = lambda text: "`" + " ".join(text.split()).replace("|", "\\|").replace("`", "'") + "`"  # noqa: E731
-    for block in "\n".join(diffs).split("\n# ")[0:]:
+    for block in "\n".join(diffs).split("\n# "):
         lines = block.lstrip("# ").splitlines()
         if not lines:
             continue
