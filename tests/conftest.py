@@ -164,8 +164,8 @@ class Ahead:
     tests does not wait for them.
     """
 
-    def __init__(self, workers: int = 1):
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ahead")
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ahead")  # one launch at a time beside the tests
         self._futures: dict = {}
         self._running: set[subprocess.Popen] = set()
         self._closed = False

@@ -55,9 +55,8 @@ def case_launch(processes: int | str) -> dict:
     stage, _, count = str(processes).partition(":")
     if stage.startswith("zero"):
         return {"config_file": f"deepspeed_{stage}.yaml", "num_processes": int(count or 2), "plots": True}
-    if int(processes) > 1:
-        return {"config_file": "multi_gpu.yaml", "num_processes": int(processes), "plots": True}
-    return {"plots": True}
+    topology = {"config_file": "multi_gpu.yaml", "num_processes": int(processes)} if int(processes) > 1 else {}
+    return {**topology, "plots": True}
 
 
 def signal_when(cmd: list[str], checkpoint: Path, sig: signal.Signals, env: dict | None = None) -> tuple[str, set]:
