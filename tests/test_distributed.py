@@ -22,6 +22,8 @@ from safetensors import safe_open
 from emodist import config, data, distributed, modeling
 from emodist.errors import UsageError
 
+pytestmark = pytest.mark.alone  # two-process launches (tests/conftest.py: `in_core_order`)
+
 CONFIGS = ROOT / "accelerate_configs"
 # an fp32 LoRA run without dropout: what differs between topologies is then only the arithmetic order;
 # length-grouped batches (the default outside --smoke), whose steps must not depend on the topology

@@ -24,6 +24,8 @@ from conftest import ROOT, Ahead, error_lines, launch, launch_command, read_metr
 
 from emodist import checkpointing, errors
 
+pytestmark = pytest.mark.alone  # two-process launches (tests/conftest.py: `in_core_order`)
+
 # 60 steps of 16 examples: about one epoch (64 steps) of the synthetic set, checkpoints mid-epoch; in
 # length-grouped batches (the default outside --smoke), which a resume must skip into exactly
 SHORT = ["train.max_steps=60", "train.save_every_steps=20", "train.log_every_steps=1", "train.eval_every_steps=15",

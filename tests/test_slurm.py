@@ -82,12 +82,21 @@ AHEAD = "slurm-jobs"
 def start_ahead(items, ahead, tmp_path_factory):
     """tests/conftest.py's `_work_ahead`: when a selected test waits for the `jobs` and a SLURM with 2 idle nodes
     answers, queues their submission behind the smoke runs: the cluster then runs them beside the tests
-    before this module. Returns what cancels them if the session ends first."""
+    before this module. The queue holds them until they end (mistral.sbatch is a two-node run, and two-process
+    tests wait for the queue to drain). Returns what cancels them if the session ends first."""
     if not any("jobs" in item.fixturenames for item in items) or (idle_nodes() or 0) < 2:
         return None
     root = tmp_path_factory.mktemp("slurm")
-    ahead.call(AHEAD, lambda: submit_jobs(root))
-    return lambda: cancel_jobs(ahead.finished(AHEAD) or {})
+    submitted: dict[str, Job] = {}
+
+    def run_jobs() -> dict[str, Job]:
+        submitted.update(submit_jobs(root))
+        for job in submitted.values():
+            job.wait()
+        return submitted
+
+    ahead.call(AHEAD, run_jobs)
+    return lambda: cancel_jobs(submitted)
 
 
 class Job:
