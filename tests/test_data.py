@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +219,16 @@ def test_synthetic_set_is_deterministic_multilabel_and_cued():
             assert bool(on) == any(f" {cue} " in f" {text} " for cue in data.SYNTHETIC_CUES[label])
 
 
+def test_the_synthetic_set_is_the_one_the_recorded_smoke_scores_were_measured_on():
+    """README's and bench/RESULTS.md's smoke-run numbers hold for this set: a change to it shows here, and
+    then those numbers are to be measured again."""
+    splits = data.synthetic(0).splits
+    assert {name: (len(split), data.split_fingerprint(split)) for name, split in splits.items()} == {
+        "train": (1024, "c39fae0b9491e8ca500f"), "dev": (256, "fca51f60938270cc20cc"),
+        "test": (256, "b576027df01932bb76cd")}
+    assert data.synthetic(0).labels == ["anger", "fear", "joy", "love", "sadness", "surprise"]
+
+
 def test_tokenize_caches_and_keys_on_inputs(tmp_path):
     from accelerate import PartialState
 
@@ -322,23 +331,132 @@ def test_a_mapping_file_beside_the_data_wins(tmp_path):
     assert load_dir(directory, grouping="ekman").labels == ["warm", "cold", "neutral"]
     own = tmp_path / "mine.json"
     own.write_text(json.dumps({"all": GOEMOTIONS_28}))
-    assert load_dir(directory, grouping=str(own)).labels == ["all"]
+    mine = load_dir(directory, grouping=str(own))
+    assert mine.labels == ["all"] and mine.name == "goemotions-mine"
+    assert mine.splits["train"].targets.min() == 1  # every text has one of the 28 labels, so "all"
 
 
 @pytest.mark.parametrize("mapping, message", [
-    ({"a": GOEMOTIONS_28[:20], "b": GOEMOTIONS_28[19:27]}, "labels in more than one group: nervousness (a, b)"),
-    ({"a": GOEMOTIONS_28[:20]}, "no group for optimism, pride, realization, relief, remorse: add them to a group"),
-    ({"a": [*GOEMOTIONS_28[:27], "glee"]}, "glee not among the goemotions labels"),
-    (["not", "a", "mapping"], "must be a JSON object {group: [label, ...]}"),
+    ({"a": GOEMOTIONS_28[:20], "b": GOEMOTIONS_28[19:27]}, "{where}: labels in more than one group: nervousness (a, b)"),
+    ({"a": GOEMOTIONS_28[:20]},
+     "{where}: no group for optimism, pride, realization, relief, remorse: add them to a group"),
+    ({"a": [*GOEMOTIONS_28[:27], "glee"]},
+     "{where}: glee not among the goemotions labels: this grouping is for GoEmotions' 28 emotions (the data has "
+     "admiration, amusement, anger, annoyance, approval, ...)"),
+    (["not", "a", "mapping"], "data.grouping: {path} must be a JSON object {{group: [label, ...]}}"),
+    ("{", "data.grouping: {path}: unreadable (Expecting property name enclosed in double quotes: line 1 column 2 "
+          "(char 1))"),
 ])
 def test_a_bad_mapping_is_one_line(tmp_path, mapping, message):
     directory = write_goemotions_28(tmp_path / "ge", {"train": 56, "dev": 28, "test": 28})
     path = tmp_path / "map.json"
-    path.write_text(json.dumps(mapping))
-    with pytest.raises(UsageError, match=re.escape(message)):
-        load_dir(directory, grouping=str(path))
+    path.write_text(mapping if isinstance(mapping, str) else json.dumps(mapping))
+    assert refusal(directory, grouping=str(path)) == message.format(where=f"data.grouping={path}", path=path)
+
+
+def test_a_bad_mapping_file_beside_the_data_is_named_with_the_grouping(tmp_path):
+    directory = write_goemotions_28(tmp_path / "ge", {"train": 56, "dev": 28, "test": 28})
+    beside = directory / "sentiment_dict.json"
+    beside.write_text(json.dumps({"a": GOEMOTIONS_28[:20]}))
+    assert refusal(directory, grouping="sentiment") == (
+        f"data.grouping=sentiment ({beside}): no group for optimism, pride, realization, relief, remorse: add them "
+        "to a group")
+    missing = tmp_path / "nowhere.json"
+    assert refusal(directory, grouping=str(missing)) == (
+        f"data.grouping: {missing}: unreadable ([Errno 2] No such file or directory: '{missing}')")
 
 
 def test_a_grouping_of_other_labels_is_refused(tmp_path):
     with pytest.raises(UsageError, match="this grouping is for GoEmotions' 28 emotions"):
         load_dir(write_goemotions(tmp_path / "ge"), grouping="ekman")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Each reader's refusals whole (the file, the line, what is wrong), and the cells it accepts
+
+
+def refusal(directory: Path, **kwargs) -> str:
+    with pytest.raises(UsageError) as caught:
+        load_dir(directory, **kwargs)
+    return str(caught.value)
+
+
+SEMEVAL_ROW = "2018-En-1\tI am scared\t0\t0\t0\t1\t0\t0\t0\t0\t0\t0\t0"
+
+
+@pytest.mark.parametrize("content, line", [
+    ("ID\tTweet\tanger\n", "1: expected the header ID, Tweet, anger, anticipation, disgust, fear, joy, love, optimism, "
+                           "pessimism, sadness, surprise, trust"),
+    ("", "1: expected the header ID, Tweet, anger, anticipation, disgust, fear, joy, love, optimism, pessimism, "
+         "sadness, surprise, trust"),
+    (f"{SEMEVAL_HEADER}\n{SEMEVAL_ROW}\n2018-En-2\thm\t0\t1\n", "3: expected 13 tab-separated columns, got 4"),
+    (f"{SEMEVAL_HEADER}\n{SEMEVAL_ROW.replace(chr(9) + '1' + chr(9), chr(9) + '2' + chr(9))}\n",
+     "2: emotion columns must be 0 or 1 (the unlabeled test file has NONE: use the gold file)"),
+])
+def test_semeval_refusals_name_the_file_and_line(tmp_path, content, line):
+    directory = write_semeval(tmp_path / "se")
+    dev = directory / "2018-E-c-En-dev.txt"
+    dev.write_text(content)
+    assert refusal(directory) == f"{dev}:{line}"
+
+
+def test_semeval_files_with_windows_line_ends_read_as_the_same_data(tmp_path):
+    unix = load_dir(write_semeval(tmp_path / "unix"))
+    directory = write_semeval(tmp_path / "windows")
+    for path in directory.iterdir():
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    windows = load_dir(directory)
+    for split in data.SPLITS:
+        assert windows.splits[split].texts == unix.splits[split].texts
+        np.testing.assert_array_equal(windows.splits[split].targets, unix.splits[split].targets)
+    assert unix.splits["dev"].texts == ["I am scared"] and unix.splits["dev"].targets[0].nonzero()[0].tolist() == [3]
+
+
+@pytest.mark.parametrize("cell, names", [
+    ("joy", ["joy"]),
+    (" joy ; anger|surprise,  ", ["joy", "anger", "surprise"]),
+    ("joy,,anger", ["joy", "anger"]),
+    ('  ["joy", " anger ", ""]', ["joy", "anger"]),
+    (["joy", " love ", " "], ["joy", "love"]),
+    ("", []),
+    ([], []),
+])
+def test_a_label_cell_is_a_list_or_separated_names(cell, names):
+    assert data._label_names(cell, Path("t.csv"), 7) == names
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("[joy", "label list '[joy' is not valid JSON"),
+    ('["joy", 3]', "labels must be a list of label names, got ['joy', 3]"),
+    (5, "labels must be a list of label names, got 5"),
+    (None, "labels must be a list of label names, got None"),
+])
+def test_a_label_cell_of_anything_else_names_its_line(cell, message):
+    with pytest.raises(UsageError) as caught:
+        data._label_names(cell, Path("t.csv"), 7)
+    assert str(caught.value) == f"t.csv:7: {message}"
+
+
+def test_a_table_without_labels_or_with_one_labels_txt_lacks_is_one_line(tmp_path):
+    directory = tmp_path / "feelings"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.csv").write_text("text,labels\nyay,\nhm,\n")
+    assert refusal(directory) == f"{directory / 'train.csv'}: no labels in column 'labels'"
+    (directory / "labels.txt").write_text("joy\nanger\n")
+    (directory / "test.csv").write_text("text,labels\nyay,joy\nhm,confusion\n")
+    assert refusal(directory) == (f"{directory / 'test.csv'}:3: unknown label 'confusion': not in "
+                                  f"{directory / 'labels.txt'}")
+    (directory / "test.csv").write_text("text,labels\nyay,joy\nhm,\n")
+    loaded = load_dir(directory)
+    assert loaded.name == "feelings" and loaded.labels == ["joy", "anger"]
+    np.testing.assert_array_equal(loaded.splits["test"].targets, [[1, 0], [0, 0]])  # a text with no label is valid
+
+
+def test_the_cache_directory_is_the_setting_then_emodist_cache_then_the_home_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMODIST_CACHE", str(tmp_path / "env"))
+    assert data.cache_root(str(tmp_path / "set")) == tmp_path / "set"
+    assert data.cache_root(None) == tmp_path / "env"
+    monkeypatch.delenv("EMODIST_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.cache_root(None) == tmp_path / "home" / ".cache" / "emodist"
