@@ -30,7 +30,7 @@ def write_goemotions(directory: Path, rows: dict[str, list[str]] | None = None) 
 
 
 def load_dir(directory: Path, **kwargs) -> data.EmotionData:
-    return data.load(DataConfig(dataset="auto", data_dir=str(directory), **kwargs), seed=0)
+    return data.load(DataConfig(data_dir=str(directory), **{"dataset": "auto", **kwargs}), seed=0)
 
 
 def test_goemotions_layout(tmp_path):
@@ -227,6 +227,9 @@ def test_the_synthetic_set_is_the_one_the_recorded_smoke_scores_were_measured_on
         "train": (1024, "c39fae0b9491e8ca500f"), "dev": (256, "fca51f60938270cc20cc"),
         "test": (256, "b576027df01932bb76cd")}
     assert data.synthetic(0).labels == ["anger", "fear", "joy", "love", "sadness", "surprise"]
+    assert data.synthetic(0).name == "synthetic"
+    assert data.split_fingerprint(data.synthetic().splits["train"]) == "c39fae0b9491e8ca500f"  # seed 0 by default
+    assert data.split_fingerprint(data.synthetic(3).splits["dev"]) == "a7f74a06bd066592c907"
 
 
 def test_tokenize_caches_and_keys_on_inputs(tmp_path):
@@ -460,3 +463,42 @@ def test_the_cache_directory_is_the_setting_then_emodist_cache_then_the_home_cac
     monkeypatch.delenv("EMODIST_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data.cache_root(None) == tmp_path / "home" / ".cache" / "emodist"
+
+
+def test_jsonl_skips_blank_lines_and_names_each_bad_line_whole(tmp_path):
+    directory = write_jsonl(tmp_path / "j")
+    dev = directory / "dev.jsonl"
+    dev.write_text('{"text": "yay", "labels": ["joy"]}\n\n   \n{"text": "grr", "labels": ["joy"]}\n')
+    assert load_dir(directory).splits["dev"].texts == ["yay", "grr"]
+    dev.write_text('{"text": "yay", "labels": ["joy"]}\n["not", "an", "object"]\n')
+    assert refusal(directory) == f"{dev}:2: each line must be a JSON object"
+    dev.write_text('{"text": "yay", "labels": ["joy"]}\n\n{"text": \n')
+    assert refusal(directory) == f"{dev}:3: invalid JSON: Expecting value"
+
+
+def test_a_chosen_table_format_is_read_even_where_another_is_beside_it(tmp_path):
+    directory = tmp_path / "both"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.jsonl").write_text('{"text": "from jsonl", "labels": ["joy"]}\n')
+        (directory / f"{split}.csv").write_text("text,labels\nfrom csv,joy\n")
+    assert load_dir(directory).splits["train"].texts == ["from jsonl"]  # detected: JSON lines first
+    assert load_dir(directory, dataset="csv").splits["train"].texts == ["from csv"]
+    assert load_dir(directory, dataset="jsonl").splits["train"].texts == ["from jsonl"]
+    (directory / "emotions.txt").write_text("joy\n")  # GoEmotions' label file alone is not its layout
+    assert load_dir(directory).splits["train"].texts == ["from jsonl"]
+
+
+def test_a_byte_order_mark_is_dropped_from_the_first_line_only(tmp_path):
+    directory = write_goemotions(tmp_path / "ge")
+    train = directory / "train.tsv"
+    train.write_bytes(b"\xef\xbb\xbfI love it\t0\ta1\n\xef\xbb\xbfSo angry\t1\ta2\n")
+    assert load_dir(directory).splits["train"].texts == ["I love it", "\ufeffSo angry"]
+
+
+def test_a_subset_keeps_each_text_with_its_labels():
+    split = data.synthetic(0).splits["train"]
+    part = split.subset(200, seed=3)
+    rows = {text: row.tolist() for text, row in zip(split.texts, split.targets, strict=True)}
+    assert [rows[text] for text in part.texts] == part.targets.tolist()
+    assert split.subset(len(split), seed=3) is split and split.subset(None, seed=3) is split
