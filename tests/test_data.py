@@ -421,6 +421,7 @@ def test_semeval_files_with_windows_line_ends_read_as_the_same_data(tmp_path):
     ("joy,,anger", ["joy", "anger"]),
     ('  ["joy", " anger ", ""]', ["joy", "anger"]),
     (["joy", " love ", " "], ["joy", "love"]),
+    ("X-ray;joy", ["X-ray", "joy"]),
     ("", []),
     ([], []),
 ])
@@ -502,3 +503,55 @@ def test_a_subset_keeps_each_text_with_its_labels():
     rows = {text: row.tolist() for text, row in zip(split.texts, split.targets, strict=True)}
     assert [rows[text] for text in part.texts] == part.targets.tolist()
     assert split.subset(len(split), seed=3) is split and split.subset(None, seed=3) is split
+
+
+def test_table_refusals_name_the_file_and_line_whole(tmp_path):
+    directory = write_jsonl(tmp_path / "j")
+    (directory / "labels.txt").write_text("joy\nanger\njoy\n")
+    assert refusal(directory) == (f"{directory / 'labels.txt'}:3: label 'joy' is listed a second time (first at "
+                                  "line 1): each label once")
+    (directory / "labels.txt").unlink()
+    dev = directory / "dev.jsonl"
+    dev.write_text('{"text": "yay", "labels": ["joy"]}\n{"text": 42, "labels": ["joy"]}\n')
+    assert refusal(directory) == f"{dev}:2: the text column 'text' holds 42, not a string: quote it as text"
+    dev.write_text('{"text": "yay", "labels": ["joy"]}\n{"text": "hm", "labels": "[joy"}\n')
+    assert refusal(directory) == f"{dev}:2: label list '[joy' is not valid JSON"
+    dev.write_text('{"text": "yay", "labels": ["joy"]}\n{"text": "  ", "labels": ["joy"]}\n')
+    assert refusal(directory) == f"{dev}:2: empty text"
+    dev.unlink()
+    assert refusal(directory) == f"{directory}: missing dev.jsonl or validation.jsonl or val.jsonl"
+
+
+def test_an_empty_semeval_text_names_its_file_and_line(tmp_path):
+    directory = write_semeval(tmp_path / "se")
+    dev = directory / "2018-E-c-En-dev.txt"
+    dev.write_text(f"{SEMEVAL_HEADER}\n{SEMEVAL_ROW.replace('I am scared', ' ')}\n")
+    assert refusal(directory) == f"{dev}:2: empty text"
+
+
+def test_goemotions_rows_without_their_id_column_load(tmp_path):
+    directory = write_goemotions(tmp_path / "ge", {"train": ["I love it\t0,2", "So angry\t1"], "dev": ["joy\t2"],
+                                                   "test": ["grr\t1\tc1"]})
+    loaded = load_dir(directory)
+    assert loaded.splits["train"].texts == ["I love it", "So angry"]
+    np.testing.assert_array_equal(loaded.splits["train"].targets, [[1, 0, 1, 0], [0, 1, 0, 0]])
+
+
+def test_a_capped_split_is_the_same_examples_on_every_load_of_a_seed():
+    def train_texts(seed: int) -> list[str]:
+        return data.load(DataConfig(dataset="synthetic", max_train_examples=50), seed=seed).splits["train"].texts
+
+    assert train_texts(0) == train_texts(0) != train_texts(1)
+
+
+def test_refusals_list_up_to_five_of_the_bad_labels(tmp_path):
+    directory = write_goemotions_28(tmp_path / "ge", {"train": 56, "dev": 28, "test": 28})
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps({"a": [*GOEMOTIONS_28, "glee", "awe", "zeal", "dread", "bliss", "angst"]}))
+    assert refusal(directory, grouping=str(path)) == (
+        f"data.grouping={path}: angst, awe, bliss, dread, glee not among the goemotions labels: this grouping is "
+        "for GoEmotions' 28 emotions (the data has admiration, amusement, anger, annoyance, approval, ...)")
+    path.write_text(json.dumps({"a": GOEMOTIONS_28, "b": GOEMOTIONS_28[:6]}))
+    assert refusal(directory, grouping=str(path)) == (
+        f"data.grouping={path}: labels in more than one group: admiration (a, b); amusement (a, b); anger (a, b); "
+        "annoyance (a, b); approval (a, b)")
