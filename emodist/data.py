@@ -225,12 +225,19 @@ def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
 
 def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
     csv.field_size_limit(2**31 - 1)  # a long text is a text: csv's default refuses fields over 128 KiB
-    reader = csv.DictReader(_read_lines(path))
+    read = 0  # lines handed to the reader: on an error its line_num can still be the line before
+
+    def lines() -> Iterator[str]:
+        nonlocal read
+        for read, line in enumerate(_read_lines(path), 1):  # noqa: B007 (read is the count the error names)
+            yield line
+
+    reader = csv.DictReader(lines())
     try:
         for row in reader:
             yield reader.line_num, row
     except csv.Error as err:
-        raise _row_error(path, reader.line_num, f"not valid CSV ({err})") from None
+        raise _row_error(path, read, f"not valid CSV ({err})") from None
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:

@@ -555,3 +555,16 @@ def test_refusals_list_up_to_five_of_the_bad_labels(tmp_path):
     assert refusal(directory, grouping=str(path)) == (
         f"data.grouping={path}: labels in more than one group: admiration (a, b); amusement (a, b); anger (a, b); "
         "annoyance (a, b); approval (a, b)")
+
+
+def test_a_csv_error_names_the_line_that_holds_it(tmp_path):
+    """Python's csv reports a stray carriage return before counting its line: the refusal used to name the line
+    before (found by a surviving mutant of the refusal's line number)."""
+    directory = tmp_path / "c"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
+    dev = directory / "dev.csv"
+    dev.write_bytes(b'text,labels\nyay,joy\n"two\nlines",joy\nsay \rhi,joy\n')
+    assert refusal(directory) == (f"{dev}:5: not valid CSV (new-line character seen in unquoted field - do you need "
+                                  "to open the file in universal-newline mode?)")
