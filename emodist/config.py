@@ -218,12 +218,6 @@ class RunConfig:
             for key, message in _problems(self) if key not in skip
         ]
 
-    def validate(self, where: dict[str, str] | None = None) -> None:
-        """Raise one UsageError listing every problem; `where` maps keys to the place that set them."""
-        problems = self.problems(where)
-        if problems:
-            raise UsageError(_join(problems))
-
 
 def _problems(cfg: RunConfig) -> list[tuple[str, str]]:
     """(key, message) for every value that is out of range or contradicts another."""
@@ -476,7 +470,7 @@ def _coerce(value: Any, tp: Any) -> Any:
             try:
                 value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
             except yaml.YAMLError as err:
-                raise ValueError(f"is not a valid YAML list ({getattr(err, 'problem', None) or err}); write "
+                raise ValueError(f"is not a valid YAML list ({_yaml_problem(err)}); write "
                                  "[q_proj, v_proj] or q_proj,v_proj") from None
         if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
             raise ValueError("must be a list of names, e.g. [q_proj, v_proj] or q_proj,v_proj")
@@ -559,10 +553,7 @@ def _read_yaml(path_text: str) -> list[Setting]:
             raise UsageError(f"{path}:{root.start_mark.line + 1}: the config must be a mapping of keys to values")
         settings = list(_walk_yaml(loader, root, "", path))
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = (getattr(err, "problem", None) or str(err)).splitlines()[0]
-        raise UsageError(f"{path}{line}: invalid YAML: {problem}") from None
+        raise UsageError(f"{path}:{_yaml_line(err, text)}: invalid YAML: {_yaml_problem(err)}") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -573,6 +564,20 @@ def _read_yaml(path_text: str) -> list[Setting]:
                              "keep one of them")
         first[setting.key] = setting.where
     return settings
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's account of `err` in one line (a reader error, a control character in the text, has no
+    `problem`: its text says it, over two lines)."""
+    return (getattr(err, "problem", None) or str(err)).splitlines()[0]
+
+
+def _yaml_line(err: yaml.YAMLError, text: str) -> int:
+    """The line of `text` that holds `err`: a parser's mark, or the reader's position in the text."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is not None:
+        return mark.line + 1
+    return text[:getattr(err, "position", 0)].count("\n") + 1
 
 
 def _walk_yaml(loader: yaml.SafeLoader, node: yaml.MappingNode, prefix: str, path: Path):

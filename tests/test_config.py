@@ -228,3 +228,225 @@ def test_every_rule_refuses_from_its_edge_on(variant, key, failing, passing, mes
 
     assert refusal(failing) == f"{key}: {message} [override '{key}={failing}']"
     assert refusal(passing) is None
+
+
+def refusal(variant: str | None, overrides: list[str] = (), config_file: str | None = None, **kwargs) -> str | None:
+    """The whole message a load refuses with, or None when it loads."""
+    try:
+        config.load(variant, config_file, overrides, **kwargs)
+    except UsageError as err:
+        return str(err)
+    return None
+
+
+# The rules that are not a bound of one number: each refused as its whole line, and its nearest passing case.
+RULES = [  # (variant, failing overrides, the refusal, passing overrides)
+    ("distilbert", ["model.name_or_path="], "model.name_or_path: is empty: give a hub id or a local model directory "
+     "[override 'model.name_or_path=']", ["model.name_or_path=x"]),
+    ("distilbert", ["model.quantization=nf4"], "model.quantization: a quantized base is frozen, so it needs "
+     "model.method=lora [override 'model.quantization=nf4']", ["model.quantization=none"]),
+    ("distilbert", ["model.dtype=bfloat16"], "model.dtype: a full fine-tune keeps float32 master weights; use "
+     "train.mixed_precision=bf16 for bf16 compute [override 'model.dtype=bfloat16']", ["model.dtype=float32"]),
+    # gemma-lora's preset sets its bfloat16 base: a rule it breaks names no place (the user set nothing)
+    ("gemma-lora", ["model.method=full"], "model.dtype: a full fine-tune keeps float32 master weights; use "
+     "train.mixed_precision=bf16 for bf16 compute", ["model.method=lora"]),
+    ("gemma-lora", ["train.mixed_precision=fp16"], "train.mixed_precision: a bfloat16 base computes in bfloat16, so "
+     "its float32 head needs autocast: set train.mixed_precision=auto or bf16, or model.dtype=float32 "
+     "[override 'train.mixed_precision=fp16']", ["train.mixed_precision=bf16"]),
+    ("gemma-lora", ["model.dtype=float16", "train.mixed_precision=bf16"], "train.mixed_precision: a float16 base "
+     "computes in float16, so its float32 head needs autocast: set train.mixed_precision=auto or fp16, or "
+     "model.dtype=float32 [override 'train.mixed_precision=bf16']", ["model.dtype=float32", "train.mixed_precision=bf16"]),
+    # a quantized base's layers compute in model.compute_dtype, whatever autocast does
+    ("mistral-qlora", ["model.quantization=none", "train.mixed_precision=fp16"], "train.mixed_precision: a bfloat16 "
+     "base computes in bfloat16, so its float32 head needs autocast: set train.mixed_precision=auto or bf16, or "
+     "model.dtype=float32 [override 'train.mixed_precision=fp16']", ["train.mixed_precision=fp16"]),
+    ("distilbert", ["train.micro_batch_size=0"], "train.micro_batch_size: must be >= 1 "
+     "[override 'train.micro_batch_size=0']", ["train.micro_batch_size=1"]),
+    ("distilbert", ["train.global_batch_size=0"], "train.global_batch_size: must be >= 1 "
+     "[override 'train.global_batch_size=0']", ["train.global_batch_size=16", "train.micro_batch_size=16"]),
+    ("distilbert", ["train.global_batch_size=1", "train.micro_batch_size=1"], None, None),
+    # distilbert's preset sets the global batch (32), the smoke preset its own (16): neither names a place
+    ("distilbert", ["train.micro_batch_size=5"], "train.global_batch_size: must be a multiple of "
+     "train.micro_batch_size=5", ["train.micro_batch_size=4"]),
+    ("distilbert", ["train.micro_batch_size=5", "smoke=true"], "train.global_batch_size: must be a multiple of "
+     "train.micro_batch_size=5", ["train.micro_batch_size=4", "smoke=true"]),
+    ("distilbert", ["data.grouping=ekmann"], "data.grouping: 'ekmann' is neither none, ekman, sentiment nor a JSON "
+     "file {group: [labels]} [override 'data.grouping=ekmann']", ["data.grouping=ekman"]),
+    ("distilbert", ["data.grouping=Sentiment"], "data.grouping: 'Sentiment' is neither none, ekman, sentiment nor a "
+     "JSON file {group: [labels]} [override 'data.grouping=Sentiment']", ["data.grouping=sentiment"]),
+    ("distilbert", ["data.dataset=auto"], "data.data_dir: is needed for data.dataset=auto: pass --data-dir DIR",
+     ["data.dataset=goemotions"]),
+    ("distilbert", ["data.dataset=csv"], "data.data_dir: is needed for data.dataset=csv: pass --data-dir DIR",
+     ["data.dataset=semeval2018"]),
+    ("distilbert", ["data.dataset=jsonl"], "data.data_dir: is needed for data.dataset=jsonl: pass --data-dir DIR",
+     ["data.dataset=synthetic"]),
+]
+
+
+@pytest.mark.parametrize(("variant", "failing", "message", "passing"), RULES,
+                         ids=[" ".join(failing) for _, failing, _, _ in RULES])
+def test_every_rule_refuses_in_its_line_and_lets_its_neighbour_pass(variant, failing, message, passing):
+    assert refusal(variant, failing) == message
+    if passing is not None:
+        assert refusal(variant, passing) is None
+
+
+def test_data_dir_rules_that_need_a_directory(tmp_path):
+    assert refusal("distilbert", ["data.dataset=csv", f"data.data_dir={tmp_path}"]) is None
+    assert refusal("distilbert", ["data.dataset=synthetic", f"data.data_dir={tmp_path}"]) == (
+        "data.data_dir: is set but data.dataset=synthetic builds its data itself: drop one of them "
+        f"[override 'data.data_dir={tmp_path}']")
+    assert refusal("distilbert", [f"data.data_dir={tmp_path}"]) is None  # goemotions from a local copy
+    grouping = tmp_path / "groups.json"
+    grouping.write_text('{"warm": ["joy"]}')
+    assert config.load("distilbert", overrides=[f"data.grouping={grouping}"]).data.grouping == str(grouping)
+
+
+@pytest.mark.parametrize("key", ["output_dir", "data.data_dir", "data.cache_dir", "data.grouping", "model.name_or_path"])
+def test_a_path_no_file_system_holds_is_refused_under_its_key(key):
+    name = "n" * 256
+    problems = refusal("distilbert", [f"{key}={name}"]).removeprefix("2 problems in the configuration:\n  - ")
+    assert f"{key}: has a name longer than 255 bytes ({'n' * 20}...): no file system holds it [override '{key}={name}']" in (
+        problems.split("\n  - "))
+
+
+def test_path_bounds_are_255_bytes_a_name_and_4000_a_path():
+    assert refusal("distilbert", ["output_dir=" + "n" * 255]) is None
+    assert refusal("distilbert", ["output_dir=" + "é" * 128]).startswith("output_dir: has a name longer than 255 bytes")
+    assert refusal("distilbert", [f"output_dir={'n' * 200}/{'m' * 200}"]) is None  # names are split at /
+    at_bound = "/".join(["n" * 99] * 40) + "n"  # 40 names of 99 bytes, 39 slashes and one more byte
+    assert len(at_bound) == 4000 and refusal("distilbert", [f"output_dir={at_bound}"]) is None
+    long = at_bound + "n"
+    assert refusal("distilbert", [f"output_dir={long}"]) == (
+        f"output_dir: is longer than 4000 bytes: no file system holds such a path [override 'output_dir={long}']")
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("Yes", True), ("ON", True), ("1", True),
+                                             ("false", False), ("NO", False), ("off", False), ("0", False)])
+def test_a_switch_reads_the_words_people_write(text, value):
+    assert config.load("distilbert", overrides=[f"track.plots={text}"]).track.plots is value
+    assert config.load("distilbert", overrides=[f"track.plots={text}", "track.plots=" + str(not value)]).track.plots is (
+        not value)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("track.plots=maybe", "override 'track.plots=maybe': track.plots='maybe': must be true or false"),
+    ("train.epochs=two", "override 'train.epochs=two': train.epochs='two': must be a whole number"),
+    ("train.max_steps=", None), ("train.max_steps=null", None), ("train.max_steps=None", None),
+    ("optim.lr=fast", "override 'optim.lr=fast': optim.lr='fast': must be a number"),
+    ("output_dir=a\0b", "override 'output_dir=a\\x00b': output_dir='a\\x00b': must not contain a NUL character"),
+    ("track.tags=a\0b", "override 'track.tags=a\\x00b': track.tags='a\\x00b': must be a list of names, e.g. "
+     "[q_proj, v_proj] or q_proj,v_proj"),
+    ("track.tags=[a, b", "override 'track.tags=[a, b': track.tags='[a, b': is not a valid YAML list (expected ',' or "
+     "']', but got '<stream end>'); write [q_proj, v_proj] or q_proj,v_proj"),
+    ("track.tags=[a\x07]", "override 'track.tags=[a\\x07]': track.tags='[a\\x07]': is not a valid YAML list "
+     "(unacceptable character #x0007: special characters are not allowed); write [q_proj, v_proj] or q_proj,v_proj"),
+    ("zzz=1", "override 'zzz=1': unknown key 'zzz' (see `launch/train.py --list-keys`)"),
+    ("output_dir=runs/a=b", None),
+])
+def test_each_value_that_cannot_be_read_says_what_is_expected(override, message):
+    assert refusal("distilbert", [override]) == message
+
+
+def test_an_unset_optional_number_is_none():
+    for text in ("", "null", "None"):
+        assert config.load("distilbert", overrides=[f"train.max_steps={text}"]).train.max_steps is None
+    assert config.load("distilbert", overrides=["output_dir=runs/a=b"]).output_dir == "runs/a=b"
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("train:\n  epochs: 1.5\n", "{file}:2: train.epochs=1.5: must be a whole number"),
+    ("train:\n  epochs: true\n", "{file}:2: train.epochs=True: must be a whole number"),
+    ("optim:\n  lr: true\n", "{file}:2: optim.lr=True: must be a number"),
+    ("output_dir: 5\n", "{file}:1: output_dir=5: must be a string"),
+    ("track:\n  tags: 5\n", "{file}:2: track.tags=5: must be a list of names, e.g. [q_proj, v_proj] or q_proj,v_proj"),
+    ("track:\n  tags: [1, 2]\n", "{file}:2: track.tags=[1, 2]: must be a list of names, e.g. [q_proj, v_proj] or "
+     "q_proj,v_proj"),
+    ("smoke: maybe\n", "{file}:1: smoke='maybe': must be true or false"),
+    ("variant: 5\n", "{file}:1: variant=5: must be the name of a variant (distilbert, gemma-lora, mistral-lora, "
+     "mistral-qlora, minilm)"),
+    ("# a list\n- a\n- b\n", "{file}:2: the config must be a mapping of keys to values"),
+    ("train:\n  epochs: 2\n bad\n", "{file}:3: invalid YAML: expected <block end>, but found '<scalar>'"),
+    # a control character: PyYAML's reader refuses it before parsing, with a position, not a line
+    ("train:\n  epochs: 2\n  seed: 1\x07\n", "{file}:3: invalid YAML: unacceptable character #x0007: special "
+     "characters are not allowed"),
+])
+def test_a_config_file_value_that_cannot_be_read_names_its_line(tmp_path, yaml_text, message):
+    file = tmp_path / "run.yaml"
+    file.write_text(yaml_text)
+    variant = None if yaml_text.startswith("variant") else "distilbert"
+    assert refusal(variant, config_file=str(file)) == message.format(file=file)
+
+
+def test_without_a_variant_the_load_lists_them(tmp_path):
+    listed = "no variant given: pass --variant NAME (one of distilbert, gemma-lora, mistral-lora, mistral-qlora, minilm)"
+    assert refusal(None) == listed
+    file = tmp_path / "run.yaml"
+    file.write_text("train:\n  epochs: 2\n")
+    assert refusal(None, config_file=str(file)) == listed
+
+
+def test_config_files_that_are_not_there_are_named(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    assert refusal("distilbert", config_file=str(missing)) == (
+        f"--config {missing}: no such file: name a YAML file, e.g. a run's config.yaml")
+    assert refusal("distilbert", config_file="a\0b.yaml") == (
+        "--config a\0b.yaml: no such file: name a YAML file, e.g. a run's config.yaml")
+    too_long = "n" * 300 + ".yaml"  # Path.is_file raises on it (ENAMETOOLONG) before Python 3.12
+    assert refusal("distilbert", config_file=too_long) == (
+        f"--config {too_long}: no such file: name a YAML file, e.g. a run's config.yaml")
+
+
+@pytest.mark.parametrize("text", ["optim.lr", "=5", " =5"])
+def test_an_override_without_key_and_value_is_refused(text):
+    assert refusal("distilbert", [text]) == f"override {text!r} is not KEY=VALUE (e.g. optim.lr=2e-4)"
+
+
+def test_a_value_that_cannot_be_read_is_reported_once(tmp_path):
+    """The file's bad value stays when the override's cannot be read: one problem, the override's."""
+    file = tmp_path / "run.yaml"
+    file.write_text("optim:\n  lr: -1\n")
+    assert refusal("distilbert", ["optim.lr=abc"], str(file)) == "override 'optim.lr=abc': optim.lr='abc': must be a number"
+
+
+def test_settings_after_an_unknown_key_are_still_checked():
+    assert refusal("distilbert", ["optim.lrr=1", "train.epochs=0"]) == (
+        "2 problems in the configuration:\n"
+        "  - override 'optim.lrr=1': unknown key 'optim.lrr' (did you mean optim.lr?)\n"
+        "  - train.epochs: must be >= 1 [override 'train.epochs=0']")
+
+
+def test_the_smoke_flag_wins_over_the_files_smoke(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text("smoke: false\n")
+    cfg = config.load("distilbert", str(file), smoke=True)
+    assert cfg.smoke is True and cfg.data.dataset == "synthetic"
+
+
+def test_field_docs_give_each_keys_type_and_its_docstring_in_one_line():
+    docs = config.field_docs()
+    assert {key: docs[key][0] for key in ("model.quantization", "optim.head_lr", "track.tags", "train.epochs",
+                                           "smoke", "optim.lr", "output_dir")} == {
+        "model.quantization": "none|nf4|int8", "optim.head_lr": "float | None", "track.tags": "list[str]",
+        "train.epochs": "int", "smoke": "bool", "optim.lr": "float", "output_dir": "str | None"}
+    assert docs["export.max_shard_size"][1] == "Largest safetensors shard of the exported model (e.g. 500MB, 5GB)."
+    assert docs["model.quantization"][1] == (
+        "Frozen base in bitsandbytes format. `nf4`: 4-bit NormalFloat with double quantization (QLoRA); `int8`: "
+        "LLM.int8 8-bit weights. Both need method=lora.")
+    # read from the source afresh (field_docs caches the schema for the process)
+    assert config._attribute_docs(config.ExportConfig) == {
+        "max_shard_size": "Largest safetensors shard of the exported model (e.g. 500MB, 5GB)."}
+    assert list(config._attribute_docs(config.LoraSettings)) == ["r", "alpha", "dropout", "target_modules"]
+    model = config._attribute_docs(config.ModelConfig)  # fields with string defaults, docstrings over lines
+    assert list(model)[:3] == ["name_or_path", "architecture", "method"] and len(model) == 10
+    assert model["method"] == "`full`: every weight is trained. `lora`: the base is frozen and low-rank adapters are trained."
+
+
+def test_a_type_the_schema_cannot_hold_is_a_bug_not_a_users_error():
+    with pytest.raises(TypeError, match=r"^unsupported config type <class 'dict'>$"):
+        config._coerce("x", dict)
+
+
+def test_gradient_accumulation_is_a_whole_number_of_micro_batches():
+    steps = config.TrainConfig(global_batch_size=32, micro_batch_size=8).gradient_accumulation_steps(2)
+    assert steps == 2 and isinstance(steps, int)
