@@ -16,7 +16,8 @@ start training processes would not see a mutant: those import the unchanged pack
 The work happens in a copy of the tracked files under bench/out/mutation/ (mutmut writes its `mutants/`
 beside the code it mutates), so the repository is left as it is. Printed: the surviving mutants with their
 diffs (also in bench/out/mutation/survivors.txt, and one row each in survivors.md: the table of
-bench/RESULTS.md), a count per module, and last:
+bench/RESULTS.md, each with its verdict from bench/mutation_verdicts.txt), a count per module, how many
+survivors have no verdict yet, and last:
     mutation score: NN.N% (killed K of N)
 where N counts every mutant but those mutmut could not run at all, and mutants no test reaches count as
 survivors. A timeout counts as killed (the mutant made a test loop). Exit status 0 when the score is at
@@ -38,6 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "out" / "mutation"
+VERDICTS = ROOT / "bench" / "mutation_verdicts.txt"
 
 # module -> (the tests that guard it, in this process; the functions and classes of the core in it, or None: all)
 MODULES = {
@@ -145,13 +147,17 @@ def report(status: dict[str, str], env: dict, target: float) -> int:
                               capture_output=True, text=True).stdout
         lines += [diff.rstrip() or f"# {name}: {counted[name]}", ""]  # mutmut's diff starts with that line
     (WORK / "survivors.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (WORK / "survivors.md").write_text(survivor_table(lines), encoding="utf-8")
+    verdicts = read_verdicts(VERDICTS)
+    (WORK / "survivors.md").write_text(survivor_table(lines, verdicts), encoding="utf-8")
     print("\n".join(lines))
     per_module = Counter(name.split("__mutmut_")[0].split(".")[1] for name in counted)
     alive = Counter(name.split("__mutmut_")[0].split(".")[1] for name in survivors)
     for module in sorted(per_module):
         done = per_module[module] - alive[module]
         print(f"{module:14} killed {done} of {per_module[module]} ({100 * done / per_module[module]:.1f}%)")
+    unjudged = [name for name in survivors if verdict_of(name.removeprefix("emodist."), verdicts) is None]
+    print(f"survivors without a verdict in {VERDICTS.relative_to(ROOT)}: {len(unjudged)} of {len(survivors)}"
+          + "".join(f"\n  {name}" for name in unjudged))
     if not counted:
         print("mutation score: none (no mutant ran)")
         return 1
@@ -160,9 +166,27 @@ def report(status: dict[str, str], env: dict, target: float) -> int:
     return 0 if score >= target else 1
 
 
-def survivor_table(diffs: list[str]) -> str:
+def read_verdicts(path: Path) -> list[tuple[str, str]]:
+    """(pattern, verdict) pairs of the verdicts file: `PATTERN  VERDICT` a line, PATTERN a mutant's name
+    without `emodist.` (fnmatch wildcards: `config.x_dump__mutmut_*`); `#` starts a comment line."""
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip() and not line.startswith("#"):
+            pattern, _, verdict = line.partition("  ")
+            if not verdict.strip():
+                raise SystemExit(f"{path}:{number}: write PATTERN, two spaces, then the verdict")
+            pairs.append((pattern.strip(), verdict.strip()))
+    return pairs
+
+
+def verdict_of(name: str, verdicts: list[tuple[str, str]]) -> str | None:
+    """The verdict of the first pattern that matches `name`."""
+    return next((verdict for pattern, verdict in verdicts if fnmatch.fnmatchcase(name, pattern)), None)
+
+
+def survivor_table(diffs: list[str], verdicts: list[tuple[str, str]]) -> str:
     """One markdown row per surviving mutant: its name, the line as written and as mutated (the first changed
-    line of each side of mutmut's diff), for bench/RESULTS.md to give each a verdict."""
+    line of each side of mutmut's diff) and its verdict, for bench/RESULTS.md."""
     rows = ["| mutant | written | mutated | verdict |", "|---|---|---|---|"]
     cell = lambda text: "`" + " ".join(text.split()).replace("|", "\\|").replace("`", "'") + "`"  # noqa: E731
     for block in "\n".join(diffs).split("\n# "):
@@ -172,7 +196,7 @@ def survivor_table(diffs: list[str]) -> str:
         name = lines[0].split(":")[0].removeprefix("emodist.")
         old = next((line[1:] for line in lines if line.startswith("-") and not line.startswith("---")), "")
         new = next((line[1:] for line in lines if line.startswith("+") and not line.startswith("+++")), "")
-        rows.append(f"| {name} | {cell(old)} | {cell(new)} | |")
+        rows.append(f"| {name} | {cell(old)} | {cell(new)} | {verdict_of(name, verdicts) or ''} |")
     return "\n".join(rows) + "\n"
 
 

@@ -194,6 +194,13 @@ def test_differences_name_the_first_three_and_count_the_rest():
     assert four.endswith("(and 1 more)")
     long = differences({"k": "x" * 60}, {"k": "y" * 38})
     assert long == f'k="{"x" * 36}... there, "{"y" * 38}" here'  # 40 characters at most, 37 and "..." beyond
+    assert differences({"k": "x" * 39}, {"k": 1}) == f'k="{"x" * 36}... there, 1 here'  # 41 characters
+
+
+def test_a_tuple_in_the_settings_compares_equal_to_the_list_json_gives_back():
+    current = checkpointing._flatten({"model": {"lora": {"target_modules": ("q", "v")}}})
+    assert current == {"model.lora.target_modules": ["q", "v"]}
+    assert differences(json.loads(json.dumps(current)), current) == ""
 
 
 def _state(**changes) -> dict:

@@ -73,6 +73,9 @@ def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError) as err:
         multilabel_metrics(TARGETS, PROBABILITIES[:, :2], LABELS)
     assert str(err.value) == "targets (4, 3), probabilities (4, 2) and 3 labels do not match"
+    with pytest.raises(ValueError) as err:  # equal shapes, and a second axis of 3 labels, but not a table
+        multilabel_metrics(np.zeros((4, 3, 2)), np.zeros((4, 3, 2)), LABELS)
+    assert str(err.value) == "targets (4, 3, 2), probabilities (4, 3, 2) and 3 labels do not match"
 
 
 def test_no_examples_are_refused():

@@ -367,3 +367,14 @@ def test_a_listing_shows_five_names_and_counts_the_rest(tmp_path):
     (tmp_path / "f").write_text("x")
     assert Contents.of(tmp_path).listing() == "a, b, c, d, e and 1 more"
     assert Contents.of(tmp_path / "none").entries == []  # a directory not made yet holds nothing
+
+
+def test_closing_a_run_twice_releases_its_lock_once(tmp_path):
+    """The entry script closes the run in a finally: a close after an earlier one must be a no-op."""
+    from emodist.runlock import LOCK
+
+    run = rundir._open(settings(tmp_path / "run"), LABELS, TOPOLOGY, False, "none", print)
+    assert (run.path / LOCK).exists()
+    run.close()
+    run.close()
+    assert run.lock is None and not (run.path / LOCK).exists()

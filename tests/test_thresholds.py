@@ -194,6 +194,9 @@ def test_thresholds_for_another_label_set_name_the_missing_labels():
         thresholds.for_labels(tuned, ["joy", "fear", "love"], "m/thresholds.json")
     assert str(err.value) == ("m/thresholds.json has no threshold for fear, love: it belongs to another label set; "
                               "delete it to use 0.5, or use the thresholds.json of the run that trained this model")
+    with pytest.raises(UsageError) as err:  # the first five missing are named
+        thresholds.for_labels(tuned, [f"l{i}" for i in range(7)], "m/thresholds.json")
+    assert str(err.value).startswith("m/thresholds.json has no threshold for l0, l1, l2, l3, l4: it belongs")
 
 
 def test_the_warning_names_five_labels_and_counts_the_rest():
