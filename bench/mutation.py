@@ -41,27 +41,31 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "out" / "mutation"
 VERDICTS = ROOT / "bench" / "mutation_verdicts.txt"
 
-# module -> (the tests that guard it, in this process; the functions and classes of the core in it, or None: all)
+# part of the core -> (the tests that guard it, in this process; {file under emodist/: the functions and classes
+# of the core in it, or None: all of it})
 MODULES = {
-    "metrics": (["tests/test_metrics.py", "tests/test_thresholds.py"], None),
-    "thresholds": (["tests/test_thresholds.py", "tests/test_metrics.py"], None),
-    "sampling": (["tests/test_sampling.py"], None),
-    "config": (["tests/test_config.py", "tests/test_fuzz.py"], None),
+    "metrics": (["tests/test_metrics.py", "tests/test_thresholds.py"], {"metrics.py": None}),
+    "thresholds": (["tests/test_thresholds.py", "tests/test_metrics.py"], {"thresholds.py": None}),
+    "sampling": (["tests/test_sampling.py"], {"sampling.py": None}),
+    "config": (["tests/test_config.py", "tests/test_fuzz.py"], {"config.py": None}),
     # the readers of the data files and the splits (the hub loaders need the network, tokenization a
     # tokenizer and `datasets`: tests/test_train.py's launches)
     "data": (["tests/test_data.py", "tests/test_fuzz.py"],
-             ["Split", "load", "detect", "_load_goemotions_dir", "_goemotions_rows", "_load_semeval_dir",
-              "_semeval_rows", "_load_table_dir", "_find_split_file", "_csv_records", "_jsonl_records", "_table_rows",
-              "_label_names", "synthetic", "group", "_label_file", "_collect", "_from_ids", "_read_lines",
-              "_row_error", "cache_root", "fingerprint_texts", "split_fingerprint", "_fingerprint"]),
+             {"data.py": ["Split", "load", "detect", "_load_goemotions_dir", "_goemotions_rows", "_load_semeval_dir",
+                          "_semeval_rows", "_load_table_dir", "_find_split_file", "_csv_records", "_jsonl_records",
+                          "_table_rows", "_label_names", "synthetic", "group", "_label_file", "_collect", "_from_ids",
+                          "_read_lines", "_row_error", "fingerprint_texts", "split_fingerprint", "_fingerprint"],
+              "runtime/files.py": ["cache_root"]}),
     # completeness and fingerprints (saving and loading need a launch: tests/test_resume.py)
     "checkpointing": (["tests/test_checkpointing.py", "tests/test_fuzz.py"],
-                      ["_step_of", "read_state", "unusable", "latest_checkpoint", "fingerprint", "fingerprint_hash",
-                       "_flatten", "differences", "check_resumable", "_short", "_describe_file", "_digest"]),
+                      {"checkpointing.py": ["_step_of", "read_state", "unusable", "latest_checkpoint", "fingerprint",
+                                            "fingerprint_hash", "_flatten", "differences", "check_resumable", "_short",
+                                            "_describe_file", "_digest"]}),
     # what each way of starting may do with the files there (open_run's broadcast needs a launch)
     "rundir": (["tests/test_rundir_checks.py"],
-               ["_open", "_decide", "_saved_config", "_get", "_finished_step", "default_run_dir", "move_aside",
-                "_remove", "truncate_metrics", "write_json", "_finite", "Run", "Contents"]),
+               {"rundir.py": ["_open", "_decide", "_saved_config", "_get", "_finished_step", "default_run_dir",
+                              "move_aside", "_remove", "truncate_metrics", "Run", "Contents"],
+                "runtime/files.py": ["write_json", "_finite"]}),
 }
 KILLED = {"killed", "timeout"}
 NOT_RUN = {"skipped", "not checked", "caught by type check"}
@@ -78,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="mutants run side by side (default: the number of cores)")
     args = parser.parse_args(argv)
     if args.list:
-        for module, (tests, names) in MODULES.items():
-            print(f"{module:14} emodist/{module}.py{' (' + ', '.join(names) + ')' if names else ''} <- {' '.join(tests)}")
+        for module, (tests, files) in MODULES.items():
+            parts = [f"emodist/{file}" + (f" ({', '.join(names)})" if names else "") for file, names in files.items()]
+            print(f"{module:14} {'; '.join(parts)} <- {' '.join(tests)}")
         return 0
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     tests = sorted({test for module in modules for test in MODULES[module][0]})
     chosen = [glob for module in modules for glob in globs(module)]
 
-    prepare(modules, tests)
+    prepare(sorted({file for module in modules for file in MODULES[module][1]}), tests)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
            "TOKENIZERS_PARALLELISM": "false"}
     run = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *chosen],
@@ -107,16 +112,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def globs(module: str) -> list[str]:
-    """mutmut's names for the mutants of `module` in the core: emodist.<module>.x_<function>__mutmut_<n> and
-    emodist.<module>.xǁ<Class>ǁ<method>__mutmut_<n>."""
-    names = MODULES[module][1]
-    if names is None:
-        return [f"emodist.{module}.*"]
-    return [f"emodist.{module}.xǁ{name}ǁ*" if name[0].isupper() else f"emodist.{module}.x_{name}__mutmut_*"
-            for name in names]
+    """mutmut's names for the mutants of `module` in the core: emodist.<dotted file>.x_<function>__mutmut_<n>
+    and emodist.<dotted file>.xǁ<Class>ǁ<method>__mutmut_<n>."""
+    out = []
+    for file, names in MODULES[module][1].items():
+        dotted = "emodist." + file.removesuffix(".py").replace("/", ".")
+        if names is None:
+            out.append(f"{dotted}.*")
+        else:
+            out += [f"{dotted}.xǁ{name}ǁ*" if name[0].isupper() else f"{dotted}.x_{name}__mutmut_*" for name in names]
+    return out
 
 
-def prepare(modules: list[str], tests: list[str]) -> None:
+def module_of(name: str) -> str:
+    """The part of the core a mutant belongs to."""
+    return next(module for module in MODULES if any(fnmatch.fnmatchcase(name, glob) for glob in globs(module)))
+
+
+def prepare(files: list[str], tests: list[str]) -> None:
     """WORK: the tracked files of the repository, with mutmut's settings added to its pyproject.toml."""
     shutil.rmtree(WORK, ignore_errors=True)
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -129,7 +142,7 @@ def prepare(modules: list[str], tests: list[str]) -> None:
     settings = f"""
 [tool.mutmut]
 source_paths = ["emodist"]
-only_mutate = {quoted(f"emodist/{module}.py" for module in modules)}
+only_mutate = {quoted(f"emodist/{file}" for file in files)}
 pytest_add_cli_args_test_selection = {quoted(tests)}
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
 """
@@ -150,8 +163,8 @@ def report(status: dict[str, str], env: dict, target: float) -> int:
     verdicts = read_verdicts(VERDICTS)
     (WORK / "survivors.md").write_text(survivor_table(lines, verdicts), encoding="utf-8")
     print("\n".join(lines))
-    per_module = Counter(name.split("__mutmut_")[0].split(".")[1] for name in counted)
-    alive = Counter(name.split("__mutmut_")[0].split(".")[1] for name in survivors)
+    per_module = Counter(module_of(name) for name in counted)
+    alive = Counter(module_of(name) for name in survivors)
     for module in sorted(per_module):
         done = per_module[module] - alive[module]
         print(f"{module:14} killed {done} of {per_module[module]} ({100 * done / per_module[module]:.1f}%)")

@@ -29,8 +29,8 @@ import shutil
 from pathlib import Path
 
 from emodist.config import RunConfig
-from emodist.errors import NO_SPACE_ERRNOS, NoSpace, UsageError, format_bytes, free_bytes
-from emodist.rundir import open_to_umask, write_json
+from emodist.runtime.errors import NO_SPACE_ERRNOS, NoSpace, UsageError, format_bytes, free_bytes
+from emodist.runtime.files import open_to_umask, write_json
 
 STATE_FILE = "state.json"
 # Settings a resumed run must share with its checkpoint: they change the model, the data or the

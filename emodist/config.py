@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from emodist.errors import UsageError, utf8_text
+from emodist.runtime.errors import UsageError, utf8_text
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
 Dtype = Literal["float32", "bfloat16", "float16"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -32,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from emodist import hub
 from emodist.config import DataConfig
-from emodist.errors import UsageError
+from emodist.runtime import hub
+from emodist.runtime.errors import UsageError
+from emodist.runtime.files import cache_root
 
 SPLITS = ("train", "dev", "test")
 
@@ -521,11 +521,6 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
                 cached.unlink()  # ours, and derived: the texts are tokenized again into it
                 out[split] = tokenized()
     return out
-
-
-def cache_root(cache_dir: str | None) -> Path:
-    """emodist's cache directory: `cache_dir` (data.cache_dir), else $EMODIST_CACHE, else ~/.cache/emodist."""
-    return Path(cache_dir or os.environ.get("EMODIST_CACHE") or Path.home() / ".cache" / "emodist")
 
 
 def fingerprint_texts(texts: list[str]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from emodist.config import RunConfig
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 
 def _env_flag(name: str) -> bool:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from emodist import rundir
-from emodist.errors import UsageError
+from emodist.runtime import files
+from emodist.runtime.errors import UsageError
 
 DATASETS = {"goemotions": "google-research-datasets/go_emotions", "semeval2018": "SemEvalWorkshop/sem_eval_2018_task_1"}
 """Hub ids of the data sets a card can name."""
@@ -43,7 +43,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     try:
         tmp.mkdir(parents=True)
         _write(summary, cfg, model_dir, tmp, card, max_shard_size, merge_dtype)
-        rundir.open_to_umask(tmp)  # safetensors writes -rw-------: the export is shared as the umask allows
+        files.open_to_umask(tmp)  # safetensors writes -rw-------: the export is shared as the umask allows
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -216,7 +216,7 @@ def push(out_dir: Path, repo_id: str, private: bool = False, dry_run: bool = Fal
     """Upload `out_dir` to the hub repository `repo_id` (created if needed); return the files. `dry_run`
     only lists them. Refused in one line, before anything is sent, without a token or with the hub
     unreachable."""
-    from emodist import hub
+    from emodist.runtime import hub
 
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     if dry_run:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from emodist import sampling, thresholds
-from emodist.errors import UsageError, utf8_text
+from emodist.runtime.errors import UsageError, utf8_text
 
 
 class Classifier:

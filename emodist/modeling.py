@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from emodist import hub, rundir
 from emodist.config import ModelConfig
-from emodist.errors import UsageError
+from emodist.runtime import files, hub
+from emodist.runtime.errors import UsageError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -254,7 +254,7 @@ def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: 
     tmp = directory.with_name(directory.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    rundir.open_to_umask(tmp)
+    files.open_to_umask(tmp)
     tmp.rename(directory)
     return directory
 
@@ -264,7 +264,8 @@ def smoke_base_dir(cfg, run_dir: Path, texts: list[str]) -> Path:
     to build), in the cache directory, shared by the runs of the same architecture, seed and vocabulary."""
     if cfg.model.smoke_size == "tiny":
         return run_dir / "smoke-base"
-    from emodist.data import cache_root, fingerprint_texts
+    from emodist.data import fingerprint_texts
+    from emodist.runtime.files import cache_root
 
     key = f"{cfg.model.architecture}-real-seed{cfg.train.seed}-{fingerprint_texts(texts)[:12]}"
     return cache_root(cfg.data.cache_dir) / "smoke-bases" / key

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 SUMMARY = "summary.json"
 MARKERS = (SUMMARY, "config.yaml")  # what makes a directory a run directory (finished or not)

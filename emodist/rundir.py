@@ -26,7 +26,6 @@ A user who trains for hours never loses a run to a mistyped command:
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -36,8 +35,8 @@ from pathlib import Path
 
 from emodist import config as config_mod
 from emodist.config import RunConfig
-from emodist.errors import UsageError
 from emodist.runlock import LOCK, RunLock
+from emodist.runtime.errors import UsageError
 
 MARKER = ".emodist-run"
 """Written into every run directory emodist makes: its files are emodist's own."""
@@ -317,45 +316,3 @@ def truncate_metrics(path: Path, after_step: int) -> None:
     os.replace(tmp, path)
 
 
-def write_json(path: Path, payload) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one. A NaN or infinite
-    number is written as null (JSON has neither; Python would write NaN, which strict readers refuse)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def umask() -> int:
-    """The process's file-creation mask, read without changing it (Linux), else by setting it back at once."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def open_to_umask(directory: Path) -> None:
-    """Give every file under `directory` the mode a plain `open()` would have (0o666 minus the umask).
-    safetensors writes its files -rw------- whatever the umask, so a model or checkpoint written on a
-    shared cluster would be unreadable by the group that the user's umask lets read it."""
-    mode = 0o666 & ~umask()
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path) and os.stat(path).st_mode & 0o777 != mode:
-                os.chmod(path, mode)
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value

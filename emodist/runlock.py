@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 LOCK = ".emodist-lock"
 """Present in a run directory while a launch works in it."""

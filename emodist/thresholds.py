@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 FILE = "thresholds.json"
 GRID = np.round(np.arange(0.02, 0.985, 0.01), 2)

@@ -30,24 +30,15 @@ from accelerate.utils import set_seed
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from emodist import (
-    checkpointing,
-    distributed,
-    evaluation,
-    hostmem,
-    rundir,
-    sampling,
-    telemetry,
-    thresholds,
-    tracking,
-)
+from emodist import checkpointing, distributed, evaluation, rundir, sampling, telemetry, thresholds, tracking
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
-from emodist.errors import Diverged, Preempted, UsageError
 from emodist.metrics import HEADLINE
 from emodist.modeling import BuiltModel, is_head_parameter
-from emodist.signals import StopSignals
+from emodist.runtime import files, hostmem
+from emodist.runtime.errors import Diverged, Preempted, UsageError
+from emodist.runtime.signals import StopSignals
 
 HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
 EVALUATIONS = 8
@@ -487,7 +478,7 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     if s.accelerator.is_main_process:
         for directory in (s.run_dir, s.run_dir / "model"):
             thresholds.save(directory / thresholds.FILE, tuned)
-        rundir.write_json(s.run_dir / "summary.json", summary)
+        files.write_json(s.run_dir / "summary.json", summary)
         s.console.final(summary)
         if (unlearned := thresholds.warning(tuned)) is not None:
             s.console.print(f"emodist: warning: {unlearned}")

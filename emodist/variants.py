@@ -15,7 +15,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from emodist import errors, report
+from emodist import report
+from emodist.runtime import errors
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist import errors, hostmem
+from emodist.runtime import errors, hostmem
 
 
 def main(argv: list[str] | None = None) -> int:

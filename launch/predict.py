@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist import errors, hostmem, hub
+from emodist.runtime import errors, hostmem, hub
 
 CHUNK = 2048
 """Texts per chunk: sorted by length and batched within it, written when it is done."""

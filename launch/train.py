@@ -5,7 +5,7 @@
     python launch/train.py --list-variants | --list-keys
 
 Parse -> config -> Accelerator -> data -> run directory -> model -> train. The logic lives in `emodist/`.
-Exit codes (emodist/errors.py): 0 done, 2 refused (one line says why), 3 the loss diverged, 70 internal error
+Exit codes (emodist/runtime/errors.py): 0 done, 2 refused (one line says why), 3 the loss diverged, 70 internal error
 (the traceback goes to a file), 74 disk full, 75 stopped by a signal after saving a checkpoint, 130 Ctrl-C
 before training; a launcher such as torchrun reports any failure as 1.
 """
@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emodist import config, errors, hostmem, hub, signals, variants  # light: no torch or HF imports yet
+from emodist import config, variants  # light: no torch or HF imports yet
+from emodist.runtime import errors, hostmem, hub, signals
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace, opened: dict) -> int:
-    # a scheduler's signal while the model loads stops the run after its first step (emodist/signals.py); the
+    # a scheduler's signal while the model loads stops the run after its first step (emodist/runtime/signals.py); the
     # handlers go when training ends, so a launcher's SIGTERM then ends a rank that is only reporting an error
     with signals.StopSignals(training=False) as stop:
         return train_with(args, opened, stop)

@@ -23,7 +23,7 @@ from emodist.checkpointing import (
     latest_checkpoint,
     unusable,
 )
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 TOPOLOGY = {"num_processes": 2, "distributed_type": "MULTI_CPU", "zero_stage": None}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emodist import config, variants
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 
 def test_variant_preset_is_applied():

@@ -10,7 +10,8 @@ import pytest
 
 from emodist import data
 from emodist.config import DataConfig
-from emodist.errors import UsageError
+from emodist.runtime import files
+from emodist.runtime.errors import UsageError
 
 GOEMOTIONS_LABELS = ["admiration", "anger", "joy", "neutral"]
 
@@ -459,11 +460,11 @@ def test_a_table_without_labels_or_with_one_labels_txt_lacks_is_one_line(tmp_pat
 
 def test_the_cache_directory_is_the_setting_then_emodist_cache_then_the_home_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("EMODIST_CACHE", str(tmp_path / "env"))
-    assert data.cache_root(str(tmp_path / "set")) == tmp_path / "set"
-    assert data.cache_root(None) == tmp_path / "env"
+    assert files.cache_root(str(tmp_path / "set")) == tmp_path / "set"
+    assert files.cache_root(None) == tmp_path / "env"
     monkeypatch.delenv("EMODIST_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert data.cache_root(None) == tmp_path / "home" / ".cache" / "emodist"
+    assert files.cache_root(None) == tmp_path / "home" / ".cache" / "emodist"
 
 
 def test_jsonl_skips_blank_lines_and_names_each_bad_line_whole(tmp_path):

@@ -20,7 +20,7 @@ from conftest import ROOT, Ahead, error_lines, launch, read_metrics, read_summar
 from safetensors import safe_open
 
 from emodist import config, data, distributed, modeling
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 pytestmark = pytest.mark.alone  # two-process launches (tests/conftest.py: `in_core_order`)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, error_lines, launch
 
-from emodist import checkpointing, errors
+from emodist import checkpointing
+from emodist.runtime import errors
 
 SMOKE = ["--variant", "distilbert", "--smoke", "train.save_every_steps=10", "train.eval_every_steps=10",
          "train.max_steps=40"]  # evaluations (which save a new best) on the same steps as the saves

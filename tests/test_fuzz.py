@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from emodist import checkpointing, config, data, report, rundir
 from emodist.config import DataConfig
-from emodist.errors import UsageError
 from emodist.inference import read_texts
+from emodist.runtime import files
+from emodist.runtime.errors import UsageError
 
 # The same 150 cases per fuzzer on every run (the profile in conftest.py; CI stays deterministic). To search
 # further: pytest tests/test_fuzz.py --hypothesis-profile=explore (3,000 random cases each)
@@ -138,7 +139,7 @@ def write_checkpoint(directory: Path) -> Path:
     state = {key: 0 for key in checkpointing.REQUIRED if key not in ("files", "digest", "fingerprint", "step")}
     state.update(step=10, fingerprint={"labels": ["joy"]}, files={
         name: checkpointing._describe_file(checkpoint / name) for name in ("model.safetensors", "optimizer.bin")})
-    rundir.write_json(checkpoint / "state.json", {**state, "digest": checkpointing._digest(state)})
+    files.write_json(checkpoint / "state.json", {**state, "digest": checkpointing._digest(state)})
     assert checkpointing.unusable(checkpoint) is None
     return checkpoint
 

@@ -1,4 +1,4 @@
-"""The CPU runtime settings (emodist.hostmem), checked in fresh processes: where glibc puts a 64 MiB block
+"""The CPU runtime settings (emodist.runtime.hostmem), checked in fresh processes: where glibc puts a 64 MiB block
 with and without them, and OpenMP's wait policy set before torch loads it."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import sys
 import pytest
 from conftest import ROOT
 
-from emodist import hostmem
+from emodist.runtime import hostmem
 
 PROBE = """
 import ctypes, sys
-from emodist import hostmem
+from emodist.runtime import hostmem
 if sys.argv[1] == "keep":
     assert hostmem.keep_freed_memory()
 block = bytearray(64 * 2**20)  # CPython takes blocks this large from malloc
@@ -43,7 +43,7 @@ def test_kept_memory_serves_big_blocks_from_the_heap_which_glibc_otherwise_maps_
 
 OPENMP = """
 import os, sys
-from emodist import hostmem
+from emodist.runtime import hostmem
 changed = hostmem.sleeping_openmp_threads()
 import torch
 print(changed, os.environ.get("OMP_WAIT_POLICY"), hostmem.sleeping_openmp_threads())

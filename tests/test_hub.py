@@ -1,4 +1,4 @@
-"""The hub probe (`emodist.hub.go_offline_if_unreachable`) against a local TCP server standing in for the hub."""
+"""The hub probe (`emodist.runtime.hub.go_offline_if_unreachable`) against a local TCP server standing in for the hub."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from emodist import hub
+from emodist.runtime import hub
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emodist import config, data, modeling
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 SYNTHETIC = data.synthetic(0)
 LABELS = SYNTHETIC.labels

@@ -15,8 +15,8 @@ import pytest
 from conftest import ROOT, error_lines
 
 from emodist import config, data
-from emodist.errors import UsageError
 from emodist.inference import Classifier, read_texts
+from emodist.runtime.errors import UsageError
 
 
 def predict(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, assert_drawn
 
-from emodist import errors
+from emodist.runtime import errors
 
 LABELS = ["joy", "anger", "surprise"]
 

@@ -22,7 +22,8 @@ import psutil
 import pytest
 from conftest import ROOT, Ahead, error_lines, launch, launch_command, read_metrics, read_summary, wandb_run
 
-from emodist import checkpointing, errors
+from emodist import checkpointing
+from emodist.runtime import errors
 
 pytestmark = pytest.mark.alone  # two-process launches (tests/conftest.py: `in_core_order`)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, launch, read_metrics, read_summary, snapshot, train_in_process
 
-from emodist import checkpointing, errors, rundir
+from emodist import checkpointing, rundir
+from emodist.runtime import errors, files
 
 SMOKE = ["--variant", "distilbert", "--smoke"]
 SHORT = ["train.max_steps=20", "train.save_every_steps=10", "train.log_every_steps=5"]
@@ -155,7 +156,7 @@ def test_nothing_of_the_run_changes_before_its_checkpoint_has_loaded(run_copy):
     save_file({"something.else": torch.zeros(3)}, str(checkpoint / "model.safetensors"))
     state = checkpointing.read_state(checkpoint)
     state["files"]["model.safetensors"] = checkpointing._describe_file(checkpoint / "model.safetensors")
-    rundir.write_json(checkpoint / "state.json", {**state, "digest": checkpointing._digest(state)})
+    files.write_json(checkpoint / "state.json", {**state, "digest": checkpointing._digest(state)})
     assert checkpointing.unusable(checkpoint) is None
     before = snapshot(run_copy)
     code, _, stderr = train_in_process(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=30",

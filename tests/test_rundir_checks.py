@@ -14,8 +14,9 @@ from conftest import snapshot
 from test_checkpointing import TOPOLOGY, make_checkpoint
 
 from emodist import checkpointing, config, rundir
-from emodist.errors import UsageError
 from emodist.rundir import MARKER, Contents
+from emodist.runtime import files
+from emodist.runtime.errors import UsageError
 
 LABELS = ["joy", "anger"]
 
@@ -260,7 +261,7 @@ def test_restored_keeps_the_summary_it_replaces_and_writes_this_config(tmp_path)
 
 def test_json_is_written_whole_with_null_for_what_json_cannot_hold(tmp_path):
     target = tmp_path / "s.json"
-    rundir.write_json(target, {"a": math.nan, "b": [1.0, math.inf, (2, -math.inf)], "c": {"d": 0.5}})
+    files.write_json(target, {"a": math.nan, "b": [1.0, math.inf, (2, -math.inf)], "c": {"d": 0.5}})
     assert json.loads(target.read_text()) == {"a": None, "b": [1.0, None, [2, None]], "c": {"d": 0.5}}
     assert not (tmp_path / "s.json.tmp").exists()
 
@@ -338,7 +339,7 @@ def test_the_lock_of_a_launch_that_ended_is_taken_over_and_said_so(tmp_path):
 
 def test_json_is_written_indented_for_people_to_read(tmp_path):
     target = tmp_path / "s.json"
-    rundir.write_json(target, {"a": 1, "b": [2]})
+    files.write_json(target, {"a": 1, "b": [2]})
     assert target.read_text(encoding="utf-8") == '{\n  "a": 1,\n  "b": [\n    2\n  ]\n}\n'
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
 from emodist import thresholds
-from emodist.errors import UsageError
+from emodist.runtime.errors import UsageError
 
 LABELS = ["joy", "grief", "anger", "never"]
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import assert_drawn, launch, read_metrics, read_summary, rescore, rescore_dev, wandb_run
 
-from emodist import data, rundir, variants
+from emodist import data, variants
 from emodist.config import DataConfig
+from emodist.runtime import files
 
 SUMMARY_KEYS = ["variant", "base_model", "smoke", "num_processes", "distributed_type", "mixed_precision",
                 "params", "dev", "test", "perf"]
@@ -47,7 +48,7 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     # dev evaluated 8 times (train.eval_every_steps unset): the curves have points to draw
     assert [r["step"] for r in read_metrics(run_dir) if "eval/loss" in r] == list(range(64, 513, 64))
     # every file as open() would make it: safetensors' own -rw------- would hide models from a shared group
-    mode = 0o666 & ~rundir.umask()
+    mode = 0o666 & ~files.umask()
     assert {f.relative_to(run_dir): oct(f.stat().st_mode & 0o777) for f in run_dir.rglob("*") if f.is_file()
             and f.stat().st_mode & 0o777 != mode} == {}
     # the terminal: banner, progress lines, final tables

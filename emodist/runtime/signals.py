@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
-from emodist import errors
+from emodist.runtime import errors
 
 
 class StopSignals:
