@@ -47,7 +47,8 @@ MODULES = {
     "metrics": (["tests/test_metrics.py", "tests/test_thresholds.py"], {"metrics.py": None}),
     "thresholds": (["tests/test_thresholds.py", "tests/test_metrics.py"], {"thresholds.py": None}),
     "sampling": (["tests/test_sampling.py"], {"sampling.py": None}),
-    "config": (["tests/test_config.py", "tests/test_fuzz.py"], {"config.py": None}),
+    "config": (["tests/test_config.py", "tests/test_fuzz.py"],
+               {"config/schema.py": None, "config/rules.py": None, "config/loading.py": None}),
     # the readers of the data files and the splits (the hub loaders need the network, tokenization a
     # tokenizer and `datasets`: tests/test_train.py's launches)
     "data": (["tests/test_data.py", "tests/test_fuzz.py"],

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emodist import config, variants  # light: no torch or HF imports yet
+from emodist import config  # light: no torch or HF imports yet
+from emodist.config import variants
 from emodist.runtime import errors, hostmem, hub, signals
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emodist import config, variants
+from emodist import config
+from emodist.config import loading, variants
 from emodist.runtime.errors import UsageError
 
 
@@ -434,17 +435,17 @@ def test_field_docs_give_each_keys_type_and_its_docstring_in_one_line():
         "Frozen base in bitsandbytes format. `nf4`: 4-bit NormalFloat with double quantization (QLoRA); `int8`: "
         "LLM.int8 8-bit weights. Both need method=lora.")
     # read from the source afresh (field_docs caches the schema for the process)
-    assert config._attribute_docs(config.ExportConfig) == {
+    assert loading._attribute_docs(config.ExportConfig) == {
         "max_shard_size": "Largest safetensors shard of the exported model (e.g. 500MB, 5GB)."}
-    assert list(config._attribute_docs(config.LoraSettings)) == ["r", "alpha", "dropout", "target_modules"]
-    model = config._attribute_docs(config.ModelConfig)  # fields with string defaults, docstrings over lines
+    assert list(loading._attribute_docs(config.LoraSettings)) == ["r", "alpha", "dropout", "target_modules"]
+    model = loading._attribute_docs(config.ModelConfig)  # fields with string defaults, docstrings over lines
     assert list(model)[:3] == ["name_or_path", "architecture", "method"] and len(model) == 10
     assert model["method"] == "`full`: every weight is trained. `lora`: the base is frozen and low-rank adapters are trained."
 
 
 def test_a_type_the_schema_cannot_hold_is_a_bug_not_a_users_error():
     with pytest.raises(TypeError, match=r"^unsupported config type <class 'dict'>$"):
-        config._coerce("x", dict)
+        loading._coerce("x", dict)
 
 
 def test_gradient_accumulation_is_a_whole_number_of_micro_batches():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import assert_drawn, launch, read_metrics, read_summary, rescore, rescore_dev, wandb_run
 
-from emodist import data, variants
-from emodist.config import DataConfig
+from emodist import data
+from emodist.config import DataConfig, variants
 from emodist.runtime import files
 
 SUMMARY_KEYS = ["variant", "base_model", "smoke", "num_processes", "distributed_type", "mixed_precision",
