@@ -46,16 +46,17 @@ VERDICTS = ROOT / "bench" / "mutation_verdicts.txt"
 MODULES = {
     "metrics": (["tests/test_metrics.py", "tests/test_thresholds.py"], {"metrics.py": None}),
     "thresholds": (["tests/test_thresholds.py", "tests/test_metrics.py"], {"thresholds.py": None}),
-    "sampling": (["tests/test_sampling.py"], {"sampling.py": None}),
+    "sampling": (["tests/test_sampling.py"], {"data/sampling.py": None}),
     "config": (["tests/test_config.py", "tests/test_fuzz.py"],
                {"config/schema.py": None, "config/rules.py": None, "config/loading.py": None}),
     # the readers of the data files and the splits (the hub loaders need the network, tokenization a
     # tokenizer and `datasets`: tests/test_train.py's launches)
     "data": (["tests/test_data.py", "tests/test_fuzz.py"],
-             {"data.py": ["Split", "load", "detect", "_load_goemotions_dir", "_goemotions_rows", "_load_semeval_dir",
-                          "_semeval_rows", "_load_table_dir", "_find_split_file", "_csv_records", "_jsonl_records",
-                          "_table_rows", "_label_names", "synthetic", "group", "_label_file", "_collect", "_from_ids",
-                          "_read_lines", "_row_error", "fingerprint_texts", "split_fingerprint", "_fingerprint"],
+             {"data/sets.py": None, "data/synthetic.py": None, "data/grouping.py": None,
+              "data/readers.py": ["load", "detect", "_load_goemotions_dir", "_goemotions_rows", "_load_semeval_dir",
+                                  "_semeval_rows", "_load_table_dir", "_find_split_file", "_csv_records",
+                                  "_jsonl_records", "_table_rows", "_label_names", "_label_file", "_collect",
+                                  "_read_lines", "_row_error"],
               "runtime/files.py": ["cache_root"]}),
     # completeness and fingerprints (saving and loading need a launch: tests/test_resume.py)
     "checkpointing": (["tests/test_checkpointing.py", "tests/test_fuzz.py"],

@@ -29,7 +29,8 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from emodist import sampling, thresholds
+from emodist import thresholds
+from emodist.data import sampling
 from emodist.runtime.errors import UsageError, utf8_text
 
 

@@ -30,10 +30,11 @@ from accelerate.utils import set_seed
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, distributed, evaluation, rundir, sampling, telemetry, thresholds, tracking
+from emodist import checkpointing, distributed, evaluation, rundir, telemetry, thresholds, tracking
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.console import Console
+from emodist.data import sampling
 from emodist.metrics import HEADLINE
 from emodist.modeling import BuiltModel, is_head_parameter
 from emodist.runtime import files, hostmem

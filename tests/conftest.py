@@ -358,7 +358,8 @@ def rescore(run_dir: Path, split: str, tuned: bool = False) -> tuple[dict, objec
     import torch.nn.functional as F
     from scipy.special import expit
 
-    from emodist import config, data, metrics, modeling, sampling, thresholds
+    from emodist import config, data, metrics, modeling, thresholds
+    from emodist.data import sampling
 
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     examples = data.load(cfg.data, seed=cfg.train.seed).splits[split]

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from emodist import checkpointing, config, data, report, rundir
 from emodist.config import DataConfig
+from emodist.data import readers
 from emodist.inference import read_texts
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
@@ -118,10 +119,10 @@ def test_any_csv_or_jsonl_directory_loads_or_is_refused(lines, fmt, labels_txt):
 @FUZZ
 @given(rows=st.lists(st.lists(TEXT, min_size=1, max_size=14).map("\t".join), min_size=1, max_size=3))
 def test_any_semeval_directory_loads_or_is_refused(rows):
-    header = "ID\tTweet\t" + "\t".join(data._SEMEVAL_LABELS)
+    header = "ID\tTweet\t" + "\t".join(readers._SEMEVAL_LABELS)
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)
-        for name in data._SEMEVAL_FILES.values():
+        for name in readers._SEMEVAL_FILES.values():
             (directory / name).write_text("\n".join([header, *rows]), encoding="utf-8")
         loaded_consistently(directory)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from accelerate.data_loader import BatchSamplerShard, SkipBatchSampler
 
-from emodist.sampling import LengthGroupedBatches, by_length
+from emodist.data.sampling import LengthGroupedBatches, by_length
 
 
 def goemotions_like(n: int, seed: int = 0) -> np.ndarray:
