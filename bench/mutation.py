@@ -44,8 +44,8 @@ VERDICTS = ROOT / "bench" / "mutation_verdicts.txt"
 # part of the core -> (the tests that guard it, in this process; {file under emodist/: the functions and classes
 # of the core in it, or None: all of it})
 MODULES = {
-    "metrics": (["tests/test_metrics.py", "tests/test_thresholds.py"], {"metrics.py": None}),
-    "thresholds": (["tests/test_thresholds.py", "tests/test_metrics.py"], {"thresholds.py": None}),
+    "metrics": (["tests/test_metrics.py", "tests/test_thresholds.py"], {"scoring/metrics.py": None}),
+    "thresholds": (["tests/test_thresholds.py", "tests/test_metrics.py"], {"scoring/thresholds.py": None}),
     "sampling": (["tests/test_sampling.py"], {"data/sampling.py": None}),
     "config": (["tests/test_config.py", "tests/test_fuzz.py"],
                {"config/schema.py": None, "config/rules.py": None, "config/loading.py": None}),

@@ -137,8 +137,8 @@ def dev_scores(targets, probabilities, labels: list[str]) -> dict:
     """Dev micro-F1 at 0.5 and at the best single threshold (the same code for both sides). After one epoch
     of a few thousand examples few probabilities reach 0.5 yet, so the best threshold is what compares the
     two models' quality."""
-    from emodist import thresholds
-    from emodist.metrics import multilabel_metrics
+    from emodist.scoring import thresholds
+    from emodist.scoring.metrics import multilabel_metrics
 
     best = thresholds.tune(targets, probabilities, labels)["global"]
     return {"dev_f1_micro_05": multilabel_metrics(targets, probabilities, labels)["f1_micro"],

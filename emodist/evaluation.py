@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import expit
 
-from emodist.metrics import multilabel_metrics
+from emodist.scoring.metrics import multilabel_metrics
 
 
 @torch.no_grad()  # not inference_mode: ZeRO-3 gathers weights into tensors training uses later

@@ -53,7 +53,8 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
 
 def _finished_run(run_dir: Path) -> tuple[dict, object]:
     """(summary, config) of the finished run in `run_dir`; UsageError saying what is missing or broken."""
-    from emodist import config, report
+    from emodist import config
+    from emodist.report import compare
 
     summary_file, model_dir = run_dir / "summary.json", run_dir / "model"
     missing = [name for name, there in (("summary.json", summary_file.is_file()), ("config.yaml", (run_dir / "config.yaml").is_file()),
@@ -62,7 +63,7 @@ def _finished_run(run_dir: Path) -> tuple[dict, object]:
     if missing:
         raise UsageError(f"{run_dir}: not a finished run (no {', '.join(missing)}): export a run that ended")
     try:
-        summary = report.checked_summary(summary_file, json.loads(summary_file.read_text(encoding="utf-8")))
+        summary = compare.checked_summary(summary_file, json.loads(summary_file.read_text(encoding="utf-8")))
     except ValueError as err:
         raise UsageError(f"{summary_file}: not valid JSON ({err}): export a run that ended") from None
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
@@ -195,7 +196,7 @@ def _sessions(summary: dict) -> str:
 
 
 def _unlearned(summary: dict) -> str:
-    from emodist import thresholds
+    from emodist.scoring import thresholds
 
     note = thresholds.warning(summary.get("thresholds") or {"per_label": {}})
     return f"\n\n**Warning from the dev scores:** {note}." if note else ""

@@ -29,9 +29,9 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from emodist import thresholds
 from emodist.data import sampling
 from emodist.runtime.errors import UsageError, utf8_text
+from emodist.scoring import thresholds
 
 
 class Classifier:

@@ -30,16 +30,18 @@ from accelerate.utils import set_seed
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, distributed, evaluation, rundir, telemetry, thresholds, tracking
+from emodist import checkpointing, distributed, evaluation, rundir
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
-from emodist.console import Console
 from emodist.data import sampling
-from emodist.metrics import HEADLINE
 from emodist.modeling import BuiltModel, is_head_parameter
+from emodist.report import telemetry, tracking
+from emodist.report.console import Console
 from emodist.runtime import files, hostmem
 from emodist.runtime.errors import Diverged, Preempted, UsageError
 from emodist.runtime.signals import StopSignals
+from emodist.scoring import thresholds
+from emodist.scoring.metrics import HEADLINE
 
 HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
 EVALUATIONS = 8
@@ -502,7 +504,7 @@ def perf_totals(s: Session, built: BuiltModel) -> dict:
 
 def draw_plots(s: Session, summary: dict) -> None:
     """plots/ of the run; a plot that fails costs a warning, not the finished run."""
-    from emodist import plots
+    from emodist.report import plots
 
     try:
         plots.run(s.run_dir, summary)

@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from emodist import report
+from emodist.report import compare
 from emodist.runtime import errors
 
 
@@ -39,24 +39,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return errors.run_main(lambda: compare(args))
+    return errors.run_main(lambda: write(args))
 
 
-def compare(args: argparse.Namespace) -> int:
+def write(args: argparse.Namespace) -> int:
     if args.wandb_group:
         into = Path("runs") / f"wandb-{args.wandb_group}"
         args.runs = [into]
-        report.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
-    runs = report.find_runs(args.runs)
+        compare.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
+    runs = compare.find_runs(args.runs)
     output = args.output or default_output(args.runs, runs)
-    written = report.write_comparison(runs, output)
+    written = compare.write_comparison(runs, output)
     print(f"compared {len(runs.finished)} run(s)"
           + (f" ({len(runs.unfinished)} unfinished left out)" if runs.unfinished else "")
           + ": " + ", ".join(str(p) for p in written))
     return 0
 
 
-def default_output(named: list[Path], runs: report.Runs) -> Path:
+def default_output(named: list[Path], runs: compare.Runs) -> Path:
     if len(named) == 1 and named[0] not in runs.finished:  # one directory of runs: the report goes inside it
         return named[0] / "comparison"
     return Path(os.path.commonpath([p.resolve().parent for p in runs.finished])) / "comparison"

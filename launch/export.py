@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from emodist import config, export
-    from emodist.console import Console
+    from emodist.report.console import Console
 
     if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
         raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and KB, "

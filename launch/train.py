@@ -73,8 +73,9 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
     if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
         print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
     # torch, accelerate and the HF libraries are imported only now, after the offline decision
-    from emodist import data, distributed, modeling, rundir, telemetry, training
-    from emodist.console import Console
+    from emodist import data, distributed, modeling, rundir, training
+    from emodist.report import telemetry
+    from emodist.report.console import Console
 
     Console.quiet_libraries()
     phases = telemetry.Phases()

@@ -358,8 +358,9 @@ def rescore(run_dir: Path, split: str, tuned: bool = False) -> tuple[dict, objec
     import torch.nn.functional as F
     from scipy.special import expit
 
-    from emodist import config, data, metrics, modeling, thresholds
+    from emodist import config, data, modeling
     from emodist.data import sampling
+    from emodist.scoring import metrics, thresholds
 
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     examples = data.load(cfg.data, seed=cfg.train.seed).splits[split]

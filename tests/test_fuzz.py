@@ -17,10 +17,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emodist import checkpointing, config, data, report, rundir
+from emodist import checkpointing, config, data, rundir
 from emodist.config import DataConfig
 from emodist.data import readers
 from emodist.inference import read_texts
+from emodist.report import compare
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
 
@@ -199,11 +200,11 @@ def test_any_predict_input_file_is_texts_or_refused(raw, suffix, column):
                                                           "confusion", "peak_memory_bytes", "steps"]), JSON)
               for k in ("dev", "test", "test_tuned", "perf", "train", "params", "thresholds")}))
 def test_any_summary_is_compared_or_refused(summary):
-    checked = one_line_or_result(lambda: report.checked_summary(Path("runs/x/summary.json"), summary))
+    checked = one_line_or_result(lambda: compare.checked_summary(Path("runs/x/summary.json"), summary))
     if checked is not None:
-        values = report.row(Path("runs/x"), checked)
-        report.markdown([values], checked, [])
-        report.check_comparable([Path("runs/x")], [checked])
+        values = compare.row(Path("runs/x"), checked)
+        compare.markdown([values], checked, [])
+        compare.check_comparable([Path("runs/x")], [checked])
 
 
 @FUZZ
@@ -224,7 +225,7 @@ def test_any_summary_is_exported_or_refused(summary, card):
 @FUZZ
 @given(lines=st.lists(JSON.map(json.dumps) | TEXT, max_size=6), step=st.integers(min_value=0, max_value=50))
 def test_any_metrics_jsonl_is_truncated_without_error(lines, step):
-    from emodist import plots
+    from emodist.report import plots
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "metrics.jsonl"

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import launch, read_summary
 
-from emodist import data, metrics
+from emodist import data
 from emodist.config import DataConfig
+from emodist.scoring import metrics
 
 pytestmark = pytest.mark.slow
 

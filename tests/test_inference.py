@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from emodist import config, data, thresholds
+from emodist import config, data
 from emodist.inference import Classifier
+from emodist.scoring import thresholds
 
 
 @pytest.fixture(params=["distilbert", "gemma-lora"])  # a full model and an adapter on its base

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emodist.metrics import multilabel_metrics
+from emodist.scoring.metrics import multilabel_metrics
 
 LABELS = ["a", "b", "c"]
 TARGETS = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float32)

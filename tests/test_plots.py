@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from emodist import plots
+from emodist.report import plots
 
 matplotlib.use("Agg")
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from emodist import telemetry, tracking
+from emodist.report import telemetry, tracking
 
 
 def test_step_times_leave_out_paused_time():

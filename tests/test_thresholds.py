@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
-from emodist import thresholds
 from emodist.runtime.errors import UsageError
+from emodist.scoring import thresholds
 
 LABELS = ["joy", "grief", "anger", "never"]
 

@@ -10,8 +10,8 @@ import psutil
 import pytest
 from conftest import wandb_run
 
-from emodist.console import Console
-from emodist.tracking import WandbTracker
+from emodist.report.console import Console
+from emodist.report.tracking import WandbTracker
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from emodist.metrics import HEADLINE
+from emodist.scoring.metrics import HEADLINE
 
 
 @dataclass

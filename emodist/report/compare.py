@@ -208,7 +208,7 @@ def row(run: Path, summary: dict, label: str | None = None) -> dict:
 
 def write_comparison(runs: Runs, output: Path) -> list[Path]:
     """Write comparison.csv, report.md, report.html and the PNG plots into `output`; return the files."""
-    from emodist import plots  # matplotlib: imported only when drawing
+    from emodist.report import plots  # matplotlib: imported only when drawing
 
     summaries = load_summaries(runs.finished)
     check_comparable(runs.finished, summaries)

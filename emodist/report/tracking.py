@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from emodist.console import Console
-from emodist.metrics import HEADLINE
+from emodist.report.console import Console
+from emodist.scoring.metrics import HEADLINE
 
 RUN_FILE = "emodist-run.json"
 """In <run dir>/wandb/: the wandb run's id and name, so that a resumed run continues the same wandb run."""
