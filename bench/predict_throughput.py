@@ -43,9 +43,9 @@ def untrained_minilm(directory: Path) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from emodist import config, modeling
+    from emodist import config, models
 
-    source = modeling.base_path(config.load("minilm").model)
+    source = models.base_path(config.load("minilm").model)
     labels = [line.strip() for line in (DEFAULT_DATA / "emotions.txt").read_text().split()] or [f"l{i}" for i in range(28)]
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(

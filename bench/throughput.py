@@ -81,11 +81,11 @@ def run_trainer(data_dir: Path, settings: list[str], work: Path) -> dict:
         TrainingArguments,
     )
 
-    from emodist import data, modeling
+    from emodist import data, models
 
     cfg = variant_config(data_dir, settings)
     emotions = data.load(cfg.data, seed=cfg.train.seed)
-    source = modeling.base_path(cfg.model)
+    source = models.base_path(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(source)
     labels = emotions.labels
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -29,7 +29,13 @@ import shutil
 from pathlib import Path
 
 from emodist.config import RunConfig
-from emodist.runtime.errors import NO_SPACE_ERRNOS, NoSpace, UsageError, format_bytes, free_bytes
+from emodist.runtime.errors import (
+    NoSpace,
+    UsageError,
+    format_bytes,
+    free_bytes,
+    out_of_space,
+)
 from emodist.runtime.files import open_to_umask, write_json
 
 STATE_FILE = "state.json"
@@ -78,7 +84,7 @@ def save_checkpoint(accelerator, run_dir: Path, progress: dict, keep_last: int, 
     try:
         accelerator.save_state(str(tmp), **extra)
     except Exception as err:  # noqa: BLE001 - a full disk surfaces as OSError, RuntimeError or SafetensorError
-        if not _out_of_space(err, tmp):
+        if not out_of_space(err, tmp):
             raise
         failure = err
     if _any_rank(accelerator, failure is not None):  # every rank writes its own files (RNG state, ZeRO shards)
@@ -106,16 +112,6 @@ def _any_rank(accelerator, flag: bool) -> bool:
 
     flags = torch.tensor([float(flag)], device=accelerator.device)
     return bool(accelerator.reduce(flags, reduction="sum").item() > 0)
-
-
-def _out_of_space(err: BaseException, where: Path) -> bool:
-    """Whether `err` (any exception a save raised) comes from a full disk: the errno, the words, or no room left."""
-    if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
-        return True
-    if any(words in str(err) for words in ("No space left", "StorageFull", "Disk quota exceeded")):
-        return True
-    free = free_bytes(where)
-    return free is not None and free < 2**20
 
 
 def _size(directory: Path) -> int:
@@ -357,42 +353,3 @@ def load_checkpoint(accelerator, checkpoint: Path, trainable_only: bool) -> dict
 # The exported model
 
 
-def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig) -> Path:
-    """Write the trained model in HF format to `directory` (gathers on every rank, writes on rank 0).
-
-    Full fine-tune: `save_pretrained` with sharded safetensors (export.max_shard_size).
-    LoRA: `adapter_config.json` + `adapter_model.safetensors` (the head included, via modules_to_save),
-    and the base's config.json carrying id2label/label2id. The tokenizer is saved in both cases.
-    """
-    accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)  # under ZeRO-3 every rank takes part in the gather
-    if accelerator.is_main_process:
-        tmp = directory.with_name(directory.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)  # left by an attempt killed while exporting
-        try:
-            _save_pretrained(accelerator.unwrap_model(model), tokenizer, tmp, state_dict, cfg)
-            open_to_umask(tmp)
-        except Exception as err:  # noqa: BLE001 - a full disk surfaces as OSError, RuntimeError or SafetensorError
-            if not _out_of_space(err, tmp):
-                raise
-            free = free_bytes(tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise NoSpace(f"no space left on the disk of {directory} while exporting the model ({format_bytes(free)} "
-                          "were free); the partial export was removed and the final checkpoint is kept: free some "
-                          "space, then run the same command with --resume auto to export it") from err
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    accelerator.wait_for_everyone()
-    return directory
-
-
-def _save_pretrained(unwrapped, tokenizer, directory: Path, state_dict: dict, cfg: RunConfig) -> None:
-    if cfg.model.method == "lora":
-        unwrapped.save_pretrained(directory, state_dict=state_dict)
-        base = unwrapped.get_base_model()
-        base.config.architectures = [type(base).__name__]  # the classifier, not the checkpoint it came from
-        base.config.save_pretrained(directory)
-    else:
-        unwrapped.save_pretrained(directory, state_dict=state_dict, max_shard_size=cfg.export.max_shard_size)
-    tokenizer.save_pretrained(directory)

@@ -77,17 +77,18 @@ def _finished_run(run_dir: Path) -> tuple[dict, object]:
 
 def _write(summary: dict, cfg, model_dir: Path, tmp: Path, card: str, max_shard_size: str | None,
            merge_dtype: str | None) -> None:
-    from emodist import modeling
+    from emodist import models
+    from emodist.serve.model_dir import load_trained
 
     adapter = (model_dir / "adapter_config.json").is_file()
     if adapter and summary["quantization"] != "none":
         shutil.copytree(model_dir, tmp / "adapter")
-        model, tokenizer = modeling.load_trained(model_dir, unquantized=modeling.DTYPES[merge_dtype or "bfloat16"])
+        model, tokenizer = load_trained(model_dir, unquantized=models.DTYPES[merge_dtype or "bfloat16"])
         model = model.merge_and_unload()
     else:
-        model, tokenizer = modeling.load_trained(model_dir)
+        model, tokenizer = load_trained(model_dir)
         if adapter:
-            model = model.to(modeling.DTYPES[merge_dtype or "float32"]).merge_and_unload()
+            model = model.to(models.DTYPES[merge_dtype or "float32"]).merge_and_unload()
     model.config.problem_type = "multi_label_classification"  # pipeline: a sigmoid per label
     model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
     tokenizer.save_pretrained(tmp)

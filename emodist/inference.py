@@ -49,7 +49,7 @@ class Classifier:
     def load(cls, model_dir: str | Path, device: str | torch.device = "cpu", max_length: int = 128,
              batch_size: int = 64) -> Classifier:
         """The model of `model_dir` with its tuned thresholds (0.5 for every label without them)."""
-        from emodist.modeling import load_trained
+        from emodist.serve.model_dir import load_trained
 
         model, tokenizer = load_trained(model_dir, device)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

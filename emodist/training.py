@@ -34,7 +34,7 @@ from emodist import checkpointing, distributed, evaluation, rundir
 from emodist import data as data_mod
 from emodist.config import OptimConfig, RunConfig
 from emodist.data import sampling
-from emodist.modeling import BuiltModel, is_head_parameter
+from emodist.models import BuiltModel, is_head_parameter
 from emodist.report import telemetry, tracking
 from emodist.report.console import Console
 from emodist.runtime import files, hostmem
@@ -42,6 +42,7 @@ from emodist.runtime.errors import Diverged, Preempted, UsageError
 from emodist.runtime.signals import StopSignals
 from emodist.scoring import thresholds
 from emodist.scoring.metrics import HEADLINE
+from emodist.serve import model_dir
 
 HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
 EVALUATIONS = 8
@@ -475,7 +476,7 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     test_tuned = evaluation.score(test_logits, test_targets, s.labels, thresholds.for_labels(tuned, s.labels))
     log_scores(s, "test_tuned", test_tuned)
     with s.phases.measure("save"):
-        checkpointing.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
+        model_dir.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
     summary = summarize(s, built, data, dev, test, perf_totals(s, built))
     summary.update(test_tuned=test_tuned, thresholds=tuned)
     if s.accelerator.is_main_process:

@@ -73,7 +73,7 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
     if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
         print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
     # torch, accelerate and the HF libraries are imported only now, after the offline decision
-    from emodist import data, distributed, modeling, rundir, training
+    from emodist import data, distributed, models, rundir, training
     from emodist.report import telemetry
     from emodist.report.console import Console
 
@@ -91,14 +91,14 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
             console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it further "
                           "with more train.epochs or train.max_steps, or start again with --overwrite")
             return 0
-        source = modeling.base_path(cfg.model)
+        source = models.base_path(cfg.model)
         if cfg.smoke:
             with accelerator.main_process_first():
                 texts = dataset.splits["train"].texts
-                source = str(modeling.make_smoke_base(cfg.model.architecture, texts,
-                                                      modeling.smoke_base_dir(cfg, run.path, texts),
+                source = str(models.make_smoke_base(cfg.model.architecture, texts,
+                                                      models.smoke_base_dir(cfg, run.path, texts),
                                                       seed=cfg.train.seed, size=cfg.model.smoke_size))
-        built = modeling.build_model(cfg.model, dataset.labels, source, accelerator.device,
+        built = models.build_model(cfg.model, dataset.labels, source, accelerator.device,
                                      deepspeed_stage=topology.zero_stage,
                                      quant_storage=distributed.quant_storage_dtype(cfg, topology))
     with phases.measure("tokenize"):

@@ -358,14 +358,15 @@ def rescore(run_dir: Path, split: str, tuned: bool = False) -> tuple[dict, objec
     import torch.nn.functional as F
     from scipy.special import expit
 
-    from emodist import config, data, modeling
+    from emodist import config, data
     from emodist.data import sampling
     from emodist.scoring import metrics, thresholds
+    from emodist.serve import model_dir
 
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     examples = data.load(cfg.data, seed=cfg.train.seed).splits[split]
     summary = read_summary(run_dir)
-    model, tokenizer = modeling.load_trained(run_dir / "model")
+    model, tokenizer = model_dir.load_trained(run_dir / "model")
     cut = thresholds.for_labels(thresholds.load(run_dir / "model"), summary["labels"]) if tuned else 0.5
     collate = data.collator(tokenizer, cfg.data.pad_to_multiple_of or 1)
     features = [tokenizer(t, truncation=True, max_length=cfg.data.max_length) for t in examples.texts]

@@ -237,7 +237,7 @@ def test_the_synthetic_set_is_the_one_the_recorded_smoke_scores_were_measured_on
 def test_tokenize_caches_and_keys_on_inputs(tmp_path):
     from accelerate import PartialState
 
-    from emodist.modeling import smoke_tokenizer
+    from emodist.models import smoke_tokenizer
 
     synthetic = data.synthetic(0)
     tokenizer = smoke_tokenizer(synthetic.splits["train"].texts)
@@ -256,7 +256,7 @@ def test_a_damaged_cache_file_is_tokenized_again_and_an_unusable_cache_is_one_li
     """A truncated .arrow file used to fail every later run on the same data with pyarrow's ArrowInvalid."""
     from accelerate import PartialState
 
-    from emodist.modeling import smoke_tokenizer
+    from emodist.models import smoke_tokenizer
 
     synthetic = data.synthetic(0)
     tokenizer = smoke_tokenizer(synthetic.splits["train"].texts)
@@ -276,7 +276,7 @@ def test_a_damaged_cache_file_is_tokenized_again_and_an_unusable_cache_is_one_li
 
 
 def test_collator_pads_to_a_multiple_of_eight():
-    from emodist.modeling import smoke_tokenizer
+    from emodist.models import smoke_tokenizer
 
     tokenizer = smoke_tokenizer(["a b c d e f g h i j"])
     features = [dict(tokenizer(text), labels=[1.0, 0.0]) for text in ("a b c d e f g h i j", "a")]

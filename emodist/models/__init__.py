@@ -1,0 +1,19 @@
+"""The model: THE builder every variant goes through (`builder`: tokenizer, quantization, load, k-bit prep,
+gradient checkpointing, LoRA) and the random bases `--smoke` trains instead of a download (`smoke`).
+
+Imports `emodist.data`, `emodist.config` and `emodist.runtime`. Saving a trained model and reading it back
+belong to `emodist.serve.model_dir`.
+"""
+
+from emodist.models.builder import (
+           DTYPES,
+           BuiltModel,
+           base_path,
+           build_model,
+           count_parameters,
+           is_head_parameter,
+)
+from emodist.models.smoke import REAL_SIZES, TINY_SIZES, make_smoke_base, smoke_base_dir, smoke_tokenizer
+
+__all__ = ["DTYPES", "REAL_SIZES", "TINY_SIZES", "BuiltModel", "base_path", "build_model", "count_parameters",
+           "is_head_parameter", "make_smoke_base", "smoke_base_dir", "smoke_tokenizer"]

