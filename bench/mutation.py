@@ -60,12 +60,12 @@ MODULES = {
               "runtime/files.py": ["cache_root"]}),
     # completeness and fingerprints (saving and loading need a launch: tests/test_resume.py)
     "checkpointing": (["tests/test_checkpointing.py", "tests/test_fuzz.py"],
-                      {"checkpointing.py": ["_step_of", "read_state", "unusable", "latest_checkpoint", "fingerprint",
+                      {"rundir/checkpoints.py": ["_step_of", "read_state", "unusable", "latest_checkpoint", "fingerprint",
                                             "fingerprint_hash", "_flatten", "differences", "check_resumable", "_short",
                                             "_describe_file", "_digest"]}),
     # what each way of starting may do with the files there (open_run's broadcast needs a launch)
     "rundir": (["tests/test_rundir_checks.py"],
-               {"rundir.py": ["_open", "_decide", "_saved_config", "_get", "_finished_step", "default_run_dir",
+               {"rundir/contract.py": ["_open", "_decide", "_saved_config", "_get", "_finished_step", "default_run_dir",
                               "move_aside", "_remove", "truncate_metrics", "Run", "Contents"],
                 "runtime/files.py": ["write_json", "_finite"]}),
 }

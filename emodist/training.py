@@ -30,13 +30,14 @@ from accelerate.utils import set_seed
 from scipy.special import expit
 from torch.utils.data import DataLoader
 
-from emodist import checkpointing, distributed, evaluation, rundir
 from emodist import data as data_mod
+from emodist import distributed, evaluation
 from emodist.config import OptimConfig, RunConfig
 from emodist.data import sampling
 from emodist.models import BuiltModel, is_head_parameter
 from emodist.report import telemetry, tracking
 from emodist.report.console import Console
+from emodist.rundir import checkpoints, contract
 from emodist.runtime import files, hostmem
 from emodist.runtime.errors import Diverged, Preempted, UsageError
 from emodist.runtime.signals import StopSignals
@@ -151,7 +152,7 @@ class Session:
     labels: list[str]
     plan: Plan
     topology: distributed.Topology
-    run: rundir.Run
+    run: contract.Run
     console: Console
     logger: tracking.MetricLogger | None
     """metrics.jsonl, the console and wandb: started once a resume has loaded (`setup`)."""
@@ -190,7 +191,7 @@ class Session:
 
 
 def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run: rundir.Run, console: Console, phases: telemetry.Phases | None = None,
+          tokenized: dict, run: contract.Run, console: Console, phases: telemetry.Phases | None = None,
           stop: StopSignals | None = None) -> dict:
     """Train (from `run.checkpoint` when there is one), evaluate on dev and test, export `model/`, write
     `summary.json` and `plots/`; return the summary. Raises Preempted on a stop signal, Diverged on a NaN
@@ -217,7 +218,7 @@ def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
 
 
 def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run: rundir.Run, console: Console, stop: StopSignals, phases: telemetry.Phases) -> Session:
+          tokenized: dict, run: contract.Run, console: Console, stop: StopSignals, phases: telemetry.Phases) -> Session:
     run_dir = run.path
     multiple = cfg.data.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
     collate = data_mod.collator(built.tokenizer, multiple)
@@ -242,7 +243,7 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
         scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
         model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
         if cfg.model.method == "lora":
-            checkpointing.keep_trainable_only(accelerator, model)
+            checkpoints.keep_trainable_only(accelerator, model)
     pos_weight = positive_weights(cfg, data, accelerator.device)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
         cfg, accelerator, topology, built, data, plan, pos_weight))
@@ -260,7 +261,7 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
 
 def restore(s: Session, checkpoint: Path) -> None:
     """Continue from `checkpoint`: weights, optimizer, scheduler and RNG (accelerate), and the progress."""
-    state = checkpointing.load_checkpoint(s.accelerator, checkpoint, trainable_only=s.cfg.model.method == "lora")
+    state = checkpoints.load_checkpoint(s.accelerator, checkpoint, trainable_only=s.cfg.model.method == "lora")
     if state["step"] >= s.plan.total_steps:  # before the run directory changes: there is nothing to do
         t = s.cfg.train
         raise UsageError(f"--resume {checkpoint}: nothing left to train: it is at step {state['step']} and this run "
@@ -287,8 +288,8 @@ def progress(s: Session) -> dict:
         "examples_seen": s.epoch * train_size + min(seen_this_epoch, train_size),
         "best": s.best, "loss_sum_per_rank": loss_sums, "loss_count": s.loss_count,
         **s.topology.identity(),
-        "fingerprint": (fp := checkpointing.fingerprint(s.cfg, s.labels)),
-        "config_hash": checkpointing.fingerprint_hash(fp),
+        "fingerprint": (fp := checkpoints.fingerprint(s.cfg, s.labels)),
+        "config_hash": checkpoints.fingerprint_hash(fp),
         "stopped_by": s.stop.received,
         "perf": s.meter.carried(s.accelerator),  # the next session adds its own to these
     }
@@ -399,7 +400,7 @@ def check_step(s: Session, now: bool) -> bool:
         stop, diverged = _read_check(s.pending_check)  # the flags only grow: this answer includes the late one
         s.pending_check = None
     if diverged:
-        last_good, _ = checkpointing.latest_checkpoint(s.run_dir, content=False)
+        last_good, _ = checkpoints.latest_checkpoint(s.run_dir, content=False)
         kept = f"the last good checkpoint, {last_good}, is kept" if last_good else "no checkpoint was saved yet"
         raise Diverged(f"the training loss became NaN or infinite at step {s.step} (epoch {s.epoch}); {kept}. "
                        "Start again with a lower optim.lr or with clipping (optim.max_grad_norm)")
@@ -428,7 +429,7 @@ def _read_check(pending: tuple) -> tuple[bool, bool]:
 def save(s: Session) -> Path:
     best_step = s.best["step"] if s.best else None
     with s.phases.measure("save"), s.meter.paused():
-        return checkpointing.save_checkpoint(s.accelerator, s.run_dir, progress(s), s.cfg.train.keep_last_checkpoints,
+        return checkpoints.save_checkpoint(s.accelerator, s.run_dir, progress(s), s.cfg.train.keep_last_checkpoints,
                                              best_step, trainable_only=s.cfg.model.method == "lora")
 
 

@@ -73,9 +73,10 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
     if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
         print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
     # torch, accelerate and the HF libraries are imported only now, after the offline decision
-    from emodist import data, distributed, models, rundir, training
+    from emodist import data, distributed, models, training
     from emodist.report import telemetry
     from emodist.report.console import Console
+    from emodist.rundir import contract
 
     Console.quiet_libraries()
     phases = telemetry.Phases()
@@ -85,7 +86,7 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
         topology = distributed.Topology.of(accelerator)
         dataset = data.load(cfg.data, seed=cfg.train.seed)
         training.check_data_fits(cfg, dataset, accelerator)
-        run = opened["run"] = rundir.open_run(cfg, accelerator, dataset.labels, topology.identity(), args.overwrite,
+        run = opened["run"] = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), args.overwrite,
                                               args.resume, notify=console.print)
         if run.finished:
             console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it further "

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from emodist import checkpointing, config
-from emodist.checkpointing import (
+from emodist import config
+from emodist.rundir import checkpoints
+from emodist.rundir.checkpoints import (
     REQUIRED,
     STATE_FILE,
     check_resumable,
@@ -34,7 +35,7 @@ def make_checkpoint(run_dir: Path, step: int, **state) -> Path:
     (path / "sub").mkdir(parents=True)
     (path / "weights.bin").write_bytes(b"12345")
     (path / "sub" / "rng.pkl").write_bytes(bytes(range(40)))
-    files = {name: checkpointing._describe_file(path / name) for name in ("weights.bin", "sub/rng.pkl")}
+    files = {name: checkpoints._describe_file(path / name) for name in ("weights.bin", "sub/rng.pkl")}
     content = {"step": step, "epoch": 0, "batches_in_epoch": step, "best": None, "loss_sum_per_rank": [1.0, 2.0],
                "loss_count": step, **TOPOLOGY, "fingerprint": {"model.lora.r": 8, "labels": ["joy"]}, "files": files,
                **state}
@@ -44,7 +45,7 @@ def make_checkpoint(run_dir: Path, step: int, **state) -> Path:
 
 def write_state(path: Path, content: dict, digest: bool = True) -> None:
     if digest:
-        content = {**content, "digest": checkpointing._digest(content)}
+        content = {**content, "digest": checkpoints._digest(content)}
     (path / STATE_FILE).write_text(json.dumps(content))
 
 
@@ -59,7 +60,7 @@ def edit_state(path: Path, digest: bool = True, **changes) -> None:
 def test_a_complete_checkpoint_is_usable_and_its_state_reads_back(tmp_path):
     path = make_checkpoint(tmp_path, 20)
     assert unusable(path) is None
-    state = checkpointing.read_state(path)
+    state = checkpoints.read_state(path)
     assert state["step"] == 20 and state["files"]["weights.bin"] == {
         "size": 5, "sha256": "5994471abb01112afcc18159f6cc74b4f511b99806da59b3caf5a9c173cacfc5"}
     assert set(REQUIRED) <= set(state)
@@ -198,7 +199,7 @@ def test_differences_name_the_first_three_and_count_the_rest():
 
 
 def test_a_tuple_in_the_settings_compares_equal_to_the_list_json_gives_back():
-    current = checkpointing._flatten({"model": {"lora": {"target_modules": ("q", "v")}}})
+    current = checkpoints._flatten({"model": {"lora": {"target_modules": ("q", "v")}}})
     assert current == {"model.lora.target_modules": ["q", "v"]}
     assert differences(json.loads(json.dumps(current)), current) == ""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, error_lines, launch
 
-from emodist import checkpointing
+from emodist.rundir import checkpoints
 from emodist.runtime import errors
 
 SMOKE = ["--variant", "distilbert", "--smoke", "train.save_every_steps=10", "train.eval_every_steps=10",
@@ -69,7 +69,7 @@ def test_a_disk_too_small_for_the_next_checkpoint_keeps_the_last_complete_one(sm
         r"it needs about [\d.,]+ MiB \(the size of step-10\) and [\d.,]+ KiB are free; nothing was written, step-10 "
         r"is the last complete checkpoint: free some space, then resume with --resume auto", line), line
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-10"]
-    assert checkpointing.unusable(run_dir / "checkpoints" / "step-10") is None
+    assert checkpoints.unusable(run_dir / "checkpoints" / "step-10") is None
     assert_no_noise(result.stderr)
 
 

@@ -17,11 +17,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emodist import checkpointing, config, data, rundir
+from emodist import config, data
 from emodist.config import DataConfig
 from emodist.data import readers
 from emodist.inference import read_texts
 from emodist.report import compare
+from emodist.rundir import checkpoints, contract
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
 
@@ -138,11 +139,11 @@ def write_checkpoint(directory: Path) -> Path:
     checkpoint.mkdir(parents=True)
     (checkpoint / "model.safetensors").write_bytes(bytes(range(256)) * 4)
     (checkpoint / "optimizer.bin").write_bytes(b"adam" * 100)
-    state = {key: 0 for key in checkpointing.REQUIRED if key not in ("files", "digest", "fingerprint", "step")}
+    state = {key: 0 for key in checkpoints.REQUIRED if key not in ("files", "digest", "fingerprint", "step")}
     state.update(step=10, fingerprint={"labels": ["joy"]}, files={
-        name: checkpointing._describe_file(checkpoint / name) for name in ("model.safetensors", "optimizer.bin")})
-    files.write_json(checkpoint / "state.json", {**state, "digest": checkpointing._digest(state)})
-    assert checkpointing.unusable(checkpoint) is None
+        name: checkpoints._describe_file(checkpoint / name) for name in ("model.safetensors", "optimizer.bin")})
+    files.write_json(checkpoint / "state.json", {**state, "digest": checkpoints._digest(state)})
+    assert checkpoints.unusable(checkpoint) is None
     return checkpoint
 
 
@@ -156,9 +157,9 @@ def test_any_state_json_is_a_reason_or_a_usable_checkpoint(state, raw, as_json):
             path.write_text(json.dumps(state))
         else:
             path.write_bytes(raw)
-        reason = checkpointing.unusable(checkpoint)
+        reason = checkpoints.unusable(checkpoint)
         assert isinstance(reason, str) and reason  # nothing generated matches the digest
-        assert checkpointing.latest_checkpoint(Path(folder)) == (None, [(checkpoint, reason)])
+        assert checkpoints.latest_checkpoint(Path(folder)) == (None, [(checkpoint, reason)])
 
 
 @FUZZ
@@ -174,7 +175,7 @@ def test_any_changed_byte_of_a_checkpoint_file_makes_it_unusable(position, flip,
         else:
             content[position] ^= flip
         weights.write_bytes(bytes(content))
-        assert checkpointing.unusable(checkpoint).startswith("model.safetensors ")
+        assert checkpoints.unusable(checkpoint).startswith("model.safetensors ")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def test_any_metrics_jsonl_is_truncated_without_error(lines, step):
         path = Path(folder) / "metrics.jsonl"
         path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
         plots._records(Path(folder))
-        rundir.truncate_metrics(path, after_step=step)
+        contract.truncate_metrics(path, after_step=step)
         assert all(json.loads(line)["step"] <= step for line in path.read_text().splitlines())
 
 
@@ -241,7 +242,7 @@ def test_any_resume_argument_opens_the_run_or_is_refused(resume, overwrite):
     cfg = config.load("distilbert", smoke=True)
     with tempfile.TemporaryDirectory() as folder:
         cfg.output_dir = str(Path(folder) / "run")
-        run = one_line_or_result(lambda: rundir._open(cfg, ["joy"], {}, overwrite, resume, notify=lambda _: None),
+        run = one_line_or_result(lambda: contract._open(cfg, ["joy"], {}, overwrite, resume, notify=lambda _: None),
                                  resume)
         if run is not None:
             run.close()

@@ -22,7 +22,7 @@ import psutil
 import pytest
 from conftest import ROOT, Ahead, error_lines, launch, launch_command, read_metrics, read_summary, wandb_run
 
-from emodist import checkpointing
+from emodist.rundir import checkpoints
 from emodist.runtime import errors
 
 pytestmark = pytest.mark.alone  # two-process launches (tests/conftest.py: `in_core_order`)
@@ -67,7 +67,7 @@ def signal_when(cmd: list[str], checkpoint: Path, sig: signal.Signals, env: dict
     names of the processes signalled)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 300
-    while not (checkpoint / checkpointing.STATE_FILE).exists():
+    while not (checkpoint / checkpoints.STATE_FILE).exists():
         assert proc.poll() is None, f"the run ended before {checkpoint.name}: {proc.stderr.read()[-3000:]}"
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -131,8 +131,8 @@ def test_sigterm_then_sigkill_then_resume_ends_like_the_uninterrupted_run(refere
     stderr, signalled = signal_when(cmd, run_dir / "checkpoints" / "step-20", signal.SIGTERM, env=wandb)
     assert "emodist: stopped by SIGTERM at step" in stderr, without_rank_tracebacks(stderr)
     assert "wandb-core" in signalled
-    stopped, _ = checkpointing.latest_checkpoint(run_dir)
-    state = checkpointing.read_state(stopped)
+    stopped, _ = checkpoints.latest_checkpoint(run_dir)
+    state = checkpoints.read_state(stopped)
     assert state["stopped_by"] == "SIGTERM" and 20 < state["step"] < 60
     assert not (run_dir / "summary.json").exists()
     # the stopped service lost what it had buffered: a new one logged every record again, into the same run
@@ -164,12 +164,12 @@ def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir):
     cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "distilbert", "--smoke",
            "--output-dir", str(run_dir), "train.max_steps=400", "train.save_every_steps=10"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not (run_dir / "checkpoints" / "step-10" / checkpointing.STATE_FILE).exists():
+    while not (run_dir / "checkpoints" / "step-10" / checkpoints.STATE_FILE).exists():
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == errors.EXIT_PREEMPTED
-    assert checkpointing.read_state(checkpointing.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
+    assert checkpoints.read_state(checkpoints.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
 
 
 def catches(pid: int, sig: signal.Signals) -> bool:
@@ -196,8 +196,8 @@ def test_a_scheduler_signal_while_the_model_loads_stops_the_run_after_its_first_
     assert said[0] == ("emodist: received SIGUSR1: the run is still loading: it stops after its first training "
                        "step, with a checkpoint")
     assert said[-1].startswith("emodist: stopped by SIGUSR1 at step 1: saved ")
-    checkpoint, _ = checkpointing.latest_checkpoint(run_dir)
-    assert checkpoint.name == "step-1" and checkpointing.read_state(checkpoint)["stopped_by"] == "SIGUSR1"
+    checkpoint, _ = checkpoints.latest_checkpoint(run_dir)
+    assert checkpoint.name == "step-1" and checkpoints.read_state(checkpoint)["stopped_by"] == "SIGUSR1"
 
 
 def test_a_ctrl_c_to_accelerate_s_launcher_alone_is_named_as_what_reaches_training(tmp_path, cache_dir):
@@ -209,7 +209,7 @@ def test_a_ctrl_c_to_accelerate_s_launcher_alone_is_named_as_what_reaches_traini
            "--smoke", "--output-dir", str(run_dir), "train.max_steps=400", "train.save_every_steps=10"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
-    while not (run_dir / "checkpoints" / "step-10" / checkpointing.STATE_FILE).exists():
+    while not (run_dir / "checkpoints" / "step-10" / checkpoints.STATE_FILE).exists():
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
@@ -219,22 +219,22 @@ def test_a_ctrl_c_to_accelerate_s_launcher_alone_is_named_as_what_reaches_traini
     assert ("emodist: received SIGTERM (under accelerate launch, also what a Ctrl-C to the launcher becomes): "
             "stopping at the next step boundary, after saving a checkpoint") in said, stderr[-3000:]
     assert said[-1].startswith("emodist: stopped by SIGTERM at step "), stderr[-3000:]
-    assert checkpointing.read_state(checkpointing.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
+    assert checkpoints.read_state(checkpoints.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
 
 
 def test_auto_skips_a_checkpoint_cut_short(references, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(references("distilbert", 1), run_dir)
-    checkpoints = run_dir / "checkpoints"
-    assert checkpointing.latest_checkpoint(run_dir) == (checkpoints / "step-60", [])
-    weights = checkpoints / "step-60" / "model.safetensors"
+    saved = run_dir / "checkpoints"
+    assert checkpoints.latest_checkpoint(run_dir) == (saved / "step-60", [])
+    weights = saved / "step-60" / "model.safetensors"
     size = weights.stat().st_size
     weights.write_bytes(weights.read_bytes()[: size // 2])  # a file cut short
-    (checkpoints / "step-80").mkdir()  # a directory with no state.json
-    (checkpoints / ".step-100.tmp").mkdir()  # a save that never finished
-    assert checkpointing.latest_checkpoint(run_dir) == (checkpoints / "step-40", [
-        (checkpoints / "step-80", "no state.json (a save that never finished)"),
-        (checkpoints / "step-60", f"model.safetensors is cut short or has grown ({size // 2:,} bytes, saved with {size:,})"),
+    (saved / "step-80").mkdir()  # a directory with no state.json
+    (saved / ".step-100.tmp").mkdir()  # a save that never finished
+    assert checkpoints.latest_checkpoint(run_dir) == (saved / "step-40", [
+        (saved / "step-80", "no state.json (a save that never finished)"),
+        (saved / "step-60", f"model.safetensors is cut short or has grown ({size // 2:,} bytes, saved with {size:,})"),
     ])
 
 
@@ -300,8 +300,8 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_p
                     "train.save_every_steps=1", "optim.lr=1e30", "optim.max_grad_norm=0", accelerate=False)
     assert result.returncode == errors.EXIT_DIVERGED
     [line] = error_lines(result)
-    last_good, _ = checkpointing.latest_checkpoint(run_dir)
-    bad_step = checkpointing.read_state(last_good)["step"] + 1
+    last_good, _ = checkpoints.latest_checkpoint(run_dir)
+    bad_step = checkpoints.read_state(last_good)["step"] + 1
     assert line == (f"emodist: error: the training loss became NaN or infinite at step {bad_step} (epoch 0); the last "
                     f"good checkpoint, {last_good}, is kept. Start again with a lower optim.lr or with clipping "
                     "(optim.max_grad_norm)")
@@ -320,8 +320,8 @@ def test_a_divergence_under_ddp_stops_every_rank_with_one_line(tmp_path, cache_d
     assert result.returncode == 1  # torchrun's code for any failure
     [line] = error_lines(result)
     assert "emodist: error on rank" not in result.stderr  # rank 1 is ended while it waits to report
-    last_good, _ = checkpointing.latest_checkpoint(run_dir)
-    bad_step = checkpointing.read_state(last_good)["step"] + 1
+    last_good, _ = checkpoints.latest_checkpoint(run_dir)
+    bad_step = checkpoints.read_state(last_good)["step"] + 1
     assert line.startswith(f"emodist: error: the training loss became NaN or infinite at step {bad_step} (epoch 0)")
     assert f"traceback : {line}" in result.stderr[result.stderr.index("Root Cause"):]
     assert not (run_dir / "summary.json").exists()

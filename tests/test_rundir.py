@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, launch, read_metrics, read_summary, snapshot, train_in_process
 
-from emodist import checkpointing, rundir
+from emodist.rundir import checkpoints, contract
 from emodist.runtime import errors, files
 
 SMOKE = ["--variant", "distilbert", "--smoke"]
@@ -154,10 +154,10 @@ def test_nothing_of_the_run_changes_before_its_checkpoint_has_loaded(run_copy):
 
     checkpoint = run_copy / "checkpoints" / "step-20"
     save_file({"something.else": torch.zeros(3)}, str(checkpoint / "model.safetensors"))
-    state = checkpointing.read_state(checkpoint)
-    state["files"]["model.safetensors"] = checkpointing._describe_file(checkpoint / "model.safetensors")
-    files.write_json(checkpoint / "state.json", {**state, "digest": checkpointing._digest(state)})
-    assert checkpointing.unusable(checkpoint) is None
+    state = checkpoints.read_state(checkpoint)
+    state["files"]["model.safetensors"] = checkpoints._describe_file(checkpoint / "model.safetensors")
+    files.write_json(checkpoint / "state.json", {**state, "digest": checkpoints._digest(state)})
+    assert checkpoints.unusable(checkpoint) is None
     before = snapshot(run_copy)
     code, _, stderr = train_in_process(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=30",
                                        "--resume", "auto")
@@ -242,7 +242,7 @@ def read_only_dir(tmp_path):
 
 
 def edited(checkpoint: Path, change) -> Path:
-    state = checkpointing.read_state(checkpoint)
+    state = checkpoints.read_state(checkpoint)
     change(state)
     (checkpoint / "state.json").write_text(json.dumps(state))
     return checkpoint
@@ -256,16 +256,16 @@ def edited(checkpoint: Path, change) -> Path:
 ])
 def test_an_edited_state_json_makes_its_checkpoint_unusable(run_copy, change, reason):
     checkpoint = edited(run_copy / "checkpoints" / "step-20", change)
-    assert checkpointing.unusable(checkpoint).startswith(reason)
-    assert checkpointing.latest_checkpoint(run_copy)[0] == run_copy / "checkpoints" / "step-10"
+    assert checkpoints.unusable(checkpoint).startswith(reason)
+    assert checkpoints.latest_checkpoint(run_copy)[0] == run_copy / "checkpoints" / "step-10"
 
 
 def test_a_state_json_that_is_not_json_is_a_reason_not_a_traceback(run_copy):
     checkpoint = run_copy / "checkpoints" / "step-20"
     (checkpoint / "state.json").write_text("{not json")
-    assert checkpointing.unusable(checkpoint) == "its state.json does not read (JSONDecodeError)"
+    assert checkpoints.unusable(checkpoint) == "its state.json does not read (JSONDecodeError)"
     (checkpoint / "state.json").write_text("[]")
-    assert checkpointing.unusable(checkpoint).startswith("its state.json lacks step, epoch, batches_in_epoch")
+    assert checkpoints.unusable(checkpoint).startswith("its state.json lacks step, epoch, batches_in_epoch")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -285,10 +285,10 @@ def write_lock(run_dir: Path, age_s: float = 0, **holder) -> Path:
 def test_a_lock_held_on_another_host_is_respected_until_its_heartbeat_stops(tmp_path):
     write_lock(tmp_path / "run", age_s=60)
     with pytest.raises(errors.UsageError, match=r"is in use by another emodist launch \(pid 1 on node7, since "):
-        rundir.RunLock.acquire(tmp_path / "run")
-    write_lock(tmp_path / "run", age_s=rundir.RunLock.STALE_S + 60)
+        contract.RunLock.acquire(tmp_path / "run")
+    write_lock(tmp_path / "run", age_s=contract.RunLock.STALE_S + 60)
     notices = []
-    lock = rundir.RunLock.acquire(tmp_path / "run", notify=notices.append)
+    lock = contract.RunLock.acquire(tmp_path / "run", notify=notices.append)
     assert notices == [f"emodist: took over the lock of {tmp_path / 'run'}: its holder on node7 has not been seen "
                        "for 6 minutes"]
     lock.release()
@@ -301,7 +301,7 @@ def test_a_lock_of_an_ended_process_on_this_host_is_taken_over(tmp_path):
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     write_lock(tmp_path / "run", host=socket.gethostname(), pid=int(ended.stdout))
     notices = []
-    rundir.RunLock.acquire(tmp_path / "run", notify=notices.append).release()
+    contract.RunLock.acquire(tmp_path / "run", notify=notices.append).release()
     assert notices == [f"emodist: took over the lock of {tmp_path / 'run'}: its process {int(ended.stdout)} on this "
                        "host has ended"]
 
@@ -311,10 +311,10 @@ def test_a_requeued_slurm_job_takes_over_the_lock_of_its_earlier_run(tmp_path, m
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
     with pytest.raises(errors.UsageError, match="SLURM job 4242"):  # the same run of the job: still running
-        rundir.RunLock.acquire(tmp_path / "run")
+        contract.RunLock.acquire(tmp_path / "run")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     notices = []
-    rundir.RunLock.acquire(tmp_path / "run", notify=notices.append).release()
+    contract.RunLock.acquire(tmp_path / "run", notify=notices.append).release()
     assert notices == [f"emodist: took over the lock of {tmp_path / 'run'}: it was held by an earlier run of SLURM "
                        "job 4242, which SLURM ended before requeueing it"]
 
@@ -323,18 +323,18 @@ def test_a_lock_being_written_is_respected_for_a_minute(tmp_path):
     path = write_lock(tmp_path / "run")
     path.write_text("")
     with pytest.raises(errors.UsageError, match=r"in use by another emodist launch \(a lock being written\)"):
-        rundir.RunLock.acquire(tmp_path / "run")
+        contract.RunLock.acquire(tmp_path / "run")
     os.utime(path, (time.time() - 120, time.time() - 120))
-    rundir.RunLock.acquire(tmp_path / "run", notify=lambda _: None).release()
+    contract.RunLock.acquire(tmp_path / "run", notify=lambda _: None).release()
 
 
 def test_a_live_lock_is_never_released_by_another_holder(tmp_path):
-    mine = rundir.RunLock.acquire(tmp_path / "run")
+    mine = contract.RunLock.acquire(tmp_path / "run")
     try:
         path = tmp_path / "run" / ".emodist-lock"
         holder = json.loads(path.read_text())
         assert holder["pid"] == os.getpid() and holder["token"] == mine.token
-        other = rundir.RunLock(path, token="someone else")  # a release by a holder of another token
+        other = contract.RunLock(path, token="someone else")  # a release by a holder of another token
         other.release()
         assert path.exists()
     finally:

@@ -13,8 +13,9 @@ import pytest
 from conftest import snapshot
 from test_checkpointing import TOPOLOGY, make_checkpoint
 
-from emodist import checkpointing, config, rundir
-from emodist.rundir import MARKER, Contents
+from emodist import config
+from emodist.rundir import checkpoints, contract
+from emodist.rundir.contract import MARKER, Contents
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
 
@@ -25,10 +26,10 @@ def settings(path: Path | None, *overrides: str):
     return config.load("distilbert", smoke=True, overrides=[*( [f"output_dir={path}"] if path else []), *overrides])
 
 
-def start(path: Path | None, resume: str = "none", overwrite: bool = False, *overrides: str) -> tuple[rundir.Run, list]:
+def start(path: Path | None, resume: str = "none", overwrite: bool = False, *overrides: str) -> tuple[contract.Run, list]:
     """rundir's decision for `path` (the lock released at once), and what it said."""
     said = []
-    run = rundir._open(settings(path, *overrides), LABELS, TOPOLOGY, overwrite, resume, said.append)
+    run = contract._open(settings(path, *overrides), LABELS, TOPOLOGY, overwrite, resume, said.append)
     run.close()
     assert path is None or run.path == path
     return run, said
@@ -44,14 +45,14 @@ def refused(path: Path | None, resume: str = "none", overwrite: bool = False, *o
     return str(error.value)
 
 
-def a_run(path: Path, *, checkpoints=(), finished: bool = False, steps: int = 512, **files: str) -> Path:
+def a_run(path: Path, *, saved=(), finished: bool = False, steps: int = 512, **files: str) -> Path:
     """A run directory as emodist leaves it: config.yaml, the marker, metrics, checkpoints, maybe a summary."""
     path.mkdir(parents=True)
     config.dump(settings(path), path / "config.yaml")
     (path / MARKER).write_text('{"emodist_run": 1}\n')
     (path / "metrics.jsonl").write_text('{"step": 1, "train/loss": 0.7}\n')
-    for step in checkpoints:
-        make_checkpoint(path, step, fingerprint=checkpointing.fingerprint(settings(path), LABELS))
+    for step in saved:
+        make_checkpoint(path, step, fingerprint=checkpoints.fingerprint(settings(path), LABELS))
     if finished:
         (path / "summary.json").write_text(json.dumps({"train": {"steps": steps}}))
     for name, text in files.items():
@@ -79,7 +80,7 @@ def test_a_directory_of_other_files_is_refused_by_every_mode(tmp_path):
 
 
 def test_a_run_is_never_replaced_by_a_plain_start(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20])
+    path = a_run(tmp_path / "run", saved=[20])
     assert refused(path) == (f"--output-dir {path} already holds a run (checkpoints, metrics.jsonl): continue it with "
                              "--resume auto, choose a new --output-dir, or pass --overwrite to move it aside")
 
@@ -95,7 +96,7 @@ def test_a_run_from_before_the_marker_is_still_a_run(tmp_path):
 
 
 def test_overwrite_moves_the_run_aside_whole_and_says_where(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20], finished=True)
+    path = a_run(tmp_path / "run", saved=[20], finished=True)
     before = snapshot(path)
     run, said = start(path, overwrite=True)
     [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
@@ -108,17 +109,17 @@ def test_overwrite_moves_the_run_aside_whole_and_says_where(tmp_path):
 def test_moving_aside_twice_in_one_second_takes_a_free_name(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
-    aside = rundir.move_aside(first)
+    aside = contract.move_aside(first)
     second.mkdir()
     second.rename(first)
     (first / "x").write_text("second")
-    again = rundir.move_aside(first)
+    again = contract.move_aside(first)
     assert again != aside and again.name.startswith(aside.name) and again.name.endswith("-1")
     assert (again / "x").read_text() == "second" and not first.exists()
 
 
 def test_overwrite_and_resume_auto_are_refused_together(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20])
+    path = a_run(tmp_path / "run", saved=[20])
     assert refused(path, "auto", True) == ("--overwrite with --resume auto: --overwrite moves the run aside, --resume "
                                            "continues it: choose one")
 
@@ -135,7 +136,7 @@ def test_resume_auto_starts_a_run_that_is_not_there_yet(tmp_path):
 
 
 def test_resume_auto_takes_the_newest_checkpoint_that_verifies_and_says_which_it_skipped(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20, 40])
+    path = a_run(tmp_path / "run", saved=[20, 40])
     (path / "checkpoints" / "step-40" / "weights.bin").write_bytes(b"1")
     before = snapshot(path)
     run, said = start(path, "auto")
@@ -147,20 +148,20 @@ def test_resume_auto_takes_the_newest_checkpoint_that_verifies_and_says_which_it
 
 
 def test_resume_auto_refuses_a_checkpoint_of_other_settings(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20])
+    path = a_run(tmp_path / "run", saved=[20])
     assert refused(path, "auto", False, "optim.lr=0.5").startswith(
         f"--resume auto: {path / 'checkpoints' / 'step-20'} was trained with other settings: optim.lr=")
 
 
 def test_a_finished_run_of_the_same_length_is_left_as_it_is(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20], finished=True)
+    path = a_run(tmp_path / "run", saved=[20], finished=True)
     before = snapshot(path)
     run, _ = start(path, "auto")
     assert run.finished and snapshot(path) == before
 
 
 def test_a_finished_run_made_longer_trains_on_from_its_last_checkpoint(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20], finished=True)
+    path = a_run(tmp_path / "run", saved=[20], finished=True)
     run, _ = start(path, "auto", False, "train.max_steps=900")
     assert run.checkpoint == path / "checkpoints" / "step-20" and not run.finished
 
@@ -189,7 +190,7 @@ def test_a_run_stopped_before_its_first_checkpoint_with_other_settings_is_refuse
 
 
 def test_nothing_to_resume_beside_outputs_of_value_is_refused_saying_why(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20], **{"thresholds.json": "{}"})
+    path = a_run(tmp_path / "run", saved=[20], **{"thresholds.json": "{}"})
     (path / "checkpoints" / "step-20" / "state.json").unlink()
     assert refused(path, "auto") == (
         f"--resume auto: no complete checkpoint in {path} (step-20: no state.json (a save that never finished)), and "
@@ -203,7 +204,7 @@ def test_nothing_to_resume_beside_outputs_of_value_is_refused_saying_why(tmp_pat
 
 
 def test_a_named_checkpoint_must_be_one_and_must_verify(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20])
+    path = a_run(tmp_path / "run", saved=[20])
     for named in (path / "model", path / "checkpoints" / "model", path / "model" / "step-20"):
         assert refused(path, str(named)) == (f"--resume {named}: not a checkpoint directory (expected "
                                              "<run>/checkpoints/step-N): name one, or pass --resume auto with --output-dir")
@@ -214,7 +215,7 @@ def test_a_named_checkpoint_must_be_one_and_must_verify(tmp_path):
 
 
 def test_a_named_checkpoint_resumes_its_own_run_and_overwrite_may_not_move_it(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20, 40])
+    path = a_run(tmp_path / "run", saved=[20, 40])
     named = path / "checkpoints" / "step-20"
     run, _ = start(path, str(named))
     assert run.checkpoint == named and run.fork_of is None
@@ -223,11 +224,11 @@ def test_a_named_checkpoint_resumes_its_own_run_and_overwrite_may_not_move_it(tm
 
 
 def test_a_named_checkpoint_forks_into_a_new_directory_but_never_over_a_run(tmp_path):
-    source = a_run(tmp_path / "run", checkpoints=[20])
+    source = a_run(tmp_path / "run", saved=[20])
     named = source / "checkpoints" / "step-20"
     run, _ = start(tmp_path / "fork", str(named))
     assert run.checkpoint == named and run.fork_of == source
-    taken = a_run(tmp_path / "taken", checkpoints=[20])
+    taken = a_run(tmp_path / "taken", saved=[20])
     assert refused(taken, str(named)) == (
         f"--resume {named} starts a new run in --output-dir {taken}, which already holds {MARKER}, checkpoints, "
         "config.yaml, metrics.jsonl: choose a new or empty --output-dir, or pass --overwrite to move that aside")
@@ -236,19 +237,19 @@ def test_a_named_checkpoint_forks_into_a_new_directory_but_never_over_a_run(tmp_
 def test_truncating_metrics_keeps_the_steps_up_to_the_checkpoint_and_stops_at_a_cut_line(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 2, "x": 1}\n')
-    rundir.truncate_metrics(metrics, after_step=2)
+    contract.truncate_metrics(metrics, after_step=2)
     assert metrics.read_text() == '{"step": 1}\n{"step": 2}\n{"step": 2, "x": 1}\n'
     metrics.write_text('{"step": 1}\n{"ste')  # killed mid-line
-    rundir.truncate_metrics(metrics, after_step=5)
+    contract.truncate_metrics(metrics, after_step=5)
     assert metrics.read_text() == '{"step": 1}\n'
-    rundir.truncate_metrics(tmp_path / "none.jsonl", after_step=1)
+    contract.truncate_metrics(tmp_path / "none.jsonl", after_step=1)
     assert not (tmp_path / "none.jsonl").exists()
 
 
 def test_restored_keeps_the_summary_it_replaces_and_writes_this_config(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20], finished=True, steps=64)
+    path = a_run(tmp_path / "run", saved=[20], finished=True, steps=64)
     (path / "metrics.jsonl").write_text('{"step": 20}\n{"step": 21}\n')
-    run = rundir.Run(path, path / "checkpoints" / "step-20")
+    run = contract.Run(path, path / "checkpoints" / "step-20")
     run.restored(settings(path, "train.max_steps=99"), 20)
     assert (path / "metrics.jsonl").read_text() == '{"step": 20}\n'
     assert json.loads((path / "summary.step-64.json").read_text()) == {"train": {"steps": 64}}
@@ -267,22 +268,22 @@ def test_json_is_written_whole_with_null_for_what_json_cannot_hold(tmp_path):
 
 
 def test_the_default_run_directory_names_the_variant_and_sorts_smoke_runs_together():
-    assert re.fullmatch(r"runs/distilbert-20\d{6}-\d{6}", rundir.default_run_dir(config.load("distilbert")))
+    assert re.fullmatch(r"runs/distilbert-20\d{6}-\d{6}", contract.default_run_dir(config.load("distilbert")))
     assert re.fullmatch(r"runs/smoke-distilbert-20\d{6}-\d{6}",
-                        rundir.default_run_dir(config.load("distilbert", smoke=True)))
+                        contract.default_run_dir(config.load("distilbert", smoke=True)))
 
 
 def test_a_start_without_an_output_dir_makes_the_default_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     said = []
-    run = rundir._open(settings(None), LABELS, TOPOLOGY, False, "none", said.append)
+    run = contract._open(settings(None), LABELS, TOPOLOGY, False, "none", said.append)
     run.close()
     assert re.fullmatch(r"runs/smoke-distilbert-20\d{6}-\d{6}", str(run.path)) and (run.path / "config.yaml").is_file()
 
 
 def test_moved_aside_names_carry_the_time(tmp_path):
     (tmp_path / "run").mkdir()
-    assert re.fullmatch(r"run\.replaced-20\d{6}-\d{6}", rundir.move_aside(tmp_path / "run").name)
+    assert re.fullmatch(r"run\.replaced-20\d{6}-\d{6}", contract.move_aside(tmp_path / "run").name)
 
 
 @pytest.mark.parametrize("output", ["metrics.jsonl", "summary.json", "checkpoints"])
@@ -294,17 +295,17 @@ def test_a_run_from_before_the_marker_is_known_by_any_of_its_outputs(tmp_path, o
 
 
 def test_a_fork_takes_the_history_of_its_source_up_to_the_checkpoint(tmp_path):
-    source = a_run(tmp_path / "run", checkpoints=[20])
+    source = a_run(tmp_path / "run", saved=[20])
     (source / "metrics.jsonl").write_text('{"step": 10}\n{"step": 20}\n{"step": 30}\n')
     fork = tmp_path / "fork"
     fork.mkdir()
-    rundir.Run(fork, source / "checkpoints" / "step-20", fork_of=source).restored(settings(fork), 20)
+    contract.Run(fork, source / "checkpoints" / "step-20", fork_of=source).restored(settings(fork), 20)
     assert (fork / "metrics.jsonl").read_text() == '{"step": 10}\n{"step": 20}\n'
     assert (source / "metrics.jsonl").read_text().count("step") == 3  # the source keeps its own
 
 
 def test_nothing_to_resume_names_every_checkpoint_it_skipped(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20, 40])
+    path = a_run(tmp_path / "run", saved=[20, 40])
     for step in (20, 40):
         (path / "checkpoints" / f"step-{step}" / "state.json").unlink()
     assert refused(path, "auto").startswith(
@@ -313,7 +314,7 @@ def test_nothing_to_resume_names_every_checkpoint_it_skipped(tmp_path):
 
 
 def test_a_named_checkpoint_of_other_settings_is_refused_naming_it(tmp_path):
-    path = a_run(tmp_path / "run", checkpoints=[20])
+    path = a_run(tmp_path / "run", saved=[20])
     named = path / "checkpoints" / "step-20"
     assert refused(path, str(named), False, "optim.lr=0.5").startswith(
         f"--resume {named}: it was trained with other settings: optim.lr=")
@@ -325,9 +326,9 @@ def test_the_lock_of_a_launch_that_ended_is_taken_over_and_said_so(tmp_path):
 
     import psutil
 
-    from emodist.runlock import LOCK
+    from emodist.rundir.lock import LOCK
 
-    path = a_run(tmp_path / "run", checkpoints=[20])
+    path = a_run(tmp_path / "run", saved=[20])
     ended = subprocess.Popen(["true"])
     ended.wait()
     (path / LOCK).write_text(json.dumps({"token": "t", "host": socket.gethostname(), "pid": ended.pid,
@@ -346,17 +347,17 @@ def test_json_is_written_indented_for_people_to_read(tmp_path):
 def test_truncating_metrics_reads_past_bytes_that_are_not_utf8(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_bytes(b'{"step": 1, "note": "caf\xe9"}\n{"step": 2}\n')
-    rundir.truncate_metrics(metrics, after_step=1)
+    contract.truncate_metrics(metrics, after_step=1)
     assert metrics.read_text(encoding="utf-8") == '{"step": 1, "note": "caf\ufffd"}\n'
 
 
 def test_moving_aside_gives_up_after_100_names_in_one_second(tmp_path, monkeypatch):
-    monkeypatch.setattr(rundir.time, "strftime", lambda _: "20261203-120000")
+    monkeypatch.setattr(contract.time, "strftime", lambda _: "20261203-120000")
     (tmp_path / "run").mkdir()
     for attempt in range(100):
         (tmp_path / ("run.replaced-20261203-120000" + (f"-{attempt}" if attempt else ""))).mkdir()
     with pytest.raises(UsageError) as error:
-        rundir.move_aside(tmp_path / "run")
+        contract.move_aside(tmp_path / "run")
     assert str(error.value) == f"--overwrite: could not find a free name beside {tmp_path / 'run'} to move it to"
     assert (tmp_path / "run").is_dir()
 
@@ -372,9 +373,9 @@ def test_a_listing_shows_five_names_and_counts_the_rest(tmp_path):
 
 def test_closing_a_run_twice_releases_its_lock_once(tmp_path):
     """The entry script closes the run in a finally: a close after an earlier one must be a no-op."""
-    from emodist.runlock import LOCK
+    from emodist.rundir.lock import LOCK
 
-    run = rundir._open(settings(tmp_path / "run"), LABELS, TOPOLOGY, False, "none", print)
+    run = contract._open(settings(tmp_path / "run"), LABELS, TOPOLOGY, False, "none", print)
     assert (run.path / LOCK).exists()
     run.close()
     run.close()

@@ -1,6 +1,6 @@
 """The run directory: what a start, a resume or an overwrite may do with the files already there.
 
-    run = rundir.open_run(cfg, accelerator, labels, topology, overwrite=False, resume="auto")
+    run = contract.open_run(cfg, accelerator, labels, topology, overwrite=False, resume="auto")
     run.path, run.checkpoint, run.finished    # where; the checkpoint to go on from (None: step 0); nothing to do
     run.restored(cfg, step)                   # main process, once that checkpoint has loaded
     run.close()                               # releases the lock
@@ -20,7 +20,7 @@ A user who trains for hours never loses a run to a mistyped command:
   target must be new, empty, or a fork that stopped before it trained (or moved aside by `--overwrite`).
   A checkpoint at the run's last step has nothing left to train and is refused (`training.restore`).
 - Nothing of a run is changed before the checkpoint it resumes from has loaded (`Run.restored`).
-- One launch at a time: the main process holds the directory's lock (`emodist.runlock`) for the whole run.
+- One launch at a time: the main process holds the directory's lock (`emodist.rundir.lock`) for the whole run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from pathlib import Path
 
 from emodist import config as config_mod
 from emodist.config import RunConfig
-from emodist.runlock import LOCK, RunLock
+from emodist.rundir import checkpoints
+from emodist.rundir.lock import LOCK, RunLock
 from emodist.runtime.errors import UsageError
 
 MARKER = ".emodist-run"
@@ -116,8 +117,6 @@ def open_run(cfg: RunConfig, accelerator, labels: list[str], topology: dict, ove
 
 
 def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, resume: str, notify) -> Run:
-    from emodist import checkpointing
-
     named = Path(resume) if resume not in ("none", "auto") else None
     if resume == "auto" and not cfg.output_dir:
         raise UsageError("--resume auto continues the run in --output-dir, and none was given: add --output-dir "
@@ -135,10 +134,10 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
         raise UsageError(f"--overwrite would move aside {path}, whose checkpoint --resume {named} names: drop "
                          "--overwrite, or resume into a new --output-dir")
     if named is not None:  # a named checkpoint must be usable before anything is locked, moved or written
-        reason = checkpointing.unusable(named)
+        reason = checkpoints.unusable(named)
         if reason:
             raise UsageError(f"--resume {named}: {reason}: name another checkpoint, or pass --resume auto")
-        checkpointing.check_resumable(named, checkpointing.read_state(named), checkpointing.fingerprint(cfg, labels),
+        checkpoints.check_resumable(named, checkpoints.read_state(named), checkpoints.fingerprint(cfg, labels),
                                       topology)
 
     lock = RunLock.acquire(path, notify)
@@ -170,8 +169,6 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
 def _decide(cfg: RunConfig, labels: list[str], topology: dict, path: Path, contents: Contents, resume: str,
             named: Path | None, forked: bool, notify) -> Run:
     """The Run this launch makes of `path` (no file is changed here); UsageError if it cannot."""
-    from emodist import checkpointing
-
     trained = contents.trained()
     if named is not None:
         if forked and trained:  # only a fork that stopped before it trained may be started again
@@ -189,17 +186,17 @@ def _decide(cfg: RunConfig, labels: list[str], topology: dict, path: Path, conte
     if not contents.entries:
         notify(f"emodist: no run in {path} yet: starting it (--resume auto)")
         return Run(path)
-    checkpoint, skipped = checkpointing.latest_checkpoint(path)
+    checkpoint, skipped = checkpoints.latest_checkpoint(path)
     for candidate, reason in skipped:
         notify(f"emodist: skipped checkpoint {candidate}: {reason}")
-    current = checkpointing.fingerprint(cfg, labels)
+    current = checkpoints.fingerprint(cfg, labels)
     if checkpoint is not None:
-        checkpointing.check_resumable(checkpoint, checkpointing.read_state(checkpoint), current, topology, "auto")
+        checkpoints.check_resumable(checkpoint, checkpoints.read_state(checkpoint), current, topology, "auto")
     finished = "summary.json" in trained
     if finished or checkpoint is None:
         earlier = _saved_config(path)
         if earlier is not None and checkpoint is None:  # a checkpoint was compared above; else the config
-            changed = checkpointing.differences(checkpointing.fingerprint(earlier, labels), current)
+            changed = checkpoints.differences(checkpoints.fingerprint(earlier, labels), current)
             if changed:
                 raise UsageError(f"--resume auto: {path} was started with other settings: {changed}: resume with "
                                  "its settings (--config on its config.yaml), or start a new run in a new --output-dir")
