@@ -75,7 +75,7 @@ def main() -> int:
     from transformers import pipeline
     from transformers.utils import logging
 
-    from emodist.inference import Classifier
+    from emodist.serve.inference import Classifier
 
     logging.set_verbosity_error()
     texts = texts_of(args.data_dir, args.texts)

@@ -58,7 +58,7 @@ def run_emodist(data_dir: Path, settings: list[str], work: Path) -> dict:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
     perf = json.loads((run_dir / "summary.json").read_text())["perf"]
     from emodist import data
-    from emodist.inference import Classifier
+    from emodist.serve.inference import Classifier
 
     cfg = variant_config(data_dir, settings)
     emotions = data.load(cfg.data, seed=cfg.train.seed)

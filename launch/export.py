@@ -5,7 +5,7 @@
     python launch/export.py runs/<run> --push-to-hub me/emotions --dry-run      # list what would be sent
 
 The directory loads with `transformers.pipeline("text-classification", model=DIR, top_k=None)` and with
-`launch/predict.py DIR`; LoRA adapters are merged into their base (see emodist/export.py). The upload
+`launch/predict.py DIR`; LoRA adapters are merged into their base (see emodist/serve/export.py). The upload
 (huggingface_hub create_repo + upload_folder) takes its token from HF_TOKEN; without one, or offline, it
 is refused in one line before anything is sent. Exit codes: 0 done, 2 refused (one line says why).
 """
@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emodist import config, export
+    from emodist import config
     from emodist.report.console import Console
+    from emodist.serve import export
 
     if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
         raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and KB, "

@@ -59,8 +59,9 @@ def predict(args: argparse.Namespace) -> int:
                                ("--max-length", args.max_length, 8)):
         if value < least:
             raise errors.UsageError(f"{flag} {value}: must be >= {least}")
-    from emodist.inference import Classifier, Texts, Writer, device_of, model_dir_of, read_texts
     from emodist.report.console import Console
+    from emodist.serve.inference import Classifier, device_of, model_dir_of
+    from emodist.serve.textio import Texts, Writer, read_texts
 
     Console.quiet_libraries()
 

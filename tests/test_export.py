@@ -176,7 +176,7 @@ def test_a_repo_id_that_is_not_one_and_a_dry_run_without_a_push_are_refused_firs
 
 
 def test_the_model_card_says_what_a_short_run_on_a_subset_trained_on():
-    from emodist import export
+    from emodist.serve import export
 
     cfg = config.load("minilm", overrides=["data.max_train_examples=1000", "train.max_steps=32"])
     summary = {"train": {"steps": 32, "epochs": 1.0, "examples": 1000}, "perf": {"sessions": 3}}

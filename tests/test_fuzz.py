@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from emodist import config, data
 from emodist.config import DataConfig
 from emodist.data import readers
-from emodist.inference import read_texts
 from emodist.report import compare
 from emodist.rundir import checkpoints, contract
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
+from emodist.serve.textio import read_texts
 
 # The same 150 cases per fuzzer on every run (the profile in conftest.py; CI stays deterministic). To search
 # further: pytest tests/test_fuzz.py --hypothesis-profile=explore (3,000 random cases each)
@@ -211,7 +211,7 @@ def test_any_summary_is_compared_or_refused(summary):
 @FUZZ
 @given(summary=JSON, card=st.booleans())
 def test_any_summary_is_exported_or_refused(summary, card):
-    from emodist import export
+    from emodist.serve import export
 
     with tempfile.TemporaryDirectory() as folder:
         run_dir = Path(folder)

@@ -1,4 +1,4 @@
-"""Batch inference (`emodist.inference.Classifier`) on the exported models of real smoke runs: the same
+"""Batch inference (`emodist.serve.inference.Classifier`) on the exported models of real smoke runs: the same
 probabilities as the model run on one text at a time, in the order given, labels cut at the run's tuned
 thresholds."""
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from emodist import config, data
-from emodist.inference import Classifier
 from emodist.scoring import thresholds
+from emodist.serve.inference import Classifier
 
 
 @pytest.fixture(params=["distilbert", "gemma-lora"])  # a full model and an adapter on its base

@@ -1,5 +1,5 @@
 """launch/predict.py on the exported models of real smoke runs (a full model and an adapter), as a user
-runs it, and the input readers behind it (`emodist.inference.read_texts`) on every input form."""
+runs it, and the input readers behind it (`emodist.serve.textio.read_texts`) on every input form."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import pytest
 from conftest import ROOT, error_lines
 
 from emodist import config, data
-from emodist.inference import Classifier, read_texts
 from emodist.runtime.errors import UsageError
+from emodist.serve.inference import Classifier
+from emodist.serve.textio import read_texts
 
 
 def predict(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

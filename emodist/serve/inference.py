@@ -9,28 +9,18 @@ their own longest text; results come back in the order of the input. No autograd
 Labels are those whose probability reaches their threshold: the per-label thresholds tuned on dev
 (model/thresholds.json) when the run wrote them, else 0.5. On a GPU with bf16 the model runs under bf16
 autocast.
-
-`read_texts` and `Writer` are launch/predict.py's input and output: texts from a .txt/.csv/.jsonl file or
-standard input (empty entries counted and left out, undecodable bytes and bad rows named by file and
-line), predictions as JSON lines or CSV, flushed chunk by chunk.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 import torch
 
 from emodist.data import sampling
-from emodist.runtime.errors import UsageError, utf8_text
+from emodist.runtime.errors import UsageError
 from emodist.scoring import thresholds
 
 
@@ -97,10 +87,6 @@ class Classifier:
         return [[label for label, on in zip(self.labels, row, strict=True) if on] for row in chosen]
 
 
-# ---------------------------------------------------------------------------------------------------
-# Texts in, predictions out (launch/predict.py)
-
-
 def device_of(name: str) -> torch.device:
     """The torch device `--device` names; UsageError for one this machine does not have."""
     try:
@@ -126,94 +112,3 @@ def model_dir_of(path: Path) -> Path:
             return candidate
     raise UsageError(f"{path}: no model here (no config.json in it or in {path / 'model'}): pass a run's model/ "
                      "directory, a run directory, or an exported model")
-
-
-@dataclass
-class Texts:
-    texts: list[str]
-    skipped: int
-    """Empty (or whitespace-only) entries left out."""
-    source: str
-
-
-def read_texts(path: str | None, column: str = "text") -> Texts:
-    """The texts of `path`: `.csv` (the `column` column), `.jsonl` (the `column` field of each object), or
-    any other file, and standard input for `path=None` or "-", as one text per line. Empty entries are left
-    out and counted. UsageError, naming the file and line, for text that is not UTF-8, bad JSON or CSV, or
-    a missing column."""
-    source = "<stdin>" if path in (None, "-") else path
-    if source == "<stdin>":
-        raw = sys.stdin.buffer.read()
-    else:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as err:
-            raise UsageError(f"{path}: cannot read it ({err.strerror})") from None
-    text = utf8_text(raw, source, f"convert it first, e.g. iconv -f latin1 -t utf-8 {source}")
-    suffix = Path(source).suffix.lower()
-    if suffix == ".csv":
-        values = _csv_column(text, column, source)
-    elif suffix == ".jsonl":
-        values = _jsonl_field(text, column, source)
-    else:
-        values = text.splitlines()
-    kept = [v for v in values if v.strip()]
-    return Texts(kept, len(values) - len(kept), source)
-
-
-def _csv_column(text: str, column: str, source: str) -> list[str]:
-    rows = csv.DictReader(io.StringIO(text, newline=""))
-    if rows.fieldnames is None or column not in rows.fieldnames:
-        raise UsageError(f"{source}:1: no column {column!r} (columns: {', '.join(map(repr, rows.fieldnames or []))}); "
-                         "choose one with --column")
-    try:
-        return [row[column] or "" for row in rows]
-    except csv.Error as err:
-        raise UsageError(f"{source}:{rows.line_num}: {err}") from None
-
-
-def _jsonl_field(text: str, key: str, source: str) -> list[str]:
-    values = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            values.append("")
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{source}:{number}: not JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise UsageError(f"{source}:{number}: a JSON {type(record).__name__}, not an object with a text field "
-                             f"{key!r}: write one object per line")
-        if key not in record:
-            raise UsageError(f"{source}:{number}: no text field {key!r} (fields: {', '.join(map(repr, record))}); "
-                             "choose one with --column")
-        if not isinstance(record[key], str):
-            raise UsageError(f"{source}:{number}: field {key!r} holds {record[key]!r}, not a text")
-        values.append(record[key])
-    return values
-
-
-class Writer:
-    """Predictions as JSON lines ({"text", "labels", "scores", "top"}) or CSV (text, labels joined by
-    ";", one score column per label, "top"), flushed after every chunk so that what is done stays done."""
-
-    def __init__(self, stream: TextIO, labels: list[str], fmt: str, top_k: int = 0):
-        self.stream, self.labels, self.fmt, self.top_k = stream, labels, fmt, top_k
-        if fmt == "csv":
-            self.csv = csv.writer(stream)
-            self.csv.writerow(["text", "labels", *labels, *(["top"] if top_k else [])])
-
-    def write(self, texts: list[str], probabilities: np.ndarray, labels: list[list[str]]) -> None:
-        for text, row, chosen in zip(texts, probabilities, labels, strict=True):
-            scores = {label: round(float(p), 6) for label, p in zip(self.labels, row, strict=True)}
-            top = sorted(scores.items(), key=lambda item: -item[1])[:self.top_k]
-            if self.fmt == "csv":
-                self.csv.writerow([text, ";".join(chosen), *scores.values(),
-                                   *([";".join(f"{name}:{p}" for name, p in top)] if self.top_k else [])])
-            else:
-                record = {"text": text, "labels": chosen, "scores": scores}
-                if self.top_k:
-                    record["top"] = [{"label": name, "score": p} for name, p in top]
-                self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.stream.flush()
