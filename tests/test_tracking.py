@@ -78,3 +78,27 @@ def test_a_new_service_logs_again_what_the_stopped_one_lost(tmp_path, capsys, ow
     assert logged["run"]["id"] == run.id
     assert [(r["step"], r["train/loss"]) for r in logged["history"]] == [(r["step"], r["train/loss"]) for r in records]
     assert logged["summary"]["test/f1_micro"] == 0.4
+
+
+def test_a_run_does_not_use_a_wandb_service_it_inherited(tmp_path, capsys, own_environment):
+    """A job submitted while its parent held a wandb service inherits WANDB_SERVICE; that service can be gone
+    when the job starts (it was, in a CI run: the preempted SLURM job's wandb turned off, both sessions)."""
+    from types import SimpleNamespace
+
+    import wandb
+
+    from emodist import config
+    from emodist.report.tracking import start_wandb
+
+    wandb.init(mode="offline", dir=str(tmp_path / "parent"), settings=wandb.Settings(silent=True)).finish()
+    inherited = os.environ["WANDB_SERVICE"]
+    wandb.teardown()  # the parent's service ends; its address stays in the environment children copy
+    os.environ["WANDB_SERVICE"] = inherited
+    cfg = config.load("distilbert", smoke=True, overrides=["track.wandb=offline"])
+    topology = SimpleNamespace(num_processes=1, num_nodes=1, distributed_type="NO", zero_stage=None,
+                               identity=lambda: {"num_processes": 1})
+    tracker = start_wandb(cfg, tmp_path / "run", ["joy"], topology, Console(True))
+    tracker.log({"step": 1, "train/loss": 0.5})
+    tracker.finish(None, [], 0)
+    assert "could not start" not in capsys.readouterr().out
+    assert [r["train/loss"] for r in wandb_run(tmp_path / "run")["history"]] == [0.5]

@@ -223,6 +223,11 @@ def start_wandb(cfg, run_dir: Path, labels: list[str], topology, console: Consol
         return Tracker()
     if notice:
         console.print(f"emodist: {notice}")
+    # wandb.init in a process exports its service's address (WANDB_SERVICE) for that process's children; a
+    # training run that inherits it (from a notebook, a test, the shell a SLURM job was submitted from) would
+    # connect to a service that may be gone by the time it starts (a requeued job starts hours later) and
+    # lose its tracking. A run starts a service of its own.
+    os.environ.pop("WANDB_SERVICE", None)
     import wandb
 
     wandb_dir = run_dir / "wandb"
