@@ -16,11 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist.runtime import errors, hostmem
+from emodist.runtime import errors, process
 
 
 def main(argv: list[str] | None = None) -> int:
-    hostmem.sleeping_openmp_threads()  # before torch loads OpenMP (a QLoRA merge computes on the CPU)
+    process.before_torch()  # a QLoRA merge computes on the CPU: OpenMP's idle threads must sleep
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a finished run directory (summary.json, model/)")
     parser.add_argument("--output", type=Path, help="the export directory (default RUN_DIR/export; must not exist)")
@@ -36,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from emodist import config
-    from emodist.report.console import Console
     from emodist.serve import export
 
     if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise errors.UsageError("--dry-run shows what --push-to-hub would upload: add --push-to-hub REPO_ID")
     if args.push_to_hub:
         export.check_repo_id(args.push_to_hub)
-    Console.quiet_libraries()
+    process.quiet_libraries()
     out_dir = args.output or args.run_dir / "export"
     if not (args.push_to_hub and (out_dir / "README.md").is_file()):  # an export to push is pushed as it is
         export.export(args.run_dir, out_dir, args.max_shard_size, name=args.push_to_hub or args.run_dir.name,

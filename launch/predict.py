@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist.runtime import errors, hostmem, hub
+from emodist.runtime import errors, hub, process
 
 CHUNK = 2048
 """Texts per chunk: sorted by length and batched within it, written when it is done."""
@@ -47,7 +47,7 @@ def _cuda() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    hostmem.sleeping_openmp_threads()  # before torch loads OpenMP: a busy machine must not stall the batches
+    process.before_torch()  # OpenMP's idle threads must not stall the batches of a busy machine
     args = parse_args(argv)
     return errors.run_main(lambda: predict(args))
 
@@ -59,11 +59,10 @@ def predict(args: argparse.Namespace) -> int:
                                ("--max-length", args.max_length, 8)):
         if value < least:
             raise errors.UsageError(f"{flag} {value}: must be >= {least}")
-    from emodist.report.console import Console
     from emodist.serve.inference import Classifier, device_of, model_dir_of
     from emodist.serve.textio import Texts, Writer, read_texts
 
-    Console.quiet_libraries()
+    process.quiet_libraries()
 
     model_dir = model_dir_of(Path(args.model))
     if hub.needed_by_export(model_dir):  # before huggingface_hub is imported, which reads it once

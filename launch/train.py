@@ -17,7 +17,7 @@ import sys
 
 from emodist import config  # light: no torch or HF imports yet
 from emodist.config import variants
-from emodist.runtime import errors, hostmem, hub, signals
+from emodist.runtime import errors, hub, process, signals
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    hostmem.sleeping_openmp_threads()  # before torch loads OpenMP: a busy machine must not stall the steps
+    process.before_torch()  # OpenMP's idle threads must not stall the steps of a busy machine
     args = parse_args(argv)
     if args.list_variants or args.list_keys:
         return print_listing(args.list_variants)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if "run" in opened:
             opened["run"].close()
         if "accelerator" in opened:
-            from emodist import distributed
+            from emodist.train import distributed
 
             distributed.shut_down(opened["accelerator"])
 
@@ -73,19 +73,21 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
     if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
         print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
     # torch, accelerate and the HF libraries are imported only now, after the offline decision
-    from emodist import data, distributed, models, training
+    from emodist import data, models
     from emodist.report import telemetry
     from emodist.report.console import Console
     from emodist.rundir import contract
+    from emodist.train import check_data_fits, distributed, lifecycle, make_accelerator
 
-    Console.quiet_libraries()
+    process.quiet_libraries()
     phases = telemetry.Phases()
     with phases.measure("load"):
-        accelerator = opened["accelerator"] = training.make_accelerator(cfg)
+        accelerator = opened["accelerator"] = make_accelerator(cfg)
+        process.for_training(accelerator.device.type, cfg.train.seed, cfg.train.cpu_threads)
         console = Console(accelerator.is_main_process)
         topology = distributed.Topology.of(accelerator)
         dataset = data.load(cfg.data, seed=cfg.train.seed)
-        training.check_data_fits(cfg, dataset, accelerator)
+        check_data_fits(cfg, dataset, accelerator)
         run = opened["run"] = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), args.overwrite,
                                               args.resume, notify=console.print)
         if run.finished:
@@ -104,7 +106,7 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
                                      quant_storage=distributed.quant_storage_dtype(cfg, topology))
     with phases.measure("tokenize"):
         tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
-    training.train(cfg, accelerator, built, dataset, tokenized, run, console, phases=phases, stop=stop)
+    lifecycle.train(cfg, accelerator, built, dataset, tokenized, run, console, phases=phases, stop=stop)
     return 0
 
 

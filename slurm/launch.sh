@@ -67,7 +67,7 @@ node_main() {
     log "node ${SLURMD_NODENAME:-$(hostname -s)}: machine rank $rank of $NNODES, $PROCS_PER_NODE process(es)"
     # The training processes alone handle the stop signal (checkpoint, exit 75): the launcher above them
     # ignores it, or it would die of it and leave them orphaned. They inherit "ignored" and install
-    # their own handler (emodist.training.StopSignals) once training starts.
+    # their own handler (emodist.runtime.signals.StopSignals) once training starts.
     trap '' USR1
     # --quiet: a stopped or failed run's own message, without the launcher's traceback after it
     exec accelerate launch --quiet --config_file "$ACCELERATE_CONFIG" \

@@ -19,8 +19,9 @@ import yaml
 from conftest import ROOT, Ahead, error_lines, launch, read_metrics, read_summary, rescore_dev
 from safetensors import safe_open
 
-from emodist import config, data, distributed, models
+from emodist import config, data, models
 from emodist.runtime.errors import UsageError
+from emodist.train import distributed
 
 pytestmark = pytest.mark.alone  # two-process launches (tests/conftest.py: `in_core_order`)
 

@@ -76,9 +76,9 @@ def test_a_disk_too_small_for_the_next_checkpoint_keeps_the_last_complete_one(sm
 def test_a_bug_is_one_line_naming_the_file_that_holds_its_traceback(tmp_path, cache_dir):
     """An exception emodist does not expect (here injected into the loop) is reported as a bug: exit 70."""
     run_dir = tmp_path / "run"
-    inject = ("import runpy, sys\nimport emodist.training as training\n"
+    inject = ("import runpy, sys\nimport emodist.train.lifecycle as lifecycle\n"
               "def fit(session):\n    raise RuntimeError('an injected fault')\n"
-              "training.fit = fit\n"
+              "lifecycle.fit = fit\n"
               f"sys.argv = ['launch/train.py', *{SMOKE + ['--output-dir', str(run_dir), 'track.plots=false']!r}]\n"
               "runpy.run_path('launch/train.py', run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", inject], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -298,7 +298,8 @@ def test_a_grouping_trains_with_its_labels(tmp_path, cache_dir, grouping, groups
 def test_balanced_positive_weights_are_capped_negatives_over_positives():
     import torch
 
-    from emodist import config, training
+    from emodist import config
+    from emodist.train import optim
 
     targets = np.zeros((100, 3), dtype=np.float32)
     targets[:50, 0] = 1  # 50 of 100: weight 1
@@ -306,8 +307,8 @@ def test_balanced_positive_weights_are_capped_negatives_over_positives():
     targets[:20, 2] = 1  # 20 of 100: 4
     loaded = data.EmotionData("t", ["a", "b", "c"], {"train": data.Split(["x"] * 100, targets)})
     cfg = config.load("distilbert", overrides=["train.pos_weight=balanced"])
-    assert training.positive_weights(cfg, loaded, torch.device("cpu")).tolist() == [1.0, 10.0, 4.0]
-    assert training.positive_weights(config.load("distilbert"), loaded, torch.device("cpu")) is None
+    assert optim.positive_weights(cfg, loaded, torch.device("cpu")).tolist() == [1.0, 10.0, 4.0]
+    assert optim.positive_weights(config.load("distilbert"), loaded, torch.device("cpu")) is None
 
 
 @pytest.mark.parametrize(("schedule", "hf_name"), [("linear", "linear"), ("cosine", "cosine"),
@@ -318,7 +319,9 @@ def test_the_learning_rate_schedules_are_transformers_own(schedule, hf_name, war
     import torch
     from transformers import get_scheduler
 
-    from emodist import config, training
+    from emodist import config
+    from emodist.train.optim import build_scheduler
+    from emodist.train.plan import Plan
 
     def rates(make) -> list[float]:
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
@@ -330,9 +333,9 @@ def test_the_learning_rate_schedules_are_transformers_own(schedule, hf_name, war
         return seen
 
     optim = config.load("distilbert", overrides=[f"optim.schedule={schedule}"]).optim
-    plan = training.Plan(batches_per_epoch=total, accumulation=1, steps_per_epoch=total, total_steps=total,
-                         warmup_steps=warmup, eval_every=0)
-    ours = rates(lambda o: training.build_scheduler(o, optim, plan, num_processes=1))
+    plan = Plan(batches_per_epoch=total, accumulation=1, steps_per_epoch=total, total_steps=total,
+                warmup_steps=warmup, eval_every=0)
+    ours = rates(lambda o: build_scheduler(o, optim, plan, num_processes=1))
     theirs = rates(lambda o: get_scheduler(hf_name, o, num_warmup_steps=warmup, num_training_steps=total))
     assert ours == pytest.approx(theirs, abs=1e-12)
 

@@ -53,7 +53,7 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
     `deepspeed_stage`: the ZeRO stage the model will run under (None: no DeepSpeed). DeepSpeed keeps
     its own float32 master weights, so trainable weights stay in the base's dtype there; elsewhere they
     are float32. `quant_storage`: the dtype packed 4-bit weights are stored in (ZeRO-3/FSDP need the
-    compute dtype; see `emodist.distributed.quant_storage_dtype`).
+    compute dtype; see `emodist.train.distributed.quant_storage_dtype`).
     Returns the model (a PeftModel under LoRA) with its tokenizer and parameter counts.
     Raises UsageError when the model cannot be found or does not match `cfg`.
     """

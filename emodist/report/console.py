@@ -11,10 +11,7 @@ the same fields come as one plain line per logged step:
 
 from __future__ import annotations
 
-import os
-import sys
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -70,29 +67,6 @@ class Console:
     def print(self, *objects) -> None:
         if self.enabled:  # a line of text stays one line (paths included), however narrow the log
             self.rich.print(*objects, soft_wrap=all(isinstance(o, str) for o in objects))
-
-    @staticmethod
-    def quiet_libraries() -> None:
-        """Silence the libraries' own progress bars and load reports: the banner says what was loaded."""
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-        # `datasets` (only a hub data set needs it) reads this when it is imported: importing it here to
-        # call its disable_progress_bars() would cost every launch 1.1 s
-        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
-        if "datasets" in sys.modules:
-            sys.modules["datasets"].disable_progress_bars()
-        # peft still calls transformers' v6-deprecated names; nothing a user of emodist can act on
-        warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
-        # DeepSpeed's collectives call torch names torch deprecates, once per call
-        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-        # accelerate imports DeepSpeed (when installed) in every save_pretrained; on a machine without CUDA,
-        # DeepSpeed then warns "Setting accelerator to CPU" unless told that it is meant to run there
-        import torch
-
-        if "DS_ACCELERATOR" not in os.environ and not torch.accelerator.is_available():
-            os.environ["DS_ACCELERATOR"] = "cpu"
 
     def banner(self, title: str, rows: list[tuple[str, str]]) -> None:
         table = Table(title=title, show_header=False, title_justify="left", title_style="bold")

@@ -191,33 +191,6 @@ def _digest(state: dict) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def keep_trainable_only(accelerator, model) -> None:
-    """Make `accelerator.save_state` write only the trainable weights of `model` and `load_state` load them
-    back (outside DeepSpeed, which is told the same with exclude_frozen_parameters). Frozen weights and
-    buffers (4-bit quantization state included) come from the base model on resume."""
-    model = accelerator.unwrap_model(model)  # the names save_state and load_state use, DDP or not
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-
-    def before_save(models, weights, output_dir):
-        for i, state_dict in enumerate(weights):
-            weights[i] = {k: v for k, v in state_dict.items() if k in trainable}
-
-    def before_load(models, input_dir):
-        from safetensors.torch import load_file
-
-        saved = load_file(str(Path(input_dir) / "model.safetensors"))  # load_state_dict copies to the device
-        missing, unexpected = model.load_state_dict(saved, strict=False)
-        missing = [k for k in missing if k in trainable]
-        if unexpected or missing:
-            raise UsageError(f"--resume {input_dir}: its weights do not fit this model (unexpected "
-                             f"{unexpected[:3]}, missing {missing[:3]}): resume with the settings it was saved with")
-        models.clear()  # loaded: accelerate goes on with the optimizer, scheduler and RNG states
-
-    if accelerator.state.deepspeed_plugin is None:
-        accelerator.register_save_state_pre_hook(before_save)
-        accelerator.register_load_state_pre_hook(before_load)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Finding and checking checkpoints
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from scipy.special import expit
 
-from emodist.scoring.metrics import multilabel_metrics
+from emodist.scoring.metrics import HEADLINE, multilabel_metrics
+from emodist.train.state import Session
 
 
 @torch.no_grad()  # not inference_mode: ZeRO-3 gathers weights into tensors training uses later
@@ -51,3 +52,17 @@ def evaluate(model, loader, accelerator, labels: list[str], order: np.ndarray | 
     """(scores at threshold 0.5, logits, targets) of the split; see `predict` and `score`."""
     logits, targets = predict(model, loader, accelerator, order)
     return score(logits, targets, labels), logits, targets
+
+
+def run_eval(s: Session, split: str, prefix: str):
+    """Evaluate `split` (a collective) at threshold 0.5, log the headline metrics under `prefix/`; return
+    (all scores, logits, targets)."""
+    with s.phases.measure("eval"), s.meter.paused():
+        scores, logits, targets = evaluate(s.model, s.loaders[split], s.accelerator, s.labels,
+                                                      order=s.eval_orders[split])
+        log_scores(s, prefix, scores)
+    return scores, logits, targets
+
+
+def log_scores(s: Session, prefix: str, scores: dict) -> None:
+    s.logger.log({"step": s.step, "epoch": s.epochs_done, **{f"{prefix}/{k}": scores[k] for k in ("loss", *HEADLINE)}})

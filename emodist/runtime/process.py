@@ -1,0 +1,67 @@
+"""Process-wide settings: each one holds for the whole process and every library in it, so each is made
+here, in a call an entry script makes where it can be seen, with its reason.
+
+    process.before_torch()                          # first in main(): before torch loads OpenMP
+    process.quiet_libraries()                       # before the HF libraries load a model
+    process.for_training(device_type, seed, cpu_threads)   # once the Accelerator has chosen the device
+
+Nothing in emodist changes these settings on import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+from emodist.runtime import hostmem
+
+
+def before_torch() -> None:
+    """OpenMP's idle threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE, unless the user set it): on
+    a machine whose cores other work shares, spinning threads stall every step (`hostmem`). OpenMP reads it
+    once, when torch loads it."""
+    hostmem.sleeping_openmp_threads()
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars, load reports and warnings nobody using emodist can act on:
+    emodist's banner says what was loaded."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    # `datasets` (only a hub data set needs it) reads this when it is imported: importing it here to
+    # call its disable_progress_bars() would cost every launch 1.1 s
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    # peft still calls transformers' v6-deprecated names; nothing a user of emodist can act on
+    warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
+    # DeepSpeed's collectives call torch names torch deprecates, once per call
+    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+    # accelerate imports DeepSpeed (when installed) in every save_pretrained; on a machine without CUDA,
+    # DeepSpeed then warns "Setting accelerator to CPU" unless told that it is meant to run there
+    import torch
+
+    if "DS_ACCELERATOR" not in os.environ and not torch.accelerator.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+def for_training(device_type: str, seed: int, cpu_threads: int | None) -> None:
+    """The settings of a training process once its device is chosen.
+
+    - On CPUs: `cpu_threads` threads for torch (default: the cores this process may use, shared among the
+      node's processes; `accelerate launch` would leave each process one thread), and glibc's allocator told
+      to keep freed memory, so that each step reuses the pages the last one freed instead of faulting them in.
+    - Everywhere: the seed of Python, numpy and torch on every device (accelerate's set_seed), so that model
+      init, data order and dropout repeat.
+    """
+    import torch
+    from accelerate.utils import set_seed
+
+    if device_type == "cpu":
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
+        hostmem.keep_freed_memory()
+    set_seed(seed)

@@ -1,0 +1,94 @@
+"""The end of a run: final dev and test evaluation, thresholds tuned on dev, the exported model,
+summary.json, the end tables and plots/.
+"""
+
+from __future__ import annotations
+
+from scipy.special import expit
+
+from emodist import data as data_mod
+from emodist.models import BuiltModel
+from emodist.report import telemetry
+from emodist.runtime import files
+from emodist.scoring import thresholds
+from emodist.serve import model_dir
+from emodist.train import evaluation
+from emodist.train.evaluation import log_scores, run_eval
+from emodist.train.state import Session
+
+
+def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
+    """Final dev and test evaluation at 0.5, thresholds tuned on dev and the test scores with them
+    (`test_tuned`), export, thresholds.json (run directory and model/), summary.json, the end tables, plots/."""
+    dev, dev_logits, dev_targets = run_eval(s, "dev", prefix="eval")
+    test, test_logits, test_targets = run_eval(s, "test", prefix="test")
+    tuned = thresholds.tune(dev_targets, expit(dev_logits), s.labels)
+    test_tuned = evaluation.score(test_logits, test_targets, s.labels, thresholds.for_labels(tuned, s.labels))
+    log_scores(s, "test_tuned", test_tuned)
+    with s.phases.measure("save"):
+        model_dir.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
+    summary = summarize(s, built, data, dev, test, perf_totals(s, built))
+    summary.update(test_tuned=test_tuned, thresholds=tuned)
+    if s.accelerator.is_main_process:
+        for directory in (s.run_dir, s.run_dir / "model"):
+            thresholds.save(directory / thresholds.FILE, tuned)
+        files.write_json(s.run_dir / "summary.json", summary)
+        s.console.final(summary)
+        if (unlearned := thresholds.warning(tuned)) is not None:
+            s.console.print(f"emodist: warning: {unlearned}")
+        if s.cfg.track.plots:
+            draw_plots(s, summary)
+        s.console.print(f"run directory: {s.run_dir}")
+    return summary
+
+
+def perf_totals(s: Session, built: BuiltModel) -> dict:
+    """summary.json's `perf`: throughput over every session of the run, this session's step times, peak
+    memory per rank and seconds per phase, MFU."""
+    perf = s.meter.totals(s.accelerator)
+    perf.update(telemetry.peak_memory(s.accelerator))
+    perf.update(telemetry.mfu(perf, built.params_total, built.params_trainable, built.model.config,
+                              s.accelerator.num_processes, s.accelerator.device))
+    perf["phase_seconds"] = {"load": 0.0, "tokenize": 0.0, **s.phases.seconds, "train": s.meter.elapsed()}
+    return perf
+
+
+def draw_plots(s: Session, summary: dict) -> None:
+    """plots/ of the run; a plot that fails costs a warning, not the finished run."""
+    from emodist.report import plots
+
+    try:
+        plots.run(s.run_dir, summary)
+    except Exception as err:  # noqa: BLE001 - summary.json and the model are already written
+        s.console.print(f"emodist: warning: plots/ not drawn ({type(err).__name__}: {err}); "
+                        "summary.json and metrics.jsonl hold every number")
+
+
+def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: dict, test: dict,
+              perf: dict) -> dict:
+    cfg, acc = s.cfg, s.accelerator
+    return {
+        "variant": cfg.variant,
+        "base_model": cfg.model.name_or_path,
+        "base_model_source": built.source,
+        "method": cfg.model.method,
+        "quantization": cfg.model.quantization,
+        "smoke": cfg.smoke,
+        "dataset": data.name,
+        "labels": data.labels,
+        "num_processes": acc.num_processes,
+        "num_nodes": s.topology.num_nodes,
+        "distributed_type": s.topology.distributed_type,
+        "zero_stage": s.topology.zero_stage,
+        "mixed_precision": acc.mixed_precision,
+        "params": {"total": built.params_total, "trainable": built.params_trainable},
+        "train": {"steps": s.step, "epochs": s.epochs_done,
+                  "examples": len(data.splits["train"]), "global_batch_size": cfg.train.global_batch_size,
+                  "micro_batch_size": cfg.train.micro_batch_size,
+                  "gradient_accumulation_steps": s.plan.accumulation, "final_loss": s.last_loss},
+        "splits": {name: {"examples": len(split), "fingerprint": data_mod.split_fingerprint(split)}
+                   for name, split in data.splits.items()},
+        "dev": dev,
+        "test": test,
+        "perf": perf,
+    }

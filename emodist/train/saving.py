@@ -1,0 +1,83 @@
+"""The checkpoint policy of a run: what a checkpoint records of the loop, when it is saved, and how a
+resume takes the loop back to it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emodist.rundir import checkpoints
+from emodist.runtime.errors import (
+    UsageError,
+)
+from emodist.train.state import Session
+
+
+def restore(s: Session, checkpoint: Path) -> None:
+    """Continue from `checkpoint`: weights, optimizer, scheduler and RNG (accelerate), and the progress."""
+    state = checkpoints.load_checkpoint(s.accelerator, checkpoint, trainable_only=s.cfg.model.method == "lora")
+    if state["step"] >= s.plan.total_steps:  # before the run directory changes: there is nothing to do
+        t = s.cfg.train
+        raise UsageError(f"--resume {checkpoint}: nothing left to train: it is at step {state['step']} and this run "
+                         f"ends at step {s.plan.total_steps} (train.epochs={t.epochs}, train.max_steps={t.max_steps}): "
+                         "raise train.max_steps or train.epochs to train further (nothing was changed)")
+    s.step, s.epoch, s.batches_in_epoch, s.best = state["step"], state["epoch"], state["batches_in_epoch"], state["best"]
+    rank = s.accelerator.process_index
+    s.loss_sum.fill_(state["loss_sum_per_rank"][rank])
+    s.loss_count = state["loss_count"]
+    s.meter.carry_over(state.get("perf"))
+    if s.accelerator.is_main_process:
+        s.run.restored(s.cfg, s.step)
+    s.accelerator.wait_for_everyone()
+    s.console.print(f"resumed from {checkpoint} at step {s.step} (epoch {s.epoch}, batch {s.batches_in_epoch})")
+
+
+def progress(s: Session) -> dict:
+    """What state.json records of a checkpoint taken now (a collective: every rank's loss sum)."""
+    loss_sums = s.accelerator.gather(s.loss_sum.detach().float().reshape(1)).tolist()
+    train_size = len(s.loaders["train"].dataset)
+    seen_this_epoch = s.batches_in_epoch * s.cfg.train.micro_batch_size * s.accelerator.num_processes
+    return {
+        "step": s.step, "epoch": s.epoch, "batches_in_epoch": s.batches_in_epoch,
+        "examples_seen": s.epoch * train_size + min(seen_this_epoch, train_size),
+        "best": s.best, "loss_sum_per_rank": loss_sums, "loss_count": s.loss_count,
+        **s.topology.identity(),
+        "fingerprint": (fp := checkpoints.fingerprint(s.cfg, s.labels)),
+        "config_hash": checkpoints.fingerprint_hash(fp),
+        "stopped_by": s.stop.received,
+        "perf": s.meter.carried(s.accelerator),  # the next session adds its own to these
+    }
+
+
+def save(s: Session) -> Path:
+    best_step = s.best["step"] if s.best else None
+    with s.phases.measure("save"), s.meter.paused():
+        return checkpoints.save_checkpoint(s.accelerator, s.run_dir, progress(s), s.cfg.train.keep_last_checkpoints,
+                                             best_step, trainable_only=s.cfg.model.method == "lora")
+
+
+def keep_trainable_only(accelerator, model) -> None:
+    """Make `accelerator.save_state` write only the trainable weights of `model` and `load_state` load them
+    back (outside DeepSpeed, which is told the same with exclude_frozen_parameters). Frozen weights and
+    buffers (4-bit quantization state included) come from the base model on resume."""
+    model = accelerator.unwrap_model(model)  # the names save_state and load_state use, DDP or not
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+
+    def before_save(models, weights, output_dir):
+        for i, state_dict in enumerate(weights):
+            weights[i] = {k: v for k, v in state_dict.items() if k in trainable}
+
+    def before_load(models, input_dir):
+        from safetensors.torch import load_file
+
+        saved = load_file(str(Path(input_dir) / "model.safetensors"))  # load_state_dict copies to the device
+        missing, unexpected = model.load_state_dict(saved, strict=False)
+        missing = [k for k in missing if k in trainable]
+        if unexpected or missing:
+            raise UsageError(f"--resume {input_dir}: its weights do not fit this model (unexpected "
+                             f"{unexpected[:3]}, missing {missing[:3]}): resume with the settings it was saved with")
+        models.clear()  # loaded: accelerate goes on with the optimizer, scheduler and RNG states
+
+    if accelerator.state.deepspeed_plugin is None:
+        accelerator.register_save_state_pre_hook(before_save)
+        accelerator.register_load_state_pre_hook(before_load)

@@ -1,0 +1,72 @@
+"""The state the loop's parts share while a run trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from emodist.config import RunConfig
+from emodist.data import sampling
+from emodist.report import telemetry, tracking
+from emodist.report.console import Console
+from emodist.rundir import contract
+from emodist.runtime.signals import StopSignals
+from emodist.train import distributed
+from emodist.train.plan import Plan
+
+
+@dataclass
+class Session:
+    """Everything the loop functions share; `step` counts optimizer steps."""
+
+    cfg: RunConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loaders: dict[str, DataLoader]
+    labels: list[str]
+    plan: Plan
+    topology: distributed.Topology
+    run: contract.Run
+    console: Console
+    logger: tracking.MetricLogger | None
+    """metrics.jsonl, the console and wandb: started once a resume has loaded (`setup`)."""
+    meter: telemetry.Throughput
+    phases: telemetry.Phases
+    loss_sum: torch.Tensor
+    """Sum of the micro-batch losses since the last log, kept on the device (no sync per step)."""
+    pos_weight: torch.Tensor | None
+    """The BCE weight of each label's positives (train.pos_weight), or None."""
+    stop: StopSignals
+    batches: sampling.LengthGroupedBatches
+    """The train batches of every rank (accelerate deals them out); seeded by train.seed and the epoch."""
+    eval_orders: dict[str, np.ndarray]
+    """Each eval loader reads its split in this order (shortest first); predictions are put back."""
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    """Micro-batches of the current epoch this rank has trained on (a resume skips them)."""
+    last_loss: float = float("nan")
+    loss_count: int = 0
+    best: dict | None = None
+    """The best dev score during training: {"metric", "value", "step"}."""
+    started_at: int = 0
+    """The step this session (this launch) started from."""
+    pending_check: tuple | None = None
+    """The last step's all-reduced stop and divergence flags on their way to the host (see `check_step`)."""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.path
+
+    @property
+    def epochs_done(self) -> float:
+        """Epochs trained so far, counted in optimizer steps."""
+        return round(self.step / self.plan.steps_per_epoch, 4)
