@@ -1,0 +1,78 @@
+"""Coarser labels (data.grouping): GoEmotions' Ekman and sentiment groups, or a JSON file {group: [labels]}.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from emodist.data.sets import EmotionData, Split
+from emodist.runtime.errors import UsageError
+
+# The mapping files published with GoEmotions (github.com/google-research/google-research, goemotions/data,
+# Apache-2.0): used when the data directory does not hold them (the hub copy of the data set lacks them).
+GROUPINGS = {
+    "ekman": ("ekman_mapping.json", {
+        "anger": ["anger", "annoyance", "disapproval"],
+        "disgust": ["disgust"],
+        "fear": ["fear", "nervousness"],
+        "joy": ["joy", "amusement", "approval", "excitement", "gratitude", "love", "optimism", "relief", "pride",
+                "admiration", "desire", "caring"],
+        "sadness": ["sadness", "disappointment", "embarrassment", "grief", "remorse"],
+        "surprise": ["surprise", "realization", "confusion", "curiosity"],
+    }),
+    "sentiment": ("sentiment_dict.json", {
+        "positive": ["amusement", "excitement", "joy", "love", "desire", "optimism", "caring", "pride", "admiration",
+                     "gratitude", "relief", "approval"],
+        "negative": ["fear", "nervousness", "remorse", "embarrassment", "disappointment", "sadness", "grief",
+                     "disgust", "anger", "annoyance", "disapproval"],
+        "ambiguous": ["realization", "surprise", "curiosity", "confusion"],
+    }),
+}
+
+
+KEPT_AS_IS = ("neutral",)
+"""Labels a grouping keeps under their own name when no group lists them (GoEmotions' neutral)."""
+
+
+def group(data: EmotionData, grouping: str, data_dir: Path | None) -> EmotionData:
+    """`data` with its labels merged into groups: a text has a group when it has any label of the group.
+
+    `grouping`: ekman, sentiment (from the data directory's mapping file when there is one, else the
+    published mapping) or a JSON file {group: [labels]}. Every label must land in exactly one group, except
+    those of KEPT_AS_IS, which stay themselves; UsageError otherwise.
+    """
+    if grouping in GROUPINGS:
+        file_name, mapping = GROUPINGS[grouping]
+        source = data_dir / file_name if data_dir is not None and (data_dir / file_name).is_file() else None
+    else:
+        source = Path(grouping)
+    if source is not None:
+        try:
+            mapping = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"data.grouping: {source}: unreadable ({err})") from None
+        if not (isinstance(mapping, dict) and all(isinstance(v, list) for v in mapping.values())):
+            raise UsageError(f"data.grouping: {source} must be a JSON object {{group: [label, ...]}}")
+    where = f"data.grouping={grouping}" + (f" ({source})" if source is not None and grouping in GROUPINGS else "")
+    unknown = sorted({label for members in mapping.values() for label in members} - set(data.labels))
+    if unknown:
+        raise UsageError(f"{where}: {', '.join(unknown[:5])} not among the {data.name} labels: this grouping is "
+                         f"for GoEmotions' 28 emotions (the data has {', '.join(data.labels[:5])}, ...)")
+    owners: dict[str, list[str]] = {}
+    for name, members in mapping.items():
+        for label in members:
+            owners.setdefault(label, []).append(name)
+    twice = [f"{label} ({', '.join(groups)})" for label, groups in owners.items() if len(groups) > 1]
+    if twice:
+        raise UsageError(f"{where}: labels in more than one group: {'; '.join(twice[:5])}")
+    ungrouped = [label for label in data.labels if label not in owners and label not in KEPT_AS_IS]
+    if ungrouped:
+        raise UsageError(f"{where}: no group for {', '.join(ungrouped[:5])}: add them to a group")
+    groups = list(mapping) + [label for label in KEPT_AS_IS if label in data.labels and label not in owners]
+    members = [[data.labels.index(m) for m in mapping.get(g, [g])] for g in groups]
+    splits = {name: Split(split.texts, np.stack([split.targets[:, m].max(axis=1) for m in members], axis=1))
+              for name, split in data.splits.items()}
+    return EmotionData(f"{data.name}-{grouping if grouping in GROUPINGS else source.stem}", groups, splits)

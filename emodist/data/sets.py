@@ -1,0 +1,60 @@
+"""The data set in memory: a split's texts and 0/1 label matrix, the three splits with their label names,
+and fingerprints that tell two copies of a split apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    targets: np.ndarray
+    """(examples, labels) float32 multi-hot."""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, size: int | None, seed: int) -> Split:
+        """A seeded random subset of `size` examples in their original order (all of them if size is None)."""
+        if size is None or size >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=size, replace=False))
+        return Split([self.texts[i] for i in keep], self.targets[keep])
+
+
+@dataclass
+class EmotionData:
+    name: str
+    labels: list[str]
+    splits: dict[str, Split]
+
+
+def _from_ids(texts: list[str], ids: list[list[int]], num_labels: int) -> Split:
+    targets = np.zeros((len(texts), num_labels), dtype=np.float32)
+    for row, label_ids in enumerate(ids):
+        targets[row, label_ids] = 1.0
+    return Split(list(texts), targets)
+
+
+def fingerprint_texts(texts: list[str]) -> str:
+    return _fingerprint(*texts)
+
+
+def split_fingerprint(split: Split) -> str:
+    """A short hash of a split's texts and labels: two runs scored on the same examples share it."""
+    return _fingerprint(*split.texts, split.targets.tobytes())
+
+
+def _fingerprint(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:20]
