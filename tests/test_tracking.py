@@ -14,6 +14,13 @@ from emodist.report.console import Console
 from emodist.report.tracking import WandbTracker
 
 
+def own_services() -> list[psutil.Process]:
+    """This process's wandb service and its helpers: not the services of the launches that other tests run
+    in the background (the smoke runs'), which are descendants of this process too."""
+    mine = [p for p in psutil.Process().children() if p.name().startswith("wandb")]
+    return mine + [child for p in mine for child in p.children(recursive=True)]
+
+
 @pytest.fixture
 def own_environment():
     """wandb.init in this process exports the service's address (WANDB_SERVICE...) for child processes:
@@ -36,7 +43,7 @@ def test_a_stopped_wandb_service_costs_a_warning_not_the_run(tmp_path, capsys, o
     run = wandb.init(mode="offline", dir=str(tmp_path), settings=wandb.Settings(silent=True))
     tracker = WandbTracker(run, Console(True))
     tracker.log({"step": 1, "train/loss": 0.5})
-    service = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("wandb")]
+    service = own_services()
     assert service  # the real service process, as a job's signal finds it
     for process in service:
         process.send_signal(signal.SIGTERM)
@@ -63,7 +70,7 @@ def test_a_new_service_logs_again_what_the_stopped_one_lost(tmp_path, capsys, ow
     records = [{"step": step, "train/loss": 1 / step} for step in range(1, 30)]
     for record in records[:10]:
         tracker.log(record)
-    service = [p for p in psutil.Process().children(recursive=True) if p.name().startswith("wandb")]
+    service = own_services()
     for process in service:
         process.send_signal(signal.SIGTERM)
     psutil.wait_procs(service, timeout=30)
@@ -80,25 +87,30 @@ def test_a_new_service_logs_again_what_the_stopped_one_lost(tmp_path, capsys, ow
     assert logged["summary"]["test/f1_micro"] == 0.4
 
 
-def test_a_run_does_not_use_a_wandb_service_it_inherited(tmp_path, capsys, own_environment):
+def test_a_run_does_not_use_a_wandb_service_it_inherited(tmp_path):
     """A job submitted while its parent held a wandb service inherits WANDB_SERVICE; that service can be gone
     when the job starts (it was, in a CI run: the preempted SLURM job's wandb turned off, both sessions)."""
-    from types import SimpleNamespace
+    import subprocess
+    import sys
 
-    import wandb
-
-    from emodist import config
-    from emodist.report.tracking import start_wandb
-
-    wandb.init(mode="offline", dir=str(tmp_path / "parent"), settings=wandb.Settings(silent=True)).finish()
-    inherited = os.environ["WANDB_SERVICE"]
-    wandb.teardown()  # the parent's service ends; its address stays in the environment children copy
-    os.environ["WANDB_SERVICE"] = inherited
-    cfg = config.load("distilbert", smoke=True, overrides=["track.wandb=offline"])
-    topology = SimpleNamespace(num_processes=1, num_nodes=1, distributed_type="NO", zero_stage=None,
-                               identity=lambda: {"num_processes": 1})
-    tracker = start_wandb(cfg, tmp_path / "run", ["joy"], topology, Console(True))
-    tracker.log({"step": 1, "train/loss": 0.5})
-    tracker.finish(None, [], 0)
-    assert "could not start" not in capsys.readouterr().out
+    script = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from emodist import config
+from emodist.report.console import Console
+from emodist.report.tracking import start_wandb
+cfg = config.load("distilbert", smoke=True, overrides=["track.wandb=offline"])
+topology = SimpleNamespace(num_processes=1, num_nodes=1, distributed_type="NO", zero_stage=None,
+                           identity=lambda: {"num_processes": 1})
+tracker = start_wandb(cfg, Path(sys.argv[1]), ["joy"], topology, Console(True))
+tracker.log({"step": 1, "train/loss": 0.5})
+tracker.finish(None, [], 0)
+"""
+    gone = f"3-{os.getpid()}-unix-{tmp_path / 'gone' / 'socket'}"  # the address of a service that has ended
+    env = {**os.environ, "WANDB_SERVICE": gone, "WANDB_MODE": "offline"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "could not start" not in result.stdout
     assert [r["train/loss"] for r in wandb_run(tmp_path / "run")["history"]] == [0.5]
