@@ -87,9 +87,9 @@ def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: dat
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
         cfg, accelerator, topology, built, data, plan, pos_weight))
     main = accelerator.is_main_process
-    s = Session(cfg, accelerator, model, optimizer, scheduler, loaders, data.labels, plan, topology, run,
-                console, None, telemetry.Throughput(accelerator.device), phases,
-                torch.zeros((), device=accelerator.device), pos_weight, stop, batches, eval_orders)
+    s = Session(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
+                loaders=loaders, labels=data.labels, plan=plan, topology=topology, run=run, console=console,
+                phases=phases, pos_weight=pos_weight, stop=stop, batches=batches, eval_orders=eval_orders)
     if run.checkpoint is not None:
         restore(s, run.checkpoint)
     # metrics.jsonl and wandb start once a resume has loaded: nothing of the run changes before that

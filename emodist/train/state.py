@@ -1,9 +1,8 @@
-"""The state the loop's parts share while a run trains.
-"""
+"""The state the loop's parts share while a run trains: built once, by `lifecycle.setup`, with keywords."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +35,7 @@ class Session:
     topology: distributed.Topology
     run: contract.Run
     console: Console
-    logger: tracking.MetricLogger | None
-    """metrics.jsonl, the console and wandb: started once a resume has loaded (`setup`)."""
-    meter: telemetry.Throughput
     phases: telemetry.Phases
-    loss_sum: torch.Tensor
-    """Sum of the micro-batch losses since the last log, kept on the device (no sync per step)."""
     pos_weight: torch.Tensor | None
     """The BCE weight of each label's positives (train.pos_weight), or None."""
     stop: StopSignals
@@ -49,6 +43,12 @@ class Session:
     """The train batches of every rank (accelerate deals them out); seeded by train.seed and the epoch."""
     eval_orders: dict[str, np.ndarray]
     """Each eval loader reads its split in this order (shortest first); predictions are put back."""
+    logger: tracking.MetricLogger | None = None
+    """metrics.jsonl, the console and wandb: started once a resume has loaded (`setup`)."""
+    meter: telemetry.Throughput = field(init=False)
+    """Throughput and step times on this rank's device."""
+    loss_sum: torch.Tensor = field(init=False)
+    """Sum of the micro-batch losses since the last log, kept on the device (no sync per step)."""
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
@@ -61,6 +61,10 @@ class Session:
     """The step this session (this launch) started from."""
     pending_check: tuple | None = None
     """The last step's all-reduced stop and divergence flags on their way to the host (see `check_step`)."""
+
+    def __post_init__(self) -> None:
+        self.meter = telemetry.Throughput(self.accelerator.device)
+        self.loss_sum = torch.zeros((), device=self.accelerator.device)
 
     @property
     def run_dir(self) -> Path:
