@@ -5,7 +5,8 @@
     python launch/train.py --list-variants | --list-keys
 
 Parse -> config -> Accelerator -> data -> run directory -> model -> train. The logic lives in `emodist/`.
-Exit codes (emodist/runtime/errors.py): 0 done, 2 refused (one line says why), 3 the loss diverged, 70 internal error
+Exit codes (emodist/runtime/errors.py): 0 done, 2 refused (one line says why), 3 the loss diverged, 65 a data
+file that cannot be read (its file and line named), 70 internal error
 (the traceback goes to a file), 74 disk full, 75 stopped by a signal after saving a checkpoint, 130 Ctrl-C
 before training; a launcher such as torchrun reports any failure as 1.
 """

@@ -11,7 +11,7 @@ from conftest import assert_drawn, launch, read_metrics, read_summary, rescore, 
 
 from emodist import data
 from emodist.config import DataConfig, variants
-from emodist.runtime import files
+from emodist.runtime import errors, files
 
 SUMMARY_KEYS = ["variant", "base_model", "smoke", "num_processes", "distributed_type", "mixed_precision",
                 "params", "dev", "test", "perf"]
@@ -215,7 +215,7 @@ def test_label_id_out_of_range_names_file_and_line(tmp_path, cache_dir):
         handle.write("one more\t0,9\tzz\n")
     result = launch("--variant", "minilm", "--data-dir", str(directory), "--output-dir", str(tmp_path / "run"),
                     accelerate=False)
-    assert result.returncode == 2
+    assert result.returncode == errors.EXIT_DATA == 65
     assert result.stderr.strip().splitlines()[-1] == (
         f"emodist: error: {directory / 'train.tsv'}:4: label id 9 is out of range: emotions.txt names 4 labels "
         "(ids 0-3)")

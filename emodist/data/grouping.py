@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from emodist.data.sets import EmotionData, Split
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import DataError
 
 # The mapping files published with GoEmotions (github.com/google-research/google-research, goemotions/data,
 # Apache-2.0): used when the data directory does not hold them (the hub copy of the data set lacks them).
@@ -53,13 +53,13 @@ def group(data: EmotionData, grouping: str, data_dir: Path | None) -> EmotionDat
         try:
             mapping = json.loads(source.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise UsageError(f"data.grouping: {source}: unreadable ({err})") from None
+            raise DataError(f"data.grouping: {source}: unreadable ({err})") from None
         if not (isinstance(mapping, dict) and all(isinstance(v, list) for v in mapping.values())):
-            raise UsageError(f"data.grouping: {source} must be a JSON object {{group: [label, ...]}}")
+            raise DataError(f"data.grouping: {source} must be a JSON object {{group: [label, ...]}}")
     where = f"data.grouping={grouping}" + (f" ({source})" if source is not None and grouping in GROUPINGS else "")
     unknown = sorted({label for members in mapping.values() for label in members} - set(data.labels))
     if unknown:
-        raise UsageError(f"{where}: {', '.join(unknown[:5])} not among the {data.name} labels: this grouping is "
+        raise DataError(f"{where}: {', '.join(unknown[:5])} not among the {data.name} labels: this grouping is "
                          f"for GoEmotions' 28 emotions (the data has {', '.join(data.labels[:5])}, ...)")
     owners: dict[str, list[str]] = {}
     for name, members in mapping.items():
@@ -67,10 +67,10 @@ def group(data: EmotionData, grouping: str, data_dir: Path | None) -> EmotionDat
             owners.setdefault(label, []).append(name)
     twice = [f"{label} ({', '.join(groups)})" for label, groups in owners.items() if len(groups) > 1]
     if twice:
-        raise UsageError(f"{where}: labels in more than one group: {'; '.join(twice[:5])}")
+        raise DataError(f"{where}: labels in more than one group: {'; '.join(twice[:5])}")
     ungrouped = [label for label in data.labels if label not in owners and label not in KEPT_AS_IS]
     if ungrouped:
-        raise UsageError(f"{where}: no group for {', '.join(ungrouped[:5])}: add them to a group")
+        raise DataError(f"{where}: no group for {', '.join(ungrouped[:5])}: add them to a group")
     groups = list(mapping) + [label for label in KEPT_AS_IS if label in data.labels and label not in owners]
     members = [[data.labels.index(m) for m in mapping.get(g, [g])] for g in groups]
     splits = {name: Split(split.texts, np.stack([split.targets[:, m].max(axis=1) for m in members], axis=1))

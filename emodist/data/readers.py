@@ -16,11 +16,12 @@ from emodist.data.grouping import group
 from emodist.data.sets import SPLITS, EmotionData, Split, _from_ids
 from emodist.data.synthetic import synthetic
 from emodist.runtime import hub
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import DataError, UsageError
 
 
 def load(cfg: DataConfig, seed: int) -> EmotionData:
-    """Load the configured data set, check it and apply the example caps. Raises UsageError."""
+    """Load the configured data set, check it and apply the example caps. Raises DataError for a file that
+    cannot be read as its data set, UsageError otherwise."""
     name = detect(Path(cfg.data_dir)) if cfg.dataset == "auto" else cfg.dataset
     if name == "synthetic":
         data = synthetic(seed)
@@ -36,7 +37,7 @@ def load(cfg: DataConfig, seed: int) -> EmotionData:
 
 
 def detect(directory: Path) -> str:
-    """The format of the files in `directory`; UsageError listing what was looked for otherwise."""
+    """The format of the files in `directory`; DataError listing what was looked for otherwise."""
     if (directory / "train.tsv").exists() and (directory / "emotions.txt").exists():
         return "goemotions"
     if (directory / _SEMEVAL_FILES["train"]).exists():
@@ -44,7 +45,7 @@ def detect(directory: Path) -> str:
     for fmt in ("jsonl", "csv"):
         if (directory / f"train.{fmt}").exists():
             return fmt
-    raise UsageError(
+    raise DataError(
         f"--data-dir {directory}: no known data layout: expected GoEmotions (train.tsv + emotions.txt), "
         f"SemEval-2018 E-c ({_SEMEVAL_FILES['train']}) or train.csv / train.jsonl"
     )
@@ -148,7 +149,7 @@ def _load_table_dir(directory: Path, cfg: DataConfig) -> EmotionData:
     else:
         labels = sorted({name for _, _, names in records["train"] for name in names})
     if not labels:
-        raise UsageError(f"{files['train']}: no labels in column {cfg.label_column!r}")
+        raise DataError(f"{files['train']}: no labels in column {cfg.label_column!r}")
     index = {name: i for i, name in enumerate(labels)}
     source = f"{labels_file}" if labels_file.exists() else f"the labels of {files['train'].name}"
 
@@ -168,7 +169,7 @@ def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
     for name in _SPLIT_NAMES[split]:
         if (directory / f"{name}.{fmt}").exists():
             return directory / f"{name}.{fmt}"
-    raise UsageError(f"{directory}: missing {' or '.join(f'{n}.{fmt}' for n in _SPLIT_NAMES[split])}")
+    raise DataError(f"{directory}: missing {' or '.join(f'{n}.{fmt}' for n in _SPLIT_NAMES[split])}")
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
@@ -233,13 +234,13 @@ def _label_names(value, path: Path, lineno: int) -> list[str]:
 
 
 def _label_file(path: Path) -> list[str]:
-    """The label names of `path`, one per line; UsageError for a file without names, a name listed twice, or a
+    """The label names of `path`, one per line; DataError for a file without names, a name listed twice, or a
     blank line between names (label ids index the lines)."""
     names: list[tuple[int, str]] = [(lineno, line.strip()) for lineno, line in enumerate(_read_lines(path), 1)]
     while names and not names[-1][1]:
         names.pop()  # blank lines at the end
     if not names:
-        raise UsageError(f"{path}: no label names (one per line)")
+        raise DataError(f"{path}: no label names (one per line)")
     first: dict[str, int] = {}
     for lineno, name in names:
         if not name:
@@ -263,14 +264,14 @@ def _collect(path: Path, rows: Iterator[tuple[int, str, list[int]]], num_labels:
         texts.append(text)
         ids.append(label_ids)
     if not texts:
-        raise UsageError(f"{path}: no examples (the split is empty)")
+        raise DataError(f"{path}: no examples (the split is empty)")
     return _from_ids(texts, ids, num_labels)
 
 
 def _read_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 text file (a leading BOM dropped); UsageError for a missing file or a bad line."""
+    """Lines of a UTF-8 text file (a leading BOM dropped); DataError for a missing file or a bad line."""
     if not path.is_file():
-        raise UsageError(f"{path}: missing file")
+        raise DataError(f"{path}: missing file")
     with path.open("rb") as handle:  # decoded line by line, so an error names its line
         for lineno, raw in enumerate(handle, 1):
             try:
@@ -279,8 +280,8 @@ def _read_lines(path: Path) -> Iterator[str]:
                 raise _row_error(path, lineno, f"not UTF-8 ({err.reason}): save the file as UTF-8") from None
 
 
-def _row_error(path: Path, lineno: int, message: str) -> UsageError:
-    return UsageError(f"{path}:{lineno}: {message}")
+def _row_error(path: Path, lineno: int, message: str) -> DataError:
+    return DataError(f"{path}:{lineno}: {message}")
 
 
 def _hub_dataset(name: str, subset: str):

@@ -4,9 +4,19 @@
         args = parse_args(argv)
         return errors.run_main(lambda: work(args), traceback_dir=lambda: run_dir)
 
-A `UsageError` message is complete on its own: what is wrong, where (file:line, config key) and how to
-fix it. Entry scripts print it as one line, without a traceback. Anything else that escapes is a bug in
-emodist: it is reported in one line that says so, and its traceback is written to a file that line names
+Every error emodist expects is an `EmodistError`, one kind per way a run can end:
+
+    EmodistError
+    ├── UsageError     2   the command line, the config, the run directory, the model choice
+    │   └── DataError  65  a data file that cannot be read as its data set (file:line named)
+    ├── Diverged       3   the training loss became NaN or infinite
+    ├── NoSpace        74  the disk filled up while writing
+    ├── Preempted      75  stopped by a signal after saving a checkpoint (what a SLURM requeue expects)
+    └── InternalError  70  anything else: a bug in emodist
+
+Its message is complete on its own: what is wrong, where (file:line, config key) and how to fix it. Entry
+scripts print it as one line, without a traceback. Anything else that escapes is a bug in emodist: it is
+reported in one line that says so, and its traceback is written to a file that line names
 (`EMODIST_DEBUG=1` prints it as well).
 
 Exit codes of every entry script (launch/*.py); a launcher such as torchrun reports any failure as 1:
@@ -16,6 +26,7 @@ Exit codes of every entry script (launch/*.py); a launcher such as torchrun repo
 | 0 | done (or nothing to do: the run had already finished) |
 | 2 | refused: bad input, a combination that cannot work, a run directory that cannot be used |
 | 3 | the training loss became NaN or infinite; the last good checkpoint is kept |
+| 65 | a data file cannot be read as its data set (a missing file, a malformed row, an unknown label): the message names the file and line |
 | 70 | internal error: a bug in emodist; the traceback is in the file the message names |
 | 74 | the disk is full (or over quota): the last complete checkpoint is kept |
 | 75 | stopped by a signal after saving a checkpoint: run again with --resume auto |
@@ -39,6 +50,8 @@ EXIT_USAGE = 2
 """Refused: bad input, a combination that cannot work, a checkpoint that does not fit the run."""
 EXIT_DIVERGED = 3
 """The loss became NaN or infinite; the last good checkpoint is kept."""
+EXIT_DATA = 65
+"""A data file cannot be read as the data set it should be (sysexits' EX_DATAERR)."""
 EXIT_INTERNAL = 70
 """A bug in emodist (sysexits' EX_SOFTWARE): the traceback went to a file."""
 EXIT_NO_SPACE = 74
@@ -52,25 +65,37 @@ EXIT_INTERRUPTED = 130
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
-class UsageError(ValueError):
-    """A problem in the user's input (config, data files, command line, model choice)."""
+class EmodistError(Exception):
+    """An error emodist expects and reports in one line; its kind (the subclass) gives the exit code."""
+
+    exit_code = EXIT_INTERNAL
+
+
+class UsageError(EmodistError, ValueError):
+    """A problem in the user's input (config, command line, run directory, model choice)."""
 
     exit_code = EXIT_USAGE
 
 
-class Diverged(UsageError):
+class DataError(UsageError):
+    """A data file that cannot be read as its data set; the message names the file and the line."""
+
+    exit_code = EXIT_DATA
+
+
+class Diverged(EmodistError):
     """Training produced a non-finite loss."""
 
     exit_code = EXIT_DIVERGED
 
 
-class NoSpace(UsageError):
+class NoSpace(EmodistError):
     """The disk filled up while writing; the message names the path, what was needed and what is free."""
 
     exit_code = EXIT_NO_SPACE
 
 
-class Preempted(Exception):
+class Preempted(EmodistError):
     """The run stopped on a signal after saving `checkpoint` (exit code EXIT_PREEMPTED)."""
 
     exit_code = EXIT_PREEMPTED
@@ -168,12 +193,12 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
     """
     try:
         return body()
-    except UsageError as err:
-        return report(err)
     except Preempted as stopped:
         if is_global_main_process():
             say_last(f"emodist: {stopped}")
         return EXIT_PREEMPTED
+    except EmodistError as err:
+        return report(err)
     except KeyboardInterrupt:
         if is_global_main_process():
             say_last("emodist: interrupted (Ctrl-C) before training started; nothing was saved")
@@ -211,7 +236,7 @@ def internal_error(err: BaseException, directory: Path | None) -> int:
     return EXIT_INTERNAL
 
 
-class InternalError(Exception):
+class InternalError(EmodistError):
     """What `internal_error` reports: an exception emodist did not expect."""
 
     exit_code = EXIT_INTERNAL
