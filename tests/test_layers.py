@@ -85,3 +85,12 @@ def test_no_two_modules_import_each_other_in_a_circle():
 def test_no_module_is_over_350_lines():
     long = {dotted(p): n for p in MODULES if (n := len(p.read_text(encoding="utf-8").splitlines())) > 350}
     assert long == {}
+
+
+def test_functions_stay_short():
+    """Median at most 25 lines, none over 60 (a docstring counts: it is read with the code)."""
+    lengths = {f"{dotted(p)}.{node.name}": node.end_lineno - node.lineno + 1 for p in MODULES
+               for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+               if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+    assert sorted(lengths.values())[len(lengths) // 2] <= 25
+    assert {name: n for name, n in lengths.items() if n > 60} == {}

@@ -98,30 +98,12 @@ def _write(summary: dict, cfg, model_dir: Path, tmp: Path, card: str, max_shard_
 
 def model_card(summary: dict, cfg, name: str) -> str:
     """README.md: model-index metadata (the run's test scores) and what the model is, does and does not."""
-    test, tuned = summary["test"], summary["test_tuned"]
-    dataset = summary["dataset"]
-    metrics = [{"type": "f1", "name": f"F1 {avg} (tuned thresholds)", "value": round(tuned[f"f1_{avg}"], 4)}
-               for avg in ("micro", "macro")]
-    metrics += [{"type": "f1", "name": f"F1 {avg} (threshold 0.5)", "value": round(test[f"f1_{avg}"], 4)}
-                for avg in ("micro", "macro")]
-    metrics += [{"type": "accuracy", "name": "exact match (tuned thresholds)", "value": round(tuned["subset_accuracy"], 4)}]
-    meta = {
-        "library_name": "transformers", "pipeline_tag": "text-classification",
-        "base_model": summary["base_model"], "datasets": [DATASETS.get(dataset, dataset)],
-        "tags": ["emodist", "emotion", "multi-label-classification", summary["method"]],
-        "model-index": [{"name": name, "results": [{
-            "task": {"type": "text-classification", "name": "Multi-label emotion classification"},
-            "dataset": {"type": DATASETS.get(dataset, dataset), "name": dataset, "split": "test"},
-            "metrics": metrics}]}],
-    }
+    meta = _card_metadata(summary, name)
+    test, tuned, dataset = summary["test"], summary["test_tuned"], summary["dataset"]
     thresholds = summary["thresholds"]["per_label"]
     rows = "\n".join(f"| {label} | {thresholds[label]:.2f} | {summary['test_tuned']['per_label'][label]['f1']:.4f} |"
                      for label in summary["labels"])
-    method = {"full": "every weight fine-tuned", "lora": "LoRA adapters merged into the base"}[summary["method"]]
-    if summary["quantization"] != "none":
-        method = "QLoRA (4-bit NF4 base) adapters, merged here into the bfloat16 base; the adapter is in adapter/"
-    if summary["smoke"]:
-        method += "; a --smoke run: a tiny random model of that architecture on synthetic data, a test artefact"
+    method = _method(summary)
     t, o = cfg.train, cfg.optim
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
@@ -173,6 +155,35 @@ labels are learned from few examples and are the least reliable (see the per-lab
 longer than {cfg.data.max_length} tokens are read up to that length; sarcasm, other languages and other
 domains are not covered by the test scores.{_unlearned(summary)}
 """
+
+
+def _card_metadata(summary: dict, name: str) -> dict:
+    """The model card's YAML header: the hub's model-index with the run's test scores."""
+    test, tuned, dataset = summary["test"], summary["test_tuned"], summary["dataset"]
+    metrics = [{"type": "f1", "name": f"F1 {avg} (tuned thresholds)", "value": round(tuned[f"f1_{avg}"], 4)}
+               for avg in ("micro", "macro")]
+    metrics += [{"type": "f1", "name": f"F1 {avg} (threshold 0.5)", "value": round(test[f"f1_{avg}"], 4)}
+                for avg in ("micro", "macro")]
+    metrics += [{"type": "accuracy", "name": "exact match (tuned thresholds)", "value": round(tuned["subset_accuracy"], 4)}]
+    return {
+        "library_name": "transformers", "pipeline_tag": "text-classification",
+        "base_model": summary["base_model"], "datasets": [DATASETS.get(dataset, dataset)],
+        "tags": ["emodist", "emotion", "multi-label-classification", summary["method"]],
+        "model-index": [{"name": name, "results": [{
+            "task": {"type": "text-classification", "name": "Multi-label emotion classification"},
+            "dataset": {"type": DATASETS.get(dataset, dataset), "name": dataset, "split": "test"},
+            "metrics": metrics}]}],
+    }
+
+
+def _method(summary: dict) -> str:
+    """How the exported weights were trained, in the card's words."""
+    method = {"full": "every weight fine-tuned", "lora": "LoRA adapters merged into the base"}[summary["method"]]
+    if summary["quantization"] != "none":
+        method = "QLoRA (4-bit NF4 base) adapters, merged here into the bfloat16 base; the adapter is in adapter/"
+    if summary["smoke"]:
+        method += "; a --smoke run: a tiny random model of that architecture on synthetic data, a test artefact"
+    return method
 
 
 def _plural(count: float, noun: str) -> str:
