@@ -2,7 +2,9 @@
 
     accelerate launch launch/train.py --variant minilm --data-dir ../shared/data/goemotions
 
-Importing the package has no side effects and imports no heavy library; see DESIGN in README.md.
+The packages are layers, each importing only those under it (README, "How it fits together"):
+runtime -> config -> data, scoring -> models, rundir -> report -> serve -> train.
+Importing the package has no side effects and imports no heavy library.
 """
 
 __version__ = "0.1.0"
