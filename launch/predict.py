@@ -62,11 +62,10 @@ def predict(args: argparse.Namespace) -> int:
     from emodist.serve.inference import Classifier, device_of, model_dir_of
     from emodist.serve.textio import Texts, Writer, read_texts
 
-    process.quiet_libraries()
-
     model_dir = model_dir_of(Path(args.model))
     if hub.needed_by_export(model_dir):  # before huggingface_hub is imported, which reads it once
         hub.go_offline_if_unreachable()
+    process.quiet_libraries()  # imports transformers, and with it huggingface_hub: after the probe
     device = device_of(args.device)
     inputs = Texts(args.texts, 0, "arguments") if args.texts else read_texts(args.file, args.column)
     if not inputs.texts:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 from emodist.runtime import hub
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -60,3 +63,29 @@ def test_the_probe_dials_the_endpoint_s_own_port(probe_env, endpoint, port):
     probe_env.setenv("HF_ENDPOINT", endpoint)
     assert hub.go_offline_if_unreachable() is True
     assert dialled == [("hub.example", port)]
+
+
+def test_predict_probes_the_hub_before_huggingface_hub_is_imported(tmp_path):
+    """huggingface_hub reads HF_HUB_OFFLINE once, when it is imported: predict's probe (for an adapter whose
+    base is a hub id) must come first, or an unreachable hub costs every download's timeout."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "adapter_config.json").write_text('{"base_model_name_or_path": "google/gemma-1.1-2b-it"}')
+    script = """
+import runpy, sys
+from emodist.runtime import hub
+def probe():
+    print("imported at the probe:", "huggingface_hub" in sys.modules, "transformers" in sys.modules)
+    raise SystemExit(0)
+hub.go_offline_if_unreachable = probe
+sys.argv = ["launch/predict.py", sys.argv[1], "hello"]
+runpy.run_path("launch/predict.py", run_name="__main__")
+"""
+    result = subprocess.run([sys.executable, "-c", script, str(model)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "imported at the probe: False False" in result.stdout, result.stdout
