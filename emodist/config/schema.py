@@ -142,7 +142,8 @@ class TrainConfig:
     """Evaluate on dev every this many optimizer steps (0: only at the end; unset: 8 times per run, at every
     eighth of its steps, so that the dev curves are curves)."""
     save_every_steps: int = 0
-    """Save a resumable checkpoint every this many optimizer steps (0: only at the end)."""
+    """Save a resumable checkpoint every this many optimizer steps, and at each evaluation that beats the best dev
+    F1 so far, so that the best one is kept (0: only at the end, and no best checkpoint)."""
     keep_last_checkpoints: int = 2
     """How many resumable checkpoints to keep; older ones are deleted after a newer one is complete."""
 
