@@ -134,8 +134,8 @@ def module_of(name: str) -> str:
 def prepare(files: list[str], tests: list[str]) -> None:
     """WORK: the tracked files of the repository, with mutmut's settings added to its pyproject.toml."""
     shutil.rmtree(WORK, ignore_errors=True)
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
-    for name in filter(None, files.stdout.split("\0")):
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in filter(None, tracked.stdout.split("\0")):
         source = ROOT / name
         if source.is_file():
             (WORK / name).parent.mkdir(parents=True, exist_ok=True)
