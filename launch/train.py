@@ -14,6 +14,7 @@ before training; a launcher such as torchrun reports any failure as 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from emodist import config  # light: no torch or HF imports yet
@@ -113,11 +114,13 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
 
 def print_listing(show_variants: bool) -> int:
     if show_variants:
-        for v in variants.VARIANTS.values():
-            print(f"{v.name:<15} {v.base_model:<40} {v.description}")
+        lines = [f"{v.name:<15} {v.base_model:<40} {v.description}" for v in variants.VARIANTS.values()]
     else:
-        for key, (type_name, doc) in config.field_docs().items():
-            print(f"{key:<30} {type_name:<28} {doc}")
+        lines = [f"{key:<30} {type_name:<28} {doc}" for key, (type_name, doc) in config.field_docs().items()]
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # read by `| head`, which stopped reading: what it showed is what was asked for
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail
     return 0
 
 

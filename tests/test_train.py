@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import assert_drawn, launch, read_metrics, read_summary, rescore, rescore_dev, wandb_run
+from conftest import ROOT, assert_drawn, launch, read_metrics, read_summary, rescore, rescore_dev, wandb_run
 
 from emodist import data
 from emodist.config import DataConfig, variants
@@ -268,6 +268,23 @@ def test_list_variants():
     result = launch("--list-variants", accelerate=False)
     assert result.returncode == 0
     assert [line.split()[0] for line in result.stdout.splitlines()] == variants.names()
+
+
+def test_a_listing_read_by_head_ends_quietly():
+    """`launch/train.py --list-keys | head -1`: the reader has gone when the listing is written (here its end
+    of the pipe is closed before the start); no traceback, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        listing = subprocess.run([sys.executable, "launch/train.py", "--list-keys"], cwd=ROOT, stdout=write_end,
+                                 stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (listing.returncode, listing.stderr) == (0, "")
 
 
 # ---------------------------------------------------------------------------------------------------
