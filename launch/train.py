@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace, opened: dict) -> int:
-    # a scheduler's signal while the model loads stops the run after its first step (emodist/runtime/signals.py); the
-    # handlers go when training ends, so a launcher's SIGTERM then ends a rank that is only reporting an error
+    # a scheduler's signal while the model loads stops the run after its first step (emodist/runtime/signals.py);
+    # the handlers go when training ends, so a launcher's SIGTERM then ends a rank that is only reporting an error
     with signals.StopSignals(training=False) as stop:
         return train_with(args, opened, stop)
 
@@ -91,7 +91,7 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
         dataset = data.load(cfg.data, seed=cfg.train.seed)
         check_data_fits(cfg, dataset, accelerator)
         run = opened["run"] = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), args.overwrite,
-                                              args.resume, notify=console.print)
+                                                args.resume, notify=console.print)
         if run.finished:
             console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it further "
                           "with more train.epochs or train.max_steps, or start again with --overwrite")
@@ -101,11 +101,11 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
             with accelerator.main_process_first():
                 texts = dataset.splits["train"].texts
                 source = str(models.make_smoke_base(cfg.model.architecture, texts,
-                                                      models.smoke_base_dir(cfg, run.path, texts),
-                                                      seed=cfg.train.seed, size=cfg.model.smoke_size))
+                                                    models.smoke_base_dir(cfg, run.path, texts),
+                                                    seed=cfg.train.seed, size=cfg.model.smoke_size))
         built = models.build_model(cfg.model, dataset.labels, source, accelerator.device,
-                                     deepspeed_stage=topology.zero_stage,
-                                     quant_storage=distributed.quant_storage_dtype(cfg, topology))
+                                   deepspeed_stage=topology.zero_stage,
+                                   quant_storage=distributed.quant_storage_dtype(cfg, topology))
     with phases.measure("tokenize"):
         tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
     lifecycle.train(cfg, accelerator, built, dataset, tokenized, run, console, phases=phases, stop=stop)

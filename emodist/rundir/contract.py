@@ -138,7 +138,7 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
         if reason:
             raise UsageError(f"--resume {named}: {reason}: name another checkpoint, or pass --resume auto")
         checkpoints.check_resumable(named, checkpoints.read_state(named), checkpoints.fingerprint(cfg, labels),
-                                      topology)
+                                    topology)
 
     lock = RunLock.acquire(path, notify)
     try:

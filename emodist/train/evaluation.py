@@ -59,7 +59,7 @@ def run_eval(s: Session, split: str, prefix: str):
     (all scores, logits, targets)."""
     with s.phases.measure("eval"), s.meter.paused():
         scores, logits, targets = evaluate(s.model, s.loaders[split], s.accelerator, s.labels,
-                                                      order=s.eval_orders[split])
+                                           order=s.eval_orders[split])
         log_scores(s, prefix, scores)
     return scores, logits, targets
 

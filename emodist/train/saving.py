@@ -53,7 +53,7 @@ def save(s: Session) -> Path:
     best_step = s.best["step"] if s.best else None
     with s.phases.measure("save"), s.meter.paused():
         return checkpoints.save_checkpoint(s.accelerator, s.run_dir, progress(s), s.cfg.train.keep_last_checkpoints,
-                                             best_step, trainable_only=s.cfg.model.method == "lora")
+                                           best_step, trainable_only=s.cfg.model.method == "lora")
 
 
 def keep_trainable_only(accelerator, model) -> None:
