@@ -229,7 +229,7 @@ def write_comparison(runs: Runs, output: Path) -> list[Path]:
 
 def download_wandb_group(group: str, project: str, entity: str | None, into: Path) -> list[Path]:
     """Fetch summary.json and metrics.jsonl of every run of a wandb group into `into`/<run name>/ (what
-    `emodist.tracking` saved with each run); return the run directories. Needs the wandb server."""
+    `emodist.report.tracking` saved with each run); return the run directories. Needs the wandb server."""
     import wandb
 
     try:

@@ -40,7 +40,7 @@ def predict(model, loader, accelerator, order: np.ndarray | None = None) -> tupl
 
 
 def score(logits: np.ndarray, targets: np.ndarray, labels: list[str], threshold: float | np.ndarray = 0.5) -> dict:
-    """Metrics of `emodist.metrics.multilabel_metrics` at `threshold` (one, or one per label), plus the mean
+    """Metrics of `emodist.scoring.metrics.multilabel_metrics` at `threshold` (one, or one per label), plus the mean
     BCE `loss` (which no threshold changes)."""
     scores = multilabel_metrics(targets, expit(logits), labels, threshold)
     loss = F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(targets))
