@@ -75,42 +75,9 @@ def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals
     if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
         print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
     # torch, accelerate and the HF libraries are imported only now, after the offline decision
-    from emodist import data, models
-    from emodist.report import telemetry
-    from emodist.report.console import Console
-    from emodist.rundir import contract
-    from emodist.train import check_data_fits, distributed, lifecycle, make_accelerator
+    from emodist.train import start
 
-    process.quiet_libraries()
-    phases = telemetry.Phases()
-    with phases.measure("load"):
-        accelerator = opened["accelerator"] = make_accelerator(cfg)
-        process.for_training(accelerator.device.type, cfg.train.seed, cfg.train.cpu_threads)
-        console = Console(accelerator.is_main_process)
-        topology = distributed.Topology.of(accelerator)
-        dataset = data.load(cfg.data, seed=cfg.train.seed)
-        check_data_fits(cfg, dataset, accelerator)
-        run = opened["run"] = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), args.overwrite,
-                                                args.resume, notify=console.print)
-        if run.finished:
-            console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it further "
-                          "with more train.epochs or train.max_steps, or start again with --overwrite")
-            return 0
-        source = models.base_path(cfg.model)
-        if cfg.smoke:
-            with accelerator.main_process_first():
-                texts = dataset.splits["train"].texts
-                source = str(models.make_smoke_base(cfg.model.architecture, texts,
-                                                    models.smoke_base_dir(cfg, run.path, texts),
-                                                    seed=cfg.train.seed, size=cfg.model.smoke_size))
-        built = models.build_model(cfg.model, dataset.labels, source, accelerator.device,
-                                   deepspeed_stage=topology.zero_stage,
-                                   quant_storage=distributed.quant_storage_dtype(cfg, topology))
-    with phases.measure("tokenize"):
-        tokenized = data.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir, accelerator)
-    lifecycle.train(cfg, accelerator, built, dataset, tokenized, run, console, phases=phases, stop=stop)
-    return 0
-
+    return start.start(cfg, args.overwrite, args.resume, opened, stop)
 
 def print_listing(show_variants: bool) -> int:
     if show_variants:
