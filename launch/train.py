@@ -4,11 +4,11 @@
     accelerate launch launch/train.py ... --output-dir runs/x --resume auto     # continue a stopped run
     python launch/train.py --list-variants | --list-keys
 
-Parse -> config -> Accelerator -> data -> run directory -> model -> train. The logic lives in `emodist/`.
-Exit codes (emodist/runtime/errors.py): 0 done, 2 refused (one line says why), 3 the loss diverged, 65 a data
-file that cannot be read (its file and line named), 70 internal error
-(the traceback goes to a file), 74 disk full, 75 stopped by a signal after saving a checkpoint, 130 Ctrl-C
-before training; a launcher such as torchrun reports any failure as 1.
+Parse -> config -> hub decision -> setup -> fit -> finish -> close (emodist/train/lifecycle.py); the logic
+lives in `emodist/`. Exit codes (emodist/runtime/errors.py): 0 done, 2 refused (one line says why), 3 the loss
+diverged, 65 a data file that cannot be read (its file and line named), 70 internal error (the traceback goes
+to a file), 74 disk full, 75 stopped by a signal after saving a checkpoint, 130 Ctrl-C before training; a
+launcher such as torchrun reports any failure as 1.
 """
 
 from __future__ import annotations
@@ -48,36 +48,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_variants or args.list_keys:
         return print_listing(args.list_variants)
-    opened: dict = {}  # the accelerator and the run directory, once there: closed whatever happens
-    try:
-        return errors.run_main(lambda: train(args, opened), traceback_dir=lambda: opened.get("run") and opened["run"].path)
-    finally:
-        if "run" in opened:
-            opened["run"].close()
-        if "accelerator" in opened:
-            from emodist.train import distributed
-
-            distributed.shut_down(opened["accelerator"])
+    lives: list = []  # the run's lifecycle once it exists: an internal error's traceback goes to its run directory
+    return errors.run_main(lambda: train(args, lives), traceback_dir=lambda: lives[0].run_dir if lives else None)
 
 
-def train(args: argparse.Namespace, opened: dict) -> int:
-    # a scheduler's signal while the model loads stops the run after its first step (emodist/runtime/signals.py);
-    # the handlers go when training ends, so a launcher's SIGTERM then ends a rank that is only reporting an error
+def train(args: argparse.Namespace, lives: list) -> int:
+    # a scheduler's signal while the model loads stops the run after its first step (emodist/runtime/signals.py)
     with signals.StopSignals(training=False) as stop:
-        return train_with(args, opened, stop)
+        cli = {"output_dir": ("--output-dir", args.output_dir), "data.data_dir": ("--data-dir", args.data_dir),
+               "data.dataset": ("--dataset", args.dataset or ("auto" if args.data_dir else None)),
+               "track.wandb": ("--wandb", args.wandb)}
+        cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke, cli=cli)
+        if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
+            print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
+        # torch, accelerate and the HF libraries are imported only now, after the offline decision
+        from emodist.train.lifecycle import Lifecycle
 
+        with Lifecycle(cfg, stop) as life:  # its close() runs whatever happens, before an error is reported
+            lives.append(life)
+            if life.setup(args.overwrite, args.resume):
+                life.fit()
+                life.finish()
+        return 0
 
-def train_with(args: argparse.Namespace, opened: dict, stop: signals.StopSignals) -> int:
-    cli = {"output_dir": ("--output-dir", args.output_dir), "data.data_dir": ("--data-dir", args.data_dir),
-           "data.dataset": ("--dataset", args.dataset or ("auto" if args.data_dir else None)),
-           "track.wandb": ("--wandb", args.wandb)}
-    cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke, cli=cli)
-    if hub.needed(cfg) and hub.go_offline_if_unreachable() and errors.is_global_main_process():
-        print("emodist: the HuggingFace hub is unreachable: working offline (local cache only)", file=sys.stderr)
-    # torch, accelerate and the HF libraries are imported only now, after the offline decision
-    from emodist.train import start
-
-    return start.start(cfg, args.overwrite, args.resume, opened, stop)
 
 def print_listing(show_variants: bool) -> int:
     if show_variants:

@@ -3,6 +3,7 @@ what happened and what was kept, with its documented exit code, never a tracebac
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -76,9 +77,9 @@ def test_a_disk_too_small_for_the_next_checkpoint_keeps_the_last_complete_one(sm
 def test_a_bug_is_one_line_naming_the_file_that_holds_its_traceback(tmp_path, cache_dir):
     """An exception emodist does not expect (here injected into the loop) is reported as a bug: exit 70."""
     run_dir = tmp_path / "run"
-    inject = ("import runpy, sys\nimport emodist.train.lifecycle as lifecycle\n"
+    inject = ("import runpy, sys\nimport emodist.train.loop as loop\n"
               "def fit(session):\n    raise RuntimeError('an injected fault')\n"
-              "lifecycle.fit = fit\n"
+              "loop.fit = fit\n"
               f"sys.argv = ['launch/train.py', *{SMOKE + ['--output-dir', str(run_dir), 'track.plots=false']!r}]\n"
               "runpy.run_path('launch/train.py', run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", inject], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -93,3 +94,62 @@ def test_a_bug_is_one_line_naming_the_file_that_holds_its_traceback(tmp_path, ca
     assert "Traceback (most recent call last)" in traceback.read_text()
     assert "RuntimeError: an injected fault" in traceback.read_text()
     assert "Traceback" not in result.stderr
+
+
+CLOSE_PROBE = """
+import json, signal, sys
+from emodist import config
+from emodist.report import tracking
+from emodist.rundir.lock import LOCK
+from emodist.runtime import errors, signals
+import emodist.train.lifecycle as lifecycle
+import emodist.train.loop as loop
+
+where, run_dir = sys.argv[1], sys.argv[2]
+seen = {"tracker_ended_with": []}
+
+class Recording(tracking.Tracker):
+    def finish(self, summary, files, exit_code):
+        seen["tracker_ended_with"].append(exit_code)
+
+def fault(*args, **kwargs):
+    seen["lock_held_at_fault"] = (lifecycle_now.run_dir / LOCK).exists()
+    raise (errors.Diverged if where == "fit" else errors.UsageError)(f"a fault injected into {where}")
+
+tracking.start_wandb = lambda *args, **kwargs: Recording()
+setattr(loop if where == "fit" else lifecycle, "fit" if where == "fit" else "build", fault)
+cfg = config.load("distilbert", None, [f"output_dir={run_dir}", "train.max_steps=4"], smoke=True)
+with signals.StopSignals(training=False) as stop:
+    try:
+        with lifecycle.Lifecycle(cfg, stop) as lifecycle_now:
+            if lifecycle_now.setup():
+                accelerator, logger = lifecycle_now.accelerator, lifecycle_now.session.logger
+                lifecycle_now.fit()
+    except errors.EmodistError as err:
+        seen["raised"] = type(err).__name__
+    # what close() let go of, looked at before the entry's own `with` restores anything
+    seen["sigterm_handler_restored"] = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    seen["lock_released"] = not (lifecycle_now.run_dir / LOCK).exists()
+    seen["accelerator_released"] = lifecycle_now.accelerator is None and lifecycle_now.session is None
+    if where == "fit":
+        seen["models_freed"] = accelerator._models == [] and accelerator._optimizers == []
+        seen["metrics_file_closed"] = logger._file is None
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("where", ["setup", "fit"])
+def test_close_lets_go_of_everything_the_run_holds_whatever_stops_it(where, tmp_path, cache_dir):
+    """A fault in setup (the model's build, with the run directory locked) or in the loop: `Lifecycle.close`
+    still ends the tracker with the run's exit code, restores the signal handlers, releases the lock and the
+    accelerator's model and optimizer."""
+    result = subprocess.run([sys.executable, "-c", CLOSE_PROBE, where, str(tmp_path / "run")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.splitlines()[-1])
+    expected = {"raised": "UsageError", "lock_held_at_fault": True, "sigterm_handler_restored": True,
+                "lock_released": True, "accelerator_released": True, "tracker_ended_with": []}
+    if where == "fit":  # the tracker starts once the loop state is built: only a fault in the loop reaches it
+        expected |= {"raised": "Diverged", "tracker_ended_with": [errors.EXIT_DIVERGED], "models_freed": True,
+                     "metrics_file_closed": True}
+    assert seen == expected

@@ -65,8 +65,13 @@ class StopSignals:
         return name
 
     def __exit__(self, *exc) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before (once: a second call changes nothing)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def _accelerate_launched() -> bool:

@@ -1,7 +1,9 @@
-"""The one Accelerate loop that trains every variant: setup -> fit -> finish.
+"""The one Accelerate loop that trains every variant: setup -> fit -> finish -> close.
 
-    accelerator = make_accelerator(cfg)
-    summary = train(cfg, accelerator, built, data, tokenized, run, console)
+    with Lifecycle(cfg, stop) as life:      # close() runs whatever happens
+        if life.setup(overwrite, resume):
+            life.fit()
+            summary = life.finish()
 
 Batch arithmetic: each process runs `train.micro_batch_size` examples per forward/backward and
 accumulates `train.global_batch_size / (micro_batch_size x processes)` of them per optimizer step
@@ -12,12 +14,13 @@ weights in the optimizer. The topology itself comes from the accelerate config (
 
 The parts: `accelerator` (precision, accumulation, support), `plan` (how many steps), `state` (what the
 parts share), `optim` (optimizer, schedule, loss weights), `loop` (steps and what follows each), `saving`
-(the checkpoint policy), `evaluation`, `finish` (the end of a run), `lifecycle` (setup -> fit -> finish).
+(the checkpoint policy), `evaluation`, `finish` (the end of a run), `lifecycle` (setup -> fit -> finish ->
+close).
 The top layer: imports every package below it.
 """
 
 from emodist.train.accelerator import check_data_fits, make_accelerator, resolve_precision
-from emodist.train.lifecycle import train
+from emodist.train.lifecycle import Lifecycle
 
-__all__ = ["check_data_fits", "make_accelerator", "resolve_precision", "train"]
+__all__ = ["Lifecycle", "check_data_fits", "make_accelerator", "resolve_precision"]
 

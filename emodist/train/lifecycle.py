@@ -1,63 +1,151 @@
-"""A run's life: setup -> fit -> finish, with the tracker closed whatever happens.
+"""A training run's life: setup -> fit -> finish -> close, with close run whatever happens.
 
-    summary = train(cfg, accelerator, built, data, tokenized, run, console)
+    with StopSignals(training=False) as stop:       # the entry script, before torch loads
+        with Lifecycle(cfg, stop) as life:           # close() on the way out: normal end, refusal or error
+            if life.setup(overwrite=False, resume="auto"):   # False: the run had already finished
+                life.fit()
+                life.finish()
+
+`setup` opens what the run holds, each as it comes: the Accelerator (and the process group), the data, the
+run directory (and its lock), the model and its tokens, the loop's state (`Session`) and the tracker.
+`close` lets go of all of it, in this order and each whatever the others did: the tracker (wandb learns
+the run's exit code; metrics.jsonl is closed), the signal handlers (a launcher's SIGTERM then ends a rank
+that is only reporting an error), the run directory's lock, the model and the process group.
 """
 
 from __future__ import annotations
 
-import contextlib
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from emodist import data as data_mod
+from emodist import models
 from emodist.config import RunConfig
 from emodist.data import sampling
 from emodist.models import BuiltModel
 from emodist.report import telemetry, tracking
 from emodist.report.console import Console
 from emodist.rundir import contract
-from emodist.runtime import hostmem
+from emodist.runtime import hostmem, process
 from emodist.runtime.signals import StopSignals
-from emodist.train import distributed
+from emodist.train import distributed, loop
+from emodist.train.accelerator import check_data_fits, make_accelerator
 from emodist.train.finish import finish
-from emodist.train.loop import fit
 from emodist.train.optim import build_optimizer, build_scheduler, positive_weights
 from emodist.train.plan import Plan
 from emodist.train.saving import keep_trainable_only, restore
 from emodist.train.state import Session
 
 
-def train(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run: contract.Run, console: Console, phases: telemetry.Phases | None = None,
-          stop: StopSignals | None = None) -> dict:
-    """Train (from `run.checkpoint` when there is one), evaluate on dev and test, export `model/`, write
-    `summary.json` and `plots/`; return the summary. Raises Preempted on a stop signal, Diverged on a NaN
-    loss, NoSpace when the disk fills. `phases`: the times of the phases before training (load, tokenize);
-    `stop`: the signal handlers the entry script installed before loading (a signal then stops the run
-    after its first step), else installed here."""
-    run_dir = run.path
-    with StopSignals() if stop is None else contextlib.nullcontext(stop) as stop:
-        session = setup(cfg, accelerator, built, data, tokenized, run, console, stop, phases or telemetry.Phases())
-        stop.training = True
-        summary, error = None, None
+class Lifecycle:
+    """One launch of a training run (see the module's docstring). Raises, from `fit`, Preempted on a stop
+    signal, Diverged on a NaN loss, NoSpace when the disk fills; `close` still runs."""
+
+    def __init__(self, cfg: RunConfig, stop: StopSignals) -> None:
+        self.cfg = cfg
+        self.stop = stop
+        """The signal handlers the entry script installed before loading: a scheduler's signal while the model
+        loads stops the run after its first step (emodist/runtime/signals.py)."""
+        self.phases = telemetry.Phases()
+        self.accelerator: Accelerator | None = None
+        self.run: contract.Run | None = None
+        self.session: Session | None = None
+        self.summary: dict | None = None
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run directory once it is open."""
+        return self.run.path if self.run is not None else None
+
+    def __enter__(self) -> Lifecycle:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(exc)
+
+    def setup(self, overwrite: bool = False, resume: str = "none") -> bool:
+        """Open the accelerator, the data, the run directory, the model and its tokens, then the loop state.
+        False (and nothing built) when the run directory holds a run that has already finished."""
+        cfg = self.cfg
+        process.quiet_libraries()
+        with self.phases.measure("load"):
+            accelerator = self.accelerator = make_accelerator(cfg)
+            process.for_training(accelerator.device.type, cfg.train.seed, cfg.train.cpu_threads)
+            console = Console(accelerator.is_main_process)
+            dataset = data_mod.load(cfg.data, seed=cfg.train.seed)
+            check_data_fits(cfg, dataset, accelerator)
+            run = self.run = contract.open_run(cfg, accelerator, dataset.labels,
+                                               distributed.Topology.of(accelerator).identity(), overwrite, resume,
+                                               notify=console.print)
+            if run.finished:
+                console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it "
+                              "further with more train.epochs or train.max_steps, or start again with --overwrite")
+                return False
+            built = build(cfg, accelerator, dataset, run)
+        with self.phases.measure("tokenize"):
+            tokenized = data_mod.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir,
+                                          accelerator)
+        self.built, self.data = built, dataset
+        self.session = make_session(cfg, accelerator, built, dataset, tokenized, run, console, self.stop,
+                                    self.phases)
+        return True
+
+    def fit(self) -> None:
+        """Train to the plan's last step (from `run.checkpoint` when there is one)."""
+        self.stop.training = True
+        loop.fit(self.session)
+
+    def finish(self) -> dict:
+        """Evaluate on dev and test, export `model/`, write `summary.json` and `plots/`; return the summary."""
+        self.stop.finishing = True
+        hostmem.release()  # the training steps' freed pages: evaluation and export start from what is live
+        self.summary = finish(self.session, self.built, self.data)
+        return self.summary
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Let go of everything the run holds (the module's docstring says in which order); `error`: what ended
+        the run, if anything (wandb records its exit code). Safe to call twice."""
         try:
-            fit(session)
-            stop.finishing = True
-            hostmem.release()  # the training steps' freed pages: evaluation and export start from what is live
-            summary = finish(session, built, data)
-            return summary
-        except BaseException as err:
-            error = err
-            raise
+            logger = self.session.logger if self.session is not None else None
+            self.session = None  # the model and optimizer it holds go with the accelerator's below
+            if logger is not None:
+                run_dir = self.run.path
+                files = [run_dir / "summary.json", run_dir / "metrics.jsonl", *sorted(run_dir.glob("plots/*.png"))]
+                logger.close(self.summary, files, tracking.exit_code_of(error))
         finally:
-            files = [run_dir / "summary.json", run_dir / "metrics.jsonl", *sorted(run_dir.glob("plots/*.png"))]
-            session.logger.close(summary, files, tracking.exit_code_of(error))
+            self.stop.restore()
+            try:
+                if self.run is not None:
+                    self.run.close()
+            finally:
+                accelerator, self.accelerator = self.accelerator, None
+                if accelerator is not None:
+                    distributed.shut_down(accelerator)
 
 
-def setup(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-          tokenized: dict, run: contract.Run, console: Console, stop: StopSignals, phases: telemetry.Phases) -> Session:
+def build(cfg: RunConfig, accelerator: Accelerator, dataset: data_mod.EmotionData, run: contract.Run) -> BuiltModel:
+    """The model of `cfg` from its base (a smoke base is made first, once per machine, by its main process)."""
+    source = models.base_path(cfg.model)
+    if cfg.smoke:
+        with accelerator.main_process_first():
+            texts = dataset.splits["train"].texts
+            source = str(models.make_smoke_base(cfg.model.architecture, texts,
+                                                models.smoke_base_dir(cfg, run.path, texts),
+                                                seed=cfg.train.seed, size=cfg.model.smoke_size))
+    topology = distributed.Topology.of(accelerator)
+    return models.build_model(cfg.model, dataset.labels, source, accelerator.device,
+                              deepspeed_stage=topology.zero_stage,
+                              quant_storage=distributed.quant_storage_dtype(cfg, topology))
+
+
+def make_session(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
+                 tokenized: dict, run: contract.Run, console: Console, stop: StopSignals,
+                 phases: telemetry.Phases) -> Session:
+    """The loop's state: loaders, optimizer and schedule prepared by accelerate, a checkpoint restored, the
+    start banner shown, then the tracker started."""
     run_dir = run.path
     multiple = cfg.data.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
     collate = data_mod.collator(built.tokenizer, multiple)
