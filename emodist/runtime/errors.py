@@ -46,6 +46,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from emodist.runtime import ranks
+
 EXIT_USAGE = 2
 """Refused: bad input, a combination that cannot work, a checkpoint that does not fit the run."""
 EXIT_DIVERGED = 3
@@ -111,37 +113,45 @@ def is_global_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-# How long another rank waits for the main rank to print a refusal before printing its own
-REPORT_GRACE_S = 10.0
+REPORT_WAIT_S = 10.0
+"""The longest another rank waits for the main rank's error before it prints its own (the wait ends as
+soon as the main rank's error is posted: see `report`)."""
 
 
 def say_last(line: str) -> None:
-    """Print the line that ends this process on stderr.
-
-    Under torchrun (and `accelerate launch` with several processes) the launcher ends a failed run with its
-    own summary of the failed ranks: the line also goes to that rank's `TORCHELASTIC_ERROR_FILE`, so the
-    summary's root cause is this line rather than a link to torch's docs.
-    """
+    """Print the line that ends this process on stderr (and in the launcher's summary: `to_error_file`)."""
     print(line, file=sys.stderr, flush=True)
+    to_error_file(line)
+
+
+def to_error_file(line: str) -> None:
+    """Under torchrun (and `accelerate launch` with several processes) the launcher ends a failed run with its
+    own summary of the failed ranks: the line goes to this rank's `TORCHELASTIC_ERROR_FILE`, so the summary's
+    root cause is this line rather than a link to torch's docs."""
     error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if error_file:  # if it cannot be written, the summary names the exit code only: the line above says it all
+    if error_file:  # if it cannot be written, the summary names the exit code only: the terminal has the line
         with contextlib.suppress(OSError):
             Path(error_file).write_text(json.dumps({"message": line, "timestamp": int(time.time())}))
 
 
-def report(err: BaseException) -> int:
-    """Print `err` once, from the main rank (N processes do not print it N times); return its exit code.
+def report(err: BaseException, same_as: str | None = None) -> int:
+    """Print `err` once for all ranks (N processes do not print it N times); return its exit code.
 
-    A refusal usually reaches every rank. The other ranks wait before they print and exit: a launcher
-    such as torchrun stops all ranks as soon as one exits, which could silence the main rank. When the
-    main rank has printed and exited first, the launcher stops them before they print; a problem only
-    they met is still printed, naming the rank.
+    A refusal usually reaches every rank. The main rank prints it, then posts it for the others
+    (emodist/runtime/ranks.py). Another rank waits for that post, not for a time: when the main rank met the
+    same error (`same_as`, else the message, compared), it prints nothing and only gives the launcher's
+    summary the line; when the main rank's differs, or none is posted within REPORT_WAIT_S (the problem is
+    this rank's alone), it prints its own, naming the rank.
     """
+    text = str(err)
+    line = f"emodist: error: {text}"
     if is_global_main_process():
-        say_last(f"emodist: error: {err}")
+        say_last(line)
+        ranks.post_main_line(same_as or text)
+    elif ranks.main_line(REPORT_WAIT_S) == (same_as or text):
+        to_error_file(line)
     else:
-        time.sleep(REPORT_GRACE_S)
-        say_last(f"emodist: error on rank {os.environ.get('RANK')}: {err}")
+        say_last(f"emodist: error on rank {os.environ.get('RANK')}: {text}")
     return getattr(err, "exit_code", EXIT_USAGE)
 
 
@@ -232,7 +242,8 @@ def internal_error(err: BaseException, directory: Path | None) -> int:
     where = f"its traceback is in {path}" if path else "its traceback could not be written to a file:\n" + text
     summary = f"{type(err).__name__}: {err}".splitlines()[0][:300]
     report(InternalError(f"internal error, a bug in emodist rather than in your input ({summary}); {where}. "
-                         "Please report it with that file (EMODIST_DEBUG=1 prints the traceback here)"))
+                         "Please report it with that file (EMODIST_DEBUG=1 prints the traceback here)"),
+           same_as=summary)  # each rank names its own traceback file: the same bug is still one line
     return EXIT_INTERNAL
 
 
