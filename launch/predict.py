@@ -21,9 +21,6 @@ from pathlib import Path
 
 from emodist.runtime import errors, hub, process
 
-CHUNK = 2048
-"""Texts per chunk: sorted by length and batched within it, written when it is done."""
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,19 +56,15 @@ def predict(args: argparse.Namespace) -> int:
                                ("--max-length", args.max_length, 8)):
         if value < least:
             raise errors.UsageError(f"{flag} {value}: must be >= {least}")
+    from emodist.serve import textio
     from emodist.serve.inference import Classifier, device_of, model_dir_of
-    from emodist.serve.textio import Texts, Writer, read_texts
 
     model_dir = model_dir_of(Path(args.model))
     if hub.needed_by_export(model_dir):  # before huggingface_hub is imported, which reads it once
         hub.go_offline_if_unreachable()
     process.quiet_libraries()  # imports transformers, and with it huggingface_hub: after the probe
     device = device_of(args.device)
-    inputs = Texts(args.texts, 0, "arguments") if args.texts else read_texts(args.file, args.column)
-    if not inputs.texts:
-        skipped = f" (only {inputs.skipped} empty line(s))" if inputs.skipped else ""
-        raise errors.UsageError(f"no text to label in {inputs.source}{skipped}: give texts as arguments, with --file, "
-                                "or on standard input")
+    inputs = textio.texts_of(args.texts, args.file, args.column)
     classifier = Classifier.load(model_dir, device, max_length=args.max_length, batch_size=args.batch_size)
     if classifier.warning:
         print(f"emodist: warning: {classifier.warning}", file=sys.stderr)
@@ -79,35 +72,9 @@ def predict(args: argparse.Namespace) -> int:
     if longest and args.max_length > longest:
         raise errors.UsageError(f"--max-length {args.max_length}: this model reads at most {longest} tokens: "
                                 f"use --max-length {longest} or less")
-    output = _open_output(args.output)
-    writer = Writer(output, classifier.labels, args.format, args.top_k)
-    truncated = 0
-    for start in range(0, len(inputs.texts), CHUNK):
-        chunk = inputs.texts[start:start + CHUNK]
-        probabilities = classifier.probabilities(chunk)
-        writer.write(chunk, probabilities, classifier.labels_of(probabilities))
-        truncated += classifier.truncated(chunk)
-    _notices(inputs, truncated, args.max_length)
+    writer = textio.Writer(textio.open_output(args.output), classifier.labels, args.format, args.top_k)
+    textio.write_predictions(classifier, inputs, writer)
     return 0
-
-
-def _open_output(path: str | None):
-    if path is None:
-        return sys.stdout
-    try:
-        return open(path, "x", encoding="utf-8", newline="")  # noqa: SIM115 - open for the whole run
-    except FileExistsError:
-        raise errors.UsageError(f"--output {path} exists: choose a new file (nothing is overwritten)") from None
-    except OSError as err:
-        raise errors.UsageError(f"--output {path}: cannot write it ({err.strerror})") from None
-
-
-def _notices(inputs, truncated: int, max_length: int) -> None:
-    if inputs.skipped:
-        print(f"emodist: skipped {inputs.skipped} empty line(s) of {inputs.source}", file=sys.stderr)
-    if truncated:
-        print(f"emodist: {truncated} text(s) longer than {max_length} tokens were read up to that length "
-              "(--max-length)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,17 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from emodist.runtime.errors import UsageError, utf8_text
+
+if TYPE_CHECKING:
+    from emodist.serve.inference import Classifier
+
+CHUNK = 2048
+"""Texts per chunk: sorted by length and batched within it (`Classifier.probabilities`), written when done."""
 
 
 @dataclass
@@ -24,6 +30,17 @@ class Texts:
     skipped: int
     """Empty (or whitespace-only) entries left out."""
     source: str
+
+
+def texts_of(arguments: list[str], path: str | None, column: str = "text") -> Texts:
+    """The texts to label: `arguments` when there are any, else those of `read_texts(path, column)`.
+    UsageError when there is none."""
+    inputs = Texts(arguments, 0, "arguments") if arguments else read_texts(path, column)
+    if not inputs.texts:
+        skipped = f" (only {inputs.skipped} empty line(s))" if inputs.skipped else ""
+        raise UsageError(f"no text to label in {inputs.source}{skipped}: give texts as arguments, with --file, or "
+                         "on standard input")
+    return inputs
 
 
 def read_texts(path: str | None, column: str = "text") -> Texts:
@@ -107,3 +124,31 @@ class Writer:
                     record["top"] = [{"label": name, "score": p} for name, p in top]
                 self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
+
+
+def open_output(path: str | None) -> TextIO:
+    """Standard output for None, else the new file `path` (an existing file is refused: nothing is overwritten)."""
+    if path is None:
+        return sys.stdout
+    try:
+        return open(path, "x", encoding="utf-8", newline="")  # noqa: SIM115 - open for the whole run
+    except FileExistsError:
+        raise UsageError(f"--output {path} exists: choose a new file (nothing is overwritten)") from None
+    except OSError as err:
+        raise UsageError(f"--output {path}: cannot write it ({err.strerror})") from None
+
+
+def write_predictions(classifier: Classifier, inputs: Texts, writer: Writer) -> None:
+    """Label `inputs` CHUNK texts at a time, each chunk written (and flushed) when it is done, so a stop keeps
+    what was done; then say on stderr how many empty lines were skipped and how many texts were cut."""
+    truncated = 0
+    for start in range(0, len(inputs.texts), CHUNK):
+        chunk = inputs.texts[start:start + CHUNK]
+        probabilities = classifier.probabilities(chunk)
+        writer.write(chunk, probabilities, classifier.labels_of(probabilities))
+        truncated += classifier.truncated(chunk)
+    if inputs.skipped:
+        print(f"emodist: skipped {inputs.skipped} empty line(s) of {inputs.source}", file=sys.stderr)
+    if truncated:
+        print(f"emodist: {truncated} text(s) longer than {classifier.max_length} tokens were read up to that length "
+              "(--max-length)", file=sys.stderr)
