@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist.runtime import errors, process
+from emodist.runtime import errors, hub, process
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if hub.needed_by_export(args.run_dir / "model"):  # the merge loads the adapter's base: probe before
+        hub.go_offline_if_unreachable()               # huggingface_hub is imported, which reads it once
     from emodist import config
     from emodist.serve import export
 

@@ -65,27 +65,29 @@ def test_the_probe_dials_the_endpoint_s_own_port(probe_env, endpoint, port):
     assert dialled == [("hub.example", port)]
 
 
-def test_predict_probes_the_hub_before_huggingface_hub_is_imported(tmp_path):
-    """huggingface_hub reads HF_HUB_OFFLINE once, when it is imported: predict's probe (for an adapter whose
-    base is a hub id) must come first, or an unreachable hub costs every download's timeout."""
+@pytest.mark.parametrize("entry", ["predict", "export"])
+def test_predict_and_export_probe_the_hub_before_huggingface_hub_is_imported(entry, tmp_path):
+    """huggingface_hub reads HF_HUB_OFFLINE once, when it is imported: the probe of predict and of export's
+    merge (for an adapter whose base is a hub id) must come first, or an unreachable hub costs every
+    download's timeout."""
     import subprocess
     import sys
 
-    model = tmp_path / "model"
-    model.mkdir()
+    model = tmp_path / "run" / "model"
+    model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     (model / "adapter_config.json").write_text('{"base_model_name_or_path": "google/gemma-1.1-2b-it"}')
-    script = """
+    argv = [str(model), "hello"] if entry == "predict" else [str(tmp_path / "run")]
+    script = f"""
 import runpy, sys
 from emodist.runtime import hub
 def probe():
     print("imported at the probe:", "huggingface_hub" in sys.modules, "transformers" in sys.modules)
     raise SystemExit(0)
 hub.go_offline_if_unreachable = probe
-sys.argv = ["launch/predict.py", sys.argv[1], "hello"]
-runpy.run_path("launch/predict.py", run_name="__main__")
+sys.argv = ["launch/{entry}.py", *{argv!r}]
+runpy.run_path("launch/{entry}.py", run_name="__main__")
 """
-    result = subprocess.run([sys.executable, "-c", script, str(model)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "imported at the probe: False False" in result.stdout, result.stdout
