@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from emodist.report import compare
+from emodist.report import compare, tracking
 from emodist.runtime import errors
 
 
@@ -46,7 +46,7 @@ def write(args: argparse.Namespace) -> int:
     if args.wandb_group:
         into = Path("runs") / f"wandb-{args.wandb_group}"
         args.runs = [into]
-        compare.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
+        tracking.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
     runs = compare.find_runs(args.runs)
     output = args.output or default_output(args.runs, runs)
     written = compare.write_comparison(runs, output)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,17 @@ def test_the_readme_s_report_directory_is_never_committed():
     """README writes comparisons to reports/: like runs/, git leaves it out."""
     for path in ("reports/ab/report.md", "runs/x/summary.json"):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+
+
+def test_a_wandb_group_without_a_login_is_refused_in_one_line(tmp_path):
+    """`--wandb-group` needs the wandb server and a key: without a key, one line that says how to log in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env |= {"HOME": str(tmp_path), "WANDB_BASE_URL": "http://127.0.0.1:9"}  # no ~/.netrc, no server either
+    result = subprocess.run([sys.executable, str(ROOT / "launch" / "compare.py"), "--wandb-group", "study-7"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == errors.EXIT_USAGE
+    assert result.stderr.splitlines() == [
+        "emodist: error: --wandb-group study-7: the wandb server did not answer (UsageError: No API key configured. "
+        "Use `wandb login` to log in.); log in (`wandb login`) and check --wandb-project, or compare the run "
+        "directories"]
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded, no empty runs/ left behind

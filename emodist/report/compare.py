@@ -227,33 +227,6 @@ def write_comparison(runs: Runs, output: Path) -> list[Path]:
     return [csv_path, md_path, html_path, *images]
 
 
-def download_wandb_group(group: str, project: str, entity: str | None, into: Path) -> list[Path]:
-    """Fetch summary.json and metrics.jsonl of every run of a wandb group into `into`/<run name>/ (what
-    `emodist.report.tracking` saved with each run); return the run directories. Needs the wandb server."""
-    import wandb
-
-    try:
-        api = wandb.Api()
-        found = list(api.runs(f"{entity}/{project}" if entity else project, filters={"group": group}))
-    except Exception as err:  # noqa: BLE001 - no network, no key, no such project: all one answer
-        raise UsageError(f"--wandb-group {group}: the wandb server did not answer ({type(err).__name__}: {err}); "
-                         "log in (`wandb login`) and check --wandb-project, or compare the run directories") from None
-    if not found:
-        raise UsageError(f"--wandb-group {group}: no runs in project {project}: check the group and --wandb-project")
-    runs = []
-    for run in found:
-        target = into / run.name
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "config.yaml").write_text(f"# wandb run {run.path}\nvariant: {run.job_type}\n", encoding="utf-8")
-        for name in (SUMMARY, "metrics.jsonl"):
-            try:
-                run.file(name).download(root=str(target), replace=True)
-            except Exception:  # noqa: BLE001, S112 - an unfinished run has no summary.json: listed as such
-                continue
-        runs.append(target)
-    return runs
-
-
 def _numeric(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 

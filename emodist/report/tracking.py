@@ -13,7 +13,7 @@ wandb: project, group (the study), job_type (the variant), name (variant + SLURM
 time), tags and the resolved config; every record is logged against its optimizer `step`, so a resumed
 run may log a step twice without wandb dropping it. At the end the summary holds the final dev (`eval/`)
 and test metrics, per-label F1 and the `perf/` totals, and the run's files hold summary.json and
-metrics.jsonl (what `launch/compare.py --wandb-group` reads back).
+metrics.jsonl, which `download_wandb_group` reads back for `launch/compare.py --wandb-group`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from emodist.report.console import Console
+from emodist.runtime.errors import UsageError
 from emodist.scoring.metrics import HEADLINE
 
 RUN_FILE = "emodist-run.json"
@@ -292,3 +293,30 @@ def exit_code_of(error: BaseException | None) -> int:
     if error is None:
         return 0
     return getattr(error, "exit_code", 1)
+
+
+def download_wandb_group(group: str, project: str, entity: str | None, into: Path) -> list[Path]:
+    """Fetch summary.json and metrics.jsonl of every run of a wandb group into `into`/<run name>/ (what
+    `WandbTracker` saved with each run); return the run directories. Needs the wandb server."""
+    import wandb
+
+    try:
+        api = wandb.Api()
+        found = list(api.runs(f"{entity}/{project}" if entity else project, filters={"group": group}))
+    except Exception as err:  # noqa: BLE001 - no network, no key, no such project: all one answer
+        raise UsageError(f"--wandb-group {group}: the wandb server did not answer ({type(err).__name__}: {err}); "
+                         "log in (`wandb login`) and check --wandb-project, or compare the run directories") from None
+    if not found:
+        raise UsageError(f"--wandb-group {group}: no runs in project {project}: check the group and --wandb-project")
+    runs = []
+    for run in found:
+        target = into / run.name
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "config.yaml").write_text(f"# wandb run {run.path}\nvariant: {run.job_type}\n", encoding="utf-8")
+        for name in ("summary.json", "metrics.jsonl"):
+            try:
+                run.file(name).download(root=str(target), replace=True)
+            except Exception:  # noqa: BLE001, S112 - an unfinished run has no summary.json: listed as such
+                continue
+        runs.append(target)
+    return runs
