@@ -52,6 +52,8 @@ class Lifecycle:
         self.phases = telemetry.Phases()
         self.accelerator: Accelerator | None = None
         self.run: contract.Run | None = None
+        self.data: data_mod.EmotionData | None = None
+        self.built: BuiltModel | None = None
         self.session: Session | None = None
         self.summary: dict | None = None
 
@@ -75,7 +77,7 @@ class Lifecycle:
             accelerator = self.accelerator = make_accelerator(cfg)
             process.for_training(accelerator.device.type, cfg.train.seed, cfg.train.cpu_threads)
             console = Console(accelerator.is_main_process)
-            dataset = data_mod.load(cfg.data, seed=cfg.train.seed)
+            dataset = self.data = data_mod.load(cfg.data, seed=cfg.train.seed)
             check_data_fits(cfg, dataset, accelerator)
             run = self.run = contract.open_run(cfg, accelerator, dataset.labels,
                                                distributed.Topology.of(accelerator).identity(), overwrite, resume,
@@ -84,11 +86,10 @@ class Lifecycle:
                 console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it "
                               "further with more train.epochs or train.max_steps, or start again with --overwrite")
                 return False
-            built = build(cfg, accelerator, dataset, run)
+            built = self.built = build(cfg, accelerator, dataset, run)
         with self.phases.measure("tokenize"):
             tokenized = data_mod.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir,
                                           accelerator)
-        self.built, self.data = built, dataset
         self.session = make_session(cfg, accelerator, built, dataset, tokenized, run, console, self.stop,
                                     self.phases)
         return True
