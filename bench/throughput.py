@@ -44,7 +44,8 @@ def data_settings(examples: int, eval_examples: int | None) -> list[str]:
 def variant_config(data_dir: Path, settings: list[str]):
     from emodist import config
 
-    return config.load("minilm", None, settings, cli={"data.data_dir": str(data_dir), "data.dataset": "goemotions"})
+    return config.load("minilm", None, settings,
+                       cli={"data.data_dir": ("--data-dir", str(data_dir)), "data.dataset": ("--dataset", "goemotions")})
 
 
 # --- the two workers (each runs in a process of its own) ---------------------------------------------
