@@ -1,5 +1,7 @@
 """The model: THE builder every variant goes through (`builder`: tokenizer, quantization, load, k-bit prep,
-gradient checkpointing, LoRA) and the random bases `--smoke` trains instead of a download (`smoke`).
+gradient checkpointing, LoRA), the random bases `--smoke` trains instead of a download (`smoke`), and
+what training it needs in memory before any weight is loaded (`shapes` on the meta device, `placement` of
+the processes, `memory`: the plan, its verdict and advice).
 
 Imports `emodist.data`, `emodist.config` and `emodist.runtime`. Saving a trained model and reading it back
 belong to `emodist.serve.model_dir`.

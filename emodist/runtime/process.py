@@ -5,14 +5,17 @@ here, in a call an entry script makes where it can be seen, with its reason.
     process.quiet_libraries()                       # before the HF libraries load a model
     process.for_training(device_type, seed, cpu_threads)   # once the Accelerator has chosen the device
 
-Nothing in emodist changes these settings on import.
+Nothing in emodist changes these settings on import. `cpu_has_native_bf16` says what the CPU computes in
+hardware, which the precision a run chooses depends on.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
+from pathlib import Path
 
 from emodist.runtime import hostmem
 
@@ -65,3 +68,12 @@ def for_training(device_type: str, seed: int, cpu_threads: int | None) -> None:
         torch.set_num_threads(cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
         hostmem.keep_freed_memory()
     set_seed(seed)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX); False where it cannot tell."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))

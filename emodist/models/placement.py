@@ -1,0 +1,156 @@
+"""Where a run's processes put their memory, read before any process starts, and how much there is.
+
+    placement = from_accelerate_config("accelerate_configs/deepspeed_zero3.yaml", num_processes=4,
+                                       device="cuda", precision="bf16")
+    target = Target.of("24GB")          # one GPU of 24 GB; Target.of(None): this machine's GPU, else its RAM
+
+The memory plan (`emodist.models.memory`) reads a Placement; a started run makes its own from the live
+accelerator (`emodist.train.distributed.Topology.placement`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from emodist.config import RunConfig
+from emodist.runtime import process
+from emodist.runtime.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The processes of a run and where their memory lives."""
+
+    processes: int = 1
+    nodes: int = 1
+    zero_stage: int | None = None
+    """DeepSpeed's ZeRO stage, or None without DeepSpeed."""
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    device: str = "cuda"
+    """cuda or cpu: where the weights and activations live."""
+    precision: str = "bf16"
+    """accelerate's mixed_precision: no, bf16 or fp16."""
+
+    @property
+    def per_node(self) -> int:
+        return max(1, self.processes // max(self.nodes, 1))
+
+    def describe(self) -> str:
+        kind = f"DeepSpeed ZeRO-{self.zero_stage}" if self.zero_stage is not None else (
+            "DDP" if self.processes > 1 else "1 process")
+        count = f", {self.processes} processes" + (f" on {self.nodes} nodes" if self.nodes > 1 else "") if (
+            self.processes > 1) else ""
+        offload = [what for what, on in (("optimizer", self.offload_optimizer), ("weights", self.offload_params)) if on]
+        return (f"{kind}{count}, {self.device}, {self.precision}"
+                + (f", {' and '.join(offload)} offloaded to the host" if offload else ""))
+
+
+def from_accelerate_config(path: str | None, num_processes: int | None = None, num_machines: int | None = None,
+                           device: str = "cuda", precision: str = "bf16") -> Placement:
+    """The Placement an accelerate config file (and the launcher's overrides) starts. None: one process."""
+    import yaml
+
+    settings: dict = {}
+    if path is not None:
+        try:
+            settings = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise UsageError(f"--config_file {path}: cannot read it as an accelerate config ({err})") from None
+    kind = str(settings.get("distributed_type", "NO")).upper()
+    processes = num_processes or int(settings.get("num_processes", 1) or 1)
+    nodes = num_machines or int(settings.get("num_machines", 1) or 1)
+    if kind == "NO" and not num_processes:
+        processes = 1
+    zero = _zero_settings(settings.get("deepspeed_config") or {}, path) if kind == "DEEPSPEED" else None
+    if settings.get("use_cpu"):
+        device = "cpu"
+    return Placement(processes=processes, nodes=nodes, zero_stage=None if zero is None else zero["stage"],
+                     offload_optimizer=bool(zero and zero["offload_optimizer"]),
+                     offload_params=bool(zero and zero["offload_params"]), device=device, precision=precision)
+
+
+def _zero_settings(deepspeed: dict, path: str) -> dict:
+    """ZeRO's stage and offloads from accelerate's deepspeed_config (inline keys or its JSON file)."""
+    file = deepspeed.get("deepspeed_config_file")
+    if file:
+        try:
+            zero = json.loads(Path(file).read_text(encoding="utf-8")).get("zero_optimization", {})
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--config_file {path}: its deepspeed_config_file {file} cannot be read ({err}); "
+                             "run from the directory it is relative to") from None
+        return {"stage": int(zero.get("stage", 0)),
+                "offload_optimizer": (zero.get("offload_optimizer") or {}).get("device", "none") != "none",
+                "offload_params": (zero.get("offload_param") or {}).get("device", "none") != "none"}
+    return {"stage": int(deepspeed.get("zero_stage", 0)),
+            "offload_optimizer": deepspeed.get("offload_optimizer_device", "none") not in ("none", None),
+            "offload_params": deepspeed.get("offload_param_device", "none") not in ("none", None)}
+
+
+HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
+
+
+def precision_for(cfg: RunConfig, device: str, zero_stage: int | None = None, gpu_bf16: bool = True) -> str:
+    """The accelerate `mixed_precision` a run of `cfg` computes in on `device` (cuda or cpu; `gpu_bf16`: whether
+    the GPU has bf16) under `zero_stage` (train.mixed_precision, its `auto` resolved)."""
+    requested = cfg.train.mixed_precision
+    if requested == "auto":
+        # a half-precision base computes in that precision whatever the hardware: autocast it to match
+        # the float32 trainable head (config validation refuses any other explicit choice)
+        requested = HALF_BASE_PRECISION.get(cfg.model.dtype, "auto") if cfg.model.quantization == "none" else "auto"
+        if cfg.model.quantization == "nf4" and zero_stage == 3:
+            # ZeRO-3 trains a 4-bit base stored in its compute dtype, and keeps float32 masters only
+            # when DeepSpeed's own half precision is on
+            requested = HALF_BASE_PRECISION.get(cfg.model.compute_dtype, "no")
+    if requested != "auto":
+        return requested
+    if device == "cuda":
+        return "bf16" if gpu_bf16 else "fp16"
+    return "bf16" if process.cpu_has_native_bf16() else "no"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The memory one process may use: one GPU's, or on a CPU the machine's RAM (shared by its processes)."""
+
+    device: str
+    capacity: int
+    source: str
+
+    @classmethod
+    def of(cls, gpu_memory: str | None) -> Target:
+        if gpu_memory is not None:
+            return cls("cuda", parse_size(gpu_memory, "--gpu-memory"), f"--gpu-memory {gpu_memory}")
+        import torch
+
+        if torch.cuda.is_available():
+            return cls("cuda", torch.cuda.get_device_properties(0).total_memory, torch.cuda.get_device_name(0))
+        pages = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return cls("cpu", pages, "this machine's RAM (no GPU here)")
+
+    def room(self, placement: Placement) -> int:
+        """What one process may use: a GPU each, or the RAM shared by the processes of a node."""
+        return self.capacity if self.device == "cuda" else self.capacity // placement.per_node
+
+    def fits(self, planned) -> bool:
+        """Whether a MemoryPlan's peak fits in what one of its processes may use."""
+        return planned.peak_bytes <= self.room(planned.placement)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(GB|GiB|MB|MiB|TB|TiB)\s*$", re.IGNORECASE)
+UNITS = {"mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30, "tb": 10**12, "tib": 2**40}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """Bytes of '24GB', '80GiB', '512MiB'. UsageError naming `flag` otherwise."""
+    match = SIZE.match(text)
+    if not match:
+        raise UsageError(f"{flag} {text}: not a memory size: write a number and GB, GiB, MB, MiB, TB or TiB, e.g. 24GB")
+    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
