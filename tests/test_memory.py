@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, launch, read_summary
 
 from emodist import config, models
 from emodist.models import memory
@@ -86,9 +86,9 @@ def test_advice_names_changes_that_make_it_fit():
     placement = Placement(device="cuda", precision="bf16")
     assert not target.fits(memory.plan(cfg, placement, 28))
     advice = memory.advice(cfg, placement, 28, target)
-    # the lightest first: the base on the host, then the base in 4 bits; a smaller batch is not enough
-    assert [a["change"] for a in advice if a["fits"]] == ["--config_file accelerate_configs/deepspeed_zero3_offload.yaml",
-                                                          "model.quantization=nf4 (QLoRA)"]
+    # the cheapest first: the base in 4 bits, then on the host; a smaller batch is not enough
+    assert [a["change"] for a in advice if a["fits"]] == ["model.quantization=nf4 (QLoRA)",
+                                                          "--config_file accelerate_configs/deepspeed_zero3_offload.yaml"]
     assert "train.micro_batch_size=1 (accumulation keeps the global batch)" in [a["change"] for a in advice]
     on_four = memory.advice(cfg, Placement(processes=4, device="cuda", precision="bf16"), 28, target)
     assert "--config_file accelerate_configs/deepspeed_zero3.yaml" in [a["change"] for a in on_four if a["fits"]]
@@ -112,7 +112,7 @@ def test_plan_prints_the_table_and_a_verdict_offline():
     assert result.returncode == 0, result.stderr
     assert "base weights" in result.stdout and "Linear weights in 4-bit NF4" in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("fits: ")
-    assert "per process of 11.18 GiB of --gpu-memory 12GB" in result.stdout
+    assert "per process of 11.2 GiB of --gpu-memory 12GB" in result.stdout
 
 
 def test_plan_as_json_says_what_does_not_fit_and_what_to_change():
@@ -136,3 +136,29 @@ def test_plan_refuses_in_one_line(args, line):
     result = plan(*args)
     assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines() == [line]
+
+
+def test_a_plan_that_does_not_fit_is_refused_in_one_line_naming_the_change():
+    """What a run on a GPU does before loading a weight (emodist.train.lifecycle.plan_memory)."""
+    cfg = config.load("mistral-lora")
+    planned = memory.plan(cfg, Placement(device="cuda", precision="bf16"), 28)
+    with pytest.raises(errors.UsageError) as refused:
+        memory.check_fits(cfg, planned, Target("cuda", 14 * 2**30, "NVIDIA T4"), 28)
+    assert str(refused.value) == (
+        "the memory plan does not fit: 15.0 GiB per process, 989.0 MiB more than 14.0 GiB of NVIDIA T4: it fits "
+        "with model.quantization=nf4 (QLoRA) (python launch/plan.py shows the plan and every option); "
+        "train.check_memory=false starts it anyway")
+    memory.check_fits(cfg, planned, Target("cuda", 24 * 2**30, "NVIDIA L4"), 28)  # fits: nothing raised
+
+
+def test_a_real_size_run_peaks_within_15_percent_of_its_plan(tmp_path, cache_dir):
+    """distilbert at its real size (66M weights, random), every weight trained on this CPU: the plan in the
+    summary against the measured peak (resident memory)."""
+    run_dir = tmp_path / "run"
+    result = launch("--variant", "distilbert", "--smoke", "model.smoke_size=real", "train.max_steps=6",
+                    "train.eval_every_steps=0", "--output-dir", str(run_dir), accelerate=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    perf = read_summary(run_dir)["perf"]
+    assert perf["planned_peak_bytes"] == sum(perf["memory_plan"].values())
+    assert 0.85 <= perf["planned_peak_bytes"] / perf["peak_memory_bytes"] <= 1.15, perf
+    assert "memory plan" in result.stdout

@@ -17,7 +17,7 @@ SUMMARY_KEYS = ["variant", "base_model", "smoke", "num_processes", "distributed_
                 "params", "dev", "test", "perf"]
 METRIC_KEYS = ["f1_micro", "f1_macro", "precision_micro", "recall_micro", "subset_accuracy", "jaccard_samples",
                "per_label"]
-PERF_KEYS = ["train_samples_per_s", "train_tokens_per_s", "peak_memory_bytes", "train_seconds"]
+PERF_KEYS = ["train_samples_per_s", "train_tokens_per_s", "peak_memory_bytes", "planned_peak_bytes", "train_seconds"]
 
 
 @pytest.fixture(scope="module", params=variants.names())
@@ -38,6 +38,7 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert 0 < summary["params"]["trainable"] <= summary["params"]["total"]
     perf = summary["perf"]
     assert perf["peak_memory_bytes"] > 0 and perf["train_seconds"] > 0
+    assert perf["planned_peak_bytes"] == sum(perf["memory_plan"].values()) > 0  # every run plans first
     assert 0 < perf["train_tokens_per_s"] <= perf["train_padded_tokens_per_s"]
 
     # resumable checkpoints: the last two kept, and the one of the best dev score, each complete

@@ -146,6 +146,9 @@ class TrainConfig:
     F1 so far, so that the best one is kept (0: only at the end, and no best checkpoint)."""
     keep_last_checkpoints: int = 2
     """How many resumable checkpoints to keep; older ones are deleted after a newer one is complete."""
+    check_memory: bool = True
+    """On a GPU, refuse to start (before any weight is loaded) a run whose memory plan (launch/plan.py) needs more
+    than the GPU has; false starts it anyway."""
 
     def gradient_accumulation_steps(self, num_processes: int) -> int:
         """Micro-batches per optimizer step on each process; raises UsageError if it does not divide."""

@@ -39,8 +39,8 @@ from emodist.config import RunConfig
 from emodist.models.builder import is_head_parameter
 from emodist.models.placement import Placement, Target
 from emodist.models.shapes import Shapes, model_shapes
+from emodist.runtime.errors import UsageError, format_bytes
 
-GiB = 2**30
 CUDA_CONTEXT_BYTES = 600 * 2**20
 """CUDA's context and kernels on the GPU, outside torch's allocator (what nvidia-smi shows beyond it)."""
 CUDA_SLACK = 0.05
@@ -258,7 +258,8 @@ def label_count(cfg: RunConfig) -> int:
 
 def advice(cfg: RunConfig, placement: Placement, num_labels: int, target: Target) -> list[dict]:
     """What to change so that the run fits `target`, each change alone, re-planned: [{"change", "peak_bytes",
-    "fits"}], those that fit first."""
+    "fits"}], those that fit first, and in each group the change that costs least first (checkpointing,
+    a smaller micro batch, an 8-bit optimizer, ZeRO-3 over the processes, a 4-bit base, offload to the host)."""
     import dataclasses
 
     shapes = model_shapes(cfg, num_labels)
@@ -282,12 +283,35 @@ def advice(cfg: RunConfig, placement: Placement, num_labels: int, target: Target
             break
     if placement.zero_stage is None and cfg.optim.name in ("adamw", "paged_adamw"):
         tried("optim.name=adamw_8bit", with_("optim", name="adamw_8bit"))
-    if cfg.model.method == "lora" and cfg.model.quantization == "none" and placement.zero_stage is None:
-        tried("model.quantization=nf4 (QLoRA)", with_("model", quantization="nf4"))
-    if placement.processes > 1 and placement.zero_stage != 3:
+    if placement.processes > 1 and placement.zero_stage != 3 and cfg.model.quantization != "int8":
         tried("--config_file accelerate_configs/deepspeed_zero3.yaml",
               new_placement=dataclasses.replace(placement, zero_stage=3))
+    if cfg.model.method == "lora" and cfg.model.quantization == "none" and placement.zero_stage is None:
+        tried("model.quantization=nf4 (QLoRA)", with_("model", quantization="nf4"))
     if placement.device == "cuda" and cfg.model.quantization == "none" and not placement.offload_optimizer:
         tried("--config_file accelerate_configs/deepspeed_zero3_offload.yaml",
               new_placement=dataclasses.replace(placement, zero_stage=3, offload_optimizer=True, offload_params=True))
-    return sorted(options, key=lambda o: (not o["fits"], o["peak_bytes"]))
+    return sorted(options, key=lambda o: not o["fits"])  # those that fit first, each group cheapest first
+
+
+def verdict(planned: MemoryPlan, target: Target) -> str:
+    """One line: whether `planned` fits `target`, by how much."""
+    room = target.room(planned.placement)
+    shared = f" ({format_bytes(target.capacity)} shared by {planned.placement.per_node} processes)" if (
+        target.device == "cpu" and planned.placement.per_node > 1) else ""
+    where = f"{format_bytes(room)} of {target.source}{shared}"
+    if target.fits(planned):
+        return (f"fits: {format_bytes(planned.peak_bytes)} per process of {where} "
+                f"({format_bytes(room - planned.peak_bytes)} to spare)")
+    return (f"does not fit: {format_bytes(planned.peak_bytes)} per process, "
+            f"{format_bytes(planned.peak_bytes - room)} more than {where}")
+
+
+def check_fits(cfg: RunConfig, planned: MemoryPlan, target: Target, num_labels: int) -> None:
+    """UsageError, in one line naming the change that makes it fit, when `planned` does not fit `target`."""
+    if target.fits(planned):
+        return
+    fixes = [option["change"] for option in advice(cfg, planned.placement, num_labels, target) if option["fits"]]
+    fix = f"it fits with {fixes[0]}" if fixes else "no single change makes it fit"
+    raise UsageError(f"the memory plan {verdict(planned, target)}: {fix} (python launch/plan.py shows the plan "
+                     "and every option); train.check_memory=false starts it anyway")

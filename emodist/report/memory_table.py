@@ -8,23 +8,10 @@ from __future__ import annotations
 from rich.console import Console as RichConsole
 from rich.table import Table
 
+from emodist.models import memory
 from emodist.models.memory import MemoryPlan
 from emodist.models.placement import Target
-
-
-def size(count: int) -> str:
-    return f"{count / 2**30:,.2f} GiB" if count >= 2**28 else f"{count / 2**20:,.1f} MiB"
-
-
-def verdict(planned: MemoryPlan, target: Target) -> str:
-    """One line: fits or not, by how much, on what."""
-    room = target.room(planned.placement)
-    shared = f" ({target.capacity / 2**30:,.1f} GiB shared by {planned.placement.per_node} processes)" if (
-        target.device == "cpu" and planned.placement.per_node > 1) else ""
-    where = f"{size(room)} of {target.source}{shared}"
-    if target.fits(planned):
-        return f"fits: {size(planned.peak_bytes)} per process of {where} ({size(room - planned.peak_bytes)} to spare)"
-    return f"does not fit: {size(planned.peak_bytes)} per process, {size(planned.peak_bytes - room)} more than {where}"
+from emodist.runtime.errors import format_bytes
 
 
 def show(planned: MemoryPlan, target: Target, advice: list[dict], console: RichConsole | None = None) -> None:
@@ -36,15 +23,15 @@ def show(planned: MemoryPlan, target: Target, advice: list[dict], console: RichC
     table.add_column("where")
     table.add_column("what")
     for row in planned.rows:
-        table.add_row(row.name, size(row.bytes), "host" if row.on_host else p.device, row.note)
-    table.add_row("[b]peak[/b]", f"[b]{size(planned.peak_bytes)}[/b]", p.device,
+        table.add_row(row.name, format_bytes(row.bytes), "host" if row.on_host else p.device, row.note)
+    table.add_row("[b]peak[/b]", f"[b]{format_bytes(planned.peak_bytes)}[/b]", p.device,
                   f"{planned.params_trainable:,} trainable of {planned.params_total:,} parameters")
     console.print(table)
     if planned.host_bytes:
-        console.print(f"offloaded to the host: {size(planned.host_bytes)} per process")
-    console.print(verdict(planned, target))
+        console.print(f"offloaded to the host: {format_bytes(planned.host_bytes)} per process")
+    console.print(memory.verdict(planned, target))
     if advice:
         console.print("what to change (each alone):")
         for option in advice:
-            console.print(f"  {option['change']}: {size(option['peak_bytes'])} per process"
+            console.print(f"  {option['change']}: {format_bytes(option['peak_bytes'])} per process"
                           + (" · fits" if option["fits"] else " · still too much"))

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from emodist.config import RunConfig
+from emodist.models.placement import Placement
 from emodist.runtime.errors import UsageError
 
 
@@ -102,6 +103,12 @@ class Topology:
     @property
     def deepspeed(self) -> bool:
         return self.zero_stage is not None
+
+    def placement(self, device: str, precision: str) -> Placement:
+        """What the memory plan reads of this topology."""
+        return Placement(processes=self.num_processes, nodes=self.num_nodes, zero_stage=self.zero_stage,
+                         offload_optimizer=self.offload_optimizer not in (None, "none"),
+                         offload_params=self.offload_param not in (None, "none"), device=device, precision=precision)
 
     @property
     def shards_parameters(self) -> bool:

@@ -47,6 +47,9 @@ def perf_totals(s: Session, built: BuiltModel) -> dict:
     memory per rank and seconds per phase, MFU."""
     perf = s.meter.totals(s.accelerator)
     perf.update(telemetry.peak_memory(s.accelerator))
+    planned = s.memory_plan
+    perf["planned_peak_bytes"] = planned.peak_bytes if planned else None
+    perf["memory_plan"] = {row.name: row.bytes for row in planned.rows} if planned else None
     perf.update(telemetry.mfu(perf, built.params_total, built.params_trainable, built.model.config,
                               s.accelerator.num_processes, s.accelerator.device))
     perf["phase_seconds"] = {"load": 0.0, "tokenize": 0.0, **s.phases.seconds, "train": s.meter.elapsed()}

@@ -25,11 +25,14 @@ from emodist import data as data_mod
 from emodist import models
 from emodist.config import RunConfig
 from emodist.data import sampling
-from emodist.models import BuiltModel
+from emodist.models import BuiltModel, memory
+from emodist.models.placement import Target
+from emodist.models.shapes import model_shapes
 from emodist.report import telemetry, tracking
 from emodist.report.console import Console
 from emodist.rundir import contract
 from emodist.runtime import hostmem, process
+from emodist.runtime.errors import UsageError, format_bytes
 from emodist.runtime.signals import StopSignals
 from emodist.train import distributed, loop
 from emodist.train.accelerator import check_data_fits, make_accelerator
@@ -79,6 +82,7 @@ class Lifecycle:
             console = Console(accelerator.is_main_process)
             dataset = self.data = data_mod.load(cfg.data, seed=cfg.train.seed)
             check_data_fits(cfg, dataset, accelerator)
+            planned = plan_memory(cfg, accelerator, len(dataset.labels))  # before the run directory and any weight
             run = self.run = contract.open_run(cfg, accelerator, dataset.labels,
                                                distributed.Topology.of(accelerator).identity(), overwrite, resume,
                                                notify=console.print)
@@ -91,7 +95,7 @@ class Lifecycle:
             tokenized = data_mod.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir,
                                           accelerator)
         self.session = make_session(cfg, accelerator, built, dataset, tokenized, run, console, self.stop,
-                                    self.phases)
+                                    self.phases, planned)
         return True
 
     def fit(self) -> None:
@@ -142,9 +146,25 @@ def build(cfg: RunConfig, accelerator: Accelerator, dataset: data_mod.EmotionDat
                               quant_storage=distributed.quant_storage_dtype(cfg, topology))
 
 
+def plan_memory(cfg: RunConfig, accelerator: Accelerator, num_labels: int) -> memory.MemoryPlan | None:
+    """The run's memory plan (None when the model's shapes are not known here: a hub model that is none of the
+    variants' bases). On a GPU, UsageError when it needs more than the GPU has (train.check_memory)."""
+    device = accelerator.device
+    placement = distributed.Topology.of(accelerator).placement(device.type, accelerator.mixed_precision)
+    try:
+        shapes = model_shapes(cfg, num_labels, models.base_path(cfg.model))
+    except UsageError:
+        return None
+    planned = memory.plan(cfg, placement, num_labels, shapes)
+    if device.type == "cuda" and cfg.train.check_memory:
+        gpu = Target("cuda", torch.cuda.get_device_properties(device).total_memory, torch.cuda.get_device_name(device))
+        memory.check_fits(cfg, planned, gpu, num_labels)
+    return planned
+
+
 def make_session(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
                  tokenized: dict, run: contract.Run, console: Console, stop: StopSignals,
-                 phases: telemetry.Phases) -> Session:
+                 phases: telemetry.Phases, memory_plan: memory.MemoryPlan | None = None) -> Session:
     """The loop's state: loaders, optimizer and schedule prepared by accelerate, a checkpoint restored, the
     start banner shown, then the tracker started."""
     run_dir = run.path
@@ -174,11 +194,12 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, da
             keep_trainable_only(accelerator, model)
     pos_weight = positive_weights(cfg, data, accelerator.device)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
-        cfg, accelerator, topology, built, data, plan, pos_weight))
+        cfg, accelerator, topology, built, data, plan, pos_weight, memory_plan))
     main = accelerator.is_main_process
     s = Session(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                 loaders=loaders, labels=data.labels, plan=plan, topology=topology, run=run, console=console,
-                phases=phases, pos_weight=pos_weight, stop=stop, batches=batches, eval_orders=eval_orders)
+                phases=phases, pos_weight=pos_weight, stop=stop, batches=batches, eval_orders=eval_orders,
+                memory_plan=memory_plan)
     if run.checkpoint is not None:
         restore(s, run.checkpoint)
     # metrics.jsonl and wandb start once a resume has loaded: nothing of the run changes before that
@@ -188,7 +209,8 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, da
 
 
 def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology, built: BuiltModel,
-                data: data_mod.EmotionData, plan: Plan, pos_weight: torch.Tensor | None) -> list[tuple[str, str]]:
+                data: data_mod.EmotionData, plan: Plan, pos_weight: torch.Tensor | None,
+                memory_plan: memory.MemoryPlan | None = None) -> list[tuple[str, str]]:
     m, t = cfg.model, cfg.train
     method = m.method + (f" r={m.lora.r} on {','.join(m.lora.target_modules)}" if m.method == "lora" else "")
     sizes = " / ".join(f"{len(data.splits[s]):,}" for s in data_mod.SPLITS)
@@ -210,4 +232,6 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
                      f"{cfg.optim.schedule}, lr {cfg.optim.lr:g}"
                      + (f", head lr {cfg.optim.head_lr:g}" if cfg.optim.head_lr else "")),
         ("evaluation", f"dev every {plan.eval_every} steps and at the end" if plan.eval_every else "dev at the end"),
+        ("memory plan", f"{format_bytes(memory_plan.peak_bytes)} per process at the peak (launch/plan.py)"
+                        if memory_plan else "none: the model's shapes are not known here"),
     ]

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from emodist.config import RunConfig
 from emodist.data import sampling
+from emodist.models.memory import MemoryPlan
 from emodist.report import telemetry, tracking
 from emodist.report.console import Console
 from emodist.rundir import contract
@@ -43,6 +44,8 @@ class Session:
     """The train batches of every rank (accelerate deals them out); seeded by train.seed and the epoch."""
     eval_orders: dict[str, np.ndarray]
     """Each eval loader reads its split in this order (shortest first); predictions are put back."""
+    memory_plan: MemoryPlan | None = None
+    """What the run was planned to need per process (emodist.models.memory), when its shapes are known."""
     logger: tracking.MetricLogger | None = None
     """metrics.jsonl, the console and wandb: started once a resume has loaded (`setup`)."""
     meter: telemetry.Throughput = field(init=False)
