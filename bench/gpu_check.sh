@@ -12,8 +12,10 @@
 #    DistilBERT-base full fine-tune, Mistral-7B QLoRA (4-bit NF4, LoRA r=16, micro-batch 8, gradient
 #    checkpointing; the target is <= 10 GiB peak reserved) and Mistral-7B bf16 LoRA when the card has
 #    40 GiB or more. Only this part: bench/gpu_check.sh RESULTS_DIR real (the 7B base is built once, ~15 GiB).
-# It ends with one table (samples/s, tokens/s, median step, MFU, peak memory per rank, dev F1) read from each
-# summary.json (the tiny smoke models' MFU says nothing; the real-size rows' does):
+#    Gemma-2B LoRA (bf16 base) runs at its real size too, on one GPU and under ZeRO-3 on two when there are two.
+# It ends with one table (samples/s, tokens/s, median step, MFU, peak memory per rank, the memory plan and its
+# ratio to the peak reserved, dev F1) read from each summary.json (the tiny smoke models' MFU says nothing;
+# the real-size rows' does; the plan is meant within 15% of the reserved peak at real sizes):
 # copy it, with the card's name, into bench/RESULTS.md.
 #
 # Python packages the GPU image may lack (deepspeed, bitsandbytes, datasets, ...) are installed from
@@ -62,11 +64,16 @@ if [ "$parts" = all ]; then
 fi
 
 # real sizes: 40 optimizer steps of batches padded to 128 tokens, a small dev/test split for the end
-real=(model.smoke_size=real data.pad_to_multiple_of=128 train.max_steps=40 train.log_every_steps=10
+# (data.max_length=128 too: the memory plan counts activations of max_length tokens, here every batch's)
+real=(model.smoke_size=real data.max_length=128 data.pad_to_multiple_of=128 train.max_steps=40 train.log_every_steps=10
       train.eval_every_steps=0 train.save_every_steps=0 data.max_eval_examples=128 track.plots=false
       "data.cache_dir=$results/cache")
 decoder=(train.micro_batch_size=8 train.global_batch_size=8 model.lora.r=16 model.gradient_checkpointing=true)
 run real-distilbert single_gpu.yaml 1 distilbert "${real[@]}"
+run real-gemma-lora single_gpu.yaml 1 gemma-lora "${real[@]}" "${decoder[@]}"
+if [ "$gpus" -ge 2 ]; then
+  run real-zero3-gemma-lora deepspeed_zero3.yaml 2 gemma-lora "${real[@]}" "${decoder[@]}"
+fi
 run real-mistral-qlora single_gpu.yaml 1 mistral-qlora "${real[@]}" "${decoder[@]}"
 memory_gib=$(python3 -c "import torch; print(torch.cuda.get_device_properties(0).total_memory >> 30)")
 if [ "$memory_gib" -ge 40 ]; then
@@ -80,7 +87,7 @@ import json, sys
 from pathlib import Path
 root = Path(sys.argv[1])
 print(f"\n{'run':<22} {'type':<10} {'procs':>5} {'samples/s':>10} {'tokens/s':>9} {'step ms':>8} {'MFU':>6} "
-      f"{'peak MiB/rank (reserved)':>26} {'dev f1':>7}")
+      f"{'peak MiB/rank (reserved)':>26} {'plan MiB':>9} {'plan/res.':>9} {'dev f1':>7}")
 for line in (root / "runs.txt").read_text().splitlines():
     name = line.split()[0]
     summary = root / name / "summary.json"
@@ -92,7 +99,11 @@ for line in (root / "runs.txt").read_text().splitlines():
     reserved = perf.get("peak_memory_reserved_bytes_per_rank") or [0] * len(perf["peak_memory_bytes_per_rank"])
     peaks = "/".join(f"{a >> 20}({r >> 20})" for a, r in zip(perf["peak_memory_bytes_per_rank"], reserved))
     mfu = f"{perf['mfu']:.1%}" if perf.get("mfu") is not None else "-"
+    # the plan without CUDA's context (outside torch's allocator) against the most any rank reserved
+    rows = perf.get("memory_plan") or {}
+    planned = sum(v for k, v in rows.items() if k != "CUDA context")
+    ratio = f"{planned / max(reserved):.2f}" if planned and max(reserved) else "-"
     print(f"{name:<22} {s['distributed_type']:<10} {s['num_processes']:>5} {perf['train_samples_per_s']:>10.1f} "
           f"{perf['train_tokens_per_s']:>9.0f} {1000 * (perf.get('step_seconds_median') or 0):>8.1f} {mfu:>6} "
-          f"{peaks:>26} {s['dev']['f1_micro']:>7.3f}")
+          f"{peaks:>26} {planned >> 20:>9} {ratio:>9} {s['dev']['f1_micro']:>7.3f}")
 PY
