@@ -1,7 +1,7 @@
 """The host runtime of a process that computes on CPUs: OpenMP's idle threads and the C allocator.
 
     hostmem.sleeping_openmp_threads()  # in an entry script, before torch is imported
-    hostmem.keep_freed_memory()        # once, before training on a CPU (glibc only; elsewhere a no-op)
+    hostmem.keep_freed_memory()        # once the model is loaded, before training on a CPU (glibc only)
     hostmem.release()                  # after a phase whose memory is not needed again (training, an evaluation)
 
 torch's CPU kernels run in a GNU OpenMP thread team whose idle threads, by default, spin for ~3 ms

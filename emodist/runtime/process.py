@@ -4,6 +4,7 @@ here, in a call an entry script makes where it can be seen, with its reason.
     process.before_torch()                          # first in main(): before torch loads OpenMP
     process.quiet_libraries()                       # before the HF libraries load a model
     process.for_training(device_type, seed, cpu_threads)   # once the Accelerator has chosen the device
+    process.for_steps(device_type)                  # once the model is loaded, before the first step
 
 Nothing in emodist changes these settings on import. `cpu_has_native_bf16` says what the CPU computes in
 hardware, which the precision a run chooses depends on.
@@ -55,8 +56,7 @@ def for_training(device_type: str, seed: int, cpu_threads: int | None) -> None:
     """The settings of a training process once its device is chosen.
 
     - On CPUs: `cpu_threads` threads for torch (default: the cores this process may use, shared among the
-      node's processes; `accelerate launch` would leave each process one thread), and glibc's allocator told
-      to keep freed memory, so that each step reuses the pages the last one freed instead of faulting them in.
+      node's processes; `accelerate launch` would otherwise leave each process one thread).
     - Everywhere: the seed of Python, numpy and torch on every device (accelerate's set_seed), so that model
       init, data order and dropout repeat.
     """
@@ -66,8 +66,17 @@ def for_training(device_type: str, seed: int, cpu_threads: int | None) -> None:
     if device_type == "cpu":
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         torch.set_num_threads(cpu_threads or max(1, len(os.sched_getaffinity(0)) // local_processes))
-        hostmem.keep_freed_memory()
     set_seed(seed)
+
+
+def for_steps(device_type: str) -> None:
+    """The settings of the training steps, once the model is loaded. On CPUs, glibc's allocator keeps freed
+    memory, so that each step reuses the pages the last one freed instead of faulting them in (`hostmem`).
+    Not before: loading interleaves transient buffers with the weights that stay, and a heap that keeps what
+    is freed keeps every transient (measured: a 7B 4-bit load grew to 24 GiB and was killed on a 24 GiB host;
+    5.5 GiB with the allocator left alone, bench/RESULTS.md)."""
+    if device_type == "cpu":
+        hostmem.keep_freed_memory()
 
 
 def cpu_has_native_bf16() -> bool:

@@ -17,7 +17,8 @@ from emodist.train import distributed
 def make_accelerator(cfg: RunConfig) -> Accelerator:
     """The Accelerator for `cfg` under the launcher's topology: precision resolved for the hardware,
     accumulation derived, the support matrix checked, DeepSpeed's "auto" values filled. The process-wide
-    settings that depend on the device chosen here (threads, allocator, seeds) are `runtime.process.for_training`."""
+    settings that depend on the device chosen here (threads, seeds; the allocator once the model is loaded) are
+    `runtime.process.for_training` and `for_steps`."""
     accelerator = Accelerator(mixed_precision=resolve_precision(cfg),
                               # pinned host batches (see `setup`) copy to a GPU without stalling the host
                               dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),

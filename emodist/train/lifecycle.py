@@ -101,6 +101,7 @@ class Lifecycle:
     def fit(self) -> None:
         """Train to the plan's last step (from `run.checkpoint` when there is one)."""
         self.stop.training = True
+        process.for_steps(self.accelerator.device.type)
         loop.fit(self.session)
 
     def finish(self) -> dict:
