@@ -52,6 +52,8 @@ the data (measured: see bench/RESULTS.md, "Memory plan")."""
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 """Bytes per weight of a 4-bit NF4 Linear with double quantization (bitsandbytes' block sizes 64 and 256)."""
+EMBEDDING_ROWS_READ = 32_000
+"""Input-embedding rows a base mapped from its checkpoint reads on a CPU: an English text set's vocabulary."""
 ADAM_8BIT_MIN = 4096
 """bitsandbytes keeps float32 states for tensors of fewer weights than this (its `min_8bit_size`)."""
 
@@ -109,14 +111,10 @@ def plan(cfg: RunConfig, placement: Placement, num_labels: int, shapes: Shapes |
         targets = [(n, i, o) for n, i, o in body if n.rsplit(".", 1)[-1] in m.lora.target_modules]
         trainable = [m.lora.r * i for _, i, _ in targets] + [m.lora.r * o for _, _, o in targets]
         trainable += [i * o for _, i, o in heads] + [k for _, k in head_others]  # modules_to_save: a copy
-        frozen = shapes.total
-    else:
+    else:  # every weight trains: there is no frozen base
         targets = []
         trainable = [i * o for _, i, o in shapes.linears] + [k for _, k in shapes.others]
-        frozen = 0
-    rows = []
-    if frozen:
-        rows += _base_rows(cfg, placement, shapes, body)
+    rows = _base_rows(cfg, placement, shapes, body) if m.method == "lora" else []
     rows += _trainable_rows(cfg, placement, shapes, trainable)
     rows += _activation_rows(cfg, placement, shapes, targets, body)
     rows += _overhead_rows(placement, sum(row.bytes for row in rows if not row.on_host))
@@ -133,6 +131,12 @@ def _base_rows(cfg: RunConfig, p: Placement, shapes: Shapes, body: list) -> list
     if m.quantization == "none":
         width = 2 if deepspeed_half else DTYPE_BYTES[m.dtype]
         size, what = shapes.total * width, f"{shapes.total:,} weights in {_dtype_name(width)}"
+        if p.device == "cpu" and p.zero_stage is None and shapes.input_embedding:
+            # loaded in its stored dtype, the base stays mapped from the checkpoint: of the input embedding, only
+            # the rows the texts use are read into memory (measured: Gemma-2B's 256,000 rows, bench/RESULTS.md)
+            read = min(shapes.input_embedding, EMBEDDING_ROWS_READ * shapes.hidden)
+            size -= (shapes.input_embedding - read) * width
+            what += f" (of the input embedding, the {EMBEDDING_ROWS_READ:,} rows a text set uses at most)"
     else:
         per_weight = NF4_BYTES if m.quantization == "nf4" else 1.0
         scales = 0 if m.quantization == "nf4" else sum(4 * o for _, _, o in body)
@@ -174,8 +178,7 @@ def _deepspeed_rows(p: Placement, shapes: Shapes, count: int) -> list[Row]:
     if p.zero_stage == 3:
         gathered = 4 * shapes.largest_layer
         rows.append(Row("gathered layer", gathered, f"the largest layer ({shapes.largest_layer:,} weights) whole "
-                                                    "for its forward and backward (16-bit weights and gradients)",
-                        on_host=False))
+                                                    "for its forward and backward (16-bit weights and gradients)"))
         rows.append(Row("trainable weights", 2 * count // n, f"{count:,} in 16 bits, split over {n} processes",
                         on_host=p.offload_params))
     else:

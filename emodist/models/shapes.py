@@ -35,6 +35,11 @@ class Shapes:
     """The most weights one module holds itself (DeepSpeed's `largest_layer_params`)."""
 
     @property
+    def input_embedding(self) -> int:
+        """Weights of the input (word) embedding matrix."""
+        return sum(n for name, n in self.others if name.endswith(("embed_tokens.weight", "word_embeddings.weight")))
+
+    @property
     def total(self) -> int:
         return sum(i * o for _, i, o in self.linears) + sum(n for _, n in self.others)
 
