@@ -81,7 +81,7 @@ def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: 
         finally:
             torch.set_default_dtype(default_dtype)
     tmp = directory.with_name(directory.name + ".tmp")
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, max_shard_size="5GB")  # in shards, as the hub serves a 7B model
     tokenizer.save_pretrained(tmp)
     files.open_to_umask(tmp)
     tmp.rename(directory)
