@@ -16,10 +16,9 @@ weight where it sits. Per process (the main rank: every rank holds as much, or l
   two bytes, with a float32 scale per 256, and float32 states for tensors under 4096 weights); DDP keeps a
   second copy of the gradients in its buckets;
 - under DeepSpeed, DeepSpeed's own accounting, which its estimators use (`estimate_zero2_model_states_mem_needs`,
-  `estimate_zero3_model_states_mem_needs`): 16-bit weights, and 2 + 4 bytes of gradients, 4 of float32
-  master weights and 8 of Adam states per trainable weight, split over the processes (ZeRO-2: all but the
-  16-bit weights; ZeRO-3: all, plus the largest layer gathered, 4 bytes per weight); offloaded parts move
-  to the host;
+  `estimate_zero3_model_states_mem_needs`), per trainable weight: ZeRO-2 holds its 16-bit copy whole and
+  splits 18 bytes over the processes (16- and 32-bit gradients, float32 master, Adam); ZeRO-3 splits all
+  18 and gathers the largest layer whole (4 bytes a weight); offloaded parts move to the host;
 - activations for one micro batch of `data.max_length` tokens (the longest batch), every layer's saved
   tensors, or with gradient checkpointing each layer's input and one layer recomputed; a 4-bit layer's
   weight dequantized for its matmul;
@@ -42,9 +41,11 @@ from emodist.models.shapes import Shapes, model_shapes
 from emodist.runtime.errors import UsageError, format_bytes
 
 CUDA_CONTEXT_BYTES = 600 * 2**20
-"""CUDA's context and kernels on the GPU, outside torch's allocator (what nvidia-smi shows beyond it)."""
+"""CUDA's context and kernels on the GPU, outside torch's allocator (what nvidia-smi shows beyond it); a
+common figure, not measured here: no GPU yet (bench/gpu_check.sh prints the plan beside the peak reserved)."""
 CUDA_SLACK = 0.05
-"""The caching allocator's reserved-but-unused share at the peak (fragmentation, rounding to blocks)."""
+"""The caching allocator's reserved-but-unused share at the peak (fragmentation, rounding to blocks);
+assumed, like CUDA_CONTEXT_BYTES, until a GPU run measures it."""
 CPU_PROCESS_BYTES = 600 * 2**20
 """A training process's own memory on a CPU: Python, torch, transformers, accelerate, peft, the tokenizer and
 the data (measured: see bench/RESULTS.md, "Memory plan")."""
