@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plan(args: argparse.Namespace) -> int:
+    if args.labels is not None and args.labels < 1:
+        raise errors.UsageError(f"--labels {args.labels}: a head needs at least 1 label")
     cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke)
     process.quiet_libraries()
     from emodist.models import memory, placement

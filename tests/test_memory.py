@@ -128,6 +128,7 @@ def test_plan_as_json_says_what_does_not_fit_and_what_to_change():
     (["--variant", "minilm", "--gpu-memory", "24 gigs"],
      "emodist: error: --gpu-memory 24 gigs: not a memory size: write a number and GB, GiB, MB, MiB, TB or TiB, "
      "e.g. 24GB"),
+    (["--variant", "minilm", "--labels", "0"], "emodist: error: --labels 0: a head needs at least 1 label"),
     (["--variant", "minilm", "model.name_or_path=someone/unknown-model"],
      "emodist: error: model.name_or_path=someone/unknown-model: its shapes are not known here (the variants' bases "
      "ship theirs): point it at a local directory holding the model's config.json"),
