@@ -33,6 +33,17 @@ def test_the_shapes_count_every_weight_of_the_real_model(distilbert):
     assert (shapes.hidden, shapes.layers, shapes.intermediate) == (768, 6, 3072)
 
 
+def test_the_shapes_build_on_the_meta_device_inside_a_zero3_launch(distilbert):
+    """Under ZeRO-3 transformers builds models inside DeepSpeed's zero.Init (a run plans in that state)."""
+    from transformers.integrations import HfDeepSpeedConfig
+
+    cfg, shapes = distilbert
+    zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
+    assert zero3.is_zero3()
+    assert model_shapes(cfg, num_labels=6).total == shapes.total == P
+    del zero3
+
+
 @pytest.mark.parametrize(("stage", "offload", "processes"), [
     (2, False, 4), (2, True, 4), (3, False, 4), (3, True, 4), (3, True, 2), (2, False, 1)])
 def test_model_states_under_zero_are_deepspeed_s_own_estimates(distilbert, stage, offload, processes):

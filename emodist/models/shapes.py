@@ -48,11 +48,14 @@ def model_shapes(cfg: RunConfig, num_labels: int, source: str | None = None) -> 
     """The shapes of the model `cfg` trains (or of the base in the directory `source`), built on the meta
     device: no weight is read."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import initialization
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     config = model_config(cfg, num_labels, source)
-    with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
+    # the class itself, uninitialised: AutoModel.from_config would build inside DeepSpeed's zero.Init and then
+    # initialise the weights under a ZeRO-3 launch, which meta tensors cannot do
+    with torch.device("meta"), initialization.no_init_weights():
+        model = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)](config)
     linears, others, largest = [], [], 0
     for name, module in model.named_modules():
         own = sum(p.numel() for p in module.parameters(recurse=False))
