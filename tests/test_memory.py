@@ -33,14 +33,19 @@ def test_the_shapes_count_every_weight_of_the_real_model(distilbert):
     assert (shapes.hidden, shapes.layers, shapes.intermediate) == (768, 6, 3072)
 
 
-def test_the_shapes_build_on_the_meta_device_inside_a_zero3_launch(distilbert):
-    """Under ZeRO-3 transformers builds models inside DeepSpeed's zero.Init (a run plans in that state)."""
+@pytest.mark.parametrize("variant", ["distilbert", "mistral-lora"])
+def test_the_shapes_build_on_the_meta_device_inside_a_zero3_launch(variant):
+    """Under ZeRO-3 transformers builds models inside DeepSpeed's zero.Init (a run plans in that state); a
+    decoder's classifier builds its base model through AutoModel.from_config, an encoder's directly."""
     from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-    cfg, shapes = distilbert
+    cfg = config.load(variant)
+    outside = model_shapes(cfg, num_labels=28).total
     zero3 = HfDeepSpeedConfig({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1})
-    assert zero3.is_zero3()
-    assert model_shapes(cfg, num_labels=6).total == shapes.total == P
+    assert zero3.is_zero3() and is_deepspeed_zero3_enabled()
+    assert model_shapes(cfg, num_labels=28).total == outside
+    assert is_deepspeed_zero3_enabled()  # set back as it was
     del zero3
 
 

@@ -9,6 +9,7 @@ What the memory plan (`emodist.models.memory`) reads.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,9 +53,7 @@ def model_shapes(cfg: RunConfig, num_labels: int, source: str | None = None) -> 
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
     config = model_config(cfg, num_labels, source)
-    # the class itself, uninitialised: AutoModel.from_config would build inside DeepSpeed's zero.Init and then
-    # initialise the weights under a ZeRO-3 launch, which meta tensors cannot do
-    with torch.device("meta"), initialization.no_init_weights():
+    with torch.device("meta"), initialization.no_init_weights(), _without_zero3():
         model = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)](config)
     linears, others, largest = [], [], 0
     for name, module in model.named_modules():
@@ -73,6 +72,21 @@ def model_shapes(cfg: RunConfig, num_labels: int, source: str | None = None) -> 
     kv = (getattr(c, "num_key_value_heads", None) or heads) * head_dim
     return Shapes(c.model_type, hidden, getattr(c, "num_hidden_layers", None) or c.n_layers, heads * head_dim, kv,
                   getattr(c, "intermediate_size", None) or c.hidden_dim, linears, others, largest)
+
+
+@contextlib.contextmanager
+def _without_zero3():
+    """transformers' ZeRO-3 integration set aside: under a ZeRO-3 launch every model (and the base model a
+    decoder's classifier builds with AutoModel.from_config) would be built inside DeepSpeed's zero.Init and
+    its weights initialised, which meta tensors cannot do."""
+    from transformers.integrations import deepspeed
+
+    active = deepspeed._hf_deepspeed_config_weak_ref  # no public way to set it aside and back
+    deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        deepspeed._hf_deepspeed_config_weak_ref = active
 
 
 def model_config(cfg: RunConfig, num_labels: int, source: str | None = None):
