@@ -6,8 +6,8 @@
 
 The base is the variant's `model.smoke_size=real` base (random weights of the real model's sizes, saved once
 in 5 GB safetensors shards in the cache and read back the way a user's hub model is). Each case trains LoRA
-r=16 with gradient checkpointing on micro batches of 2 texts padded to 64 tokens, a checkpoint every 2
-optimizer steps, and then:
+r=16 with gradient checkpointing on micro batches of 2 texts padded to 64 tokens (a global batch of 2 per
+process), a checkpoint every 2 optimizer steps, and then:
 
 1. an uninterrupted run of --steps optimizer steps (its summary holds the memory plan and the measured peak);
 2. the same run stopped by SIGTERM once its second step is logged: it saves a checkpoint and exits 75;
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,9 +43,9 @@ CASES = {
 }
 
 
-def settings(steps: int, cache: Path) -> list[str]:
+def settings(steps: int, cache: Path, processes: int = 1) -> list[str]:
     return ["--smoke", "--wandb", "off", "model.smoke_size=real", f"train.max_steps={steps}",
-            "train.global_batch_size=2", "train.micro_batch_size=2", "train.eval_batch_size=8", "data.max_length=64",
+            f"train.global_batch_size={2 * processes}", "train.micro_batch_size=2", "train.eval_batch_size=8", "data.max_length=64",
             "data.pad_to_multiple_of=64", "model.lora.r=16", "model.gradient_checkpointing=true",
             "train.log_every_steps=1", "train.save_every_steps=2", "train.eval_every_steps=0",
             "data.max_eval_examples=8", "track.plots=false", f"data.cache_dir={cache}"]
@@ -81,10 +82,10 @@ def stop_training(pid: int) -> None:
     would kill them 5 s later, before a checkpoint of billions of weights is written."""
     import psutil
 
-    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    for process in processes:
-        if any(part.endswith("launch/train.py") for part in process.cmdline()):
-            process.send_signal(signal.SIGTERM)
+    top = psutil.Process(pid)
+    workers = [p for p in top.children(recursive=True) if any(a.endswith("launch/train.py") for a in p.cmdline())]
+    for process in workers or [top]:  # the launcher's own command line names launch/train.py too
+        process.send_signal(signal.SIGTERM)
 
 
 def newest_step(run_dir: Path) -> int:
@@ -124,7 +125,7 @@ models.make_smoke_base(cfg.model.architecture, texts, directory, seed=cfg.train.
 
 def rehearse(case: str, steps: int, work: Path, cache: Path) -> dict:
     variant, config_file, processes = CASES[case]
-    extra = settings(steps, cache)
+    extra = settings(steps, cache, processes)
     whole, stopped = work / f"{case}-whole", work / f"{case}-stopped"
     # the base first, in a process of its own: a user's run reads its base from files, it does not make one
     overrides = [a for a in extra if "=" in a and not a.startswith("--")]
@@ -206,10 +207,11 @@ def main() -> int:
     cases = list(CASES) if "all" in args.cases else args.cases
     started = time.perf_counter()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="emodist-rehearse-") as tmp:
-        for case in cases:
-            rows.append(rehearse(case, args.steps, Path(tmp), args.cache))
-            print(json.dumps(rows[-1]), flush=True)
+    work = Path(tempfile.mkdtemp(prefix="emodist-rehearse-"))  # kept when a case fails: its logs are there
+    for case in cases:
+        rows.append(rehearse(case, args.steps, work, args.cache))
+        print(json.dumps(rows[-1]), flush=True)
+    shutil.rmtree(work)
     print(table(rows))
     if args.record:
         from results import machine, record
