@@ -61,7 +61,7 @@ def plan(args: argparse.Namespace) -> int:
     labels = args.labels or memory.label_count(cfg)
     planned = memory.plan(cfg, where, labels)
     fits = target.fits(planned)
-    advice = [] if fits else memory.advice(cfg, where, labels, target)
+    advice = [] if fits else memory.advice(cfg, where, labels, target, planned.shapes)
     if args.json:
         print(json.dumps({**planned.to_json(), "target": target.to_json(), "fits": fits, "advice": advice}, indent=2))
     else:

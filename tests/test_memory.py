@@ -4,6 +4,7 @@ against the model the builder really builds, its verdict, its advice, its refusa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -120,7 +121,7 @@ def test_an_accelerate_config_file_gives_its_topology():
 
 def plan(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "launch" / "plan.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, env={**__import__("os").environ, "COLUMNS": "160"})
+                          cwd=ROOT, timeout=120, env={**os.environ, "COLUMNS": "160"})
 
 
 def test_plan_prints_the_table_and_a_verdict_offline():

@@ -80,6 +80,8 @@ class MemoryPlan:
     params_total: int
     params_trainable: int
     model: str
+    shapes: Shapes
+    """What the plan was made from (advice re-plans changes from it, without building the model again)."""
 
     @property
     def peak_bytes(self) -> int:
@@ -120,7 +122,7 @@ def plan(cfg: RunConfig, placement: Placement, num_labels: int, shapes: Shapes |
     rows += _activation_rows(cfg, placement, shapes, targets, body)
     rows += _overhead_rows(placement, sum(row.bytes for row in rows if not row.on_host))
     return MemoryPlan(rows, placement, shapes.total + (sum(trainable) if m.method == "lora" else 0),
-                      sum(trainable), m.name_or_path)
+                      sum(trainable), m.name_or_path, shapes)
 
 
 def _base_rows(cfg: RunConfig, p: Placement, shapes: Shapes, body: list) -> list[Row]:
@@ -260,18 +262,23 @@ def label_count(cfg: RunConfig) -> int:
     return len(SYNTHETIC_CUES) if cfg.data.dataset == "synthetic" else 28
 
 
-def advice(cfg: RunConfig, placement: Placement, num_labels: int, target: Target) -> list[dict]:
+def advice(cfg: RunConfig, placement: Placement, num_labels: int, target: Target,
+           shapes: Shapes | None = None) -> list[dict]:
     """What to change so that the run fits `target`, each change alone, re-planned: [{"change", "peak_bytes",
     "fits"}], those that fit first, and in each group the change that costs least first (checkpointing,
-    a smaller micro batch, an 8-bit optimizer, ZeRO-3 over the processes, a 4-bit base, offload to the host)."""
+    a smaller micro batch, an 8-bit optimizer, ZeRO-3 over the processes, a 4-bit base, offload to the host).
+    `shapes`: the model's, when a plan has them already (`MemoryPlan.shapes`)."""
     import dataclasses
 
-    shapes = model_shapes(cfg, num_labels)
+    shapes = shapes or model_shapes(cfg, num_labels)
     options = []
 
-    def tried(change: str, new_cfg: RunConfig | None = None, new_placement: Placement | None = None) -> None:
+    def option(change: str, new_cfg: RunConfig | None = None, new_placement: Placement | None = None) -> dict:
         planned = plan(new_cfg or cfg, new_placement or placement, num_labels, shapes)
-        options.append({"change": change, "peak_bytes": planned.peak_bytes, "fits": target.fits(planned)})
+        return {"change": change, "peak_bytes": planned.peak_bytes, "fits": target.fits(planned)}
+
+    def tried(change: str, new_cfg: RunConfig | None = None, new_placement: Placement | None = None) -> None:
+        options.append(option(change, new_cfg, new_placement))
 
     def with_(section: str, **values) -> RunConfig:
         return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **values)})
@@ -279,11 +286,12 @@ def advice(cfg: RunConfig, placement: Placement, num_labels: int, target: Target
     if not cfg.model.gradient_checkpointing:
         tried("model.gradient_checkpointing=true", with_("model", gradient_checkpointing=True))
     micro = cfg.train.micro_batch_size
-    while micro > 1:
+    while micro > 1:  # the largest micro batch that fits, or 1
         micro //= 2
-        candidate = with_("train", micro_batch_size=micro)
-        if target.fits(plan(candidate, placement, num_labels, shapes)) or micro == 1:
-            tried(f"train.micro_batch_size={micro} (accumulation keeps the global batch)", candidate)
+        smaller = option(f"train.micro_batch_size={micro} (accumulation keeps the global batch)",
+                         with_("train", micro_batch_size=micro))
+        if smaller["fits"] or micro == 1:
+            options.append(smaller)
             break
     if placement.zero_stage is None and cfg.optim.name in ("adamw", "paged_adamw"):
         tried("optim.name=adamw_8bit", with_("optim", name="adamw_8bit"))
@@ -315,7 +323,8 @@ def check_fits(cfg: RunConfig, planned: MemoryPlan, target: Target, num_labels: 
     """UsageError, in one line naming the change that makes it fit, when `planned` does not fit `target`."""
     if target.fits(planned):
         return
-    fixes = [option["change"] for option in advice(cfg, planned.placement, num_labels, target) if option["fits"]]
+    fixes = [option["change"] for option in advice(cfg, planned.placement, num_labels, target, planned.shapes)
+             if option["fits"]]
     fix = f"it fits with {fixes[0]}" if fixes else "no single change makes it fit"
     raise UsageError(f"the memory plan {verdict(planned, target)}: {fix} (python launch/plan.py shows the plan "
                      "and every option); train.check_memory=false starts it anyway")

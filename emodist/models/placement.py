@@ -66,16 +66,18 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
     nodes = num_machines or int(settings.get("num_machines", 1) or 1)
     if kind == "NO" and not num_processes:
         processes = 1
-    zero = _zero_settings(settings.get("deepspeed_config") or {}, path) if kind == "DEEPSPEED" else None
+    stage, offload_optimizer, offload_params = None, None, None
+    if kind == "DEEPSPEED":
+        stage, offload_optimizer, offload_params = _zero_settings(settings.get("deepspeed_config") or {}, path)
     if settings.get("use_cpu"):
         device = "cpu"
-    return Placement(processes=processes, nodes=nodes, zero_stage=None if zero is None else zero["stage"],
-                     offload_optimizer=bool(zero and zero["offload_optimizer"]),
-                     offload_params=bool(zero and zero["offload_params"]), device=device, precision=precision)
+    return Placement(processes=processes, nodes=nodes, zero_stage=stage, offload_optimizer=offload_optimizer is not None,
+                     offload_params=offload_params is not None, device=device, precision=precision)
 
 
-def _zero_settings(deepspeed: dict, path: str) -> dict:
-    """ZeRO's stage and offloads from accelerate's deepspeed_config (inline keys or its JSON file)."""
+def _zero_settings(deepspeed: dict, path: str) -> tuple[int, str | None, str | None]:
+    """ZeRO's stage and offload devices (optimizer, weights) from accelerate's deepspeed_config: its inline
+    keys or its JSON file."""
     file = deepspeed.get("deepspeed_config_file")
     if file:
         try:
@@ -83,12 +85,18 @@ def _zero_settings(deepspeed: dict, path: str) -> dict:
         except (OSError, ValueError) as err:
             raise UsageError(f"--config_file {path}: its deepspeed_config_file {file} cannot be read ({err}); "
                              "run from the directory it is relative to") from None
-        return {"stage": int(zero.get("stage", 0)),
-                "offload_optimizer": (zero.get("offload_optimizer") or {}).get("device", "none") != "none",
-                "offload_params": (zero.get("offload_param") or {}).get("device", "none") != "none"}
-    return {"stage": int(deepspeed.get("zero_stage", 0)),
-            "offload_optimizer": deepspeed.get("offload_optimizer_device", "none") not in ("none", None),
-            "offload_params": deepspeed.get("offload_param_device", "none") not in ("none", None)}
+        stage = zero.get("stage", 0)
+    else:  # accelerate's inline keys: zero_stage, offload_optimizer_device, offload_param_device
+        zero = {key: {"device": deepspeed.get(f"{key}_device")} for key in ("offload_optimizer", "offload_param")}
+        stage = deepspeed.get("zero_stage", 0)
+    return int(stage), offload_device(zero, "offload_optimizer"), offload_device(zero, "offload_param")
+
+
+def offload_device(zero: dict, key: str) -> str | None:
+    """The device DeepSpeed's zero_optimization section offloads `key` (offload_optimizer, offload_param) to,
+    or None."""
+    device = (zero.get(key) or {}).get("device", "none")
+    return None if device in (None, "none") else device
 
 
 HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from emodist.config import RunConfig
-from emodist.models.placement import Placement
+from emodist.models.placement import Placement, offload_device
 from emodist.runtime.errors import UsageError
 
 
@@ -96,8 +96,8 @@ class Topology:
             return cls(kind, accelerator.num_processes, nodes)
         zero = plugin.deepspeed_config.get("zero_optimization", {})
         return cls(kind, accelerator.num_processes, nodes, zero_stage=int(zero.get("stage", 0)),
-                   offload_optimizer=_offload_device(zero, "offload_optimizer"),
-                   offload_param=_offload_device(zero, "offload_param"),
+                   offload_optimizer=offload_device(zero, "offload_optimizer"),
+                   offload_param=offload_device(zero, "offload_param"),
                    ds_config_file=os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"))
 
     @property
@@ -107,8 +107,8 @@ class Topology:
     def placement(self, device: str, precision: str) -> Placement:
         """What the memory plan reads of this topology."""
         return Placement(processes=self.num_processes, nodes=self.num_nodes, zero_stage=self.zero_stage,
-                         offload_optimizer=self.offload_optimizer not in (None, "none"),
-                         offload_params=self.offload_param not in (None, "none"), device=device, precision=precision)
+                         offload_optimizer=self.offload_optimizer is not None,
+                         offload_params=self.offload_param is not None, device=device, precision=precision)
 
     @property
     def shards_parameters(self) -> bool:
@@ -130,11 +130,6 @@ class Topology:
                        (("optimizer", self.offload_optimizer), ("parameter", self.offload_param)) if device]
             text += f" ({', '.join(offload)})" if offload else ""
         return text
-
-
-def _offload_device(zero: dict, key: str) -> str | None:
-    device = (zero.get(key) or {}).get("device", "none")
-    return None if device in (None, "none") else device
 
 
 def check_support(cfg: RunConfig, topology: Topology) -> None:

@@ -78,24 +78,24 @@ class Lifecycle:
         process.quiet_libraries()
         with self.phases.measure("load"):
             accelerator = self.accelerator = make_accelerator(cfg)
+            topology = distributed.Topology.of(accelerator)
             process.for_training(accelerator.device.type, cfg.train.seed, cfg.train.cpu_threads)
             console = Console(accelerator.is_main_process)
             dataset = self.data = data_mod.load(cfg.data, seed=cfg.train.seed)
             check_data_fits(cfg, dataset, accelerator)
-            planned = plan_memory(cfg, accelerator, len(dataset.labels))  # before the run directory and any weight
-            run = self.run = contract.open_run(cfg, accelerator, dataset.labels,
-                                               distributed.Topology.of(accelerator).identity(), overwrite, resume,
+            planned = plan_memory(cfg, accelerator, topology, len(dataset.labels))  # before the run dir and weights
+            run = self.run = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), overwrite, resume,
                                                notify=console.print)
             if run.finished:
                 console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it "
                               "further with more train.epochs or train.max_steps, or start again with --overwrite")
                 return False
-            built = self.built = build(cfg, accelerator, dataset, run)
+            built = self.built = build(cfg, accelerator, topology, dataset, run)
         with self.phases.measure("tokenize"):
             tokenized = data_mod.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir,
                                           accelerator)
-        self.session = make_session(cfg, accelerator, built, dataset, tokenized, run, console, self.stop,
-                                    self.phases, planned)
+        self.session = make_session(cfg, accelerator, topology, built, dataset, tokenized, run, console,
+                                    self.stop, self.phases, planned)
         return True
 
     def fit(self) -> None:
@@ -132,7 +132,8 @@ class Lifecycle:
                     distributed.shut_down(accelerator)
 
 
-def build(cfg: RunConfig, accelerator: Accelerator, dataset: data_mod.EmotionData, run: contract.Run) -> BuiltModel:
+def build(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology, dataset: data_mod.EmotionData,
+          run: contract.Run) -> BuiltModel:
     """The model of `cfg` from its base (a smoke base is made first, once per machine, by its main process)."""
     source = models.base_path(cfg.model)
     if cfg.smoke:
@@ -141,17 +142,17 @@ def build(cfg: RunConfig, accelerator: Accelerator, dataset: data_mod.EmotionDat
             source = str(models.make_smoke_base(cfg.model.architecture, texts,
                                                 models.smoke_base_dir(cfg, run.path, texts),
                                                 seed=cfg.train.seed, size=cfg.model.smoke_size))
-    topology = distributed.Topology.of(accelerator)
     return models.build_model(cfg.model, dataset.labels, source, accelerator.device,
                               deepspeed_stage=topology.zero_stage,
                               quant_storage=distributed.quant_storage_dtype(cfg, topology))
 
 
-def plan_memory(cfg: RunConfig, accelerator: Accelerator, num_labels: int) -> memory.MemoryPlan | None:
+def plan_memory(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology,
+                num_labels: int) -> memory.MemoryPlan | None:
     """The run's memory plan (None when the model's shapes are not known here: a hub model that is none of the
     variants' bases). On a GPU, UsageError when it needs more than the GPU has (train.check_memory)."""
     device = accelerator.device
-    placement = distributed.Topology.of(accelerator).placement(device.type, accelerator.mixed_precision)
+    placement = topology.placement(device.type, accelerator.mixed_precision)
     try:
         shapes = model_shapes(cfg, num_labels, models.base_path(cfg.model))
     except UsageError:
@@ -163,8 +164,8 @@ def plan_memory(cfg: RunConfig, accelerator: Accelerator, num_labels: int) -> me
     return planned
 
 
-def make_session(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, data: data_mod.EmotionData,
-                 tokenized: dict, run: contract.Run, console: Console, stop: StopSignals,
+def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology, built: BuiltModel,
+                 data: data_mod.EmotionData, tokenized: dict, run: contract.Run, console: Console, stop: StopSignals,
                  phases: telemetry.Phases, memory_plan: memory.MemoryPlan | None = None) -> Session:
     """The loop's state: loaders, optimizer and schedule prepared by accelerate, a checkpoint restored, the
     start banner shown, then the tracker started."""
@@ -186,7 +187,6 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, built: BuiltModel, da
     with phases.measure("load"):  # accelerate's prepare wraps, shards or offloads the model: part of loading
         loaders = dict(zip(loaders, accelerator.prepare(*loaders.values()), strict=True))
         plan = Plan.make(cfg, len(loaders["train"]), accelerator.gradient_accumulation_steps)
-        topology = distributed.Topology.of(accelerator)
         optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules,
                                     fused=accelerator.state.deepspeed_plugin is None)
         scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
