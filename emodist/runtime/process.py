@@ -4,7 +4,7 @@ here, in a call an entry script makes where it can be seen, with its reason.
     process.before_torch()                          # first in main(): before torch loads OpenMP
     process.quiet_libraries()                       # before the HF libraries load a model
     process.for_training(device_type, seed, cpu_threads)   # once the Accelerator has chosen the device
-    process.for_steps(device_type)                  # once the model is loaded, before the first step
+    process.for_steps(device_type, rebuilds_weights)   # once the model is loaded, before the first step
 
 Nothing in emodist changes these settings on import. `cpu_has_native_bf16` says what the CPU computes in
 hardware, which the precision a run chooses depends on.
@@ -69,14 +69,23 @@ def for_training(device_type: str, seed: int, cpu_threads: int | None) -> None:
     set_seed(seed)
 
 
-def for_steps(device_type: str) -> None:
-    """The settings of the training steps, once the model is loaded. On CPUs, glibc's allocator keeps freed
-    memory, so that each step reuses the pages the last one freed instead of faulting them in (`hostmem`).
-    Not before: loading interleaves transient buffers with the weights that stay, and a heap that keeps what
-    is freed keeps every transient (measured: a 7B 4-bit load grew to 24 GiB and was killed on a 24 GiB host;
-    5.5 GiB with the allocator left alone, bench/RESULTS.md)."""
+def for_steps(device_type: str, rebuilds_weights: bool = False) -> None:
+    """The settings of the training steps, once the model is loaded. On CPUs, the pages the load freed go back
+    to the system first: loading interleaves transient buffers with the weights that stay, and glibc returns
+    only the free top of its heap, so the holes stay resident (measured: a 7B 4-bit load left 1.8 GiB free in
+    the heap, 6.0 GiB resident for 4.2 GiB live). Then glibc's allocator keeps freed memory, so that each step
+    reuses the pages the last one freed instead of faulting them in (`hostmem`). Not before the load: a heap
+    that keeps what is freed keeps every transient of it (a 7B 4-bit load grew to 24 GiB and was killed on a
+    24 GiB host). And not when each step `rebuilds_weights` (a 4-bit or 8-bit base dequantizes every layer's
+    weight for its matmul, ZeRO-3 gathers every layer's partitions): kept, freed blocks of a weight's size are
+    split by the small allocations between them and the heap grows by amounts no memory plan can foresee
+    (measured on this CPU, training peak kept / left alone: Gemma-2B QLoRA 4.77 / 3.95 GiB, Mistral-7B QLoRA
+    5.98 / 5.27 GiB, ZeRO-3 Gemma-2B over 2 processes 9.4 / 6.7 GiB a process; the steps are 1.3x, 1.6x and
+    1.1x slower without; bench/RESULTS.md)."""
     if device_type == "cpu":
-        hostmem.keep_freed_memory()
+        hostmem.release()
+        if not rebuilds_weights:
+            hostmem.keep_freed_memory()
 
 
 def cpu_has_native_bf16() -> bool:
