@@ -15,7 +15,7 @@ process), a checkpoint every 2 optimizer steps, and then:
 4. launch/export.py merges the adapters into 16-bit shards, and launch/predict.py labels a text with them.
 
 Recorded per case: the base's making (seconds, peak RSS: one copy of the weights), planned and measured
-peak (host RSS of the training process), seconds per phase, the checkpoint's and the export's bytes, the
+peak (host RSS of the training process, its training steps' peak and the whole run's), seconds per phase, the checkpoint's and the export's bytes, the
 largest loss difference after the resume. --record writes them
 into bench/RESULTS.md with the machine.
 """
@@ -102,11 +102,6 @@ def losses(run_dir: Path) -> dict[int, float]:
     return found
 
 
-def training_rss(run_dir: Path) -> int:
-    """The largest resident memory the run logged at a training step (loading's transients apart)."""
-    return max(json.loads(line).get("perf/memory_bytes", 0) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
-
-
 def size_of(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -159,7 +154,7 @@ def rehearse(case: str, steps: int, work: Path, cache: Path) -> dict:
         "case": case, "processes": processes, "base_s": built["seconds"], "base_peak_rss": built["peak_rss"],
         "base_reused": built["reused"],
         "planned_peak_bytes": perf["planned_peak_bytes"], "measured_peak_bytes": perf["peak_memory_bytes"],
-        "training_rss": training_rss(whole),
+        "training_rss": perf["training_peak_memory_bytes"],  # the steps' peak: what the plan predicts
         "load_s": perf["phase_seconds"]["load"], "step_s_median": perf.get("step_seconds_median"),
         "train_s": perf["phase_seconds"]["train"], "run_s": first["seconds"],
         "checkpoint_bytes": size_of(checkpoint), "stop_rc": kill["rc"], "resume_rc": resumed["rc"],

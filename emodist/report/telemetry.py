@@ -162,26 +162,49 @@ def memory_bytes(device: torch.device) -> int:
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this process: CUDA allocated bytes on a GPU, peak resident set size on a CPU."""
+    """Peak memory of this process since it started or since `reset_peak_memory`: CUDA allocated bytes on a GPU,
+    peak resident set size on a CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     # Linux reports KiB; its high-water mark is updated lazily, so it can trail the resident set of now
     return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, memory_bytes(device))
 
 
-def peak_memory(accelerator) -> dict:
+def reset_peak_memory(device: torch.device) -> int:
+    """Start measuring a new peak (the training steps', which the memory plan predicts, apart from loading's
+    transients); returns the peak so far. On a CPU, Linux resets the resident high-water mark (clear_refs 5,
+    which ru_maxrss reads too); where it cannot, the peak stays the process's."""
+    before = peak_memory_bytes(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+                clear.write("5")
+        except OSError:
+            pass
+    return before
+
+
+def peak_memory(accelerator, earlier: int = 0, training: int | None = None) -> dict:
     """Every rank's peak memory in rank order (a collective): `peak_memory_bytes_per_rank` (CUDA allocated or
-    peak RSS, as `memory_kind` says) and, on GPUs, `peak_memory_reserved_bytes_per_rank` (the caching
-    allocator's reservation: what the card really had to hold)."""
+    peak RSS, as `memory_kind` says, over the whole run: `earlier` is the peak before `reset_peak_memory`),
+    `training_peak_memory_bytes_per_rank` (over the training steps: `training`, None when none ran) and, on
+    GPUs, `peak_memory_reserved_bytes_per_rank` (the caching allocator's reservation since the steps started:
+    what the card really had to hold)."""
     device = accelerator.device
     cuda = device.type == "cuda"
-    mine = [peak_memory_bytes(device), int(torch.cuda.max_memory_reserved(device)) if cuda else 0]
+    mine = [max(earlier, training or 0, peak_memory_bytes(device)),
+            int(torch.cuda.max_memory_reserved(device)) if cuda else 0, -1 if training is None else training]
     rows = accelerator.gather(torch.tensor([mine], dtype=torch.long, device=device)).tolist()
     allocated = [int(row[0]) for row in rows]
+    trained = [int(row[2]) for row in rows]
     return {
         "memory_kind": "cuda_allocated" if cuda else "cpu_rss",
         "peak_memory_bytes_per_rank": allocated,
         "peak_memory_bytes": max(allocated),
+        "training_peak_memory_bytes_per_rank": trained if min(trained) >= 0 else None,
+        "training_peak_memory_bytes": max(trained) if min(trained) >= 0 else None,
         "peak_memory_reserved_bytes_per_rank": [int(row[1]) for row in rows] if cuda else None,
     }
 

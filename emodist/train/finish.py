@@ -44,9 +44,10 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
 
 def perf_totals(s: Session, built: BuiltModel) -> dict:
     """summary.json's `perf`: throughput over every session of the run, this session's step times, peak
-    memory per rank and seconds per phase, MFU."""
+    memory per rank (over the run, and over this session's training steps: what the plan predicts) and seconds
+    per phase, MFU."""
     perf = s.meter.totals(s.accelerator)
-    perf.update(telemetry.peak_memory(s.accelerator))
+    perf.update(telemetry.peak_memory(s.accelerator, s.peak_before_steps, s.training_peak))
     planned = s.memory_plan
     perf["planned_peak_bytes"] = planned.peak_bytes if planned else None
     perf["memory_plan"] = {row.name: row.bytes for row in planned.rows} if planned else None

@@ -101,8 +101,12 @@ class Lifecycle:
     def fit(self) -> None:
         """Train to the plan's last step (from `run.checkpoint` when there is one)."""
         self.stop.training = True
-        process.for_steps(self.accelerator.device.type)
+        device = self.accelerator.device
+        rebuilt = self.session.topology.zero_stage == 3 or self.session.cfg.model.quantization != "none"
+        process.for_steps(device.type, rebuilds_weights=rebuilt)  # dequantized or gathered in every step
+        self.session.peak_before_steps = telemetry.reset_peak_memory(device)  # the plan predicts the steps' peak
         loop.fit(self.session)
+        self.session.training_peak = telemetry.peak_memory_bytes(device)
 
     def finish(self) -> dict:
         """Evaluate on dev and test, export `model/`, write `summary.json` and `plots/`; return the summary."""

@@ -64,6 +64,9 @@ class Session:
     """The step this session (this launch) started from."""
     pending_check: tuple | None = None
     """The last step's all-reduced stop and divergence flags on their way to the host (see `check_step`)."""
+    peak_before_steps: int = 0
+    """This process's peak memory before the training steps (loading); `training_peak` is theirs."""
+    training_peak: int | None = None
 
     def __post_init__(self) -> None:
         self.meter = telemetry.Throughput(self.accelerator.device)
