@@ -31,6 +31,8 @@ class Placement:
     """DeepSpeed's ZeRO stage, or None without DeepSpeed."""
     offload_optimizer: bool = False
     offload_params: bool = False
+    max_live_parameters: int = 1_000_000_000
+    """ZeRO-3's stage3_max_live_parameters: the gathered weights a process may keep (DeepSpeed's default: 1e9)."""
     device: str = "cuda"
     """cuda or cpu: where the weights and activations live."""
     precision: str = "bf16"
@@ -66,18 +68,20 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
     nodes = num_machines or int(settings.get("num_machines", 1) or 1)
     if kind == "NO" and not num_processes:
         processes = 1
-    stage, offload_optimizer, offload_params = None, None, None
+    stage, zero = None, {}
     if kind == "DEEPSPEED":
-        stage, offload_optimizer, offload_params = _zero_settings(settings.get("deepspeed_config") or {}, path)
+        stage, zero = _zero_settings(settings.get("deepspeed_config") or {}, path)
     if settings.get("use_cpu"):
         device = "cpu"
-    return Placement(processes=processes, nodes=nodes, zero_stage=stage, offload_optimizer=offload_optimizer is not None,
-                     offload_params=offload_params is not None, device=device, precision=precision)
+    return Placement(processes=processes, nodes=nodes, zero_stage=stage,
+                     offload_optimizer=offload_device(zero, "offload_optimizer") is not None,
+                     offload_params=offload_device(zero, "offload_param") is not None,
+                     max_live_parameters=max_live_parameters(zero), device=device, precision=precision)
 
 
-def _zero_settings(deepspeed: dict, path: str) -> tuple[int, str | None, str | None]:
-    """ZeRO's stage and offload devices (optimizer, weights) from accelerate's deepspeed_config: its inline
-    keys or its JSON file."""
+def _zero_settings(deepspeed: dict, path: str) -> tuple[int, dict]:
+    """ZeRO's stage and its zero_optimization section from accelerate's deepspeed_config: its inline keys or its
+    JSON file."""
     file = deepspeed.get("deepspeed_config_file")
     if file:
         try:
@@ -89,7 +93,7 @@ def _zero_settings(deepspeed: dict, path: str) -> tuple[int, str | None, str | N
     else:  # accelerate's inline keys: zero_stage, offload_optimizer_device, offload_param_device
         zero = {key: {"device": deepspeed.get(f"{key}_device")} for key in ("offload_optimizer", "offload_param")}
         stage = deepspeed.get("zero_stage", 0)
-    return int(stage), offload_device(zero, "offload_optimizer"), offload_device(zero, "offload_param")
+    return int(stage), zero
 
 
 def offload_device(zero: dict, key: str) -> str | None:
@@ -97,6 +101,15 @@ def offload_device(zero: dict, key: str) -> str | None:
     or None."""
     device = (zero.get(key) or {}).get("device", "none")
     return None if device in (None, "none") else device
+
+
+def max_live_parameters(zero: dict) -> int:
+    """ZeRO-3's stage3_max_live_parameters in DeepSpeed's zero_optimization section (its default where unset)."""
+    value = zero.get("stage3_max_live_parameters")
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):  # unset, or "auto" (which DeepSpeed leaves at its default)
+        return Placement.max_live_parameters
 
 
 HALF_BASE_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}

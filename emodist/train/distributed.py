@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from emodist.config import RunConfig
-from emodist.models.placement import Placement, offload_device
+from emodist.models.placement import Placement, max_live_parameters, offload_device
 from emodist.runtime.errors import UsageError
 
 
@@ -83,6 +83,8 @@ class Topology:
     """DeepSpeed optimizer-state offload device (cpu, nvme), or None."""
     offload_param: str | None = None
     """DeepSpeed parameter offload device (cpu, nvme), or None."""
+    max_live_parameters: int = Placement.max_live_parameters
+    """ZeRO-3's stage3_max_live_parameters."""
     ds_config_file: str | None = None
 
     @classmethod
@@ -97,7 +99,7 @@ class Topology:
         zero = plugin.deepspeed_config.get("zero_optimization", {})
         return cls(kind, accelerator.num_processes, nodes, zero_stage=int(zero.get("stage", 0)),
                    offload_optimizer=offload_device(zero, "offload_optimizer"),
-                   offload_param=offload_device(zero, "offload_param"),
+                   offload_param=offload_device(zero, "offload_param"), max_live_parameters=max_live_parameters(zero),
                    ds_config_file=os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"))
 
     @property
@@ -108,7 +110,8 @@ class Topology:
         """What the memory plan reads of this topology."""
         return Placement(processes=self.num_processes, nodes=self.num_nodes, zero_stage=self.zero_stage,
                          offload_optimizer=self.offload_optimizer is not None,
-                         offload_params=self.offload_param is not None, device=device, precision=precision)
+                         offload_params=self.offload_param is not None, max_live_parameters=self.max_live_parameters,
+                         device=device, precision=precision)
 
     @property
     def shards_parameters(self) -> bool:
