@@ -81,7 +81,7 @@ def test_a_log_file_gets_plain_progress_lines(smoke_run):
 
 
 def test_throughput_memory_and_phases_are_plausible(smoke_run):
-    variant, run_dir, _ = smoke_run
+    variant, run_dir, result = smoke_run
     perf = read_summary(run_dir)["perf"]
     assert 0 < perf["train_tokens_per_s"] <= perf["train_padded_tokens_per_s"]
     assert 0 < perf["padding_efficiency"] <= 1
@@ -95,6 +95,12 @@ def test_throughput_memory_and_phases_are_plausible(smoke_run):
     assert phases["train"] == perf["train_seconds"] and phases["load"] > 0 and phases["eval"] > 0
     assert perf["memory_kind"] == "cpu_rss" and perf["peak_memory_reserved_bytes_per_rank"] is None
     assert perf["peak_memory_bytes"] > 100 * 2**20  # a Python process with torch loaded
+    # the steps' own peak, which the plan predicts (loading apart), is in the summary and the end table
+    assert 100 * 2**20 < perf["training_peak_memory_bytes"] <= perf["peak_memory_bytes"]
+    assert perf["training_peak_memory_bytes_per_rank"] == [perf["training_peak_memory_bytes"]]
+    planned, steps = perf["planned_peak_bytes"], perf["training_peak_memory_bytes"]
+    assert f"│ memory plan │ {planned / 2**20:,.0f} MiB: {planned / steps:.2f} of the steps' peak" in " ".join(
+        result.stdout.split())
     assert perf["mfu"] is None  # no GPU: no peak to compare with
     # FLOPs per token: 6N and more for a full fine-tune (N: parameters but the embedding table); LoRA skips
     # the weight gradients of the frozen base, so between 4N and 6N

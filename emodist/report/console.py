@@ -167,4 +167,7 @@ class Console:
         for rank, peak in enumerate(perf["peak_memory_bytes_per_rank"]):
             extra = f", {reserved[rank] / 2**20:,.0f} MiB reserved" if rank < len(reserved) else ""
             run.add_row(f"peak memory rank {rank}", f"{peak / 2**20:,.0f} MiB {kind}{extra}")
+        planned, steps = perf.get("planned_peak_bytes"), perf.get("training_peak_memory_bytes")
+        if planned and steps:
+            run.add_row("memory plan", f"{planned / 2**20:,.0f} MiB: {planned / steps:.2f} of the steps' peak")
         self.print(run)
