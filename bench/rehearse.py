@@ -15,9 +15,9 @@ process), a checkpoint every 2 optimizer steps, and then:
 4. launch/export.py merges the adapters into 16-bit shards, and launch/predict.py labels a text with them.
 
 Recorded per case: the base's making (seconds, peak RSS: one copy of the weights), planned and measured
-peak (host RSS of the training process, its training steps' peak and the whole run's), seconds per phase, the checkpoint's and the export's bytes, the
-largest loss difference after the resume. --record writes them
-into bench/RESULTS.md with the machine.
+peak (host RSS of the training process: its training steps' peak, which the plan predicts, and the whole
+run's), seconds per phase, the checkpoint's and the export's bytes, the largest loss difference after the
+resume. --record writes them into bench/RESULTS.md with the machine.
 """
 
 from __future__ import annotations
