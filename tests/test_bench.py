@@ -29,3 +29,17 @@ def test_rehearse_runs_settings_every_case_accepts(tmp_path):
         cfg = config.load(variant, overrides=overrides, smoke=True)
         assert (cfg.train.micro_batch_size, cfg.data.max_length, cfg.data.pad_to_multiple_of) == (2, 64, 64)
         assert (cfg.model.smoke_size, cfg.model.lora.r, cfg.model.gradient_checkpointing) == ("real", 16, True)
+
+
+def test_throughput_ends_with_the_ratio_against_the_trainer_at_its_best_setting():
+    """Both Trainer settings are compared; the last line is the headline: its length-grouped batches."""
+    def run(speed, f1, rss):
+        return {"examples_per_s": speed, "tokens_per_s": 10 * speed, "peak_rss_mib": rss, "dev_f1_micro": f1}
+
+    rows = [("emodist", 1, run(60.0, 0.36, 1500)), ("emodist", 2, run(64.0, 0.35, 1500)),
+            ("trainer-grouped", 1, run(40.0, 0.35, 1600)), ("trainer-grouped", 2, run(42.0, 0.35, 1600)),
+            ("trainer", 1, run(30.0, 0.34, 1700)), ("trainer", 2, run(32.0, 0.34, 1700))]
+    lines = throughput.verdict(throughput.summarize(rows)).splitlines()
+    assert lines[0].startswith("emodist / Trainer (random): 2.00x examples/s, dev micro-F1 gap +0.0150")
+    assert lines[1].startswith("emodist / Trainer (group_by_length): 1.51x examples/s (target >= 1.3x), dev micro-F1 "
+                               "gap +0.0050 (target within 0.01), peak RSS 0.94x")
