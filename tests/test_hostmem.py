@@ -12,18 +12,27 @@ from conftest import ROOT
 
 from emodist.runtime import hostmem
 
-PROBE = """
-import ctypes, sys
-from emodist.runtime import hostmem
+WHERE = """
+import ctypes
+def where_a_big_block_lives():
+    block = bytearray(64 * 2**20)  # CPython takes blocks this large from malloc
+    address = ctypes.addressof((ctypes.c_char * len(block)).from_buffer(block))
+    for line in open("/proc/self/maps"):
+        span, *rest = line.split()
+        start, end = (int(x, 16) for x in span.split("-"))
+        if start <= address < end:
+            return rest[-1] if len(rest) == 5 else "anonymous"
+"""
+"""Where glibc put a 64 MiB block: its own anonymous mapping, or the heap."""
+
+PROBE = WHERE + """
+import sys
+from emodist.runtime import hostmem, process
 if sys.argv[1] == "keep":
     assert hostmem.keep_freed_memory()
-block = bytearray(64 * 2**20)  # CPython takes blocks this large from malloc
-address = ctypes.addressof((ctypes.c_char * len(block)).from_buffer(block))
-for line in open("/proc/self/maps"):
-    span, *rest = line.split()
-    start, end = (int(x, 16) for x in span.split("-"))
-    if start <= address < end:
-        print(rest[-1] if len(rest) == 5 else "anonymous")
+elif sys.argv[1] in ("steps", "rebuilt"):
+    process.for_steps("cpu", rebuilds_weights=sys.argv[1] == "rebuilt")
+print(where_a_big_block_lives())
 hostmem.release()
 """
 
@@ -50,19 +59,10 @@ print(changed, os.environ.get("OMP_WAIT_POLICY"), hostmem.sleeping_openmp_thread
 """
 
 
-PHASES = """
-import ctypes, runpy, sys
+PHASES = WHERE + """
+import runpy, sys
 import emodist.train.lifecycle as lifecycle
 import emodist.train.loop as loop
-
-def where_a_big_block_lives():
-    block = bytearray(64 * 2**20)
-    address = ctypes.addressof((ctypes.c_char * len(block)).from_buffer(block))
-    for line in open("/proc/self/maps"):
-        span, *rest = line.split()
-        start, end = (int(x, 16) for x in span.split("-"))
-        if start <= address < end:
-            return rest[-1] if len(rest) == 5 else "anonymous"
 
 build, fit = lifecycle.build, loop.fit
 def building(*args, **kwargs):
@@ -103,27 +103,12 @@ print((before - resident()) // 2**20)
 """
 
 
-STEPS = """
-import ctypes, sys
-from emodist.runtime import process
-process.for_steps("cpu", rebuilds_weights=sys.argv[1] == "rebuilt")
-block = bytearray(64 * 2**20)
-address = ctypes.addressof((ctypes.c_char * len(block)).from_buffer(block))
-for line in open("/proc/self/maps"):
-    span, *rest = line.split()
-    start, end = (int(x, 16) for x in span.split("-"))
-    if start <= address < end:
-        print(rest[-1] if len(rest) == 5 else "anonymous")
-"""
-
-
 @glibc
-@pytest.mark.parametrize(("steps", "where"), [("plain", "[heap]"), ("rebuilt", "anonymous")])
+@pytest.mark.parametrize(("steps", "where"), [("steps", "[heap]"), ("rebuilt", "anonymous")])
 def test_steps_that_rebuild_weights_leave_the_allocator_alone(steps, where):
     """Steps that dequantize a 4-bit base or gather ZeRO-3's partitions free weight-sized blocks; a heap that
     keeps them grew by 0.7-3.4 GiB (bench/RESULTS.md), so there big blocks stay mappings of their own."""
-    result = subprocess.run([sys.executable, "-c", STEPS, steps], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == where
+    assert where_a_big_block_lives(steps) == where
 
 
 @glibc

@@ -102,8 +102,8 @@ class Lifecycle:
         """Train to the plan's last step (from `run.checkpoint` when there is one)."""
         self.stop.training = True
         device = self.accelerator.device
-        rebuilt = self.session.topology.zero_stage == 3 or self.session.cfg.model.quantization != "none"
-        process.for_steps(device.type, rebuilds_weights=rebuilt)  # dequantized or gathered in every step
+        rebuilt = self.session.topology.shards_parameters or self.session.cfg.model.quantization != "none"
+        process.for_steps(device.type, rebuilds_weights=rebuilt)  # gathered or dequantized in every step
         self.session.peak_before_steps = telemetry.reset_peak_memory(device)  # the plan predicts the steps' peak
         loop.fit(self.session)
         self.session.training_peak = telemetry.peak_memory_bytes(device)
