@@ -160,7 +160,8 @@ class Console:
         run.add_row("tokens/s", f"{perf['train_tokens_per_s']:,.0f} real, {perf['train_padded_tokens_per_s']:,.0f} "
                                 f"padded (padding efficiency {perf.get('padding_efficiency', 0):.0%})")
         if perf.get("train_tflops_per_s") is not None:
-            mfu = f", MFU {perf['mfu']:.1%}" if perf.get("mfu") is not None else ""
+            mfu = (f" (MFU {perf['mfu']:.1%} of {perf['peak_tflops_per_s']:.3g}: {perf['peak_source']})"
+                   if perf.get("mfu") is not None else "")
             run.add_row("model TFLOP/s", f"{perf['train_tflops_per_s']:.3g}{mfu}")
         kind = {"cuda_allocated": "CUDA allocated", "cpu_rss": "peak RSS"}.get(perf.get("memory_kind"), "peak")
         reserved = perf.get("peak_memory_reserved_bytes_per_rank") or []

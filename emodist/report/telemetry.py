@@ -255,15 +255,21 @@ def model_shape(config) -> tuple[int, int, int]:
 
 
 def mfu(perf: dict, params_total: int, params_trainable: int, config, num_processes: int,
-        device: torch.device) -> dict:
-    """{"train_flops_per_token", "train_tflops_per_s", "mfu"} from a run's totals (`Throughput.totals`) and
-    its model's parameter counts and config; MFU is None off GPUs (or on a card without a known peak: set
-    EMODIST_PEAK_TFLOPS to the card's dense bf16 TFLOP/s)."""
+        device: torch.device, measured_peak: float | None = None) -> dict:
+    """{"train_flops_per_token", "train_tflops_per_s", "peak_tflops_per_s", "peak_source", "mfu"} from a run's
+    totals (`Throughput.totals`) and its model's parameter counts and config. The peak is one process's: on
+    a GPU the card's datasheet (`peak_flops`), on a CPU `measured_peak` (emodist.report.roofline: this
+    machine's GEMMs at the model's shapes); EMODIST_PEAK_TFLOPS overrides both. MFU is None without one."""
     layers, hidden, embedding = model_shape(config)
     params = params_total - embedding
     seq_len = perf["train_tokens"] / max(perf["train_samples"], 1)
     per_token = train_flops_per_token(params, min(params_trainable, params), layers, hidden, seq_len)
     achieved = per_token * perf["train_tokens_per_s"]
-    peak = peak_flops(device)
+    peak, source = peak_flops(device), "datasheet"
+    if os.environ.get("EMODIST_PEAK_TFLOPS"):
+        source = "EMODIST_PEAK_TFLOPS"
+    elif peak is None and measured_peak:
+        peak, source = measured_peak, "measured GEMMs"
     return {"train_flops_per_token": per_token, "train_tflops_per_s": achieved / 1e12,
+            "peak_tflops_per_s": peak / 1e12 if peak else None, "peak_source": source if peak else None,
             "mfu": achieved / (peak * num_processes) if peak else None}

@@ -4,11 +4,12 @@ summary.json, the end tables and plots/.
 
 from __future__ import annotations
 
+import torch
 from scipy.special import expit
 
 from emodist import data as data_mod
 from emodist.models import BuiltModel
-from emodist.report import telemetry
+from emodist.report import roofline, telemetry
 from emodist.runtime import files
 from emodist.scoring import thresholds
 from emodist.serve import model_dir
@@ -52,9 +53,22 @@ def perf_totals(s: Session, built: BuiltModel) -> dict:
     perf["planned_peak_bytes"] = planned.peak_bytes if planned else None
     perf["memory_plan"] = {row.name: row.bytes for row in planned.rows} if planned else None
     perf.update(telemetry.mfu(perf, built.params_total, built.params_trainable, built.model.config,
-                              s.accelerator.num_processes, s.accelerator.device))
+                              s.accelerator.num_processes, s.accelerator.device, cpu_gemm_peak(s, built, perf)))
     perf["phase_seconds"] = {"load": 0.0, "tokenize": 0.0, **s.phases.seconds, "train": s.meter.elapsed()}
     return perf
+
+
+def cpu_gemm_peak(s: Session, built: BuiltModel, perf: dict) -> float | None:
+    """On CPUs, this process's GEMM rate at the model's shapes for the run's mean micro-batch, in the dtype the
+    steps multiply in (emodist.report.roofline; measured once per machine and shapes); None on GPUs."""
+    if s.accelerator.device.type != "cpu" or not perf["train_samples"]:
+        return None
+    rows = s.cfg.train.micro_batch_size
+    tokens = 16 * max(1, round(rows * perf["train_padded_tokens"] / perf["train_samples"] / 16))  # near ones share
+    gemms = roofline.model_gemms(built.model, tokens, rows, s.cfg.model.head_modules)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(s.accelerator.mixed_precision, built.model.dtype)
+    return roofline.cached_gemm_rate(gemms, dtype, files.cache_root(s.cfg.data.cache_dir),
+                                     write=s.accelerator.is_main_process)
 
 
 def draw_plots(s: Session, summary: dict) -> None:
