@@ -1,14 +1,15 @@
 """Where a training step's time goes: torch.profiler over emodist's own steps, grouped by kind of work.
 
     python bench/profile_step.py [--steps 20] [--warmup 5] [--examples 4096] [--set KEY=VALUE ...] [--record NAME]
+    python bench/profile_step.py --variant gemma-lora --smoke        # any variant's smoke model
 
-The run is the throughput bench's (bench/throughput.py): `minilm` on a seeded subset of the GoEmotions
-train split, length-grouped batches of 32, float32 unless --set says otherwise, one process. It is set up
+The run is the throughput bench's (bench/throughput.py) by default: `minilm` on a seeded subset of the
+GoEmotions train split, length-grouped batches of 32, float32 unless --set says otherwise, one process. It is set up
 as `launch/train.py` sets it up (emodist.train.lifecycle), then `--warmup` micro-batches run unprofiled and
 `--steps` more run under torch.profiler through the loop's own `train_micro_batch`, with the data loader
 inside the profile.
 
-Printed: the steps' wall time; the operators' self CPU time grouped by kind (GEMMs, attention, LayerNorm,
+Printed: the steps' wall time and the GEMMs' FLOP/s while they ran; the operators' self CPU time grouped by kind (GEMMs, attention, LayerNorm,
 GELU, dropout, the optimizer, gradient clipping, other elementwise work, ...), each as a share of the
 wall time; what no operator accounts for (Python, the autograd engine, the loader's own Python); and the
 top operators. `--record NAME` writes the same text into bench/RESULTS.md under NAME (e.g. `before`).
@@ -48,19 +49,24 @@ def kind_of(name: str) -> str:
     return next((kind for kind, pattern in KINDS if re.search(pattern, name)), "other operators")
 
 
-def operator_times(profile) -> dict[str, float]:
-    """Self CPU seconds of each operator over the profile (profiler annotations left out)."""
-    return {e.key: e.self_cpu_time_total / 1e6 for e in profile.key_averages()
-            if e.key.startswith(("aten::", "mkldnn::", "Optimizer.", "autograd::", "cpp_")) or "Backward" in e.key
-            or "::" in e.key and not e.key.startswith("ProfilerStep")}
+def operator_times(profile) -> tuple[dict[str, float], float]:
+    """(self CPU seconds of each operator over the profile, profiler annotations left out; the GEMMs' FLOP/s
+    while they ran, from the profiler's FLOP counts)."""
+    events = [e for e in profile.key_averages()
+              if e.key.startswith(("aten::", "mkldnn::", "Optimizer.", "autograd::", "cpp_")) or "Backward" in e.key
+              or "::" in e.key and not e.key.startswith("ProfilerStep")]
+    gemms = [e for e in events if kind_of(e.key) == KINDS[0][0]]
+    gemm_rate = sum(e.flops for e in gemms) / max(sum(e.self_cpu_time_total for e in gemms) / 1e6, 1e-9)
+    return {e.key: e.self_cpu_time_total / 1e6 for e in events}, gemm_rate
 
 
-def report(times: dict[str, float], wall: float, steps: int, top: int = 15) -> str:
+def report(times: dict[str, float], wall: float, steps: int, gemm_rate: float, top: int = 15) -> str:
     kinds: dict[str, float] = {}
     for name, seconds in times.items():
         kinds[kind_of(name)] = kinds.get(kind_of(name), 0.0) + seconds
     accounted = sum(kinds.values())
-    lines = [f"{steps} steps, {1000 * wall / steps:.1f} ms a step (profiled; the profiler adds its own overhead)", "",
+    lines = [f"{steps} steps, {1000 * wall / steps:.1f} ms a step (profiled; the profiler adds its own overhead); "
+             f"the GEMMs ran at {gemm_rate / 1e9:.1f} GFLOP/s (compare bench/roofline.py)", "",
              "| kind | ms a step | share of the step |", "|---|---:|---:|"]
     for kind, seconds in sorted(kinds.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {kind} | {1000 * seconds / steps:.1f} | {seconds / wall:.1%} |")
@@ -73,7 +79,7 @@ def report(times: dict[str, float], wall: float, steps: int, top: int = 15) -> s
     return "\n".join(lines)
 
 
-def profile(args) -> tuple[dict[str, float], float]:
+def profile(args) -> tuple[dict[str, float], float, float]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -86,9 +92,10 @@ def profile(args) -> tuple[dict[str, float], float]:
         settings = [f"data.max_train_examples={args.examples}", "data.max_eval_examples=64", "train.epochs=1",
                     "train.eval_every_steps=0", "train.save_every_steps=0", "track.wandb=off", "track.plots=false",
                     *args.set]
-        cfg = config.load("minilm", None, settings, cli={"output_dir": ("--output-dir", f"{tmp}/run"),
-                                                         "data.data_dir": ("--data-dir", str(args.data_dir)),
-                                                         "data.dataset": ("--dataset", "goemotions")})
+        data = {} if args.smoke else {"data.data_dir": ("--data-dir", str(args.data_dir)),
+                                      "data.dataset": ("--dataset", "goemotions")}
+        cfg = config.load(args.variant, None, settings, smoke=args.smoke,
+                          cli={"output_dir": ("--output-dir", f"{tmp}/run"), **data})
         with StopSignals(training=False) as stop, Lifecycle(cfg, stop) as life:
             life.setup()
             s = life.session
@@ -96,17 +103,19 @@ def profile(args) -> tuple[dict[str, float], float]:
             batches = loop.epoch_batches(s)
             for _ in range(args.warmup):
                 loop.train_micro_batch(s, next(batches))
-            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
                 started = time.perf_counter()
                 for _ in range(args.steps):
                     loop.train_micro_batch(s, next(batches))
                 float(s.loss_sum)  # the steps have finished
                 wall = time.perf_counter() - started
-    return operator_times(prof), wall
+    return *operator_times(prof), wall
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="minilm", help="which variant (default minilm)")
+    parser.add_argument("--smoke", action="store_true", help="its tiny smoke model and synthetic data")
     parser.add_argument("--steps", type=int, default=20, help="profiled micro-batches (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="unprofiled micro-batches first (default 5)")
     parser.add_argument("--examples", type=int, default=4096, help="train examples the batches come from")
@@ -116,22 +125,22 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not (args.data_dir / "train.tsv").is_file():
+    if not args.smoke and not (args.data_dir / "train.tsv").is_file():
         print(f"profile_step: no GoEmotions at {args.data_dir} (set EMODIST_GOEMOTIONS or --data-dir)", file=sys.stderr)
         return 2
     from emodist.runtime import process
 
     process.before_torch()
-    times, wall = profile(args)
-    text = report(times, wall, args.steps)
+    times, gemm_rate, wall = profile(args)
+    text = report(times, wall, args.steps, gemm_rate)
     print(text)
     if args.record:
         from results import machine, record
 
-        command = f"python bench/profile_step.py --steps {args.steps} --warmup {args.warmup}" + "".join(
-            f" --set={o}" for o in args.set)
-        record(f"profile-minilm-{args.record}",
-               f"### Profile of a minilm training step: {args.record}\n\n- command: `{command}`\n"
+        command = (f"python bench/profile_step.py --variant {args.variant}{' --smoke' if args.smoke else ''} --steps "
+                   f"{args.steps} --warmup {args.warmup}" + "".join(f" --set={o}" for o in args.set))
+        record(f"profile-{args.variant}-{args.record}",
+               f"### Profile of a {args.variant} training step: {args.record}\n\n- command: `{command}`\n"
                f"- machine: {machine()}\n- recorded {time.strftime('%Y-%m-%d')}\n\n{text}",
                heading="## Where a training step's time goes (torch.profiler)")
     return 0

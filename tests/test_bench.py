@@ -3,6 +3,8 @@ not by the next person who runs it (bench/throughput.py crashed after its traini
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 from conftest import ROOT
@@ -43,3 +45,23 @@ def test_throughput_ends_with_the_ratio_against_the_trainer_at_its_best_setting(
     assert lines[0].startswith("emodist / Trainer (random): 2.00x examples/s, dev micro-F1 gap +0.0150")
     assert lines[1].startswith("emodist / Trainer (group_by_length): 1.51x examples/s (target >= 1.3x), dev micro-F1 "
                                "gap +0.0050 (target within 0.01), peak RSS 0.94x")
+
+
+def test_profile_step_profiles_a_smoke_run_and_groups_its_operators(tmp_path):
+    import profile_step
+
+    assert profile_step.kind_of("aten::addmm") == profile_step.kind_of("aten::mm") == "GEMM (linear layers)"
+    assert profile_step.kind_of("aten::bernoulli_") == "dropout"
+    assert profile_step.kind_of("aten::_fused_adamw_") == "optimizer (AdamW)"
+    assert profile_step.kind_of("aten::native_layer_norm_backward") == "LayerNorm"
+    assert profile_step.kind_of("aten::add") == "other elementwise and reductions"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "profile_step.py"), "--variant", "distilbert",
+                           "--smoke", "--steps", "4", "--warmup", "1"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "EMODIST_CACHE": str(tmp_path / "cache")}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("4 steps, "))
+    assert float(head.split("GEMMs ran at ")[1].split()[0]) > 0
+    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in lines
+              if line.startswith("| ") and line.endswith("% |") and not line.startswith("| `")]
+    assert 99.5 <= sum(shares) <= 100.5  # every kind and what no operator accounts for: the whole step
