@@ -15,7 +15,8 @@ its default random batches (a second row).
 
 Each run is its own process; the three alternate, `--repeats` times. Reported per run: train examples/s
 and real (unpadded) tokens/s over the training loop (setup and evaluation excluded, on both sides), peak
-RSS of the process tree (from wait4), dev micro-F1 on the whole dev split at 0.5 and at the best single
+RSS of the process that trained and evaluated (from wait4: emodist's train.py, the Trainer's worker; not the
+bench's own scoring of emodist's exported model afterwards), dev micro-F1 on the whole dev split at 0.5 and at the best single
 threshold (both scored by the same code from each model's probabilities). The last line is the ratio of
 the medians against each Trainer setting, the headline last. `--record` writes the table into
 bench/RESULTS.md.
@@ -63,7 +64,9 @@ def run_emodist(data_dir: Path, settings: list[str], work: Path) -> dict:
                "--output-dir", str(run_dir), "--overwrite", "train.eval_every_steps=0", "train.save_every_steps=0",
                "track.wandb=off", "track.plots=false", *settings]
     with open(work / "emodist.log", "w") as log:
-        subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+        rss_mib, code = peak_rss_mib(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+    if code:
+        raise subprocess.CalledProcessError(code, command)
     perf = json.loads((run_dir / "summary.json").read_text())["perf"]
     from emodist import data
     from emodist.serve.inference import Classifier
@@ -73,7 +76,8 @@ def run_emodist(data_dir: Path, settings: list[str], work: Path) -> dict:
     dev = emotions.splits["dev"]
     probabilities = Classifier.load(run_dir / "model", max_length=cfg.data.max_length).probabilities(dev.texts)
     return {"examples_per_s": perf["train_samples_per_s"], "tokens_per_s": perf["train_tokens_per_s"],
-            "train_seconds": perf["train_seconds"], **dev_scores(dev.targets, probabilities, emotions.labels)}
+            "train_seconds": perf["train_seconds"], "peak_rss_mib": rss_mib,
+            **dev_scores(dev.targets, probabilities, emotions.labels)}
 
 
 def run_trainer(data_dir: Path, settings: list[str], work: Path, sampling: str) -> dict:
@@ -157,20 +161,27 @@ def dev_scores(targets, probabilities, labels: list[str]) -> dict:
 
 # --- the driver ----------------------------------------------------------------------------------------
 
+def peak_rss_mib(child: subprocess.Popen) -> tuple[float, int]:
+    """(peak RSS in MiB of `child` and the children it waited for: wait4's ru_maxrss; its exit code)."""
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, child.returncode
+
+
 def measure(side: str, args, work: Path) -> dict:
-    """Run one side in a child process; its result plus the child's peak RSS (wait4's ru_maxrss, KiB)."""
+    """Run one side in a child process; its result plus its peak RSS: the process that trained and evaluated
+    (emodist's train.py, which the emodist worker starts; the Trainer's worker itself), not the bench's own
+    scoring of emodist's exported model, which the worker does after train.py has ended."""
     out = work / f"{side}.json"
     command = [sys.executable, __file__, "--worker", side, "--out", str(out), "--examples", str(args.examples),
                "--data-dir", str(args.data_dir), *(f"--set={o}" for o in args.set),
                *([f"--eval-examples={args.eval_examples}"] if args.eval_examples else [])]
     started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=ROOT)
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        sys.exit(f"throughput: the {side} run failed (exit {child.returncode}); see {work}")
+    rss_mib, code = peak_rss_mib(subprocess.Popen(command, cwd=ROOT))
+    if code != 0:
+        sys.exit(f"throughput: the {side} run failed (exit {code}); see {work}")
     result = json.loads(out.read_text())
-    return {**result, "peak_rss_mib": usage.ru_maxrss / 1024, "wall_seconds": time.perf_counter() - started}
+    return {"peak_rss_mib": rss_mib, **result, "wall_seconds": time.perf_counter() - started}
 
 
 def table(rows: list[tuple[str, int, dict]]) -> str:
