@@ -7,7 +7,6 @@ the file never holds two versions of one measurement.
 from __future__ import annotations
 
 import os
-import platform
 import re
 from pathlib import Path
 
@@ -19,11 +18,11 @@ def machine() -> str:
     """This machine in one line: CPU model, usable cores, memory, GPU (or none), torch version."""
     import torch
 
-    cpu = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    from emodist.report.roofline import cpu_name
+
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu.group(1).strip() if cpu else platform.processor()}, {len(os.sched_getaffinity(0))} cores, "
-            f"{memory:.0f} GiB, {gpu}, torch {torch.__version__}")
+    return f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, {memory:.0f} GiB, {gpu}, torch {torch.__version__}"
 
 
 def replace_block(text: str, start: str, end: str, block: str, heading: str = "") -> str:

@@ -106,6 +106,7 @@ def gemm_rate(gemms: list[Gemm], dtype: torch.dtype) -> float:
 
 
 def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what the platform says."""
     try:
         found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
     except OSError:
