@@ -12,10 +12,11 @@ from emodist.models.builder import (
            BuiltModel,
            base_path,
            build_model,
+           compile_blocks,
            count_parameters,
            is_head_parameter,
 )
 from emodist.models.smoke import REAL_SIZES, TINY_SIZES, make_smoke_base, smoke_base_dir, smoke_tokenizer
 
-__all__ = ["DTYPES", "REAL_SIZES", "TINY_SIZES", "BuiltModel", "base_path", "build_model", "count_parameters",
-           "is_head_parameter", "make_smoke_base", "smoke_base_dir", "smoke_tokenizer"]
+__all__ = ["DTYPES", "REAL_SIZES", "TINY_SIZES", "BuiltModel", "base_path", "build_model", "compile_blocks",
+           "count_parameters", "is_head_parameter", "make_smoke_base", "smoke_base_dir", "smoke_tokenizer"]

@@ -143,6 +143,11 @@ def check_support(cfg: RunConfig, topology: Topology) -> None:
     m, where = cfg.model, topology.ds_config_file or "the accelerate config"
     if not topology.deepspeed:
         return
+    if cfg.train.compile:
+        raise UsageError(
+            f"train.compile=true under DeepSpeed ({where}): its hooks gather and release weights around each "
+            "block, which emodist's compiled blocks are not tested with. Set train.compile=false, or train with "
+            "DDP (accelerate_configs/multi_gpu.yaml) or one process")
     if m.quantization == "nf4" and topology.offload_param:
         raise UsageError(
             f"model.quantization=nf4 with DeepSpeed parameter offload ({where}): DeepSpeed cannot move packed "

@@ -194,6 +194,8 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
         optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules,
                                     fused=accelerator.state.deepspeed_plugin is None)
         scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
+        if cfg.train.compile:  # in place, before DDP wraps the model: the first steps compile
+            models.compile_blocks(built.model)
         model, optimizer, scheduler = accelerator.prepare(built.model, optimizer, scheduler)
         if cfg.model.method == "lora":
             keep_trainable_only(accelerator, model)
@@ -228,7 +230,8 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
         ("data", f"{data.name}: {len(data.labels)} labels, train/dev/test {sizes}"),
         ("processes", f"{topology.describe()} · {acc.device.type}"),
         ("precision", f"{'DeepSpeed' if topology.deepspeed else 'autocast'} "
-                      f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}, base weights {m.dtype}"),
+                      f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}, base weights {m.dtype}"
+                      + (", blocks compiled (train.compile)" if t.compile else "")),
         ("batch", f"global {t.global_batch_size} = micro {t.micro_batch_size} x {acc.num_processes} processes "
                   f"x {plan.accumulation} accumulation"),
         ("loss", "BCE" + (f", positives weighted {float(pos_weight.min()):.3g}-{float(pos_weight.max()):.3g} "
