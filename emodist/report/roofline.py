@@ -33,9 +33,9 @@ from emodist.runtime import files
 MAX_CALL_FLOPS = 2e9
 """A shape whose product takes more is measured with fewer rows (the rate of a GEMM this size no longer
 depends on its row count), so that a 7B model's measurement takes seconds, not minutes."""
-MIN_TIMING_SECONDS = 0.01
+MIN_TIMING_SECONDS = 0.02
 """Each timing repeats the product until it lasts at least this long; the best of `TIMINGS` counts."""
-TIMINGS = 5
+TIMINGS = 7
 
 
 @dataclass(frozen=True)
