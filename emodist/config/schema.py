@@ -150,7 +150,7 @@ class TrainConfig:
     """Compile each repeated transformer block with torch.compile (inductor, dynamic shapes) in place
     (`nn.Module.compile`): dropout, GELU, LayerNorm and the residual adds run fused, and the names of the
     weights in checkpoints and the exported model do not change; resumes stay exact. The first steps wait for
-    the compiler (6-25 s for minilm on 2 CPU cores). Measured on a 2-core AVX2 CPU: steps no faster (GEMMs
+    the compiler (6-23 s more per run for minilm on 2 CPU cores, measured). Measured on a 2-core AVX2 CPU: steps no faster (GEMMs
     are three quarters of them) and 7% less peak memory; GPUs, where the fused kernels matter more, are
     not measured yet (bench/RESULTS.md). Not under DeepSpeed."""
     check_memory: bool = True

@@ -97,9 +97,8 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
 def compile_blocks(model: torch.nn.Module) -> int:
     """Compile, in place, every block of the model's repeated layers (a ModuleList of modules of one class:
     the transformer layers) with torch.compile's inductor and dynamic shapes; return how many. In place
-    (`nn.Module.compile`), so parameter names, state dicts and checkpoints stay those of the eager model; the
-    blocks share one compiled graph (torch inlines their parameters as inputs), so the compiler runs once
-    per block class and input shape family, not once per layer. Embeddings and the head stay eager."""
+    (`nn.Module.compile`), so parameter names, state dicts and checkpoints stay those of the eager model.
+    Embeddings and the head stay eager."""
     count = 0
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) > 1 and len({type(b) for b in module}) == 1:
