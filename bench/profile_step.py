@@ -135,13 +135,12 @@ def main() -> int:
     text = report(times, wall, args.steps, gemm_rate)
     print(text)
     if args.record:
-        from results import machine, record
+        from results import entry, record
 
         command = (f"python bench/profile_step.py --variant {args.variant}{' --smoke' if args.smoke else ''} --steps "
                    f"{args.steps} --warmup {args.warmup}" + "".join(f" --set={o}" for o in args.set))
         record(f"profile-{args.variant}-{args.record}",
-               f"### Profile of a {args.variant} training step: {args.record}\n\n- command: `{command}`\n"
-               f"- machine: {machine()}\n- recorded {time.strftime('%Y-%m-%d')}\n\n{text}",
+               entry(f"Profile of a {args.variant} training step: {args.record}", command, text),
                heading="## Where a training step's time goes (torch.profiler)")
     return 0
 

@@ -25,6 +25,15 @@ def machine() -> str:
     return f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores, {memory:.0f} GiB, {gpu}, torch {torch.__version__}"
 
 
+def entry(title: str, command: str, body: str, *facts: str) -> str:
+    """A RESULTS.md entry: its title, the command that measured it, this machine, today's date, any more
+    `facts` (one bullet each), then `body`."""
+    import time
+
+    bullets = [f"command: `{command}`", f"machine: {machine()}", f"recorded {time.strftime('%Y-%m-%d')}", *facts]
+    return f"### {title}\n\n" + "".join(f"- {b}\n" for b in bullets) + f"\n{body}"
+
+
 def replace_block(text: str, start: str, end: str, block: str, heading: str = "") -> str:
     """`text` with the block between `start` and `end` (markers included) replaced by `block`, or, when
     there is none, `block` appended (after `heading`, when given)."""

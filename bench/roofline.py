@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,13 +89,12 @@ def main() -> int:
     print(text)
     print(f"roofline: {args.variant}, {args.tokens} tokens x {args.rows} texts, {args.threads} threads: {summary}")
     if args.record:
-        from results import machine, record
+        from results import entry, record
 
         command = (f"python bench/roofline.py --variant {args.variant}{' --smoke' if args.smoke else ''} "
                    f"--tokens {args.tokens} --rows {args.rows} --threads {args.threads}")
-        record(f"roofline-{args.variant}", f"### GEMM roofline at {args.variant}'s shapes\n\n- command: `{command}`\n"
-                                           f"- machine: {machine()}\n- recorded {time.strftime('%Y-%m-%d')}\n"
-                                           f"- FLOP-weighted: {summary}\n\n{text}",
+        record(f"roofline-{args.variant}", entry(f"GEMM roofline at {args.variant}'s shapes", command, text,
+                                                 f"FLOP-weighted: {summary}"),
                heading="## This machine's matrix-multiplication limit (bench/roofline.py)")
     return 0
 
