@@ -1,6 +1,6 @@
 """emodist's training loop against transformers.Trainer on the same work, on this machine.
 
-    python bench/throughput.py [--examples 4096] [--repeats 3] [--data-dir DIR] [--record]
+    python bench/throughput.py [--examples 4096] [--repeats 3] [--data-dir DIR] [--packed] [--record]
 
 The same model (`minilm`: all-MiniLM-L6-v2 from PyPI), the same GoEmotions train subset (emodist's seeded
 `data.max_train_examples` subset, read once by both), the same hyperparameters (the minilm variant's:
@@ -11,9 +11,11 @@ collator (DataCollatorWithPadding), `use_cpu` without a GPU, the two learning ra
 `optimizers=(AdamW(param_groups, fused=True), None)` (fused: the Trainer's default `adamw_torch_fused`);
 it runs twice: in its best documented setting for this work, length-grouped batches
 (`train_sampling_strategy="group_by_length"`, the headline, as emodist groups by length too), and with
-its default random batches (a second row).
+its default random batches (a second row). `--packed` adds a fourth side: emodist with random batches
+packed without padding (`data.packing=true data.group_by_length=false`), reported against emodist's
+length-grouped batches.
 
-Each run is its own process; the three alternate, `--repeats` times. Reported per run: train examples/s
+Each run is its own process; the sides alternate, `--repeats` times. Reported per run: train examples/s
 and real (unpadded) tokens/s over the training loop (setup and evaluation excluded, on both sides), peak
 RSS of the process that trained and evaluated (from wait4: emodist's train.py, the Trainer's worker; not the
 bench's own scoring of emodist's exported model afterwards), dev micro-F1 on the whole dev split at 0.5 and at the best single
@@ -41,6 +43,8 @@ MARK = "throughput-vs-trainer"
 TRAINERS = {"trainer-grouped": "group_by_length", "trainer": "random"}
 """The Trainer's sides: its best setting for this work (the headline) and its default sampling."""
 SIDES = ("emodist", *TRAINERS)
+PACKED = ("data.packing=true", "data.group_by_length=false")
+"""The settings of `--packed`'s side, emodist-packed: random batches, packed."""
 
 
 def data_settings(examples: int, eval_examples: int | None) -> list[str]:
@@ -58,12 +62,12 @@ def variant_config(data_dir: Path, settings: list[str]):
 
 # --- the two workers (each runs in a process of its own) ---------------------------------------------
 
-def run_emodist(data_dir: Path, settings: list[str], work: Path) -> dict:
-    run_dir = work / "emodist-run"
+def run_emodist(data_dir: Path, settings: list[str], work: Path, side: str = "emodist") -> dict:
+    run_dir = work / f"{side}-run"
     command = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "minilm", "--data-dir", str(data_dir),
                "--output-dir", str(run_dir), "--overwrite", "train.eval_every_steps=0", "train.save_every_steps=0",
                "track.wandb=off", "track.plots=false", *settings]
-    with open(work / "emodist.log", "w") as log:
+    with open(work / f"{side}.log", "w") as log:
         rss_mib, code = peak_rss_mib(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
     if code:
         raise subprocess.CalledProcessError(code, command)
@@ -195,19 +199,30 @@ def table(rows: list[tuple[str, int, dict]]) -> str:
 
 
 def summarize(rows: list[tuple[str, int, dict]]) -> dict:
-    """Medians per side, and emodist's ratios against each Trainer setting."""
+    """Medians per side; emodist's ratios against each Trainer setting, and emodist-packed's against emodist."""
+    sides = dict.fromkeys(side for side, _, _ in rows)
     median = {side: {k: statistics.median(r[k] for s, _, r in rows if s == side)
                      for k in ("examples_per_s", "tokens_per_s", "peak_rss_mib", "dev_f1_micro")}
-              for side in SIDES}
-    e = median["emodist"]
-    return {"median": median, "against": {
-        side: {"ratio": e["examples_per_s"] / t["examples_per_s"], "f1_gap": e["dev_f1_micro"] - t["dev_f1_micro"],
-               "rss_ratio": e["peak_rss_mib"] / t["peak_rss_mib"]} for side, t in median.items() if side != "emodist"}}
+              for side in sides}
+    out = {"median": median, "against": {side: ratios(median["emodist"], median[side]) for side in TRAINERS}}
+    if "emodist-packed" in median:
+        out["packed"] = ratios(median["emodist-packed"], median["emodist"])
+    return out
+
+
+def ratios(side: dict, other: dict) -> dict:
+    return {"ratio": side["examples_per_s"] / other["examples_per_s"],
+            "f1_gap": side["dev_f1_micro"] - other["dev_f1_micro"], "rss_ratio": side["peak_rss_mib"] / other["peak_rss_mib"]}
 
 
 def verdict(s: dict) -> str:
-    """One line per Trainer setting, the headline (its best setting) last."""
+    """One line per Trainer setting, the headline (its best setting) last; before them, with --packed, packed
+    random batches against length-grouped ones."""
     lines = []
+    if "packed" in s:
+        r = s["packed"]
+        lines.append(f"emodist packed random batches / length-grouped batches: {r['ratio']:.2f}x examples/s, dev "
+                     f"micro-F1 gap {r['f1_gap']:+.4f}, peak RSS {r['rss_ratio']:.2f}x; medians")
     for side in reversed(TRAINERS):
         r = s["against"][side]
         target = " (target >= 1.3x)" if side == "trainer-grouped" else ""
@@ -220,7 +235,8 @@ def verdict(s: dict) -> str:
 def record_results(rows, summary, args, wall: float) -> None:
     from results import machine, record
 
-    command = f"python bench/throughput.py --examples {args.examples} --repeats {args.repeats}" + "".join(
+    command = f"python bench/throughput.py --examples {args.examples} --repeats {args.repeats}" + (
+        " --packed" if args.packed else "") + "".join(
         f" --set={o}" for o in args.set) + (f" --eval-examples {args.eval_examples}" if args.eval_examples else "")
     record(MARK, f"### emodist vs transformers.Trainer, minilm, {args.examples} GoEmotions train examples, 1 epoch\n\n"
                  f"- command: `{command}`\n- machine: {machine()}\n"
@@ -238,8 +254,10 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="GoEmotions in its original layout")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an emodist setting for its side (e.g. --set data.pad_to_multiple_of=1)")
+    parser.add_argument("--packed", action="store_true",
+                        help="add emodist with random batches packed without padding (data.packing) as a fourth side")
     parser.add_argument("--record", action="store_true", help="write the results into bench/RESULTS.md")
-    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*SIDES, "emodist-packed"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -250,8 +268,9 @@ def main() -> int:
     if args.worker:
         work = args.out.parent
         settings = data_settings(args.examples, args.eval_examples)
-        if args.worker == "emodist":
-            result = run_emodist(args.data_dir, [*settings, *args.set], work)
+        if args.worker.startswith("emodist"):
+            packed = PACKED if args.worker == "emodist-packed" else ()
+            result = run_emodist(args.data_dir, [*settings, *args.set, *packed], work, args.worker)
         else:
             result = run_trainer(args.data_dir, settings, work, TRAINERS[args.worker])
         args.out.write_text(json.dumps(result))
@@ -259,9 +278,11 @@ def main() -> int:
 
     started = time.perf_counter()
     rows = []
+    sides = (*SIDES, "emodist-packed") if args.packed else SIDES
     with tempfile.TemporaryDirectory(prefix="emodist-throughput-") as tmp:
         for repeat in range(1, args.repeats + 1):
-            for side in SIDES[repeat % 3:] + SIDES[:repeat % 3]:  # each side first in turn
+            turn = repeat % len(sides)
+            for side in sides[turn:] + sides[:turn]:  # each side first in turn
                 result = measure(side, args, Path(tmp))
                 rows.append((side, repeat, result))
                 print(f"{side:15} repeat {repeat}: {result['examples_per_s']:.1f} examples/s, "

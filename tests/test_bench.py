@@ -45,6 +45,12 @@ def test_throughput_ends_with_the_ratio_against_the_trainer_at_its_best_setting(
     assert lines[0].startswith("emodist / Trainer (random): 2.00x examples/s, dev micro-F1 gap +0.0150")
     assert lines[1].startswith("emodist / Trainer (group_by_length): 1.51x examples/s (target >= 1.3x), dev micro-F1 "
                                "gap +0.0050 (target within 0.01), peak RSS 0.94x")
+    # --packed: packed random batches against emodist's grouped ones, above the Trainer's lines
+    rows += [("emodist-packed", 1, run(50.0, 0.355, 1400)), ("emodist-packed", 2, run(56.0, 0.355, 1400))]
+    packed = throughput.verdict(throughput.summarize(rows)).splitlines()
+    assert packed[1:] == lines
+    assert packed[0] == ("emodist packed random batches / length-grouped batches: 0.85x examples/s, dev micro-F1 gap "
+                         "+0.0000, peak RSS 0.93x; medians")
 
 
 def test_profile_step_profiles_a_smoke_run_and_groups_its_operators(tmp_path):

@@ -52,7 +52,7 @@ def test_a_resumed_run_s_totals_add_every_session_up():
     batch = {"input_ids": torch.ones(16, 10, dtype=torch.long), "attention_mask": torch.ones(16, 10, dtype=torch.long)}
     first.resume()
     for _ in range(20):
-        first.count(batch)
+        first.count(batch, samples=16)
     first.pause()
     carried = first.carried(OneProcess())
     assert carried == {"sessions": 1, "train_seconds": first.elapsed(), "train_samples": 320, "train_tokens": 3200,
@@ -62,7 +62,7 @@ def test_a_resumed_run_s_totals_add_every_session_up():
     second.carry_over(carried)
     second.resume()
     for _ in range(12):
-        second.count(batch)
+        second.count(batch, samples=16)
     second.pause()
     totals = second.totals(OneProcess())
     assert totals["sessions"] == 2 and totals["train_samples"] == 512 and totals["train_tokens"] == 5120

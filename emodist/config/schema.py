@@ -80,6 +80,11 @@ class DataConfig:
     group_by_length: bool = True
     """Train on batches of texts of similar lengths (random order of batches, seeded by train.seed and the
     epoch): about half the padding of random batches on GoEmotions. false: random batches."""
+    packing: bool = False
+    """Pack the texts of each training batch end to end into rows as long as its longest text, attention
+    confined to each text: the same texts and logits as the padded batch (within float rounding), without
+    its padding. Composes with group_by_length; with group_by_length=false the batches are random and still
+    unpadded. Evaluation batches stay padded (sorted by length, they pad little)."""
     pad_to_multiple_of: int | None = None
     """Batches pad to their longest text rounded up to a multiple of this. Unset: 8 on GPUs (tensor-core
     tiles), 1 on CPUs, where rounding up only adds work (measured on GoEmotions: 21% more tokens than the

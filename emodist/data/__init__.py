@@ -19,15 +19,16 @@ raises one UsageError naming the file and line.
 
 The modules: `sets` (splits in memory, their fingerprints), `readers` (every source), `synthetic`,
 `grouping` (coarser labels), `tokens` (tokenized splits and their cache, batches), `sampling` (batches of
-similar lengths). Imports `emodist.config` and `emodist.runtime` only.
+similar lengths), `packing` (batches without padding). Imports `emodist.config` and `emodist.runtime` only.
 """
 
 
 from emodist.data.grouping import GROUPINGS, group
+from emodist.data.packing import PackedCollator
 from emodist.data.readers import detect, load
 from emodist.data.sets import SPLITS, EmotionData, Split, fingerprint_texts, split_fingerprint
 from emodist.data.synthetic import SYNTHETIC_CUES, synthetic
 from emodist.data.tokens import collator, lengths, tokenize
 
-__all__ = ["GROUPINGS", "SPLITS", "SYNTHETIC_CUES", "EmotionData", "Split", "collator", "detect", "fingerprint_texts",
-           "group", "lengths", "load", "split_fingerprint", "synthetic", "tokenize"]
+__all__ = ["GROUPINGS", "SPLITS", "SYNTHETIC_CUES", "EmotionData", "PackedCollator", "Split", "collator", "detect",
+           "fingerprint_texts", "group", "lengths", "load", "split_fingerprint", "synthetic", "tokenize"]

@@ -1,7 +1,7 @@
 """Throughput, step times, phases, memory and MFU of a run, measured without adding host syncs.
 
     meter = Throughput(device); meter.resume()
-    for batch in loader: ...; meter.count(batch)
+    for batch in loader: ...; meter.count(batch, samples)
         meter.mark_step()                           # at each optimizer step, after the loop's own sync
     meter.pause()                                   # around evaluation and saving
     totals = meter.totals(accelerator)              # summed over ranks, once, at the end
@@ -71,9 +71,10 @@ class Throughput:
             if running:
                 self.resume()
 
-    def count(self, batch: dict) -> None:
+    def count(self, batch: dict, samples: int) -> None:
+        """Count a micro-batch of `samples` texts (a packed batch holds more texts than rows)."""
         ids = batch["input_ids"]
-        self.samples += ids.shape[0]
+        self.samples += samples
         self.padded_tokens += ids.numel()
         self.real_tokens += batch["attention_mask"].sum()
 

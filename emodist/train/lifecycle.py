@@ -176,11 +176,15 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
     run_dir = run.path
     multiple = cfg.data.pad_to_multiple_of or (8 if accelerator.device.type == "cuda" else 1)
     collate = data_mod.collator(built.tokenizer, multiple)
+    train_collate = collate
+    if cfg.data.packing:  # before accelerate wraps the model: the packed forward runs inside every wrapper
+        models.accept_packed(built.model)
+        train_collate = data_mod.PackedCollator(built.tokenizer.pad_token_id, models.POOL[cfg.model.architecture])
     batches = sampling.LengthGroupedBatches(data_mod.lengths(tokenized["train"]), cfg.train.micro_batch_size,
                                             accelerator.num_processes, accelerator.gradient_accumulation_steps,
                                             seed=cfg.train.seed, group=cfg.data.group_by_length)
     pin = accelerator.device.type == "cuda"
-    loaders = {"train": DataLoader(tokenized["train"], batch_sampler=batches, collate_fn=collate, pin_memory=pin)}
+    loaders = {"train": DataLoader(tokenized["train"], batch_sampler=batches, collate_fn=train_collate, pin_memory=pin)}
     eval_orders = {}
     for split in ("dev", "test"):  # sorted, batches pad little; predictions go back to split order
         # shortest first: under DDP accelerate fills the last rank's short final batch with the split's
@@ -233,7 +237,9 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
                       f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}, base weights {m.dtype}"
                       + (", blocks compiled (train.compile)" if t.compile else "")),
         ("batch", f"global {t.global_batch_size} = micro {t.micro_batch_size} x {acc.num_processes} processes "
-                  f"x {plan.accumulation} accumulation"),
+                  f"x {plan.accumulation} accumulation"
+                  + (", grouped by length" if cfg.data.group_by_length else ", random")
+                  + (", packed (no padding)" if cfg.data.packing else "")),
         ("loss", "BCE" + (f", positives weighted {float(pos_weight.min()):.3g}-{float(pos_weight.max()):.3g} "
                           f"(balanced, cap {t.pos_weight_cap:g})" if pos_weight is not None else "")),
         ("schedule", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), warmup {plan.warmup_steps}, "

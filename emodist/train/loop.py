@@ -74,7 +74,7 @@ def train_micro_batch(s: Session, batch: dict) -> None:
         s.optimizer.zero_grad(set_to_none=True)
     s.loss_sum += loss.detach()
     s.loss_count += 1
-    s.meter.count(batch)
+    s.meter.count(batch, samples=len(targets))
 
 
 def after_step(s: Session) -> None:
