@@ -7,7 +7,9 @@
 #    bf16 autocast, 4-bit NF4 (bitsandbytes CUDA kernels) and paged 8-bit AdamW;
 # 2. mistral-lora --smoke under FSDP2 (fsdp.yaml) and DeepSpeed ZeRO-3 (deepspeed_zero3.yaml) on every
 #    visible GPU, and mistral-qlora under ZeRO-2 and ZeRO-3 (4-bit storage in bf16);
-# 3. the tests marked `gpu` (pytest -m gpu);
+# 3. minilm (real size) with batches grouped by length, random, random packed (data.packing), and grouped with
+#    its blocks compiled (train.compile);
+#    the tests marked `gpu` (pytest -m gpu);
 # 4. real sizes with random weights (model.smoke_size=real, no download), every batch padded to 128 tokens:
 #    DistilBERT-base full fine-tune, Mistral-7B QLoRA (4-bit NF4, LoRA r=16, micro-batch 8, gradient
 #    checkpointing; the target is <= 10 GiB peak reserved) and Mistral-7B bf16 LoRA when the card has
@@ -58,6 +60,15 @@ if [ "$parts" = all ]; then
   run zero3-mistral-lora deepspeed_zero3.yaml "$gpus" mistral-lora
   run zero2-mistral-qlora deepspeed_zero2.yaml "$gpus" mistral-qlora
   run zero3-mistral-qlora deepspeed_zero3.yaml "$gpus" mistral-qlora
+
+  # data.packing on CUDA (sdpa with a block-diagonal mask): minilm at its real size, 200 steps of batches
+  # grouped by length, random, and random packed (the tests check the logits on CPU; this, the CUDA kernels)
+  batches=(model.smoke_size=real train.max_steps=200 train.eval_every_steps=0 train.save_every_steps=0 track.plots=false
+           "data.cache_dir=$results/cache")
+  run minilm-grouped single_gpu.yaml 1 minilm "${batches[@]}" data.group_by_length=true
+  run minilm-random single_gpu.yaml 1 minilm "${batches[@]}" data.group_by_length=false
+  run minilm-packed single_gpu.yaml 1 minilm "${batches[@]}" data.group_by_length=false data.packing=true
+  run minilm-compiled single_gpu.yaml 1 minilm "${batches[@]}" data.group_by_length=true train.compile=true
 
   python3 -m pytest -q -m gpu tests > "$results/pytest-gpu.log" 2>&1
   echo "pytest -m gpu rc=$? (log: $results/pytest-gpu.log)"

@@ -13,7 +13,8 @@ it runs twice: in its best documented setting for this work, length-grouped batc
 (`train_sampling_strategy="group_by_length"`, the headline, as emodist groups by length too), and with
 its default random batches (a second row). `--packed` adds a fourth side: emodist with random batches
 packed without padding (`data.packing=true data.group_by_length=false`), reported against emodist's
-length-grouped batches.
+length-grouped batches. `--trainer-compile` adds the Trainer with length grouping and its `torch_compile`
+option (inductor, default mode), compilation included in its loop time as a user waits for it.
 
 Each run is its own process; the sides alternate, `--repeats` times. Reported per run: train examples/s
 and real (unpadded) tokens/s over the training loop (setup and evaluation excluded, on both sides), peak
@@ -42,6 +43,8 @@ DEFAULT_DATA = Path(os.environ.get("EMODIST_GOEMOTIONS", ROOT.parent / "shared" 
 MARK = "throughput-vs-trainer"
 TRAINERS = {"trainer-grouped": "group_by_length", "trainer": "random"}
 """The Trainer's sides: its best setting for this work (the headline) and its default sampling."""
+COMPILED = "trainer-compiled"
+"""`--trainer-compile`'s side: the Trainer with length grouping and `torch_compile=True` (inductor)."""
 SIDES = ("emodist", *TRAINERS)
 PACKED = ("data.packing=true", "data.group_by_length=false")
 """The settings of `--packed`'s side, emodist-packed: random batches, packed."""
@@ -84,7 +87,7 @@ def run_emodist(data_dir: Path, settings: list[str], work: Path, side: str = "em
             **dev_scores(dev.targets, probabilities, emotions.labels)}
 
 
-def run_trainer(data_dir: Path, settings: list[str], work: Path, sampling: str) -> dict:
+def run_trainer(data_dir: Path, settings: list[str], work: Path, sampling: str, compiled: bool = False) -> dict:
     import datasets
     import numpy as np
     import torch
@@ -131,7 +134,7 @@ def run_trainer(data_dir: Path, settings: list[str], work: Path, sampling: str) 
         weight_decay=optim.weight_decay, lr_scheduler_type="linear", warmup_steps=round(optim.warmup_ratio * steps),
         max_grad_norm=optim.max_grad_norm, seed=cfg.train.seed, use_cpu=not torch.cuda.is_available(),
         save_strategy="no", eval_strategy="no", logging_steps=50, report_to="none", disable_tqdm=True,
-        train_sampling_strategy=sampling)
+        train_sampling_strategy=sampling, torch_compile=compiled)
 
     class LoopClock(TrainerCallback):  # the loop alone, as emodist's meter times it
         def on_train_begin(self, *_, **__):
@@ -204,7 +207,8 @@ def summarize(rows: list[tuple[str, int, dict]]) -> dict:
     median = {side: {k: statistics.median(r[k] for s, _, r in rows if s == side)
                      for k in ("examples_per_s", "tokens_per_s", "peak_rss_mib", "dev_f1_micro")}
               for side in sides}
-    out = {"median": median, "against": {side: ratios(median["emodist"], median[side]) for side in TRAINERS}}
+    out = {"median": median, "against": {side: ratios(median["emodist"], median[side])
+                                         for side in (*TRAINERS, COMPILED) if side in median}}
     if "emodist-packed" in median:
         out["packed"] = ratios(median["emodist-packed"], median["emodist"])
     return out
@@ -223,10 +227,13 @@ def verdict(s: dict) -> str:
         r = s["packed"]
         lines.append(f"emodist packed random batches / length-grouped batches: {r['ratio']:.2f}x examples/s, dev "
                      f"micro-F1 gap {r['f1_gap']:+.4f}, peak RSS {r['rss_ratio']:.2f}x; medians")
-    for side in reversed(TRAINERS):
+    for side in (COMPILED, *reversed(TRAINERS)):
+        if side not in s["against"]:
+            continue
         r = s["against"][side]
         target = " (target >= 1.3x)" if side == "trainer-grouped" else ""
-        lines.append(f"emodist / Trainer ({TRAINERS[side]}): {r['ratio']:.2f}x examples/s{target}, dev micro-F1 "
+        setting = TRAINERS.get(side, "group_by_length, torch_compile")
+        lines.append(f"emodist / Trainer ({setting}): {r['ratio']:.2f}x examples/s{target}, dev micro-F1 "
                      f"gap {r['f1_gap']:+.4f} (target within 0.01), peak RSS {r['rss_ratio']:.2f}x (target <= 1); "
                      "medians")
     return "\n".join(lines)
@@ -236,7 +243,7 @@ def record_results(rows, summary, args, wall: float) -> None:
     from results import machine, record
 
     command = f"python bench/throughput.py --examples {args.examples} --repeats {args.repeats}" + (
-        " --packed" if args.packed else "") + "".join(
+        " --packed" if args.packed else "") + (" --trainer-compile" if args.trainer_compile else "") + "".join(
         f" --set={o}" for o in args.set) + (f" --eval-examples {args.eval_examples}" if args.eval_examples else "")
     record(MARK, f"### emodist vs transformers.Trainer, minilm, {args.examples} GoEmotions train examples, 1 epoch\n\n"
                  f"- command: `{command}`\n- machine: {machine()}\n"
@@ -256,8 +263,10 @@ def main() -> int:
                         help="an emodist setting for its side (e.g. --set data.pad_to_multiple_of=1)")
     parser.add_argument("--packed", action="store_true",
                         help="add emodist with random batches packed without padding (data.packing) as a fourth side")
+    parser.add_argument("--trainer-compile", action="store_true",
+                        help="add the Trainer with length grouping and torch_compile=True as a side")
     parser.add_argument("--record", action="store_true", help="write the results into bench/RESULTS.md")
-    parser.add_argument("--worker", choices=(*SIDES, "emodist-packed"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*SIDES, "emodist-packed", COMPILED), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -272,13 +281,14 @@ def main() -> int:
             packed = PACKED if args.worker == "emodist-packed" else ()
             result = run_emodist(args.data_dir, [*settings, *args.set, *packed], work, args.worker)
         else:
-            result = run_trainer(args.data_dir, settings, work, TRAINERS[args.worker])
+            result = run_trainer(args.data_dir, settings, work, TRAINERS.get(args.worker, "group_by_length"),
+                                 compiled=args.worker == COMPILED)
         args.out.write_text(json.dumps(result))
         return 0
 
     started = time.perf_counter()
     rows = []
-    sides = (*SIDES, "emodist-packed") if args.packed else SIDES
+    sides = (*SIDES, *(["emodist-packed"] if args.packed else []), *([COMPILED] if args.trainer_compile else []))
     with tempfile.TemporaryDirectory(prefix="emodist-throughput-") as tmp:
         for repeat in range(1, args.repeats + 1):
             turn = repeat % len(sides)

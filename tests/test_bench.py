@@ -51,6 +51,12 @@ def test_throughput_ends_with_the_ratio_against_the_trainer_at_its_best_setting(
     assert packed[1:] == lines
     assert packed[0] == ("emodist packed random batches / length-grouped batches: 0.85x examples/s, dev micro-F1 gap "
                          "+0.0000, peak RSS 0.93x; medians")
+    # --trainer-compile: the compiled Trainer's line comes before the two above, the headline stays last
+    rows += [("trainer-compiled", 1, run(31.0, 0.35, 2000)), ("trainer-compiled", 2, run(31.0, 0.35, 2000))]
+    compiled = throughput.verdict(throughput.summarize(rows)).splitlines()
+    assert compiled[0] == packed[0] and compiled[2:] == lines
+    assert compiled[1].startswith("emodist / Trainer (group_by_length, torch_compile): 2.00x examples/s, dev micro-F1 "
+                                  "gap +0.0050 (target within 0.01), peak RSS 0.75x")
 
 
 def test_profile_step_profiles_a_smoke_run_and_groups_its_operators(tmp_path):
