@@ -69,10 +69,15 @@ def test_the_collator_lays_out_texts_positions_and_the_pooled_tokens():
 
 
 def test_a_row_s_end_is_padding_and_not_a_text():
-    batch = PackedCollator(pad_id=0, pool="first")([{"input_ids": [1, 2, 3, 4], "labels": [1.0]},
-                                                    {"input_ids": [5, 6], "labels": [0.0]}])
+    features = [{"input_ids": [1, 2, 3, 4], "labels": [1.0]}, {"input_ids": [5, 6], "labels": [0.0]}]
+    batch = PackedCollator(pad_id=0, pool="first")(features)
     assert batch["input_ids"].tolist() == [[1, 2, 3, 4], [5, 6, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    # rows as wide as padded batches are on GPUs (data.pad_to_multiple_of=8): both texts fit one row
+    wide = PackedCollator(pad_id=0, pool="first", pad_to_multiple_of=8)(features)
+    assert wide["input_ids"].tolist() == [[1, 2, 3, 4, 5, 6, 0, 0]]
+    assert wide["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 0, 0]]
+    assert wide["pool_index"].tolist() == [0, 4]
 
 
 def test_the_mask_confines_attention_to_each_text():

@@ -15,7 +15,6 @@ are never longer than the padded batch, so attention never computes more than it
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 POOLS = ("first", "last")
 """Which token of a text the head reads: its first ([CLS]: BERT, DistilBERT) or its last (decoders: the
@@ -26,23 +25,27 @@ class PackedCollator:
     """Packs a list of tokenized examples (input_ids, any other per-token field, labels) into one batch:
 
     input_ids, attention_mask (1: a token of a text, 0: the padding at a row's end), position_ids
-    (restarting at 0 per text) and every other per-token field, shaped (rows, longest text); pool_index,
+    (restarting at 0 per text) and every other per-token field, shaped (rows, longest text rounded up to a
+    multiple of `pad_to_multiple_of`, as padded batches are); pool_index,
     the flat index (row * length + column) of each text's pooled token, in the examples' order; labels
     (texts, labels), float.
     """
 
-    def __init__(self, pad_id: int, pool: str):
+    def __init__(self, pad_id: int, pool: str, pad_to_multiple_of: int = 1):
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
         self.pad_id = pad_id
         self.pool = pool
+        self.multiple = pad_to_multiple_of
 
     def __call__(self, features: list[dict]) -> dict:
+        import torch
+
         ids = [np.asarray(f["input_ids"], dtype=np.int64) for f in features]
         lengths = np.array([len(x) for x in ids], dtype=np.int64)
         if not len(ids) or lengths.min() < 1:
             raise ValueError("a packed batch needs at least one text, and no empty one")
-        width = int(lengths.max())
+        width = -(-int(lengths.max()) // self.multiple) * self.multiple
         rows, starts = place(lengths, width)
         fields = [k for k in features[0] if k not in ("input_ids", "attention_mask", "labels")]
         batch = {"input_ids": np.full((rows, width), self.pad_id, dtype=np.int64)}
