@@ -16,6 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
+PACKED_MULTIPLE = 16
+"""Packed rows' width is rounded up to a multiple of this unless data.pad_to_multiple_of says otherwise.
+Measured on minilm, 4,096 GoEmotions texts in random batches, a 2-core AMD EPYC, two alternating runs each:
+exact widths (1) made the heap grow step after step to a peak RSS of 1,497-1,559 MiB, at 87-90 examples/s
+(step medians 350-358 ms); 16 kept it at 1,144-1,151 MiB, at 92-104 examples/s (298-344 ms), on fewer tokens
+(wider rows take more texts: 94% real against 92%). Fewer distinct shapes leave fewer odd-sized holes in a
+heap that keeps freed memory (emodist.runtime.hostmem)."""
+
 POOLS = ("first", "last")
 """Which token of a text the head reads: its first ([CLS]: BERT, DistilBERT) or its last (decoders: the
 rightmost token that is not the pad token, as transformers' sequence classifiers pool a padded row)."""

@@ -180,7 +180,7 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
     if cfg.data.packing:  # before accelerate wraps the model: the packed forward runs inside every wrapper
         models.accept_packed(built.model)
         train_collate = data_mod.PackedCollator(built.tokenizer.pad_token_id, models.POOL[cfg.model.architecture],
-                                                multiple)
+                                                cfg.data.pad_to_multiple_of or data_mod.PACKED_MULTIPLE)
     batches = sampling.LengthGroupedBatches(data_mod.lengths(tokenized["train"]), cfg.train.micro_batch_size,
                                             accelerator.num_processes, accelerator.gradient_accumulation_steps,
                                             seed=cfg.train.seed, group=cfg.data.group_by_length)
