@@ -91,7 +91,7 @@ def profile(args) -> tuple[dict[str, float], float, float]:
     with tempfile.TemporaryDirectory(prefix="emodist-profile-") as tmp:
         settings = [f"data.max_train_examples={args.examples}", "data.max_eval_examples=64", "train.epochs=1",
                     "train.eval_every_steps=0", "train.save_every_steps=0", "track.wandb=off", "track.plots=false",
-                    *args.set]
+                    "train.mixed_precision=no", *args.set]  # float32: `auto` is bf16 on CPUs with AVX512-BF16
         data = {} if args.smoke else {"data.data_dir": ("--data-dir", str(args.data_dir)),
                                       "data.dataset": ("--dataset", "goemotions")}
         cfg = config.load(args.variant, None, settings, smoke=args.smoke,

@@ -6,8 +6,9 @@ The same model (`minilm`: all-MiniLM-L6-v2 from PyPI), the same GoEmotions train
 `data.max_train_examples` subset, read once by both), the same hyperparameters (the minilm variant's:
 batch 32, AdamW with lr 1e-4 for the body and 5e-3 for the pooler and classifier, weight decay 0.01 except
 biases and norms, linear schedule with 6% warmup, gradient clipping at 1.0, max_length 128), one epoch,
-float32, one process each. The Trainer is set up the way its documentation shows a user: its default
-collator (DataCollatorWithPadding), `use_cpu` without a GPU, the two learning rates through
+float32 (emodist's `train.mixed_precision=auto` would pick bf16 on a CPU with AVX512-BF16; the Trainer's
+default is float32 everywhere), one process each. The Trainer is set up the way its documentation shows a
+user: its default collator (DataCollatorWithPadding), `use_cpu` without a GPU, the two learning rates through
 `optimizers=(AdamW(param_groups, fused=True), None)` (fused: the Trainer's default `adamw_torch_fused`);
 it runs twice: in its best documented setting for this work, length-grouped batches
 (`train_sampling_strategy="group_by_length"`, the headline, as emodist groups by length too), and with
@@ -46,6 +47,9 @@ TRAINERS = {"trainer-grouped": "group_by_length", "trainer": "random"}
 COMPILED = "trainer-compiled"
 """`--trainer-compile`'s side: the Trainer with length grouping and `torch_compile=True` (inductor)."""
 SIDES = ("emodist", *TRAINERS)
+EMODIST_SETTINGS = ("train.eval_every_steps=0", "train.save_every_steps=0", "track.wandb=off", "track.plots=false",
+                    "train.mixed_precision=no")
+"""emodist's side: the loop alone (no evaluation or checkpoint in it), in float32 as the Trainer computes."""
 PACKED = ("data.packing=true", "data.group_by_length=false")
 """The settings of `--packed`'s side, emodist-packed: random batches, packed."""
 
@@ -68,8 +72,7 @@ def variant_config(data_dir: Path, settings: list[str]):
 def run_emodist(data_dir: Path, settings: list[str], work: Path, side: str = "emodist") -> dict:
     run_dir = work / f"{side}-run"
     command = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "minilm", "--data-dir", str(data_dir),
-               "--output-dir", str(run_dir), "--overwrite", "train.eval_every_steps=0", "train.save_every_steps=0",
-               "track.wandb=off", "track.plots=false", *settings]
+               "--output-dir", str(run_dir), "--overwrite", *EMODIST_SETTINGS, *settings]
     with open(work / f"{side}.log", "w") as log:
         rss_mib, code = peak_rss_mib(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
     if code:

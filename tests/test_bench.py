@@ -19,6 +19,9 @@ def test_throughput_reads_the_minilm_settings_both_sides_share(tmp_path):
     cfg = throughput.variant_config(tmp_path, settings)
     assert (cfg.variant, cfg.data.dataset, cfg.data.data_dir) == ("minilm", "goemotions", str(tmp_path))
     assert (cfg.data.max_train_examples, cfg.data.max_eval_examples, cfg.train.epochs) == (512, 128, 1)
+    # emodist's side computes in float32 as the Trainer does, also where `auto` would pick bf16
+    emodist = throughput.variant_config(tmp_path, [*throughput.EMODIST_SETTINGS, *settings])
+    assert (emodist.train.mixed_precision, emodist.train.eval_every_steps) == ("no", 0)
 
 
 def test_rehearse_runs_settings_every_case_accepts(tmp_path):
