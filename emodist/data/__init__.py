@@ -30,5 +30,6 @@ from emodist.data.sets import SPLITS, EmotionData, Split, fingerprint_texts, spl
 from emodist.data.synthetic import SYNTHETIC_CUES, synthetic
 from emodist.data.tokens import collator, lengths, tokenize
 
-__all__ = ["GROUPINGS", "PACKED_MULTIPLE", "SPLITS", "SYNTHETIC_CUES", "EmotionData", "PackedCollator", "Split", "collator", "detect",
-           "fingerprint_texts", "group", "lengths", "load", "split_fingerprint", "synthetic", "tokenize"]
+__all__ = ["GROUPINGS", "PACKED_MULTIPLE", "SPLITS", "SYNTHETIC_CUES", "EmotionData", "PackedCollator", "Split",
+           "collator", "detect", "fingerprint_texts", "group", "lengths", "load", "split_fingerprint", "synthetic",
+           "tokenize"]

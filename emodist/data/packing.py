@@ -1,15 +1,15 @@
 """Packed batches (data.packing): the texts of a batch laid end to end in rows, without padding between them.
 
 A padded batch computes every text at the length of its longest text. A packed batch places the texts,
-longest first, into rows as long as that longest text (first fit), so its rows hold the batch's real
-tokens and only the ends of some rows pad. Every token carries its position within its own text
+longest first, into rows as long as that longest text rounded up to a multiple of a few tokens (first
+fit), so its rows hold the batch's real tokens and only the ends of some rows pad. Every token carries its position within its own text
 (`position_ids` restart at 0 per text): that is how the model tells the texts of a row apart, so that
 attention stays within each text (`emodist.models.packing`), and `pool_index` names the one token per
 text the classification head reads.
 
 A packed batch holds the same texts as the padded one, with their labels in the same order, so the
-sampler, the loss, accumulation, sharding across ranks and resume are those of padded batches. Rows
-are never longer than the padded batch, so attention never computes more than it would padded.
+sampler, the loss, accumulation, sharding across ranks and resume are those of padded batches. Rows are
+as wide as the padded batch but for that rounding, so each token's attention spans no more than padded.
 """
 
 from __future__ import annotations
