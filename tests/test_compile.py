@@ -5,14 +5,12 @@ DeepSpeed in one line."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 
 import pytest
 import torch
-from conftest import ROOT, launch, launch_command, read_summary
+from conftest import launch, read_summary
 from safetensors import safe_open
-from test_resume import signal_when, steps_and_scores
+from test_resume import steps_and_scores, stop_and_resume
 
 from emodist import config, models
 from emodist.runtime.errors import UsageError
@@ -54,11 +52,7 @@ def test_a_compiled_run_resumes_exactly_and_saves_the_eager_names(tmp_path, cach
     assert "blocks compiled (train.compile)" in " ".join(done.stdout.replace("│", " ").split())  # the banner
 
     run_dir = tmp_path / "run"
-    cmd, env = launch_command(*SHORT, "--output-dir", str(run_dir))
-    stderr, _ = signal_when(cmd, run_dir / "checkpoints" / "step-10", signal.SIGTERM, env=env)
-    assert "emodist: stopped by SIGTERM at step" in stderr, stderr[-3000:]
-    resumed = subprocess.run([*cmd, "--resume", "auto"], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    stop_and_resume(SHORT, run_dir, "step-10")
     assert steps_and_scores(run_dir) == steps_and_scores(reference)
     assert read_summary(run_dir)["test"] == read_summary(reference)["test"]
 

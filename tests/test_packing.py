@@ -7,18 +7,15 @@ float32 rounding; whole runs (one process, DDP, ZeRO-2, a resume) train the padd
 
 from __future__ import annotations
 
-import signal
-import subprocess
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, Ahead, launch, launch_command, read_summary
+from conftest import Ahead, launch, read_summary
 from hypothesis import given
 from hypothesis import strategies as st
 from test_distributed import train_losses
-from test_resume import signal_when, steps_and_scores
+from test_resume import steps_and_scores, stop_and_resume
 
 from emodist import data, models
 from emodist.data.packing import PackedCollator, place
@@ -260,10 +257,6 @@ def test_packed_runs_train_the_same_curve_on_one_or_two_processes_and_under_zero
 @pytest.mark.alone
 def test_a_packed_run_resumes_exactly(packed_runs, tmp_path):
     run_dir = tmp_path / "run"
-    cmd, env = launch_command(*PACKED, "--output-dir", str(run_dir))
-    stderr, _ = signal_when(cmd, run_dir / "checkpoints" / "step-20", signal.SIGTERM, env=env)
-    assert "emodist: stopped by SIGTERM at step" in stderr, stderr[-3000:]
-    resumed = subprocess.run([*cmd, "--resume", "auto"], cwd=ROOT, capture_output=True, text=True, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    stop_and_resume(PACKED, run_dir, "step-20")
     assert steps_and_scores(run_dir) == steps_and_scores(packed_runs["packed"])
     assert read_summary(run_dir)["test"] == read_summary(packed_runs["packed"])["test"]

@@ -88,6 +88,16 @@ def without_rank_tracebacks(stderr: str) -> str:
     return "\n".join(lines)[-6000:]
 
 
+def stop_and_resume(args: tuple[str, ...], run_dir: Path, checkpoint: str) -> None:
+    """Launch `args` into `run_dir`, stop it with SIGTERM once checkpoints/`checkpoint` is complete, then run
+    it again with `--resume auto` to its end; assert each launch did what it should."""
+    cmd, env = launch_command(*args, "--output-dir", str(run_dir))
+    stderr, _ = signal_when(cmd, run_dir / "checkpoints" / checkpoint, signal.SIGTERM, env=env)
+    assert "emodist: stopped by SIGTERM at step" in stderr, stderr[-3000:]
+    resumed = subprocess.run([*cmd, "--resume", "auto"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
 def steps_and_scores(run_dir: Path) -> list[tuple]:
     return [(r["step"], r.get("train/loss"), r.get("train/lr"), r.get("eval/f1_micro"), r.get("eval/loss"))
             for r in read_metrics(run_dir)]
