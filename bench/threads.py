@@ -12,6 +12,9 @@ job). Three settings:
   the value libgomp uses when OMP_WAIT_POLICY is unset)
 - `1 thread`: `train.cpu_threads=1` with the spinning default, the workaround the default must match
 
+`--spin-counts N ...` adds a setting `spinN` for each N: idle threads spin N times before they sleep
+(GOMP_SPINCOUNT=N), the middle ground between the two policies.
+
 The measure is the training phase's seconds from the run's summary.json (`perf.phase_seconds.train`),
 which leaves out start-up; the wall time of the whole command is printed beside it.
 """
@@ -66,7 +69,10 @@ def main() -> int:
     parser.add_argument("--real-steps", type=int, default=30, help="optimizer steps of a GoEmotions run (default 30)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per cell, alternating settings (default 1)")
     parser.add_argument("--record", action="store_true", help="write the table into bench/RESULTS.md")
+    parser.add_argument("--spin-counts", type=int, nargs="*", default=[], metavar="N",
+                        help="add a setting whose idle threads spin N times before they sleep (GOMP_SPINCOUNT=N)")
     args = parser.parse_args()
+    settings = {**{f"spin{n}": ({"GOMP_SPINCOUNT": str(n)}, []) for n in args.spin_counts}, **SETTINGS}
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         os.environ.pop(name, None)  # each setting states its own
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled")
@@ -76,25 +82,25 @@ def main() -> int:
             for busy in args.busy:
                 hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
                 try:
-                    cells = {name: [] for name in SETTINGS}
+                    cells = {name: [] for name in settings}
                     for repeat in range(args.repeats):
-                        order = list(SETTINGS) if repeat % 2 == 0 else list(reversed(SETTINGS))
+                        order = list(settings) if repeat % 2 == 0 else list(reversed(settings))
                         for name in order:
-                            env, extra = SETTINGS[name]
+                            env, extra = settings[name]
                             out = Path(tmp) / f"{workload}-{busy}-{name.replace(' ', '')}-{repeat}"
                             cells[name].append(run_once(train_args + extra, env, out))
                 finally:
                     for hog in hogs:
                         hog.kill()
                         hog.wait()
-                row = [workload, busy] + [min(train for train, _ in cells[name]) for name in SETTINGS]
-                walls = [min(wall for _, wall in cells[name]) for name in SETTINGS]
+                row = [workload, busy] + [min(train for train, _ in cells[name]) for name in settings]
+                walls = [min(wall for _, wall in cells[name]) for name in settings]
                 rows.append(row)
                 print(f"{workload:10} busy {busy}: " + ", ".join(
-                    f"{name} {train:.1f} s (wall {wall:.0f} s)" for name, train, wall in zip(SETTINGS, row[2:], walls, strict=True)),
+                    f"{name} {train:.1f} s (wall {wall:.0f} s)" for name, train, wall in zip(settings, row[2:], walls, strict=True)),
                     flush=True)
-    table = ("| workload | busy processes | " + " | ".join(f"{name} (s)" for name in SETTINGS) + " |\n|---|---:|"
-             + "---:|" * len(SETTINGS) + "\n"
+    table = ("| workload | busy processes | " + " | ".join(f"{name} (s)" for name in settings) + " |\n|---|---:|"
+             + "---:|" * len(settings) + "\n"
              + "\n".join(f"| {w} | {b} | " + " | ".join(f"{t:.1f}" for t in times) + " |" for w, b, *times in rows))
     print(table)
     if args.record:
@@ -102,7 +108,9 @@ def main() -> int:
 
         record("cpu-threads", f"### Training seconds on a quiet and a busy machine (`bench/threads.py`)\n\n"
                               f"- command: `python bench/threads.py --busy {' '.join(map(str, args.busy))} --steps "
-                              f"{args.steps} --real-steps {args.real_steps} --repeats {args.repeats}`\n- machine: {machine()}\n"
+                              f"{args.steps} --real-steps {args.real_steps} --repeats {args.repeats}"
+                              + (f" --spin-counts {' '.join(map(str, args.spin_counts))}" if args.spin_counts else "")
+                              + f"`\n- machine: {machine()}\n"
                               f"- recorded {time.strftime('%Y-%m-%d')}; {args.steps} optimizer steps (smoke) or "
                               f"{args.real_steps} (goemotions); the training phase only, the fastest of "
                               f"{args.repeats} run(s)\n\n{table}",
