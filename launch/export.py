@@ -3,11 +3,19 @@
     python launch/export.py runs/<run>                         # -> runs/<run>/export
     python launch/export.py runs/<run> --output exports/emo --push-to-hub me/emotions --private
     python launch/export.py runs/<run> --push-to-hub me/emotions --dry-run      # list what would be sent
+    python launch/export.py runs/<run> --onnx [--quantize int8]         # -> runs/<run>/export-onnx[-int8]
 
 The directory loads with `transformers.pipeline("text-classification", model=DIR, top_k=None)` and with
 `launch/predict.py DIR`; LoRA adapters are merged into their base (see emodist/serve/export.py). The upload
 (huggingface_hub create_repo + upload_folder) takes its token from HF_TOKEN; without one, or offline, it
-is refused in one line before anything is sent. Exit codes: 0 done, 2 refused (one line says why).
+is refused in one line before anything is sent.
+
+`--onnx` writes the same model as ONNX instead (float32, or int8 with `--quantize int8`: ONNX Runtime's
+dynamic quantization), which `launch/predict.py` and `Classifier.load` serve with ONNX Runtime. Every ONNX
+export scores the run's test split beside the torch model it came from and writes what changed to
+parity.json and its model card; one that misses emodist's tolerances (float32: probabilities within 1e-4;
+int8: the same labels for 99% of the texts, macro-F1 within 0.005) is not kept unless `--accept-drift`
+(see emodist/serve/onnx_export.py). Exit codes: 0 done, 2 refused (one line says why).
 """
 
 from __future__ import annotations
@@ -27,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-shard-size", help="largest safetensors shard (default: the run's export.max_shard_size)")
     parser.add_argument("--merge-dtype", choices=("float32", "bfloat16"),
                         help="dtype an adapter is merged in (default: float32 for LoRA, bfloat16 for QLoRA)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="export as ONNX, its parity with the torch model measured on the run's test split")
+    parser.add_argument("--quantize", choices=("int8",), help="with --onnx: int8 (ONNX Runtime dynamic quantization)")
+    parser.add_argument("--accept-drift", action="store_true",
+                        help="with --onnx: keep an export that misses its parity tolerances")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the export to this hub repository")
     parser.add_argument("--private", action="store_true", help="create the hub repository private")
     parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list the files, send nothing")
@@ -45,19 +58,39 @@ def run(args: argparse.Namespace) -> int:
                                 "MB, GB, KiB, MiB or GiB, e.g. 2GB")
     if args.dry_run and not args.push_to_hub:
         raise errors.UsageError("--dry-run shows what --push-to-hub would upload: add --push-to-hub REPO_ID")
+    for flag, given in (("--quantize", args.quantize), ("--accept-drift", args.accept_drift)):
+        if given and not args.onnx:
+            raise errors.UsageError(f"{flag} applies to ONNX exports: add --onnx")
+    if args.onnx and (args.merge_dtype or args.max_shard_size):
+        raise errors.UsageError("--merge-dtype and --max-shard-size apply to the safetensors export: an ONNX export "
+                                "is merged in float32 and written as one graph")
     if args.push_to_hub:
         export.check_repo_id(args.push_to_hub)
     process.quiet_libraries()
-    out_dir = args.output or args.run_dir / "export"
+    default = "export-onnx" + (f"-{args.quantize}" if args.quantize else "") if args.onnx else "export"
+    out_dir = args.output or args.run_dir / default
     if not (args.push_to_hub and (out_dir / "README.md").is_file()):  # an export to push is pushed as it is
-        export.export(args.run_dir, out_dir, args.max_shard_size, name=args.push_to_hub or args.run_dir.name,
-                      merge_dtype=args.merge_dtype)
+        name = args.push_to_hub or args.run_dir.name
+        if args.onnx:
+            export_onnx(args, out_dir, name)
+        else:
+            export.export(args.run_dir, out_dir, args.max_shard_size, name=name, merge_dtype=args.merge_dtype)
         print(f"exported {args.run_dir} to {out_dir}")
     if args.push_to_hub:
         files = export.push(out_dir, args.push_to_hub, private=args.private, dry_run=args.dry_run)
         verb = "would upload" if args.dry_run else "uploaded"
         print(f"{verb} to {args.push_to_hub}{' (private)' if args.private else ''}: " + ", ".join(files))
     return 0
+
+
+def export_onnx(args: argparse.Namespace, out_dir: Path, name: str) -> None:
+    from emodist.serve import onnx_export
+
+    result = onnx_export.export(args.run_dir, out_dir, args.quantize, accept_drift=args.accept_drift, name=name)
+    f1 = result["f1_macro"]
+    print(f"parity on {result['examples']} test texts: largest probability difference {result['max_abs_diff']:.1e}, "
+          f"the same labels for {result['label_agreement']:.2%}, macro-F1 {f1['onnx']:.4f} (torch {f1['torch']:.4f})"
+          + ("" if result["passed"] else f"; outside the tolerances, kept (--accept-drift): {'; '.join(result['failures'])}"))
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ def test_any_summary_is_exported_or_refused(summary, card):
         (run_dir / "model" / "thresholds.json").write_text("{}")
         config.dump(config.load("distilbert", smoke=True), run_dir / "config.yaml")
         (run_dir / "summary.json").write_text(json.dumps(summary))
-        one_line_or_result(lambda: export._finished_run(run_dir))
+        one_line_or_result(lambda: export.finished_run(run_dir))
 
 
 @FUZZ

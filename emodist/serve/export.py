@@ -33,7 +33,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     """Write the standalone model of the finished run `run_dir` to `out_dir` (refused if it exists); `name`
     (the card's title and model-index name): the hub repository, else the run's directory name;
     `merge_dtype`: the dtype an adapter is merged in (default float32 for LoRA, bfloat16 for QLoRA)."""
-    summary, cfg = _finished_run(run_dir)
+    summary, cfg = finished_run(run_dir)
     model_dir = run_dir / "model"
     if out_dir.exists():
         raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
@@ -51,7 +51,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     return out_dir
 
 
-def _finished_run(run_dir: Path) -> tuple[dict, object]:
+def finished_run(run_dir: Path) -> tuple[dict, object]:
     """(summary, config) of the finished run in `run_dir`; UsageError saying what is missing or broken."""
     from emodist import config
     from emodist.report import compare
@@ -77,12 +77,24 @@ def _finished_run(run_dir: Path) -> tuple[dict, object]:
 
 def _write(summary: dict, cfg, model_dir: Path, tmp: Path, card: str, max_shard_size: str | None,
            merge_dtype: str | None) -> None:
+    if (model_dir / "adapter_config.json").is_file() and summary["quantization"] != "none":
+        shutil.copytree(model_dir, tmp / "adapter")
+    model, tokenizer = merged_model(summary, model_dir, merge_dtype)
+    model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
+    tokenizer.save_pretrained(tmp)
+    shutil.copy2(model_dir / "thresholds.json", tmp / "thresholds.json")
+    (tmp / "README.md").write_text(card, encoding="utf-8")
+
+
+def merged_model(summary: dict, model_dir: Path, merge_dtype: str | None = None):
+    """(model, tokenizer) of the run's `model_dir` as one standalone model: a full fine-tune as trained; a
+    LoRA adapter merged into its base in `merge_dtype` (default float32); a QLoRA adapter merged into its
+    base loaded unquantized in `merge_dtype` (default bfloat16)."""
     from emodist import models
     from emodist.serve.model_dir import load_trained
 
     adapter = (model_dir / "adapter_config.json").is_file()
     if adapter and summary["quantization"] != "none":
-        shutil.copytree(model_dir, tmp / "adapter")
         model, tokenizer = load_trained(model_dir, unquantized=models.DTYPES[merge_dtype or "bfloat16"])
         model = model.merge_and_unload()
     else:
@@ -90,14 +102,12 @@ def _write(summary: dict, cfg, model_dir: Path, tmp: Path, card: str, max_shard_
         if adapter:
             model = model.to(models.DTYPES[merge_dtype or "float32"]).merge_and_unload()
     model.config.problem_type = "multi_label_classification"  # pipeline: a sigmoid per label
-    model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
-    tokenizer.save_pretrained(tmp)
-    shutil.copy2(model_dir / "thresholds.json", tmp / "thresholds.json")
-    (tmp / "README.md").write_text(card, encoding="utf-8")
+    return model, tokenizer
 
 
-def model_card(summary: dict, cfg, name: str) -> str:
-    """README.md: model-index metadata (the run's test scores) and what the model is, does and does not."""
+def model_card(summary: dict, cfg, name: str, use: str | None = None) -> str:
+    """README.md: model-index metadata (the run's test scores) and what the model is, does and does not;
+    `use`: the Use section (default: loading it with transformers.pipeline)."""
     meta = _card_metadata(summary, name)
     test, tuned, dataset = summary["test"], summary["test_tuned"], summary["dataset"]
     thresholds = summary["thresholds"]["per_label"]
@@ -115,19 +125,7 @@ Multi-label emotion classifier: a text gets every label whose score reaches its 
 joyful and surprised at once. Trained with emodist from `{summary['base_model']}`
 ({method}) on `{dataset}` ({len(summary['labels'])} labels).
 
-## Use
-
-```python
-import json
-from transformers import pipeline
-
-classify = pipeline("text-classification", model="{name}", top_k=None)   # a sigmoid score per label
-thresholds = json.load(open("thresholds.json"))["per_label"]              # tuned on the dev split
-scores = classify(["I can't believe it worked!"])[0]
-labels = [s["label"] for s in scores if s["score"] >= thresholds[s["label"]]]
-```
-
-or `python launch/predict.py {name} "I can't believe it worked!"` with emodist.
+{use or _pipeline_use(name)}
 
 ## Scores (test split, {test['num_examples']} examples)
 
@@ -155,6 +153,22 @@ labels are learned from few examples and are the least reliable (see the per-lab
 longer than {cfg.data.max_length} tokens are read up to that length; sarcasm, other languages and other
 domains are not covered by the test scores.{_unlearned(summary)}
 """
+
+
+def _pipeline_use(name: str) -> str:
+    return f"""## Use
+
+```python
+import json
+from transformers import pipeline
+
+classify = pipeline("text-classification", model="{name}", top_k=None)   # a sigmoid score per label
+thresholds = json.load(open("thresholds.json"))["per_label"]              # tuned on the dev split
+scores = classify(["I can't believe it worked!"])[0]
+labels = [s["label"] for s in scores if s["score"] >= thresholds[s["label"]]]
+```
+
+or `python launch/predict.py {name} "I can't believe it worked!"` with emodist."""
 
 
 def _card_metadata(summary: dict, name: str) -> dict:

@@ -8,7 +8,7 @@ Texts are tokenized in one call, sorted by length (longest first) and cut into b
 their own longest text; results come back in the order of the input. No autograd (inference mode).
 Labels are those whose probability reaches their threshold: the per-label thresholds tuned on dev
 (model/thresholds.json) when the run wrote them, else 0.5. On a GPU with bf16 the model runs under bf16
-autocast.
+autocast. An ONNX export (`launch/export.py --onnx`) is served by ONNX Runtime, with the same output.
 """
 
 from __future__ import annotations
@@ -38,10 +38,15 @@ class Classifier:
     @classmethod
     def load(cls, model_dir: str | Path, device: str | torch.device = "cpu", max_length: int = 128,
              batch_size: int = 64) -> Classifier:
-        """The model of `model_dir` with its tuned thresholds (0.5 for every label without them)."""
+        """The model of `model_dir` with its tuned thresholds (0.5 for every label without them): a torch model
+        directory, or an ONNX export (`launch/export.py --onnx`), served by ONNX Runtime."""
+        from emodist.serve import onnx_export
         from emodist.serve.model_dir import load_trained
 
-        model, tokenizer = load_trained(model_dir, device)
+        if onnx_export.is_onnx_dir(Path(model_dir)):
+            model, tokenizer = onnx_export.load(Path(model_dir), device)
+        else:
+            model, tokenizer = load_trained(model_dir, device)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         tuned = thresholds.load(Path(model_dir))
         cut = thresholds.for_labels(tuned, labels, Path(model_dir) / thresholds.FILE) if tuned else np.full(len(labels), 0.5)
@@ -58,7 +63,7 @@ class Classifier:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         order = sampling.by_length([len(x) for x in ids])
-        device = next(self.model.parameters()).device
+        device = self.model.device
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):

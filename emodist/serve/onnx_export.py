@@ -1,0 +1,285 @@
+"""A finished run's model in ONNX, float32 or int8, with its parity to the torch model measured on the run's
+test split, and the runtime that serves it.
+
+    parity = onnx_export.export(Path("runs/x"), Path("runs/x/export-onnx-int8"), quantize="int8")
+    model = onnx_export.OnnxModel.load(Path("runs/x/export-onnx-int8"))     # what Classifier.load serves
+
+The graph is transformers' own ONNX export (`transformers.exporters.OnnxExporter`: torch.export, then
+torch.onnx with the fixes transformers keeps for its architectures), dynamic in batch size and length, of the
+model `launch/export.py` writes (a LoRA adapter merged into its base in float32, a QLoRA adapter into its
+base loaded unquantized), in float32. `int8` is ONNX Runtime's dynamic quantization (`quantize_dynamic`:
+int8 weights, each batch's activations quantized as it runs; no calibration data). Beside the graph
+(`model.onnx`, listed in `export.json`): config.json with id2label, the tokenizer, thresholds.json,
+parity.json and a model card.
+
+Parity: the export and the torch model it came from score the run's test split in the same batches;
+parity.json holds the largest and the mean probability difference, the share of texts given the same labels
+at the tuned thresholds, and micro/macro-F1 of both there. `TOLERANCES` says what passes; an export that
+fails is not kept, unless `accept_drift`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from emodist.runtime import files
+from emodist.runtime.errors import UsageError
+
+MANIFEST = "export.json"
+"""The file transformers' exporters write beside their graphs: which file holds which component."""
+PARITY = "parity.json"
+QUANTIZATIONS = ("int8",)
+TOLERANCES = {
+    "float32": {"max_abs_diff": 1e-4},
+    "int8": {"label_agreement": 0.99, "f1_macro_gap": 0.005},
+}
+"""What an export must meet on the test split to be kept: float32 probabilities within 1e-4 of the torch
+model's; int8 labels (at the tuned thresholds) identical for 99% of the texts and macro-F1 within 0.005."""
+SAMPLE_TEXTS = ["what a day", "I can't believe it worked, thank you all so much!"]
+"""Two texts of different lengths: the traced batch has padding, so the graph's mask handling is traced too."""
+
+
+def is_onnx_dir(path: Path) -> bool:
+    """Whether `path` holds an ONNX export (an export.json that names an ONNX graph)."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("export_format") == "onnx"
+
+
+def precision_of(quantize: str | None) -> str:
+    return quantize or "float32"
+
+
+def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_drift: bool = False,
+           name: str | None = None, notify=print) -> dict:
+    """Export the finished run `run_dir` to ONNX in `out_dir` (refused if it exists); its parity (also in
+    `out_dir`/parity.json). UsageError, with nothing written, when the export misses TOLERANCES and not
+    `accept_drift`, or when the architecture does not export."""
+    from emodist.serve import export as hf_export
+
+    if quantize not in (None, *QUANTIZATIONS):
+        raise UsageError(f"--quantize {quantize}: not a quantization emodist exports: use {', '.join(QUANTIZATIONS)}")
+    summary, cfg = hf_export.finished_run(run_dir)
+    if out_dir.exists():
+        raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
+    _check_runtime()
+    model, tokenizer = hf_export.merged_model(summary, run_dir / "model", "float32")
+    model = model.float().eval()
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an export that was stopped
+    try:
+        notify(f"exporting {run_dir} to ONNX ({precision_of(quantize)})")
+        write(model, tokenizer, tmp, quantize, f"variant {summary['variant']}")
+        shutil.copy2(run_dir / "model" / "thresholds.json", tmp / "thresholds.json")
+        notify("measuring its parity on the test split")
+        result = measure_parity(model, tokenizer, tmp, cfg, precision_of(quantize))
+        (tmp / PARITY).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        card = hf_export.model_card(summary, cfg, name or run_dir.name, use=_use(name or out_dir.name))
+        (tmp / "README.md").write_text(card + parity_section(result), encoding="utf-8")
+        if not result["passed"] and not accept_drift:
+            raise UsageError(f"the {precision_of(quantize)} ONNX export misses its tolerances on the test split "
+                             f"({'; '.join(result['failures'])}): nothing was written; --accept-drift keeps it anyway")
+        files.open_to_umask(tmp)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def _check_runtime() -> None:
+    """UsageError naming what to install when the ONNX packages are missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"--onnx needs {', '.join(missing)}: pip install -e \".[onnx]\" (or pip install "
+                         f"{' '.join(missing)})")
+
+
+def write(model, tokenizer, directory: Path, quantize: str | None = None, what: str = "this model") -> None:
+    """Write the torch `model` (float32, eval mode) to `directory` as an ONNX export Classifier.load serves:
+    transformers' ONNX export (dynamic shapes), int8-quantized by ONNX Runtime if asked, with the tokenizer.
+    UsageError, naming `what`, when the exporter cannot export the model."""
+    _check_runtime()
+    from torch.export import Dim
+    from transformers.exporters import (
+        OnnxConfig,
+        OnnxExporter,
+        OnnxRuntimeDynamicConfig,
+        OnnxRuntimeQuantizer,
+    )
+
+    inputs = dict(tokenizer(SAMPLE_TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False))
+    quantizer = OnnxRuntimeQuantizer(OnnxRuntimeDynamicConfig()) if quantize == "int8" else None
+    dynamic = {name: {0: Dim.DYNAMIC, 1: Dim.DYNAMIC} for name in inputs}  # batch size and length vary
+    try:
+        with _quiet_exporter():
+            exported = OnnxExporter().export(model, inputs, OnnxConfig(dynamic_shapes=dynamic, quantizer=quantizer))
+    except Exception as err:  # noqa: BLE001 - torch.export and torch.onnx raise many kinds
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UsageError(f"{what}: transformers' ONNX exporter cannot export {type(model).__name__} "
+                         f"({type(err).__name__}: {first}); serve the safetensors export (launch/export.py without "
+                         "--onnx) instead") from None
+    exported.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """torch.onnx prints its stages and logs warnings about operators no emodist model uses (torchvision's,
+    signatures it cannot infer), and ONNX Runtime's quantizer advises pre-processing: nothing a user of
+    emodist can act on. Errors still raise."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "")]  # "": onnxruntime's quantizer logs to root
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def measure_parity(model, tokenizer, onnx_dir: Path, cfg, precision: str) -> dict:
+    """The export in `onnx_dir` against the torch `model` on the run's test split: see `parity`."""
+    from emodist import data
+    from emodist.serve.inference import Classifier
+
+    test = data.load(cfg.data, seed=cfg.train.seed).splits["test"]
+    served = Classifier.load(onnx_dir, max_length=cfg.data.max_length)
+    reference = Classifier(model, tokenizer, served.cut, max_length=cfg.data.max_length)  # the same batches
+    return parity(reference.probabilities(test.texts), served.probabilities(test.texts), test.targets,
+                  served.cut, served.labels, precision)
+
+
+def parity(reference: np.ndarray, probabilities: np.ndarray, targets: np.ndarray, cut: np.ndarray,
+           labels: list[str], precision: str) -> dict:
+    """How far `probabilities` (the export's) are from `reference` (the torch model's), and whether that is
+    within TOLERANCES[precision]: passed, and failures (one phrase each) when not."""
+    from emodist.scoring.metrics import multilabel_metrics
+
+    diff = np.abs(probabilities.astype(np.float64) - reference.astype(np.float64))
+    same = ((probabilities >= cut) == (reference >= cut)).all(axis=1)
+    ours = multilabel_metrics(targets, probabilities, labels, cut)
+    theirs = multilabel_metrics(targets, reference, labels, cut)
+    result = {
+        "precision": precision, "examples": len(reference),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0, "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "label_agreement": float(same.mean()) if len(same) else 1.0,
+        "f1_micro": {"torch": theirs["f1_micro"], "onnx": ours["f1_micro"]},
+        "f1_macro": {"torch": theirs["f1_macro"], "onnx": ours["f1_macro"]},
+        "tolerances": TOLERANCES[precision],
+    }
+    limits = TOLERANCES[precision]
+    failures = []
+    if "max_abs_diff" in limits and result["max_abs_diff"] > limits["max_abs_diff"]:
+        failures.append(f"largest probability difference {result['max_abs_diff']:.2e} > {limits['max_abs_diff']:.0e}")
+    if "label_agreement" in limits and result["label_agreement"] < limits["label_agreement"]:
+        failures.append(f"the same labels for {result['label_agreement']:.2%} of the texts < "
+                        f"{limits['label_agreement']:.0%}")
+    gap = abs(ours["f1_macro"] - theirs["f1_macro"])
+    if "f1_macro_gap" in limits and gap > limits["f1_macro_gap"]:
+        failures.append(f"macro-F1 {ours['f1_macro']:.4f} vs {theirs['f1_macro']:.4f}, {gap:.4f} apart > "
+                        f"{limits['f1_macro_gap']}")
+    return {**result, "passed": not failures, "failures": failures}
+
+
+def _use(name: str) -> str:
+    """The model card's Use section for an ONNX export."""
+    return f"""## Use
+
+```bash
+python launch/predict.py {name} "I can't believe it worked!"        # emodist serves it with ONNX Runtime
+```
+
+```python
+from emodist.serve.inference import Classifier
+
+classifier = Classifier.load("{name}")         # ONNX Runtime, the tuned thresholds of thresholds.json
+classifier.predict(["I can't believe it worked!"])
+```
+
+`model.onnx` takes `input_ids` and `attention_mask` (int64, batch x length, any sizes) and returns `logits`
+(batch x labels); a label's probability is the sigmoid of its logit, and config.json maps ids to labels."""
+
+
+def parity_section(result: dict) -> str:
+    """The model card's ONNX section: what the export was measured to change, on the test split."""
+    f1 = {k: result[k] for k in ("f1_micro", "f1_macro")}
+    verdict = "within" if result["passed"] else "**outside** (kept with --accept-drift)"
+    return f"""
+
+## ONNX export ({result['precision']})
+
+Measured against the torch model it was exported from, on the {result['examples']} test texts, at the tuned
+thresholds; {verdict} emodist's tolerances ({', '.join(f'{k} {v}' for k, v in result['tolerances'].items())}):
+
+| | torch | ONNX |
+|---|---:|---:|
+| F1 micro | {f1['f1_micro']['torch']:.4f} | {f1['f1_micro']['onnx']:.4f} |
+| F1 macro | {f1['f1_macro']['torch']:.4f} | {f1['f1_macro']['onnx']:.4f} |
+
+Largest probability difference {result['max_abs_diff']:.2e} (mean {result['mean_abs_diff']:.2e}); the same
+labels for {result['label_agreement']:.2%} of the texts. parity.json holds these numbers.
+"""
+
+
+def load(directory: Path, device="cpu"):
+    """(OnnxModel, tokenizer) of the ONNX export in `directory`; UsageError when it does not load."""
+    from transformers import AutoTokenizer
+
+    from emodist.models.builder import load_pretrained
+
+    _check_runtime()
+    try:
+        return OnnxModel.load(directory, device), load_pretrained(AutoTokenizer.from_pretrained, str(directory))
+    except UsageError:
+        raise
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception classes
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"{directory}: the ONNX export there does not load ({type(err).__name__}: {first}): it may "
+                         "be incomplete or corrupted; export it again from its run directory") from None
+
+
+class OnnxModel:
+    """An ONNX export run by ONNX Runtime, called as the torch model is: `model(input_ids=..., attention_mask=...)`
+    returns an object whose `.logits` is a float32 torch tensor."""
+
+    def __init__(self, exported, config):
+        self.exported = exported
+        self.config = config
+
+    @classmethod
+    def load(cls, directory: Path, device="cpu") -> OnnxModel:
+        from transformers import AutoConfig
+        from transformers.exporters import ExportedModel
+
+        return cls(ExportedModel.from_pretrained(str(directory), device=device), AutoConfig.from_pretrained(directory))
+
+    @property
+    def device(self):
+        return self.exported.device
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def __call__(self, **batch):
+        import torch
+
+        out = self.exported(**batch)
+        logits = out["logits"] if isinstance(out, dict) else getattr(out, "logits", out)
+        return SimpleNamespace(logits=torch.as_tensor(logits, dtype=torch.float32))

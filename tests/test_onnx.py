@@ -1,0 +1,131 @@
+"""ONNX exports (launch/export.py --onnx [--quantize int8]) of real smoke runs: parity measured on the test
+split and written down, an export that misses its tolerances refused, and served by launch/predict.py as the
+torch model is."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import error_lines, read_summary
+from test_export import run_script
+
+from emodist.serve import onnx_export
+from emodist.serve.onnx_export import parity
+
+LABELS = ["joy", "anger", "fear"]
+
+
+@pytest.fixture(scope="module")
+def onnx_exports(smoke_runs, tmp_path_factory):
+    """onnx_exports(variant, *flags) -> (run_dir, export_dir, result): each export made once."""
+    done = {}
+
+    def get(variant: str, *flags: str):
+        if (variant, flags) not in done:
+            run_dir, _ = smoke_runs(variant)
+            out = tmp_path_factory.mktemp("onnx") / variant
+            result = run_script("export.py", str(run_dir), "--onnx", *flags, "--output", str(out))
+            done[variant, flags] = run_dir, out, result
+        return done[variant, flags]
+
+    return get
+
+
+def scores_of(result) -> np.ndarray:
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    return np.array([list(row["scores"].values()) for row in rows]), [row["labels"] for row in rows]
+
+
+@pytest.mark.parametrize("variant", ["distilbert", "gemma-lora"])  # a full model; LoRA merged into its base
+def test_a_float32_export_scores_as_the_torch_model_and_says_so(onnx_exports, variant):
+    run_dir, out, result = onnx_exports(variant)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = read_summary(run_dir)
+    measured = json.loads((out / "parity.json").read_text())
+    assert measured["passed"] and measured["precision"] == "float32"
+    assert measured["examples"] == summary["test"]["num_examples"]
+    assert measured["max_abs_diff"] <= 1e-4 and measured["label_agreement"] == 1.0
+    assert json.loads((out / "config.json").read_text())["id2label"]["0"] == summary["labels"][0]
+    assert (out / "model.onnx").is_file() and (out / "thresholds.json").is_file()
+    card = (out / "README.md").read_text()
+    assert "## ONNX export (float32)" in card and "launch/predict.py" in card and "pipeline(" not in card
+    assert f"{measured['f1_macro']['onnx']:.4f}" in card
+
+
+def test_predict_serves_an_onnx_export_as_it_serves_the_torch_model(onnx_exports):
+    run_dir, out, _ = onnx_exports("distilbert")  # a full fine-tune: the run's model is the exported one
+    texts = ["what a wonderful surprise", "this is awful and I hate it", "ok"]
+    served, labels = scores_of(run_script("predict.py", str(out), *texts))
+    torch_scores, torch_labels = scores_of(run_script("predict.py", str(run_dir / "model"), *texts))
+    np.testing.assert_allclose(served, torch_scores, atol=1e-4)
+    assert labels == torch_labels
+
+
+def test_an_int8_export_records_its_drift_and_is_served(onnx_exports):
+    run_dir, out, result = onnx_exports("distilbert", "--quantize", "int8", "--accept-drift")
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads((out / "parity.json").read_text())
+    assert measured["precision"] == "int8" and measured["tolerances"] == onnx_export.TOLERANCES["int8"]
+    assert 0 < measured["max_abs_diff"] < 0.5  # quantized: close, not equal
+    float32 = json.loads((onnx_exports("distilbert")[1] / "parity.json").read_text())
+    assert measured["max_abs_diff"] > float32["max_abs_diff"]
+    assert "parity on" in result.stdout
+    served, _ = scores_of(run_script("predict.py", str(out), "what a wonderful surprise"))
+    assert served.shape == (1, len(read_summary(run_dir)["labels"]))
+
+
+def test_an_export_outside_its_tolerances_is_refused_and_leaves_nothing(smoke_runs, tmp_path, monkeypatch):
+    from emodist.runtime.errors import UsageError
+
+    run_dir, _ = smoke_runs("distilbert")
+    monkeypatch.setitem(onnx_export.TOLERANCES, "float32", {"max_abs_diff": 0.0})  # nothing can meet it
+    out = tmp_path / "onnx"
+    with pytest.raises(UsageError, match=r"the float32 ONNX export misses its tolerances on the test split "
+                                         r"\(largest probability difference .* > 0e\+00\): nothing was written"):
+        onnx_export.export(run_dir, out, notify=lambda _: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--quantize", "int8"], "--quantize applies to ONNX exports: add --onnx"),
+    (["--accept-drift"], "--accept-drift applies to ONNX exports: add --onnx"),
+    (["--onnx", "--merge-dtype", "bfloat16"], "--merge-dtype and --max-shard-size apply to the safetensors export"),
+])
+def test_onnx_flags_out_of_place_are_refused_in_one_line(smoke_runs, flags, message):
+    run_dir, _ = smoke_runs("distilbert")
+    result = run_script("export.py", str(run_dir), *flags)
+    [line] = error_lines(result)
+    assert result.returncode == 2 and message in line
+
+
+def test_parity_passes_within_the_float32_tolerance_and_names_what_fails():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 2, (200, 3))
+    reference = rng.random((200, 3)).astype(np.float32)
+    cut = np.full(3, 0.5)
+    close = parity(reference, reference + 5e-5, targets, cut, LABELS, "float32")
+    assert close["passed"] and close["failures"] == [] and close["max_abs_diff"] == pytest.approx(5e-5, rel=1e-3)
+    far = parity(reference, reference + 2e-4, targets, cut, LABELS, "float32")
+    assert not far["passed"]
+    assert far["failures"] == [f"largest probability difference {far['max_abs_diff']:.2e} > 1e-04"]
+
+
+def test_parity_of_int8_counts_texts_whose_labels_change_and_the_macro_f1_gap():
+    rng = np.random.default_rng(1)
+    targets = rng.integers(0, 2, (100, 3))
+    reference = np.where(targets == 1, 0.8, 0.2).astype(np.float32)
+    cut = np.full(3, 0.5)
+    moved = reference.copy()
+    moved[:2, 0] = 1 - moved[:2, 0]  # two texts' first label flips: 98% agree
+    result = parity(reference, moved, targets, cut, LABELS, "int8")
+    assert result["label_agreement"] == pytest.approx(0.98)
+    assert result["f1_macro"]["torch"] == pytest.approx(1.0)
+    assert not result["passed"]
+    assert result["failures"][0] == "the same labels for 98.00% of the texts < 99%"
+    assert result["failures"][1].startswith("macro-F1 ")  # 2 of ~50 positives of one label: F1 falls by > 0.005
+    one = reference.copy()
+    one[0, 0] = 0.5 if reference[0, 0] < 0.5 else 0.49  # one text flips: 99% agree
+    assert parity(reference, one, targets, cut, LABELS, "int8")["label_agreement"] == pytest.approx(0.99)
