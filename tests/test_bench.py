@@ -80,3 +80,22 @@ def test_profile_step_profiles_a_smoke_run_and_groups_its_operators(tmp_path):
     shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in lines
               if line.startswith("| ") and line.endswith("% |") and not line.startswith("| `")]
     assert 99.5 <= sum(shares) <= 100.5  # every kind and what no operator accounts for: the whole step
+
+
+def test_predict_throughput_runs_the_ladder_and_checks_every_side_against_torch(goemotions):
+    """Every rung (pipeline, torch, ONNX float32, ONNX int8) labels the texts; the ONNX lines come first,
+    each against torch, and the pipeline's line last; the float32 export gives torch's probabilities."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "predict_throughput.py"), "--texts", "96",
+                           "--repeats", "1", "--data-dir", str(goemotions)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines if " run 1: " in line] == ["pipeline", "torch", "onnx-float32",
+                                                                          "onnx-int8"]
+    float32, int8, pipe = lines[-3:]
+    assert float32.startswith("emodist onnx-float32/torch examples/s: ") and "same labels for 96 texts" in float32
+    assert float(float32.rsplit("difference ", 1)[1]) <= 1e-4
+    assert int8.startswith("emodist onnx-int8/torch examples/s: ") and "target >= 2.5x" in int8
+    assert 0 < float(int8.rsplit("difference ", 1)[1]) < 0.5
+    assert pipe.startswith("emodist/pipeline examples/s: ") and "same labels for 96 texts" in pipe
