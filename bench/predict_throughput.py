@@ -185,9 +185,10 @@ def record_results(args, summary: str, speed: dict, model_name: str) -> None:
     head = "| examples/s | " + " | ".join(f"run {i + 1}" for i in range(args.repeats)) + " |\n|---|" + "---:|" * args.repeats
     rows = "\n".join(f"| {side} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for side, values in speed.items())
     result = "".join(f"  - {line}\n" for line in summary.splitlines())
+    model = f" --model {_shown(args.model)}" if args.model else ""
     record(MARK, f"### emodist Classifier (torch, ONNX float32, ONNX int8) vs transformers.pipeline, {args.texts} "
                  f"GoEmotions texts\n\n"
-                 f"- command: `python bench/predict_throughput.py --texts {args.texts} --repeats {args.repeats} "
+                 f"- command: `python bench/predict_throughput.py{model} --texts {args.texts} --repeats {args.repeats} "
                  f"--batch-size {args.batch_size}`\n- model: {model_name}\n- machine: {machine()}\n"
                  f"- recorded {time.strftime('%Y-%m-%d')}; result:\n{result}\n{head}\n{rows}",
            heading="## Inference throughput against the HF pipeline")
