@@ -6,7 +6,8 @@
     echo "I can't believe you did that" | python launch/predict.py runs/<run>        # a run directory works too
 
 MODEL is an exported model/ directory (a full model, or a LoRA/QLoRA adapter whose base is loaded from
-the path or hub id its adapter_config.json names) or a run directory holding one. Texts come from the
+the path or hub id its adapter_config.json names), a run directory holding one, or an ONNX export
+(`launch/export.py RUN --onnx`), which ONNX Runtime serves with the same output. Texts come from the
 arguments, --file (.csv/.jsonl: the --column field; any other file: one per line) or standard input.
 Empty lines are skipped and counted; texts longer than --max-length tokens are read up to it, with a
 notice. Output is written and flushed chunk by chunk, so a stop keeps what was done. Exit codes: 0 done,
