@@ -45,15 +45,17 @@ def texts_of(data_dir: Path, count: int) -> list[str]:
     return texts[:count]
 
 
-def untrained_minilm(directory: Path) -> Path:
-    """The pretrained MiniLM body with a seeded random 28-label multi-label head, saved to `directory`."""
+def untrained_minilm(directory: Path, data_dir: Path) -> Path:
+    """The pretrained MiniLM body with a seeded random 28-label multi-label head, saved to `directory`; the
+    labels are named after `data_dir`/emotions.txt when it is there."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from emodist import config, models
 
     source = models.base_path(config.load("minilm").model)
-    labels = [line.strip() for line in (DEFAULT_DATA / "emotions.txt").read_text().split()] or [f"l{i}" for i in range(28)]
+    names = data_dir / "emotions.txt"
+    labels = names.read_text().split() if names.is_file() else [f"l{i}" for i in range(28)]
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
         source, num_labels=len(labels), problem_type="multi_label_classification",
@@ -90,7 +92,7 @@ def main() -> int:
         model_name = (_shown(model_dir) + " (the minilm run of `bench/goemotions_minilm.sh`)"
                       if model_dir == DEFAULT_MODEL else _shown(model_dir) if model_dir
                       else "pretrained all-MiniLM-L6-v2 with a random 28-label head")
-        model_dir = model_dir or untrained_minilm(Path(tmp) / "model")
+        model_dir = model_dir or untrained_minilm(Path(tmp) / "model", args.data_dir)
         sides = {"pipeline": pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu"),
                  "torch": Classifier.load(model_dir, batch_size=args.batch_size),
                  **onnx_sides(Classifier.load(model_dir).model, model_dir, Path(tmp), args.batch_size)}

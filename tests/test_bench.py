@@ -82,11 +82,17 @@ def test_profile_step_profiles_a_smoke_run_and_groups_its_operators(tmp_path):
     assert 99.5 <= sum(shares) <= 100.5  # every kind and what no operator accounts for: the whole step
 
 
-def test_predict_throughput_runs_the_ladder_and_checks_every_side_against_torch(goemotions):
+def test_predict_throughput_runs_the_ladder_and_checks_every_side_against_torch(tmp_path):
     """Every rung (pipeline, torch, ONNX float32, ONNX int8) labels the texts; the ONNX lines come first,
-    each against torch, and the pipeline's line last; the float32 export gives torch's probabilities."""
+    each against torch, and the pipeline's line last; the float32 export gives torch's probabilities. The
+    texts: the synthetic data set's, in GoEmotions' layout (the bench reads the first of test, then dev)."""
+    from emodist.data.synthetic import synthetic
+
+    texts = synthetic().splits["test"].texts
+    for split, part in (("test", texts[:48]), ("dev", texts[48:96])):
+        (tmp_path / f"{split}.tsv").write_text("".join(f"{t}\t0\tid{i}\n" for i, t in enumerate(part)))
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "predict_throughput.py"), "--texts", "96",
-                           "--repeats", "1", "--data-dir", str(goemotions)],
+                           "--repeats", "1", "--data-dir", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
