@@ -129,3 +129,21 @@ def test_parity_of_int8_counts_texts_whose_labels_change_and_the_macro_f1_gap():
     one = reference.copy()
     one[0, 0] = 0.5 if reference[0, 0] < 0.5 else 0.49  # one text flips: 99% agree
     assert parity(reference, one, targets, cut, LABELS, "int8")["label_agreement"] == pytest.approx(0.99)
+
+
+def test_a_run_whose_test_split_is_gone_is_refused_before_anything_is_exported(smoke_runs, tmp_path):
+    """The parity needs the run's test split: without it the export stops at once, in one line."""
+    import shutil
+
+    source, _ = smoke_runs("distilbert")
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("export*"))
+    (tmp_path / "data").mkdir()
+    config_file = run_dir / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("dataset: synthetic", "dataset: goemotions")
+                           .replace("data_dir: null", f"data_dir: {tmp_path / 'data'}"))
+    result = run_script("export.py", str(run_dir), "--onnx")
+    assert result.returncode == 65 and error_lines(result) == [  # emodist's exit code for data it cannot read
+        f"emodist: error: {tmp_path / 'data' / 'emotions.txt'}: missing file"]
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith("export")]
+    assert "exporting" not in result.stdout

@@ -71,6 +71,7 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
     """Export the finished run `run_dir` to ONNX in `out_dir` (refused if it exists); its parity (also in
     `out_dir`/parity.json). UsageError, with nothing written, when the export misses TOLERANCES and not
     `accept_drift`, or when the architecture does not export."""
+    from emodist import data
     from emodist.serve import export as hf_export
 
     if quantize not in (None, *QUANTIZATIONS):
@@ -79,6 +80,7 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
     if out_dir.exists():
         raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
     _check_runtime()
+    test = data.load(cfg.data, seed=cfg.train.seed).splits["test"]  # before the export: a missing data set stops it
     model, tokenizer = hf_export.merged_model(summary, run_dir / "model", "float32")
     model = model.float().eval()
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -88,7 +90,7 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
         write(model, tokenizer, tmp, quantize, f"variant {summary['variant']}")
         shutil.copy2(run_dir / "model" / "thresholds.json", tmp / "thresholds.json")
         notify("measuring its parity on the test split")
-        result = measure_parity(model, tokenizer, tmp, cfg, precision_of(quantize))
+        result = measure_parity(model, tokenizer, tmp, test, cfg.data.max_length, precision_of(quantize))
         (tmp / PARITY).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         title = name or run_dir.name  # as the safetensors export's card: the hub repository, else the run
         card = hf_export.model_card(summary, cfg, title, use=_use(title))
@@ -160,14 +162,12 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
-def measure_parity(model, tokenizer, onnx_dir: Path, cfg, precision: str) -> dict:
-    """The export in `onnx_dir` against the torch `model` on the run's test split: see `parity`."""
-    from emodist import data
+def measure_parity(model, tokenizer, onnx_dir: Path, test, max_length: int, precision: str) -> dict:
+    """The export in `onnx_dir` against the torch `model` on the run's `test` split: see `parity`."""
     from emodist.serve.inference import Classifier
 
-    test = data.load(cfg.data, seed=cfg.train.seed).splits["test"]
-    served = Classifier.load(onnx_dir, max_length=cfg.data.max_length)
-    reference = Classifier(model, tokenizer, served.cut, max_length=cfg.data.max_length)  # the same batches
+    served = Classifier.load(onnx_dir, max_length=max_length)
+    reference = Classifier(model, tokenizer, served.cut, max_length=max_length)  # the same batches
     return parity(reference.probabilities(test.texts), served.probabilities(test.texts), test.targets,
                   served.cut, served.labels, precision)
 
