@@ -188,3 +188,18 @@ def test_the_model_card_says_what_a_short_run_on_a_subset_trained_on():
     assert export._sessions(summary) == ""
     note = export._unlearned({"thresholds": {"per_label": {"joy": 0.02, "anger": 0.4, "fear": 0.3}, "unlearned": ["joy"]}})
     assert note.startswith("\n\n**Warning from the dev scores:** 1 of 3 labels score on dev no better than labelling")
+
+
+def test_an_export_leaves_everything_beside_it_as_it_was(smoke_runs, tmp_path):
+    """The export is staged in a directory of its own: what lies beside --output (another launch's staging
+    directory, a file emodist never wrote) is there, unchanged, afterwards."""
+    run_dir, _ = smoke_runs("distilbert")
+    (tmp_path / "export.tmp").mkdir()
+    (tmp_path / "export.tmp" / "theirs.bin").write_bytes(b"not ours")
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = run_script("export.py", str(run_dir), "--output", str(tmp_path / "export"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {k: v for k, v in after.items() if k.parts[0] != "export"} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.tmp", "notes.txt"]

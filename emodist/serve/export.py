@@ -14,9 +14,11 @@ model card (`README.md`) whose model-index metadata carries the run's test score
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -38,17 +40,31 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     if out_dir.exists():
         raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
     card = model_card(summary, cfg, name or run_dir.name)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an export that was stopped
-    try:
-        tmp.mkdir(parents=True)
+    with staged(out_dir) as tmp:
         _write(summary, cfg, model_dir, tmp, card, max_shard_size, merge_dtype)
+    return out_dir
+
+
+@contextlib.contextmanager
+def staged(out_dir: Path):
+    """A fresh directory beside `out_dir`, of this export alone, to write the export into; renamed to `out_dir`
+    when the block ends, removed if it raises. Nothing else beside it is touched: not another launch's
+    directory, nor one emodist never wrote. UsageError if `out_dir` appeared meanwhile."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
         files.open_to_umask(tmp)  # safetensors writes -rw-------: the export is shared as the umask allows
-        tmp.rename(out_dir)
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            if out_dir.exists():
+                raise UsageError(f"{out_dir} appeared while exporting (another launch?): choose a new --output "
+                                 "(nothing is overwritten)") from None
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
 
 
 def finished_run(run_dir: Path) -> tuple[dict, object]:

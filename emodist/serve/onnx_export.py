@@ -31,7 +31,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from emodist.runtime import files
 from emodist.runtime.errors import UsageError
 
 MANIFEST = "export.json"
@@ -83,9 +82,7 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
     test = data.load(cfg.data, seed=cfg.train.seed).splits["test"]  # before the export: a missing data set stops it
     model, tokenizer = hf_export.merged_model(summary, run_dir / "model", "float32")
     model = model.float().eval()
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an export that was stopped
-    try:
+    with hf_export.staged(out_dir) as tmp:
         notify(f"exporting {run_dir} to ONNX ({precision_of(quantize)})")
         write(model, tokenizer, tmp, quantize, f"variant {summary['variant']}")
         shutil.copy2(run_dir / "model" / "thresholds.json", tmp / "thresholds.json")
@@ -98,11 +95,6 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
         if not result["passed"] and not accept_drift:
             raise UsageError(f"the {precision_of(quantize)} ONNX export misses its tolerances on the test split "
                              f"({'; '.join(result['failures'])}): nothing was written; --accept-drift keeps it anyway")
-        files.open_to_umask(tmp)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 
