@@ -93,9 +93,9 @@ def main() -> int:
                       if model_dir == DEFAULT_MODEL else _shown(model_dir) if model_dir
                       else "pretrained all-MiniLM-L6-v2 with a random 28-label head")
         model_dir = model_dir or untrained_minilm(Path(tmp) / "model", args.data_dir)
+        torch_side = Classifier.load(model_dir, batch_size=args.batch_size)
         sides = {"pipeline": pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu"),
-                 "torch": Classifier.load(model_dir, batch_size=args.batch_size),
-                 **onnx_sides(Classifier.load(model_dir).model, model_dir, Path(tmp), args.batch_size)}
+                 "torch": torch_side, **onnx_sides(torch_side, Path(tmp), args.batch_size)}
         for side, served in sides.items():
             if side != "pipeline":
                 served.cut[:] = 0.5  # the pipeline's rule, so that every side must give the same labels
@@ -108,18 +108,15 @@ def main() -> int:
     return 0 if checks["pipeline"][0] == len(texts) else 1
 
 
-def onnx_sides(model, model_dir: Path, tmp: Path, batch_size: int) -> dict:
-    """{side: Classifier} of the model's ONNX exports, float32 and int8, written to `tmp`."""
-    from transformers import AutoTokenizer
-
+def onnx_sides(torch_side, tmp: Path, batch_size: int) -> dict:
+    """{side: Classifier} of the torch Classifier's model exported to ONNX, float32 and int8, in `tmp`."""
     from emodist.serve import onnx_export
     from emodist.serve.inference import Classifier
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     sides = {}
     for quantize in (None, "int8"):
         out = tmp / f"onnx-{onnx_export.precision_of(quantize)}"
-        onnx_export.write(model.float().eval(), tokenizer, out, quantize)
+        onnx_export.write(torch_side.model.float().eval(), torch_side.tokenizer, out, quantize)
         sides[f"onnx-{onnx_export.precision_of(quantize)}"] = Classifier.load(out, batch_size=batch_size)
     return sides
 
