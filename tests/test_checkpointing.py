@@ -177,6 +177,18 @@ def test_the_fingerprint_holds_the_settings_that_shape_the_state_and_not_the_oth
     assert fingerprint(longer, ["joy", "anger"]) == print_  # the length of training may change
     other = config.load("gemma-lora", smoke=True, overrides=["model.lora.r=4"])
     assert differences(print_, fingerprint(other, ["joy", "anger"])) == "model.lora.r=16 there, 4 here"
+    asl = fingerprint(config.load("gemma-lora", smoke=True, overrides=["train.loss=asl"]), ["joy", "anger"])
+    assert differences(print_, asl) == 'train.loss="bce" there, "asl" here'  # the loss shapes the optimizer state
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_when_the_setting_is_at_its_default():
+    """A checkpoint written before train.loss existed trained with BCE: it resumes into a BCE run, not an ASL one."""
+    cfg = config.load("minilm", smoke=True)
+    saved = {k: v for k, v in fingerprint(cfg, ["joy"]).items()
+             if not k.startswith(("train.loss", "train.focal_gamma", "train.asl_"))}
+    assert differences(saved, fingerprint(cfg, ["joy"])) == ""
+    asl = config.load("minilm", smoke=True, overrides=["train.loss=asl"])
+    assert differences(saved, fingerprint(asl, ["joy"])) == 'train.loss="bce" there, "asl" here'
 
 
 def test_the_fingerprint_hash_depends_on_values_not_on_key_order():

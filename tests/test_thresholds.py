@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, jaccard_score
 
 from emodist.runtime.errors import UsageError
 from emodist.scoring import thresholds
@@ -167,8 +167,8 @@ def test_a_learned_label_by_hand():
     targets = np.array([[1], [1], [1], [1], [0], [0], [0], [0], [0], [0]], dtype=np.float32)
     probabilities = np.array([[0.9], [0.8], [0.6], [0.3], [0.7], [0.5], [0.4], [0.2], [0.1], [0.05]])
     tuned = thresholds.tune(targets, probabilities, ["joy"])
-    assert tuned == {"global": 0.51, "per_label": {"joy": 0.51}, "grid": [0.02, 0.98, 0.01], "tuned_on": "dev",
-                     "unlearned": [], "no_dev_positives": []}
+    assert tuned == {"global": 0.51, "per_label": {"joy": 0.51}, "objective": "f1_macro", "grid": [0.02, 0.98, 0.01],
+                     "tuned_on": "dev", "unlearned": [], "no_dev_positives": []}
 
 
 def test_the_file_and_its_checks(tmp_path):
@@ -211,3 +211,56 @@ def test_the_warning_names_five_labels_and_counts_the_rest():
     assert few.startswith("the model has barely learned: 5 of 8 labels") and "(l0, l1, l2, l3, l4)" in few
     some = thresholds.warning({"per_label": dict.fromkeys(names, 0.5), "unlearned": names[:3]})
     assert some.startswith("3 of 8 labels score on dev")  # fewer than half: not "barely learned"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Objectives (train.threshold_objective)
+
+SCORERS = {
+    "f1_macro": lambda t, p: f1_score(t, p, average="macro", zero_division=0),
+    "f1_micro": lambda t, p: f1_score(t, p, average="micro", zero_division=0),
+    "jaccard_samples": lambda t, p: jaccard_score(t, p, average="samples", zero_division=0),
+}
+
+
+def cut_of(tuned: dict) -> np.ndarray:
+    return np.array(list(tuned["per_label"].values()))
+
+
+@pytest.mark.parametrize("objective", ["f1_micro", "jaccard_samples"])
+def test_an_objective_s_thresholds_are_a_local_optimum_no_single_label_move_improves(dev, objective):
+    """Checked with scikit-learn's scores: every label, moved alone to every grid value, scores no higher."""
+    targets, probabilities = dev
+    tuned = thresholds.tune(targets, probabilities, LABELS, objective)
+    assert tuned["objective"] == objective
+    cut = cut_of(tuned)
+    score = SCORERS[objective]
+    reached = score(targets, probabilities >= cut)
+    for j in range(len(LABELS)):
+        for value in thresholds.GRID:
+            moved = cut.copy()
+            moved[j] = value
+            assert score(targets, probabilities >= moved) <= reached + 1e-12, (LABELS[j], value)
+
+
+def test_each_objective_scores_best_on_its_own_metric(dev):
+    """On the dev data it tuned on, each objective's thresholds beat the others' at its own score; micro-F1 and
+    Jaccard gain over the per-label F1 thresholds, which lower the rare labels' thresholds for macro-F1."""
+    targets, probabilities = dev
+    cuts = {objective: cut_of(thresholds.tune(targets, probabilities, LABELS, objective))
+            for objective in thresholds.OBJECTIVES}
+    for objective, score in SCORERS.items():
+        own = score(targets, probabilities >= cuts[objective])
+        assert all(own >= score(targets, probabilities >= cut) - 1e-12 for cut in cuts.values()), objective
+    for objective in ("f1_micro", "jaccard_samples"):
+        assert SCORERS[objective](targets, probabilities >= cuts[objective]) > \
+            SCORERS[objective](targets, probabilities >= cuts["f1_macro"]) + 0.005
+
+
+def test_an_unknown_objective_is_refused():
+    with pytest.raises(ValueError, match="threshold objective 'accuracy'"):
+        thresholds.tune(np.ones((2, 1)), np.ones((2, 1)), ["joy"], "accuracy")
+    from emodist import config
+
+    with pytest.raises(UsageError, match="train.threshold_objective"):
+        config.load("distilbert", overrides=["train.threshold_objective=accuracy"])

@@ -309,10 +309,17 @@ def test_a_grouping_trains_with_its_labels(tmp_path, cache_dir, grouping, groups
     directory = write_goemotions_28(tmp_path / "ge")
     run_dir = tmp_path / "run"
     weighted = ["train.pos_weight=balanced"] if grouping == "ekman" else []
+    # the other one trains with the asymmetric loss, thresholds tuned for samples-Jaccard
+    other_loss = [] if weighted else ["train.loss=asl", "train.asl_gamma_neg=2", "train.threshold_objective=jaccard_samples"]
     result = launch("--variant", "distilbert", "--smoke", "--data-dir", str(directory), "--output-dir", str(run_dir),
-                    f"data.grouping={grouping}", "train.max_steps=40", *weighted, accelerate=False)
+                    f"data.grouping={grouping}", "train.max_steps=40", *weighted, *other_loss, accelerate=False)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = read_summary(run_dir)
+    loss = "BCE" if weighted else "ASL (gamma+ 0, gamma- 2, clip 0.05)"
+    assert re.search(r"│ loss\s+│ " + re.escape(loss), result.stdout)  # the banner's row
+    assert summary["thresholds"]["objective"] == ("f1_macro" if weighted else "jaccard_samples")
+    assert summary["dev_tuned"]["num_examples"] == summary["dev"]["num_examples"]
+    assert "(thresholds tuned on dev for" in result.stdout
     assert summary["dataset"] == f"goemotions-{grouping}" and len(summary["labels"]) == groups
     assert len(json.loads((run_dir / "model" / "config.json").read_text())["id2label"]) == groups
     assert len(summary["test_tuned"]["per_label"]) == len(summary["thresholds"]["per_label"]) == groups

@@ -51,20 +51,7 @@ def problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("optim.weight_decay", o.weight_decay < 0, "must be >= 0"),
         ("optim.warmup_ratio", not 0 <= o.warmup_ratio < 1, "must be in [0, 1)"),
         ("optim.max_grad_norm", o.max_grad_norm < 0, "must be >= 0 (0 turns clipping off)"),
-        ("train.epochs", t.epochs < 1, "must be >= 1"),
-        ("train.max_steps", t.max_steps is not None and t.max_steps < 1, "must be >= 1 (or unset)"),
-        ("train.micro_batch_size", t.micro_batch_size < 1, "must be >= 1"),
-        ("train.eval_batch_size", t.eval_batch_size < 1, "must be >= 1"),
-        ("train.pos_weight_cap", t.pos_weight_cap < 1, "must be >= 1"),
-        ("train.global_batch_size", t.micro_batch_size >= 1 and t.global_batch_size % t.micro_batch_size != 0,
-         f"must be a multiple of train.micro_batch_size={t.micro_batch_size}"),
-        ("train.global_batch_size", t.global_batch_size < 1, "must be >= 1"),
-        ("train.log_every_steps", t.log_every_steps < 1, "must be >= 1"),
-        ("train.cpu_threads", t.cpu_threads is not None and t.cpu_threads < 1, "must be >= 1 (or unset)"),
-        ("train.eval_every_steps", t.eval_every_steps is not None and t.eval_every_steps < 0,
-         "must be >= 0 (0: only at the end; unset: 8 times per run)"),
-        ("train.save_every_steps", t.save_every_steps < 0, "must be >= 0 (0: only at the end)"),
-        ("train.keep_last_checkpoints", t.keep_last_checkpoints < 1, "must be >= 1"),
+        *_train_checks(t),
         ("export.max_shard_size", not valid_shard_size(cfg.export.max_shard_size),
          f"{cfg.export.max_shard_size!r} is not a size: write a whole number and KB, MB, GB, KiB, MiB or GiB, e.g. 2GB"),
         ("train.seed", not 0 <= t.seed < 2**32, "must be in 0..4294967295 (the seed of numpy and torch)"),
@@ -105,3 +92,27 @@ def is_dir(path: str | Path) -> bool:
         return Path(path).is_dir()
     except (OSError, ValueError):
         return False
+
+
+def _train_checks(t) -> list[tuple[str, bool, str]]:
+    """The train section's (key, failed, message) checks."""
+    return [
+        ("train.epochs", t.epochs < 1, "must be >= 1"),
+        ("train.max_steps", t.max_steps is not None and t.max_steps < 1, "must be >= 1 (or unset)"),
+        ("train.micro_batch_size", t.micro_batch_size < 1, "must be >= 1"),
+        ("train.eval_batch_size", t.eval_batch_size < 1, "must be >= 1"),
+        ("train.pos_weight_cap", t.pos_weight_cap < 1, "must be >= 1"),
+        ("train.focal_gamma", t.focal_gamma < 0, "must be >= 0 (0: BCE)"),
+        ("train.asl_gamma_pos", t.asl_gamma_pos < 0, "must be >= 0"),
+        ("train.asl_gamma_neg", t.asl_gamma_neg < 0, "must be >= 0"),
+        ("train.asl_clip", not 0 <= t.asl_clip < 1, "must be in [0, 1) (0: no margin)"),
+        ("train.global_batch_size", t.micro_batch_size >= 1 and t.global_batch_size % t.micro_batch_size != 0,
+         f"must be a multiple of train.micro_batch_size={t.micro_batch_size}"),
+        ("train.global_batch_size", t.global_batch_size < 1, "must be >= 1"),
+        ("train.log_every_steps", t.log_every_steps < 1, "must be >= 1"),
+        ("train.cpu_threads", t.cpu_threads is not None and t.cpu_threads < 1, "must be >= 1 (or unset)"),
+        ("train.eval_every_steps", t.eval_every_steps is not None and t.eval_every_steps < 0,
+         "must be >= 0 (0: only at the end; unset: 8 times per run)"),
+        ("train.save_every_steps", t.save_every_steps < 0, "must be >= 0 (0: only at the end)"),
+        ("train.keep_last_checkpoints", t.keep_last_checkpoints < 1, "must be >= 1"),
+    ]

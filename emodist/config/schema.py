@@ -132,6 +132,22 @@ class TrainConfig:
     positives in the train split (at least 1, at most train.pos_weight_cap), so rare labels count."""
     pos_weight_cap: float = 10.0
     """Largest positive weight with train.pos_weight=balanced (GoEmotions' rarest label would get ~560)."""
+    loss: Literal["bce", "focal", "asl"] = "bce"
+    """Training loss (emodist/train/losses.py): `bce` binary cross-entropy; `focal` focal loss (train.focal_gamma);
+    `asl` asymmetric loss (train.asl_gamma_pos, train.asl_gamma_neg, train.asl_clip), which down-weights the
+    easy negatives that dominate a many-label problem. The dev and test loss reported stays BCE."""
+    focal_gamma: float = 2.0
+    """Focusing exponent of train.loss=focal (0: BCE)."""
+    asl_gamma_pos: float = 0.0
+    """Focusing exponent of the positives with train.loss=asl."""
+    asl_gamma_neg: float = 4.0
+    """Focusing exponent of the negatives with train.loss=asl."""
+    asl_clip: float = 0.05
+    """Probability margin of train.loss=asl: a negative whose probability is below it costs nothing."""
+    threshold_objective: Literal["f1_macro", "f1_micro", "jaccard_samples"] = "f1_macro"
+    """What the per-label decision thresholds tuned on dev at the end maximise (emodist/scoring/thresholds.py):
+    `f1_macro` (each label's own F1), `f1_micro` (F1 over all decisions) or `jaccard_samples` (each text's
+    predicted set against its true set). summary.json shows all three at the chosen thresholds."""
     mixed_precision: Precision = "auto"
     """Autocast precision of the forward pass (accelerate `mixed_precision`). `auto`: the base's own
     precision for a bfloat16/float16 base; otherwise bf16 where the hardware computes it natively

@@ -122,9 +122,11 @@ class Console:
 
     def final(self, summary: dict) -> None:
         """The end-of-run tables: headline metrics per split, per-label scores, throughput and memory."""
-        splits = [s for s in ("dev", "test", "test_tuned") if s in summary]
-        names = {"dev": "dev", "test": "test", "test_tuned": "test, tuned"}
-        scores = Table(title="Results", title_justify="left", title_style="bold")
+        splits = [s for s in ("dev", "test", "dev_tuned", "test_tuned") if s in summary]
+        names = {"dev": "dev", "test": "test", "dev_tuned": "dev, tuned", "test_tuned": "test, tuned"}
+        objective = (summary.get("thresholds") or {}).get("objective")
+        scores = Table(title="Results" + (f" (thresholds tuned on dev for {objective})" if objective else ""),
+                       title_justify="left", title_style="bold")
         scores.add_column("metric")
         for split in splits:
             scores.add_column(f"{names[split]} ({summary[split]['num_examples']} ex.)", justify="right")

@@ -167,7 +167,7 @@ def _define_step(run) -> None:
 def summary_metrics(summary: dict) -> dict:
     """The flat wandb summary of a finished run: headline metrics, per-label F1, perf totals."""
     out: dict = {}
-    for split, prefix in (("dev", "eval"), ("test", "test"), ("test_tuned", "test_tuned")):
+    for split, prefix in (("dev", "eval"), ("test", "test"), ("dev_tuned", "dev_tuned"), ("test_tuned", "test_tuned")):
         scores = summary.get(split) or {}
         out.update({f"{prefix}/{k}": scores[k] for k in (*HEADLINE, "loss") if k in scores})
         out.update({f"{prefix}/per_label_f1/{label}": s["f1"] for label, s in scores.get("per_label", {}).items()})

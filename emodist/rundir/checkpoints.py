@@ -42,7 +42,7 @@ STATE_FILE = "state.json"
 # Settings a resumed run must share with its checkpoint: they change the model, the data or the
 # optimizer state it is restored into (the length of training may change).
 RESUME_INVARIANT = ("model.", "data.", "optim.", "train.seed", "train.global_batch_size", "train.micro_batch_size",
-                    "train.pos_weight")
+                    "train.pos_weight", "train.loss", "train.focal_gamma", "train.asl_")
 RESUME_FREE = ("data.cache_dir",)
 REQUIRED = ("step", "epoch", "batches_in_epoch", "best", "loss_sum_per_rank", "loss_count", "num_processes",
             "distributed_type", "zero_stage", "fingerprint", "files", "digest")
@@ -277,6 +277,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def differences(saved: dict, current: dict) -> str:
     """The settings that differ between two fingerprints, e.g. `model.lora.r=16 there, 8 here`; "" if none."""
+    defaults = _flatten(RunConfig().to_dict())  # a checkpoint older than a setting was trained at its default
+    saved, current = {**defaults, **saved}, {**defaults, **current}
     changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
     shown = "; ".join(f"{k}={_short(saved.get(k))} there, {_short(current.get(k))} here" for k in changed[:3])
     return shown + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")

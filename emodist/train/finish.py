@@ -19,17 +19,21 @@ from emodist.train.state import Session
 
 
 def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
-    """Final dev and test evaluation at 0.5, thresholds tuned on dev and the test scores with them
-    (`test_tuned`), export, thresholds.json (run directory and model/), summary.json, the end tables, plots/."""
+    """Final dev and test evaluation at 0.5, thresholds tuned on dev toward train.threshold_objective and the
+    dev and test scores with them (`dev_tuned`, `test_tuned`), export, thresholds.json (run directory and model/),
+    summary.json, the end tables, plots/."""
     dev, dev_logits, dev_targets = run_eval(s, "dev", prefix="eval")
     test, test_logits, test_targets = run_eval(s, "test", prefix="test")
-    tuned = thresholds.tune(dev_targets, expit(dev_logits), s.labels)
-    test_tuned = evaluation.score(test_logits, test_targets, s.labels, thresholds.for_labels(tuned, s.labels))
+    tuned = thresholds.tune(dev_targets, expit(dev_logits), s.labels, s.cfg.train.threshold_objective)
+    cut = thresholds.for_labels(tuned, s.labels)
+    dev_tuned = evaluation.score(dev_logits, dev_targets, s.labels, cut)  # what model selection reads (sweeps)
+    test_tuned = evaluation.score(test_logits, test_targets, s.labels, cut)
+    log_scores(s, "dev_tuned", dev_tuned)
     log_scores(s, "test_tuned", test_tuned)
     with s.phases.measure("save"):
         model_dir.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
     summary = summarize(s, built, data, dev, test, perf_totals(s, built))
-    summary.update(test_tuned=test_tuned, thresholds=tuned)
+    summary.update(dev_tuned=dev_tuned, test_tuned=test_tuned, thresholds=tuned)
     if s.accelerator.is_main_process:
         for directory in (s.run_dir, s.run_dir / "model"):
             thresholds.save(directory / thresholds.FILE, tuned)

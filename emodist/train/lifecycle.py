@@ -34,7 +34,7 @@ from emodist.rundir import contract
 from emodist.runtime import hostmem, process
 from emodist.runtime.errors import UsageError, format_bytes
 from emodist.runtime.signals import StopSignals
-from emodist.train import distributed, loop
+from emodist.train import distributed, loop, losses
 from emodist.train.accelerator import check_data_fits, make_accelerator
 from emodist.train.finish import finish
 from emodist.train.optim import build_optimizer, build_scheduler, positive_weights
@@ -210,7 +210,7 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
     main = accelerator.is_main_process
     s = Session(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                 loaders=loaders, labels=data.labels, plan=plan, topology=topology, run=run, console=console,
-                phases=phases, pos_weight=pos_weight, stop=stop, batches=batches, eval_orders=eval_orders,
+                phases=phases, loss_fn=losses.build(cfg.train, pos_weight), stop=stop, batches=batches, eval_orders=eval_orders,
                 memory_plan=memory_plan)
     if run.checkpoint is not None:
         restore(s, run.checkpoint)
@@ -241,7 +241,7 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
                   f"x {plan.accumulation} accumulation"
                   + (", grouped by length" if cfg.data.group_by_length else ", random")
                   + (", packed (no padding)" if cfg.data.packing else "")),
-        ("loss", "BCE" + (f", positives weighted {float(pos_weight.min()):.3g}-{float(pos_weight.max()):.3g} "
+        ("loss", losses.describe(t) + (f", positives weighted {float(pos_weight.min()):.3g}-{float(pos_weight.max()):.3g} "
                           f"(balanced, cap {t.pos_weight_cap:g})" if pos_weight is not None else "")),
         ("schedule", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), warmup {plan.warmup_steps}, "
                      f"{cfg.optim.schedule}, lr {cfg.optim.lr:g}"

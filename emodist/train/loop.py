@@ -7,7 +7,6 @@ from __future__ import annotations
 import shlex
 
 import torch
-import torch.nn.functional as F
 
 from emodist.report import telemetry
 from emodist.rundir import checkpoints
@@ -65,7 +64,7 @@ def train_micro_batch(s: Session, batch: dict) -> None:
     with s.accelerator.accumulate(s.model):
         targets = batch.pop("labels")
         logits = s.model(**batch).logits
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=s.pos_weight)
+        loss = s.loss_fn(logits.float(), targets)
         s.accelerator.backward(loss)
         if s.accelerator.sync_gradients and s.cfg.optim.max_grad_norm > 0:
             s.accelerator.clip_grad_norm_(s.model.parameters(), s.cfg.optim.max_grad_norm)

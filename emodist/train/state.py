@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +38,8 @@ class Session:
     run: contract.Run
     console: Console
     phases: telemetry.Phases
-    pos_weight: torch.Tensor | None
-    """The BCE weight of each label's positives (train.pos_weight), or None."""
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    """The training loss of (float logits, targets): train.loss, its positives weighted by train.pos_weight."""
     stop: StopSignals
     batches: sampling.LengthGroupedBatches
     """The train batches of every rank (accelerate deals them out); seeded by train.seed and the epoch."""
