@@ -4,11 +4,14 @@
     python launch/compare.py runs/study-42                          # a directory of runs (a study)
     python launch/compare.py runs/study-42 --output reports/study-42
     python launch/compare.py --wandb-group study-42 [--wandb-project emodist]   # runs tracked online
+    python launch/compare.py runs/sweeps/minilm-losses --rank-by dev_tuned.f1_macro   # a sweep's trials
 
 Writes comparison.csv, report.md, report.html and PNG plots into --output (default: `comparison/`
 beside the runs, i.e. in their common parent directory, or inside the one directory of runs named; for
 a wandb group, runs/wandb-<group>/comparison, beside the runs' downloaded summary.json and
-metrics.jsonl). Runs trained on another data set or label set are refused, not mixed.
+metrics.jsonl). Runs trained on another data set or label set are refused, not mixed. With --rank-by, the
+runs are also ranked by a dev score (launch/sweep.py's trials, say), best first, and the winner's config.yaml
+is copied to winner-config.yaml in --output: `launch/train.py --config` trains it again.
 Exit codes: 0 written, 2 refused (one line says why).
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wandb-project", default=os.environ.get("WANDB_PROJECT", "emodist"),
                         help="the group's project (default: WANDB_PROJECT, else emodist)")
     parser.add_argument("--wandb-entity", default=os.environ.get("WANDB_ENTITY"), help="the project's entity")
+    parser.add_argument("--rank-by", metavar="METRIC", help="rank the runs by this dev score of summary.json, e.g. "
+                                                            "dev_tuned.f1_macro, and write the winner's config")
     args = parser.parse_args(argv)
     if bool(args.runs) == bool(args.wandb_group):
         parser.error("name run directories or --wandb-group GROUP (one of them)")
@@ -49,7 +55,14 @@ def write(args: argparse.Namespace) -> int:
         tracking.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
     runs = compare.find_runs(args.runs)
     output = args.output or default_output(args.runs, runs)
+    ranked = compare.rank(runs.finished, args.rank_by) if args.rank_by else None  # a bad metric stops before writing
     written = compare.write_comparison(runs, output)
+    if ranked:
+        for place, (run, value) in enumerate(ranked, 1):
+            print(f"{place:>3}. {args.rank_by} {value:.4f}  {run}")
+        winner = output / "winner-config.yaml"
+        shutil.copyfile(ranked[0][0] / "config.yaml", winner)
+        written.append(winner)
     print(f"compared {len(runs.finished)} run(s)"
           + (f" ({len(runs.unfinished)} unfinished left out)" if runs.unfinished else "")
           + ": " + ", ".join(str(p) for p in written))

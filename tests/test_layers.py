@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "emodist"
 
 # Bottom to top. A package may import its own modules and those of every layer below it, never above.
-LAYERS = [["runtime"], ["config"], ["data", "scoring"], ["models", "rundir"], ["report"], ["serve"], ["train"]]
+LAYERS = [["runtime"], ["config"], ["data", "scoring"], ["models", "rundir"], ["report"], ["serve"], ["train"], ["sweep"]]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 

@@ -13,11 +13,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, read_metrics, read_summary, wandb_files, wandb_run
 
 SLURM_DIR = ROOT / "slurm"
@@ -49,7 +51,7 @@ def test_script_passes_bash_n_and_shellcheck(script: Path):
 
 def test_every_template_is_submitted_by_a_test():
     templates = {p.name for p in SLURM_DIR.glob("*.sbatch")}
-    assert templates == {*SINGLE_RUN_TEMPLATES, "study.sbatch"}
+    assert templates == {*SINGLE_RUN_TEMPLATES, "study.sbatch", "sweep.sbatch"}
 
 
 # --- on a real SLURM ------------------------------------------------------------------------------------
@@ -129,6 +131,30 @@ class Job:
         return f"job {self.id} ({self.template}) exited {self.proc.returncode}: {self.stderr[-500:]}\n{self.log[-4000:]}"
 
 
+class SweepJob(Job):
+    """`launch/sweep.py SPEC --slurm --wait` as a user runs it: a 2-trial smoke sweep (train.loss bce, asl) as
+    one job array of slurm/sweep.sbatch, into `root`/sweep."""
+
+    def __init__(self, root: Path):
+        self.template, self.run_dir, self.logs = "sweep.sbatch", root / "sweep", root / "sweep" / "logs"
+        self.spec = root / "tiny.yaml"
+        self.spec.write_text(yaml.safe_dump({
+            "variant": "minilm", "smoke": True, "max_parallel": 2,
+            "fixed": {"train.max_steps": 10, "train.eval_every_steps": 5, "train.save_every_steps": 5,
+                      "track.plots": False},
+            "parameters": {"train.loss": ["bce", "asl"]}}, sort_keys=False))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EMODIST_") or k == "EMODIST_CACHE"}
+        self.proc = subprocess.Popen(self.command("--wait"), cwd=ROOT, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.printed = [self.proc.stdout.readline(), self.proc.stdout.readline()]  # the sweep, then its array
+        found = re.search(r"job array (\d+)", self.printed[1])
+        self.id, self.stderr = found.group(1) if found else "", ""
+
+    def command(self, *flags: str) -> list[str]:
+        return [sys.executable, str(ROOT / "launch" / "sweep.py"), str(self.spec), "--slurm", *flags,
+                "--output-dir", str(self.run_dir)]
+
+
 def signal_once_training_runs(job: Job, at_step: int = 5) -> None:
     """What `#SBATCH --signal=B:USR1@300` does before the time limit, sent once training is under way."""
     deadline = time.monotonic() + 600
@@ -163,6 +189,7 @@ def submit_jobs(root: Path) -> dict[str, Job]:
                               EMODIST_MAX_REQUEUES="0")
     for name in ("preempted", "capped"):
         threading.Thread(target=signal_once_training_runs, args=(submitted[name],), daemon=True).start()
+    submitted["sweep"] = SweepJob(root)
     submitted["study.sbatch"] = Job("study.sbatch", root / "study", "--array=0-1", EMODIST_TRAIN_ARGS=SMOKE,
                                     EMODIST_STUDY_VARIANTS=" ".join(STUDY), EMODIST_STUDY_DIR=str(root / "study" / "run"))
     return submitted
@@ -272,6 +299,23 @@ def test_study_trains_each_variant_then_its_report_job_compares_them(jobs):
         assert float(row["test_f1_macro"]) == summary["test"]["f1_macro"]
         assert int(row["num_processes"]) == summary["num_processes"]
     assert "| distilbert |" in (study / "comparison" / "report.md").read_text()
+
+
+@pytest.mark.slurm
+def test_a_sweep_runs_as_one_job_array_each_task_its_own_trial_and_is_not_resubmitted(jobs):
+    job = jobs["sweep"]
+    assert job.id and "2 task(s), 2 at once" in job.printed[1], job.printed
+    assert job.wait() == 0, job.failure()
+    for index, loss in enumerate(("bce", "asl")):
+        run_dir = job.run_dir / f"00{index}-loss={loss}"
+        summary = read_summary(run_dir)
+        assert summary["train"]["steps"] == 10 and summary["variant"] == "minilm"
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["train"]["loss"] == loss and config["track"]["group"] == "tiny"
+        assert f"(array task {index})" in job.log  # slurm/launch.sh's first line in each task
+        assert f"sweep tiny, trial {index}: {run_dir}" in job.log
+    again = subprocess.run(job.command(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 to run" in again.stdout and "job array" not in again.stdout, again.stderr
 
 
 def _job_alive(job_id: str) -> bool:

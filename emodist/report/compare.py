@@ -206,6 +206,27 @@ def row(run: Path, summary: dict, label: str | None = None) -> dict:
     return values
 
 
+LOWER_IS_BETTER = ("loss", "hamming_loss")
+
+
+def rank(runs: list[Path], metric: str) -> list[tuple[Path, float]]:
+    """The finished `runs` best first by `metric`, a dev score of summary.json (`dev.f1_macro`,
+    `dev_tuned.f1_macro`, ...; losses ascending): model selection reads dev only. UsageError, in one line,
+    for a test metric or a run without the metric."""
+    split, _, key = metric.partition(".")
+    if split not in ("dev", "dev_tuned") or not key:
+        raise UsageError(f"--rank-by {metric}: rank on a dev score (dev.KEY or dev_tuned.KEY, e.g. dev_tuned.f1_macro): "
+                         "choosing a model by its test score leaves no unbiased test score to report")
+    scored = []
+    for run, summary in zip(runs, load_summaries(runs), strict=True):
+        value = (summary.get(split) or {}).get(key)
+        if not _is_number(value):
+            raise UsageError(f"{run / SUMMARY} has no number at {metric} (a run written before emodist reported it?): "
+                             "rank by another dev score, e.g. dev.f1_macro")
+        scored.append((run, float(value)))
+    return sorted(scored, key=lambda item: item[1] if key in LOWER_IS_BETTER else -item[1])
+
+
 def write_comparison(runs: Runs, output: Path) -> list[Path]:
     """Write comparison.csv, report.md, report.html and the PNG plots into `output`; return the files."""
     from emodist.report import plots  # matplotlib: imported only when drawing

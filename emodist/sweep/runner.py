@@ -1,0 +1,124 @@
+"""A sweep's directory and how its trials run: in sequence here (`--local`), or as one SLURM job array
+(`--slurm`, slurm/sweep.sbatch: one array task per unfinished trial, at most `max_parallel` at once).
+
+    SWEEP/                       runs/sweeps/<name> unless the spec or --output-dir says otherwise
+      trials.json                the expanded trials: index, name, overrides (written once; a re-run must match)
+      sweep.yaml                 the spec the sweep was started from
+      <trial name>/              each trial: a normal emodist run directory (launch/compare.py SWEEP reads them)
+      logs/                      the SLURM array's output files
+
+A trial is finished when its run directory holds summary.json: a re-run of the same spec skips those, and
+every other trial runs with `--resume auto`, so one that stopped (a preempted, requeued or interrupted job)
+continues from its newest checkpoint. A directory that holds another sweep, or anything that is not a sweep,
+is refused: nothing in it is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from emodist.runtime import files
+from emodist.runtime.errors import UsageError
+from emodist.sweep.spec import Sweep, Trial
+
+MANIFEST = "trials.json"
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository: launch/train.py and slurm/sweep.sbatch are found from here."""
+
+
+def prepare(sweep: Sweep) -> None:
+    """Create the sweep directory with trials.json and sweep.yaml, or check that the one there is this sweep's:
+    UsageError naming the first trial that differs (nothing written) otherwise."""
+    directory, manifest = sweep.output_dir, sweep.output_dir / MANIFEST
+    expected = {"name": sweep.name, "variant": sweep.variant, "smoke": sweep.smoke,
+                "trials": [t.to_dict() for t in sweep.trials]}
+    if manifest.is_file():
+        try:
+            there = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{manifest}: unreadable ({err}): restore it, or start the sweep in a new output_dir") from None
+        if there != expected:
+            raise UsageError(f"{directory} holds another sweep ({_difference(there, expected)}): nothing was changed; "
+                             "run its own spec again to continue it, or give this one a new name or --output-dir")
+        return
+    if directory.exists() and any(directory.iterdir()):
+        raise UsageError(f"{directory} exists and holds no {MANIFEST}: it is not a sweep directory; nothing was "
+                         "changed: give the sweep a new name or --output-dir")
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sweep.path, directory / "sweep.yaml")
+    files.write_json(manifest, expected)
+
+
+def _difference(there: dict, expected: dict) -> str:
+    for key in ("name", "variant", "smoke"):
+        if there.get(key) != expected[key]:
+            return f"{key} {there.get(key)!r} there, {expected[key]!r} in this spec"
+    theirs, ours = there.get("trials") or [], expected["trials"]
+    for old, new in zip(theirs, ours, strict=False):
+        if old != new:
+            return f"trial {old.get('name')} there is {new['name']} with {' '.join(new['overrides'])} here"
+    return f"{len(theirs)} trials there, {len(ours)} in this spec"
+
+
+def finished(sweep: Sweep, trial: Trial) -> bool:
+    return (sweep.output_dir / trial.name / "summary.json").is_file()
+
+
+def pending(sweep: Sweep) -> list[Trial]:
+    return [trial for trial in sweep.trials if not finished(sweep, trial)]
+
+
+def train_command(sweep: Sweep, trial: Trial) -> list[str]:
+    """launch/train.py's arguments for `trial` (without the interpreter)."""
+    return ["--variant", sweep.variant, "--output-dir", str(sweep.output_dir / trial.name), "--resume", "auto",
+            *(["--smoke"] if sweep.smoke else []), *trial.overrides]
+
+
+def run_local(sweep: Sweep, notify=print) -> list[str]:
+    """Train the unfinished trials one after another here; the names of those that failed."""
+    failed = []
+    todo = pending(sweep)
+    for done, trial in enumerate(todo, 1):
+        notify(f"emodist-sweep: trial {trial.name} ({done} of {len(todo)} to run, {len(sweep.trials)} in the sweep)")
+        command = [sys.executable, str(ROOT / "launch" / "train.py"), *train_command(sweep, trial)]
+        result = subprocess.run(command, check=False)
+        if result.returncode == 130:  # Ctrl-C: stop the sweep too; the trial resumes on the next run
+            raise KeyboardInterrupt
+        if result.returncode != 0:
+            notify(f"emodist-sweep: trial {trial.name} failed (exit status {result.returncode}); going on")
+            failed.append(trial.name)
+    return failed
+
+
+def submit_slurm(sweep: Sweep, sbatch_args: list[str], wait: bool = False, submitted=print) -> str:
+    """Submit the unfinished trials as one job array of slurm/sweep.sbatch; its job id, also given to `submitted`
+    as soon as sbatch prints it. With `wait`, return when the array has ended (sbatch --wait; UsageError if any
+    task failed)."""
+    todo = pending(sweep)
+    indices = ",".join(str(t.index) for t in todo)
+    logs = sweep.output_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    command = ["sbatch", "--parsable", f"--array={indices}%{sweep.max_parallel}", f"--job-name=emodist-sweep-{sweep.name}",
+               f"--output={logs}/%x-%A_%a.out", *(["--wait"] if wait else []), *sbatch_args,
+               str(ROOT / "slurm" / "sweep.sbatch")]
+    env = {**os.environ, "EMODIST_SWEEP_DIR": str(sweep.output_dir.resolve()), "EMODIST_HOME": str(ROOT)}
+    if shutil.which("sbatch") is None:
+        raise UsageError("--slurm: sbatch is not on PATH: run this on a SLURM login node, or run the trials here with "
+                         "--local")
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    job_id = proc.stdout.readline().strip().split(";")[0]
+    if job_id:
+        submitted(job_id)
+    _, stderr = proc.communicate()
+    if not job_id or (proc.returncode and not wait):
+        raise UsageError(f"sbatch refused the sweep's array: {stderr.strip().splitlines()[-1] if stderr.strip() else 'no job id'}")
+    if wait and proc.returncode:
+        raise UsageError(f"job array {job_id}: a task failed (sbatch --wait exit status {proc.returncode}): see "
+                         f"{logs}; run the same command again to retry the unfinished trials")
+    return job_id
+

@@ -1,0 +1,213 @@
+"""A sweep's spec (YAML): which variant, which settings every trial shares, which ones vary and how, expanded
+into trials: one list of `key=value` overrides each, the same every time the same spec is expanded.
+
+    variant: minilm
+    name: minilm-losses                 # default: the spec file's name; output_dir default runs/sweeps/<name>
+    method: grid                        # grid (every combination) or random (`trials` draws, seeded by `seed`)
+    fixed: {data.data_dir: ../shared/data/goemotions, train.epochs: 3}
+    parameters:
+      train.loss: [bce, asl]            # grid and random: a list of values
+      optim.lr: {min: 2e-5, max: 2e-4, log: true}   # random only: a range (log: log-uniform)
+    metric: dev_tuned.f1_macro          # what launch/compare.py --rank-by ranks the trials by (a dev score)
+    max_parallel: 4                     # --slurm: array tasks running at once (sbatch --array=...%N)
+
+Every trial's config is loaded and validated (as launch/train.py would) before anything runs, so a bad key
+or value stops the whole sweep in one line that names the spec, the trial and the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from emodist import config
+from emodist.runtime.errors import UsageError
+
+KEYS = ("variant", "name", "output_dir", "method", "trials", "seed", "smoke", "fixed", "parameters", "metric",
+        "max_parallel")
+METHODS = ("grid", "random")
+DEFAULT_METRIC = "dev_tuned.f1_macro"
+
+
+@dataclass
+class Trial:
+    index: int
+    name: str
+    overrides: list[str]
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "name": self.name, "overrides": self.overrides}
+
+
+@dataclass
+class Sweep:
+    path: Path
+    variant: str
+    name: str
+    output_dir: Path
+    method: str = "grid"
+    smoke: bool = False
+    metric: str = DEFAULT_METRIC
+    max_parallel: int = 4
+    trials: list[Trial] = field(default_factory=list)
+
+
+def load(path: Path, output_dir: Path | None = None) -> Sweep:
+    """The sweep of the spec file `path`, its trials expanded and each trial's config validated; UsageError
+    (one line naming the file and the key) otherwise. `output_dir` overrides the spec's."""
+    raw = _read(path)
+    where = str(path)
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r}: a sweep spec has {', '.join(KEYS)}")
+    variant = raw.get("variant")
+    if not isinstance(variant, str) or not variant:
+        raise UsageError(f"{where}: variant: missing: name the variant every trial trains (launch/train.py --list-variants)")
+    name = str(raw.get("name") or path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UsageError(f"{where}: name: {name!r}: use letters, digits, '.', '_' and '-' (it names the sweep "
+                         "directory and the wandb group)")
+    method = raw.get("method", "grid")
+    if method not in METHODS:
+        raise UsageError(f"{where}: method: {method!r}: use grid or random")
+    sweep = Sweep(path=path, variant=variant, name=name, method=method,
+                  output_dir=Path(output_dir or raw.get("output_dir") or Path("runs") / "sweeps" / name),
+                  smoke=_bool(raw.get("smoke", False), where, "smoke"),
+                  metric=_metric(raw.get("metric", DEFAULT_METRIC), where),
+                  max_parallel=_count(raw.get("max_parallel", 4), where, "max_parallel"))
+    fixed = _mapping(raw.get("fixed") or {}, where, "fixed")
+    parameters = _mapping(raw.get("parameters"), where, "parameters")
+    if not parameters:
+        raise UsageError(f"{where}: parameters: empty: name at least one config key and its values")
+    if method == "grid":
+        values = [_grid_values(key, spec, where) for key, spec in parameters.items()]
+        drawn = [dict(zip(parameters, combo, strict=True)) for combo in itertools.product(*values)]
+    else:
+        drawn = _random(parameters, _count(raw.get("trials"), where, "trials"), raw.get("seed", 0), where)
+    fixed_overrides = [f"{key}={_text(value)}" for key, value in fixed.items()]
+    for index, chosen in enumerate(drawn):
+        overrides = [*fixed_overrides, *(f"{key}={_text(value)}" for key, value in chosen.items()),
+                     f"track.group={name}"]
+        sweep.trials.append(Trial(index, _trial_name(index, chosen), overrides))
+    for trial in sweep.trials:
+        _validate(sweep, trial)
+    return sweep
+
+
+def _read(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the sweep spec ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise UsageError(f"{path}{at}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: a sweep spec is a YAML mapping (variant:, parameters:, ...)")
+    return raw
+
+
+def _mapping(value, where: str, key: str) -> dict:
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: {key}: expected a mapping of config keys to values, e.g. {{optim.lr: [1e-5, 1e-4]}}")
+    return value
+
+
+def _bool(value, where: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"{where}: {key}: {value!r}: write true or false")
+    return value
+
+
+def _count(value, where: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{where}: {key}: {value!r}: expected a whole number >= 1")
+    return value
+
+
+def _metric(value, where: str) -> str:
+    if not isinstance(value, str) or not value.startswith(("dev.", "dev_tuned.")):
+        raise UsageError(f"{where}: metric: {value!r}: trials are selected on dev only: use dev.KEY or dev_tuned.KEY "
+                         f"(e.g. {DEFAULT_METRIC})")
+    return value
+
+
+def _grid_values(key: str, spec, where: str) -> list:
+    if not isinstance(spec, list) or not spec:
+        raise UsageError(f"{where}: parameters.{key}: a grid takes a non-empty list of values, e.g. [1e-5, 1e-4]"
+                         + (" (ranges {min, max} are for method: random)" if isinstance(spec, dict) else ""))
+    return spec
+
+
+def _random(parameters: dict, trials: int, seed, where: str) -> list[dict]:
+    """`trials` draws of every parameter, seeded: a list is drawn from, a {min, max[, log]} range sampled
+    (uniform, or log-uniform), rounded to 3 significant digits so that names and configs stay readable."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"{where}: seed: {seed!r}: expected a whole number")
+    for key, spec in parameters.items():
+        if isinstance(spec, dict):
+            low, high = spec.get("min"), spec.get("max")
+            if set(spec) - {"min", "max", "log"} or not all(_number(v) for v in (low, high)) or not low < high \
+                    or (spec.get("log") and low <= 0):
+                raise UsageError(f"{where}: parameters.{key}: a range is {{min: LOW, max: HIGH, log: true|false}} with "
+                                 "LOW < HIGH (and LOW > 0 for log)")
+        elif not isinstance(spec, list) or not spec:
+            raise UsageError(f"{where}: parameters.{key}: expected a list of values or a range {{min, max, log}}")
+    rng = random.Random(seed)
+    drawn = []
+    for _ in range(trials):
+        chosen = {}
+        for key, spec in parameters.items():
+            if isinstance(spec, list):
+                chosen[key] = rng.choice(spec)
+            elif spec.get("log"):
+                chosen[key] = _round(math.exp(rng.uniform(math.log(spec["min"]), math.log(spec["max"]))))
+            else:
+                chosen[key] = _round(rng.uniform(spec["min"], spec["max"]))
+        drawn.append(chosen)
+    return drawn
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.3g}")
+
+
+def _text(value) -> str:
+    """A spec value as a command-line override reads it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value)
+
+
+def _trial_name(index: int, chosen: dict) -> str:
+    """`003-loss=asl-lr=0.0001`: the index, then each varied key's last part and its value (safe characters)."""
+    parts = [f"{key.rsplit('.', 1)[-1]}={_text(value)}" for key, value in chosen.items()]
+    name = re.sub(r"[^A-Za-z0-9=._+-]", "_", "-".join([f"{index:03d}", *parts]))
+    return name[:100]
+
+
+def _validate(sweep: Sweep, trial: Trial) -> None:
+    """The trial's config loads as launch/train.py would load it; UsageError naming the spec and trial."""
+    if any(re.search(r"\s", override) for override in trial.overrides):
+        bad = next(o for o in trial.overrides if re.search(r"\s", o))
+        raise UsageError(f"{sweep.path}: {bad!r}: a value with spaces cannot travel to a SLURM job's command line; "
+                         "rename the path or value without spaces")
+    try:
+        config.load(sweep.variant, overrides=trial.overrides, smoke=sweep.smoke or None)
+    except UsageError as err:
+        raise UsageError(f"{sweep.path}: trial {trial.name}: {err}") from None

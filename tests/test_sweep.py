@@ -1,0 +1,131 @@
+"""Sweeps (launch/sweep.py): specs expanded into trials, bad specs refused in one line, a sweep directory that is
+never mixed up with another, a 2-trial smoke sweep run here (--local), skipped when run again, and ranked on dev
+by launch/compare.py. The same sweep as a SLURM job array is in tests/test_slurm.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, read_summary
+
+from emodist.runtime.errors import UsageError
+from emodist.sweep import runner, spec
+
+
+def write_spec(tmp_path: Path, name: str = "s", **content) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"variant": "minilm", "smoke": True, **content}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def sweep_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "launch" / "sweep.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_a_grid_is_every_combination_in_order_each_trial_in_the_sweep_s_group(tmp_path):
+    path = write_spec(tmp_path, "losses", fixed={"train.max_steps": 5},
+                      parameters={"train.loss": ["bce", "asl"], "optim.lr": [1e-4, 3e-4]})
+    loaded = spec.load(path)
+    assert loaded.output_dir == Path("runs/sweeps/losses") and loaded.metric == "dev_tuned.f1_macro"
+    assert [t.name for t in loaded.trials] == ["000-loss=bce-lr=0.0001", "001-loss=bce-lr=0.0003",
+                                               "002-loss=asl-lr=0.0001", "003-loss=asl-lr=0.0003"]
+    assert loaded.trials[2].overrides == ["train.max_steps=5", "train.loss=asl", "optim.lr=0.0001", "track.group=losses"]
+
+
+def test_random_draws_are_seeded_within_their_ranges(tmp_path):
+    parameters = {"optim.lr": {"min": 1e-5, "max": 1e-3, "log": True}, "train.asl_gamma_neg": {"min": 1, "max": 5},
+                  "train.loss": ["asl", "focal"]}
+    first = spec.load(write_spec(tmp_path, method="random", trials=12, seed=3, parameters=parameters))
+    again = spec.load(write_spec(tmp_path, method="random", trials=12, seed=3, parameters=parameters))
+    other = spec.load(write_spec(tmp_path, method="random", trials=12, seed=4, parameters=parameters))
+    assert [t.overrides for t in first.trials] == [t.overrides for t in again.trials]
+    assert [t.overrides for t in first.trials] != [t.overrides for t in other.trials]
+    values = [dict(o.split("=", 1) for o in t.overrides) for t in first.trials]
+    lrs = [float(v["optim.lr"]) for v in values]
+    assert all(1e-5 <= lr <= 1e-3 for lr in lrs) and min(lrs) < 1e-4 < max(lrs)  # log-uniform reaches both decades
+    assert all(1 <= float(v["train.asl_gamma_neg"]) <= 5 for v in values)
+    assert {v["train.loss"] for v in values} == {"asl", "focal"}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"parameters": {"optim.lr": [1e-4]}, "epochs": 3}, "unknown key 'epochs': a sweep spec has variant,"),
+    ({"parameters": {}}, "parameters: empty"),
+    ({"parameters": {"optim.lr": {"min": 1e-5, "max": 1e-3}}}, "a grid takes a non-empty list of values"),
+    ({"parameters": {"optim.lrr": [1e-4]}}, "trial 000-lrr=0.0001: override 'optim.lrr=0.0001': unknown key 'optim.lrr' (did you mean optim.lr?)"),
+    ({"parameters": {"train.asl_clip": [0.05, 1.5]}}, "trial 001-asl_clip=1.5: train.asl_clip: must be in [0, 1)"),
+    ({"parameters": {"optim.lr": [1e-4]}, "metric": "test_tuned.f1_macro"}, "trials are selected on dev only"),
+    ({"parameters": {"optim.lr": {"min": 1e-3, "max": 1e-5}}, "method": "random", "trials": 2},
+     "a range is {min: LOW, max: HIGH"),
+    ({"parameters": {"optim.lr": [1e-4]}, "method": "random"}, "trials: None: expected a whole number >= 1"),
+])
+def test_a_bad_spec_is_refused_in_one_line_naming_the_file_and_key(tmp_path, content, message):
+    path = write_spec(tmp_path, **content)
+    with pytest.raises(UsageError) as refused:
+        spec.load(path)
+    assert str(refused.value).startswith(str(path)) and message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_yaml_that_does_not_parse_names_its_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("variant: minilm\nparameters:\n  optim.lr: [1e-4\n", encoding="utf-8")
+    result = sweep_script(str(path), "--list")
+    assert result.returncode == 2 and result.stderr.strip().startswith(f"emodist: error: {path}:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_directory_of_another_sweep_or_of_anything_else_is_refused_untouched(tmp_path):
+    out = tmp_path / "sweep"
+    first = spec.load(write_spec(tmp_path, "a", parameters={"optim.lr": [1e-4, 3e-4]}), out)
+    runner.prepare(first)
+    manifest = (out / runner.MANIFEST).read_text()
+    runner.prepare(first)  # the same spec again: continues
+    changed = spec.load(write_spec(tmp_path, "a", parameters={"optim.lr": [1e-4, 5e-4]}), out)
+    with pytest.raises(UsageError, match="holds another sweep .*trial 001-lr=0.0003 there is 001-lr=0.0005"):
+        runner.prepare(changed)
+    assert (out / runner.MANIFEST).read_text() == manifest
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    (elsewhere / "notes.txt").write_text("keep me")
+    with pytest.raises(UsageError, match="holds no trials.json: it is not a sweep directory"):
+        runner.prepare(spec.load(write_spec(tmp_path, "b", parameters={"optim.lr": [1e-4]}), elsewhere))
+    assert [p.name for p in elsewhere.iterdir()] == ["notes.txt"]
+
+
+def test_a_local_sweep_trains_its_trials_skips_them_when_run_again_and_compare_ranks_them_on_dev(tmp_path):
+    out = tmp_path / "sweep"
+    path = write_spec(tmp_path, "local", fixed={"train.max_steps": 6, "track.plots": False, "track.wandb": "off"},
+                      parameters={"train.loss": ["bce", "asl"]})
+    result = sweep_script(str(path), "--local", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 trial(s)" in result.stdout and "2 to run" in result.stdout
+    summaries = {name: read_summary(out / name) for name in ("000-loss=bce", "001-loss=asl")}
+    for name, summary in summaries.items():
+        config = yaml.safe_load((out / name / "config.yaml").read_text())
+        assert config["train"]["loss"] == name.split("=")[1] and config["track"]["group"] == "local"
+        assert summary["train"]["steps"] == 6 and "dev_tuned" in summary
+    assert json.loads((out / "trials.json").read_text())["trials"][1]["name"] == "001-loss=asl"
+
+    again = sweep_script(str(path), "--local", "--output-dir", str(out))
+    assert again.returncode == 0 and "0 to run" in again.stdout and "every trial finished" in again.stdout
+
+    ranked = subprocess.run([sys.executable, str(ROOT / "launch" / "compare.py"), str(out), "--rank-by",
+                             "dev_tuned.f1_macro"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ranked.returncode == 0, ranked.stderr
+    order = sorted(summaries, key=lambda name: -summaries[name]["dev_tuned"]["f1_macro"])
+    lines = [line for line in ranked.stdout.splitlines() if "dev_tuned.f1_macro" in line]
+    assert [line.rsplit("/", 1)[-1] for line in lines] == order
+    winner = out / "comparison" / "winner-config.yaml"
+    assert winner.read_text() == (out / order[0] / "config.yaml").read_text()
+
+    peeking = subprocess.run([sys.executable, str(ROOT / "launch" / "compare.py"), str(out), "--rank-by",
+                              "test_tuned.f1_macro", "--output", str(tmp_path / "peek")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert peeking.returncode == 2 and "rank on a dev score" in peeking.stderr
+    assert not (tmp_path / "peek").exists()
