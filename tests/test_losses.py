@@ -74,7 +74,7 @@ def test_confident_logits_give_finite_losses_and_gradients(loss):
     value = losses.build(config.load("distilbert", overrides=[f"train.loss={loss}"]).train)(
         logits, torch.tensor([[1.0, 0.0, 0.0, 1.0]]))  # two right, two confidently wrong
     value.backward()
-    assert math.isfinite(float(value)) and float(value) > 1 and torch.isfinite(logits.grad).all()
+    assert math.isfinite(value.item()) and value.item() > 1 and torch.isfinite(logits.grad).all()
 
 
 @pytest.mark.parametrize(("override", "message"), [

@@ -5,13 +5,16 @@ by launch/compare.py. The same sweep as a SLURM job array is in tests/test_slurm
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, read_summary
+from conftest import ROOT, read_metrics, read_summary
 
 from emodist.runtime.errors import UsageError
 from emodist.sweep import runner, spec
@@ -21,6 +24,13 @@ def write_spec(tmp_path: Path, name: str = "s", **content) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"variant": "minilm", "smoke": True, **content}, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _records(run_dir: Path) -> list[dict]:
+    try:
+        return read_metrics(run_dir)
+    except (FileNotFoundError, ValueError):  # not written yet, or a line half written
+        return []
 
 
 def sweep_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -72,6 +82,14 @@ def test_a_bad_spec_is_refused_in_one_line_naming_the_file_and_key(tmp_path, con
     assert "\n" not in str(refused.value)
 
 
+def test_a_range_written_as_yaml_reads_1e_4_is_a_range_of_numbers(tmp_path):
+    path = tmp_path / "r.yaml"  # PyYAML reads 1e-5 (no dot) as a string
+    path.write_text("variant: minilm\nsmoke: true\nmethod: random\ntrials: 3\nparameters:\n"
+                    "  optim.lr: {min: 1e-5, max: 1e-3, log: true}\n", encoding="utf-8")
+    lrs = [float(t.overrides[0].split("=")[1]) for t in spec.load(path).trials]
+    assert len(lrs) == 3 and all(1e-5 <= lr <= 1e-3 for lr in lrs)
+
+
 def test_yaml_that_does_not_parse_names_its_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("variant: minilm\nparameters:\n  optim.lr: [1e-4\n", encoding="utf-8")
@@ -98,18 +116,36 @@ def test_a_directory_of_another_sweep_or_of_anything_else_is_refused_untouched(t
     assert [p.name for p in elsewhere.iterdir()] == ["notes.txt"]
 
 
-def test_a_local_sweep_trains_its_trials_skips_them_when_run_again_and_compare_ranks_them_on_dev(tmp_path):
+def test_a_local_sweep_stopped_by_ctrl_c_keeps_its_trial_resumes_it_skips_finished_ones_and_ranks_on_dev(tmp_path):
     out = tmp_path / "sweep"
-    path = write_spec(tmp_path, "local", fixed={"train.max_steps": 6, "track.plots": False, "track.wandb": "off"},
+    path = write_spec(tmp_path, "local", fixed={"train.max_steps": 40, "train.log_every_steps": 1, "track.plots": False,
+                                                "track.wandb": "off"},
                       parameters={"train.loss": ["bce", "asl"]})
+    # Ctrl-C in a terminal reaches the whole process group: the sweep and its running trial
+    first = subprocess.Popen([sys.executable, str(ROOT / "launch" / "sweep.py"), str(path), "--local", "--output-dir",
+                              str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any(r.get("step", 0) >= 3 for r in _records(out / "000-loss=bce")):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGINT)
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 130, stderr[-3000:]
+    assert "run the same command again to continue" in stderr
+    stopped = sorted((out / "000-loss=bce" / "checkpoints").glob("step-*"))
+    assert stopped and json.loads((stopped[-1] / "state.json").read_text())["stopped_by"]  # saved, not killed
+    assert not (out / "001-loss=asl").exists()  # the sweep stopped with its trial
+
     result = sweep_script(str(path), "--local", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 trial(s)" in result.stdout and "2 to run" in result.stdout
     summaries = {name: read_summary(out / name) for name in ("000-loss=bce", "001-loss=asl")}
+    assert summaries["000-loss=bce"]["perf"]["sessions"] == 2  # resumed, not started again
     for name, summary in summaries.items():
         config = yaml.safe_load((out / name / "config.yaml").read_text())
         assert config["train"]["loss"] == name.split("=")[1] and config["track"]["group"] == "local"
-        assert summary["train"]["steps"] == 6 and "dev_tuned" in summary
+        assert summary["train"]["steps"] == 40 and "dev_tuned" in summary
     assert json.loads((out / "trials.json").read_text())["trials"][1]["name"] == "001-loss=asl"
 
     again = sweep_script(str(path), "--local", "--output-dir", str(out))

@@ -23,10 +23,12 @@ import sys
 from pathlib import Path
 
 from emodist.runtime import files
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, UsageError
 from emodist.sweep.spec import Sweep, Trial
 
 MANIFEST = "trials.json"
+STOPPED = (EXIT_PREEMPTED, EXIT_INTERRUPTED)
+"""launch/train.py's exit statuses for a run stopped by a signal (checkpoint saved) or by Ctrl-C while loading."""
 ROOT = Path(__file__).resolve().parents[2]
 """The repository: launch/train.py and slurm/sweep.sbatch are found from here."""
 
@@ -85,14 +87,24 @@ def run_local(sweep: Sweep, notify=print) -> list[str]:
     todo = pending(sweep)
     for done, trial in enumerate(todo, 1):
         notify(f"emodist-sweep: trial {trial.name} ({done} of {len(todo)} to run, {len(sweep.trials)} in the sweep)")
-        command = [sys.executable, str(ROOT / "launch" / "train.py"), *train_command(sweep, trial)]
-        result = subprocess.run(command, check=False)
-        if result.returncode == 130:  # Ctrl-C: stop the sweep too; the trial resumes on the next run
+        returncode = _train(sweep, trial)
+        if returncode in STOPPED:  # Ctrl-C or a stop signal: the sweep stops too; the trial resumes on the next run
             raise KeyboardInterrupt
-        if result.returncode != 0:
-            notify(f"emodist-sweep: trial {trial.name} failed (exit status {result.returncode}); going on")
+        if returncode != 0:
+            notify(f"emodist-sweep: trial {trial.name} failed (exit status {returncode}); going on")
             failed.append(trial.name)
     return failed
+
+
+def _train(sweep: Sweep, trial: Trial) -> int:
+    """Run launch/train.py for `trial`; its exit status. A Ctrl-C reaches the trial too (one process group): it
+    saves a checkpoint and stops, and that is waited for (subprocess.run would kill it part way)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "train.py"), *train_command(sweep, trial)])
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+        raise
 
 
 def submit_slurm(sweep: Sweep, sbatch_args: list[str], wait: bool = False, submitted=print) -> str:

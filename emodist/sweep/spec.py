@@ -153,6 +153,7 @@ def _random(parameters: dict, trials: int, seed, where: str) -> list[dict]:
         raise UsageError(f"{where}: seed: {seed!r}: expected a whole number")
     for key, spec in parameters.items():
         if isinstance(spec, dict):
+            spec.update({bound: _as_number(spec[bound]) for bound in ("min", "max") if bound in spec})
             low, high = spec.get("min"), spec.get("max")
             if set(spec) - {"min", "max", "log"} or not all(_number(v) for v in (low, high)) or not low < high \
                     or (spec.get("log") and low <= 0):
@@ -173,6 +174,14 @@ def _random(parameters: dict, trials: int, seed, where: str) -> list[dict]:
                 chosen[key] = _round(rng.uniform(spec["min"], spec["max"]))
         drawn.append(chosen)
     return drawn
+
+
+def _as_number(value):
+    """YAML reads 1e-4 (no dot) as a string: a range's bounds are numbers all the same."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 def _number(value) -> bool:
