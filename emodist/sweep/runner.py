@@ -52,8 +52,8 @@ def prepare(sweep: Sweep) -> None:
         raise UsageError(f"{directory} exists and holds no {MANIFEST}: it is not a sweep directory; nothing was "
                          "changed: give the sweep a new name or --output-dir")
     directory.mkdir(parents=True, exist_ok=True)
+    files.write_json(manifest, expected)  # first: a directory with it is this sweep's, whatever happens next
     shutil.copyfile(sweep.path, directory / "sweep.yaml")
-    files.write_json(manifest, expected)
 
 
 def _difference(there: dict, expected: dict) -> str:
@@ -111,17 +111,17 @@ def submit_slurm(sweep: Sweep, sbatch_args: list[str], wait: bool = False, submi
     """Submit the unfinished trials as one job array of slurm/sweep.sbatch; its job id, also given to `submitted`
     as soon as sbatch prints it. With `wait`, return when the array has ended (sbatch --wait; UsageError if any
     task failed)."""
+    if shutil.which("sbatch") is None:
+        raise UsageError("--slurm: sbatch is not on PATH: run this on a SLURM login node, or run the trials here with "
+                         "--local")
     todo = pending(sweep)
     indices = ",".join(str(t.index) for t in todo)
     logs = sweep.output_dir / "logs"
     logs.mkdir(exist_ok=True)
     command = ["sbatch", "--parsable", f"--array={indices}%{sweep.max_parallel}", f"--job-name=emodist-sweep-{sweep.name}",
-               f"--output={logs}/%x-%A_%a.out", *(["--wait"] if wait else []), *sbatch_args,
+               f"--output={logs.resolve()}/%x-%A_%a.out", *(["--wait"] if wait else []), *sbatch_args,
                str(ROOT / "slurm" / "sweep.sbatch")]
     env = {**os.environ, "EMODIST_SWEEP_DIR": str(sweep.output_dir.resolve()), "EMODIST_HOME": str(ROOT)}
-    if shutil.which("sbatch") is None:
-        raise UsageError("--slurm: sbatch is not on PATH: run this on a SLURM login node, or run the trials here with "
-                         "--local")
     proc = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     job_id = proc.stdout.readline().strip().split(";")[0]
     if job_id:
