@@ -11,7 +11,8 @@ beside the runs, i.e. in their common parent directory, or inside the one direct
 a wandb group, runs/wandb-<group>/comparison, beside the runs' downloaded summary.json and
 metrics.jsonl). Runs trained on another data set or label set are refused, not mixed. With --rank-by, the
 runs are also ranked by a dev score (launch/sweep.py's trials, say), best first, and the winner's config.yaml
-is copied to winner-config.yaml in --output: `launch/train.py --config` trains it again.
+is copied to winner-config.yaml in --output: `launch/train.py --config winner-config.yaml --output-dir NEW`
+trains it again.
 Exit codes: 0 written, 2 refused (one line says why).
 """
 
