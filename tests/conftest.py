@@ -342,6 +342,14 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def metrics_so_far(run_dir: Path) -> list[dict]:
+    """The records of a run still training: none before metrics.jsonl exists or while a line is half written."""
+    try:
+        return read_metrics(run_dir)
+    except (FileNotFoundError, ValueError):
+        return []
+
+
 def rescore_dev(run_dir: Path) -> tuple[dict, object]:
     """(dev metrics with the BCE `loss`, the model) of the run's exported `model/` at threshold 0.5."""
     return rescore(run_dir, "dev")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, read_metrics, read_summary, wandb_files, wandb_run
+from conftest import ROOT, metrics_so_far, read_metrics, read_summary, wandb_files, wandb_run
 
 SLURM_DIR = ROOT / "slurm"
 SCRIPTS = sorted([*SLURM_DIR.glob("*.sh"), *SLURM_DIR.glob("*.sbatch")])
@@ -158,18 +158,11 @@ class SweepJob(Job):
 def signal_once_training_runs(job: Job, at_step: int = 5) -> None:
     """What `#SBATCH --signal=B:USR1@300` does before the time limit, sent once training is under way."""
     deadline = time.monotonic() + 600
-    while not any(r.get("step", 0) >= at_step for r in _metrics(job.run_dir)):
+    while not any(r.get("step", 0) >= at_step for r in metrics_so_far(job.run_dir)):
         if job.proc.poll() is not None or time.monotonic() > deadline:
             return  # the test reports it: no "received SIGUSR1" in the log
         time.sleep(0.2)
     subprocess.run(["scancel", "--signal=USR1", "--batch", job.id], check=True)
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    try:
-        return read_metrics(run_dir)
-    except (FileNotFoundError, ValueError):  # not written yet, or a line half written
-        return []
 
 
 def submit_jobs(root: Path) -> dict[str, Job]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, read_metrics, read_summary
+from conftest import ROOT, metrics_so_far, read_summary
 
 from emodist.runtime.errors import UsageError
 from emodist.sweep import runner, spec
@@ -24,13 +24,6 @@ def write_spec(tmp_path: Path, name: str = "s", **content) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"variant": "minilm", "smoke": True, **content}, sort_keys=False), encoding="utf-8")
     return path
-
-
-def _records(run_dir: Path) -> list[dict]:
-    try:
-        return read_metrics(run_dir)
-    except (FileNotFoundError, ValueError):  # not written yet, or a line half written
-        return []
 
 
 def sweep_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -126,7 +119,7 @@ def test_a_local_sweep_stopped_by_ctrl_c_keeps_its_trial_resumes_it_skips_finish
                               str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     deadline = time.monotonic() + 300
-    while not any(r.get("step", 0) >= 3 for r in _records(out / "000-loss=bce")):
+    while not any(r.get("step", 0) >= 3 for r in metrics_so_far(out / "000-loss=bce")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.1)
     os.killpg(first.pid, signal.SIGINT)

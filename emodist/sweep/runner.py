@@ -15,6 +15,7 @@ is refused: nothing in it is touched.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ def prepare(sweep: Sweep) -> None:
     UsageError naming the first trial that differs (nothing written) otherwise."""
     directory, manifest = sweep.output_dir, sweep.output_dir / MANIFEST
     expected = {"name": sweep.name, "variant": sweep.variant, "smoke": sweep.smoke,
-                "trials": [t.to_dict() for t in sweep.trials]}
+                "trials": [dataclasses.asdict(t) for t in sweep.trials]}
     if manifest.is_file():
         try:
             there = json.loads(manifest.read_text(encoding="utf-8"))

@@ -41,9 +41,6 @@ class Trial:
     name: str
     overrides: list[str]
 
-    def to_dict(self) -> dict:
-        return {"index": self.index, "name": self.name, "overrides": self.overrides}
-
 
 @dataclass
 class Sweep:
@@ -51,7 +48,6 @@ class Sweep:
     variant: str
     name: str
     output_dir: Path
-    method: str = "grid"
     smoke: bool = False
     metric: str = DEFAULT_METRIC
     max_parallel: int = 4
@@ -76,7 +72,7 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
     method = raw.get("method", "grid")
     if method not in METHODS:
         raise UsageError(f"{where}: method: {method!r}: use grid or random")
-    sweep = Sweep(path=path, variant=variant, name=name, method=method,
+    sweep = Sweep(path=path, variant=variant, name=name,
                   output_dir=Path(output_dir or raw.get("output_dir") or Path("runs") / "sweeps" / name),
                   smoke=_bool(raw.get("smoke", False), where, "smoke"),
                   metric=_metric(raw.get("metric", DEFAULT_METRIC), where),
@@ -212,8 +208,8 @@ def _trial_name(index: int, chosen: dict) -> str:
 
 def _validate(sweep: Sweep, trial: Trial) -> None:
     """The trial's config loads as launch/train.py would load it; UsageError naming the spec and trial."""
-    if any(re.search(r"\s", override) for override in trial.overrides):
-        bad = next(o for o in trial.overrides if re.search(r"\s", o))
+    bad = next((override for override in trial.overrides if re.search(r"\s", override)), None)
+    if bad is not None:
         raise UsageError(f"{sweep.path}: {bad!r}: a value with spaces cannot travel to a SLURM job's command line; "
                          "rename the path or value without spaces")
     try:
