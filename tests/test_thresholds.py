@@ -167,8 +167,8 @@ def test_a_learned_label_by_hand():
     targets = np.array([[1], [1], [1], [1], [0], [0], [0], [0], [0], [0]], dtype=np.float32)
     probabilities = np.array([[0.9], [0.8], [0.6], [0.3], [0.7], [0.5], [0.4], [0.2], [0.1], [0.05]])
     tuned = thresholds.tune(targets, probabilities, ["joy"])
-    assert tuned == {"global": 0.51, "per_label": {"joy": 0.51}, "objective": "f1_macro", "grid": [0.02, 0.98, 0.01],
-                     "tuned_on": "dev", "unlearned": [], "no_dev_positives": []}
+    assert tuned == {"global": 0.51, "per_label": {"joy": 0.51}, "objective": "f1_macro", "bootstrap": 0,
+                     "grid": [0.02, 0.98, 0.01], "tuned_on": "dev", "unlearned": [], "no_dev_positives": []}
 
 
 def test_the_file_and_its_checks(tmp_path):
@@ -264,3 +264,60 @@ def test_an_unknown_objective_is_refused():
 
     with pytest.raises(UsageError, match="train.threshold_objective"):
         config.load("distilbert", overrides=["train.threshold_objective=accuracy"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bootstrap (train.threshold_bootstrap)
+
+SIMULATED = [f"l{i}" for i in range(6)]
+PREVALENCE = np.array([0.3, 0.1, 0.05, 0.03, 0.02, 0.01])
+
+
+def simulated(rng: np.random.Generator, texts: int) -> tuple[np.ndarray, np.ndarray]:
+    """A model's scores with a known law: positives ~ Beta(3, 4), negatives ~ Beta(1, 8), labels from common to
+    1 in 100 texts."""
+    targets = (rng.random((texts, 6)) < PREVALENCE).astype(np.float32)
+    return targets, np.where(targets > 0, rng.beta(3, 4, (texts, 6)), rng.beta(1, 8, (texts, 6)))
+
+
+def test_bootstrapped_thresholds_carry_better_to_unseen_texts():
+    """Tuned on 12 small dev sets (300 texts: 3-9 positives for the rare labels) and scored on 40,000 texts of
+    the same law, the mean of 30 resamples' thresholds beats the single best ones on macro-F1 on average
+    (measured gain 0.0066; the argmax of a rare label's flat, jumpy F1 curve follows its few texts)."""
+    unseen_targets, unseen = simulated(np.random.default_rng(999), 40_000)
+    gains = []
+    for draw in range(12):
+        targets, probabilities = simulated(np.random.default_rng(draw), 300)
+        scores = []
+        for bootstrap in (0, 30):
+            tuned = thresholds.tune(targets, probabilities, SIMULATED, bootstrap=bootstrap, seed=draw)
+            assert tuned["bootstrap"] == bootstrap
+            cut = thresholds.for_labels(tuned, SIMULATED)
+            scores.append(f1_score(unseen_targets, unseen >= cut, average="macro", zero_division=0))
+        gains.append(scores[1] - scores[0])
+    assert np.mean(gains) > 0.004 and sum(g > 0 for g in gains) >= 8, np.round(gains, 4)
+
+
+@pytest.mark.parametrize("objective", thresholds.OBJECTIVES)
+def test_bootstrapped_thresholds_are_seeded_and_keep_the_rest_of_the_file(dev, objective):
+    targets, probabilities = dev
+    plain = thresholds.tune(targets, probabilities, LABELS, objective)
+    tuned = thresholds.tune(targets, probabilities, LABELS, objective, bootstrap=8, seed=3)
+    assert tuned == thresholds.tune(targets, probabilities, LABELS, objective, bootstrap=8, seed=3)
+    assert tuned["per_label"] != thresholds.tune(targets, probabilities, LABELS, objective, bootstrap=8,
+                                                 seed=4)["per_label"]
+    assert tuned["per_label"] != plain["per_label"]
+    if objective == "f1_macro":  # no positives in any resample: every draw keeps 0.5 (the others raise it)
+        assert tuned["per_label"]["never"] == 0.5
+    assert all(thresholds.GRID[0] <= t <= thresholds.GRID[-1] for t in tuned["per_label"].values())
+    # what describes dev itself (the global threshold, unlearned labels) is read from all of dev, as without
+    assert {k: v for k, v in tuned.items() if k not in ("per_label", "bootstrap")} == \
+        {k: v for k, v in plain.items() if k not in ("per_label", "bootstrap")}
+
+
+def test_a_negative_bootstrap_is_refused_naming_the_key():
+    from emodist import config
+
+    with pytest.raises(UsageError, match=r"train.threshold_bootstrap: must be >= 0 \(0: thresholds tuned on dev"):
+        config.load("distilbert", overrides=["train.threshold_bootstrap=-1"])
+    assert config.load("distilbert").train.threshold_bootstrap == 30

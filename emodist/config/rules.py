@@ -106,6 +106,7 @@ def _train_checks(t) -> list[tuple[str, bool, str]]:
         ("train.asl_gamma_pos", t.asl_gamma_pos < 0, "must be >= 0"),
         ("train.asl_gamma_neg", t.asl_gamma_neg < 0, "must be >= 0"),
         ("train.asl_clip", not 0 <= t.asl_clip < 1, "must be in [0, 1) (0: no margin)"),
+        ("train.threshold_bootstrap", t.threshold_bootstrap < 0, "must be >= 0 (0: thresholds tuned on dev itself)"),
         ("train.global_batch_size", t.micro_batch_size >= 1 and t.global_batch_size % t.micro_batch_size != 0,
          f"must be a multiple of train.micro_batch_size={t.micro_batch_size}"),
         ("train.global_batch_size", t.global_batch_size < 1, "must be >= 1"),

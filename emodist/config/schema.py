@@ -148,6 +148,11 @@ class TrainConfig:
     """What the per-label decision thresholds tuned on dev at the end maximise (emodist/scoring/thresholds.py):
     `f1_macro` (each label's own F1), `f1_micro` (F1 over all decisions) or `jaccard_samples` (each text's
     predicted set against its true set). summary.json shows all three at the chosen thresholds."""
+    threshold_bootstrap: int = 30
+    """Each per-label threshold is the mean of the thresholds tuned on this many resamples of the dev texts
+    (0: the one tuned on dev itself). A rare label's best dev threshold rests on a handful of texts; the
+    average moves less with them and carried better to unseen texts in every measurement so far
+    (bench/RESULTS.md)."""
     mixed_precision: Precision = "auto"
     """Autocast precision of the forward pass (accelerate `mixed_precision`). `auto`: the base's own
     precision for a bfloat16/float16 base; otherwise bf16 where the hardware computes it natively
