@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 from conftest import error_lines, read_summary
 from test_export import run_script
@@ -50,6 +51,11 @@ def test_a_float32_export_scores_as_the_torch_model_and_says_so(onnx_exports, va
     assert measured["max_abs_diff"] <= 1e-4 and measured["label_agreement"] == 1.0
     assert json.loads((out / "config.json").read_text())["id2label"]["0"] == summary["labels"][0]
     assert (out / "model.onnx").is_file() and (out / "thresholds.json").is_file()
+    graph = onnx.load(out / "model.onnx", load_external_data=False).graph
+    layers = json.loads((out / "config.json").read_text())
+    layers = layers.get("n_layers") or layers["num_hidden_layers"]
+    # an encoder's attention is one ONNX Attention op per layer (onnx_export.OPSETS); a decoder's is spelled out
+    assert sum(node.op_type == "Attention" for node in graph.node) == (layers if variant == "distilbert" else 0)
     card = (out / "README.md").read_text()
     assert "## ONNX export (float32)" in card and "launch/predict.py" in card and "pipeline(" not in card
     assert f"{measured['f1_macro']['onnx']:.4f}" in card

@@ -48,6 +48,14 @@ INT8 = {"per_channel": True, "op_types_to_quantize": ["MatMul"]}
 each weight per output channel. Measured on a 1-epoch minilm GoEmotions run, test split, against the
 float32 export: the same labels for 93.3% of the texts and macro-F1 0.0013 apart, where ONNX Runtime's
 defaults (per-tensor, every quantizable op) gave 84.7%; at the same speed (bench/RESULTS.md)."""
+OPSETS = {"bert": 23, "distilbert": 23}
+"""The ONNX opset an encoder's graph is written in. From 23, ONNX has an `Attention` op, and torch's exporter
+writes each layer's scaled-dot-product attention as one (ONNX Runtime >= 1.23 runs it on CPUs) instead of the
+MatMul, mask, Softmax and MatMul nodes the exporter's default opset spells it out in. Measured on the minilm run
+of bench/RESULTS.md: the same probabilities within 2e-6 of the torch model, and int8 faster than the
+default opset's graph (bench/predict_throughput.py). Decoders (gemma, mistral) keep the exporter's default: at
+23 their rotary embeddings become ONNX's `RotaryEmbedding` op too, which ONNX Runtime 1.32 refuses to run for
+these graphs (its cos/sin caches' shape)."""
 SAMPLE_TEXTS = ["what a day", "I can't believe it worked, thank you all so much!"]
 """Two texts of different lengths: the traced batch has padding, so the graph's mask handling is traced too."""
 
@@ -124,9 +132,10 @@ def write(model, tokenizer, directory: Path, quantize: str | None = None, what: 
     inputs = dict(tokenizer(SAMPLE_TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False))
     quantizer = OnnxRuntimeQuantizer(OnnxRuntimeDynamicConfig(**INT8)) if quantize == "int8" else None
     dynamic = {name: {0: Dim.DYNAMIC, 1: Dim.DYNAMIC} for name in inputs}  # batch size and length vary
+    settings = OnnxConfig(dynamic_shapes=dynamic, quantizer=quantizer, opset_version=OPSETS.get(model.config.model_type))
     try:
         with _quiet_exporter():
-            exported = OnnxExporter().export(model, inputs, OnnxConfig(dynamic_shapes=dynamic, quantizer=quantizer))
+            exported = OnnxExporter().export(model, inputs, settings)
     except Exception as err:  # noqa: BLE001 - torch.export and torch.onnx raise many kinds
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise UsageError(f"{what}: transformers' ONNX exporter cannot export {type(model).__name__} "
