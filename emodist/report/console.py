@@ -142,7 +142,7 @@ class Console:
             per_label.add_column(column, justify="left" if column == "label" else "right")
         for name, label in sorted(summary[split]["per_label"].items(), key=lambda item: -item[1]["f1"]):
             per_label.add_row(name, f"{label['f1']:.4f}", f"{label['precision']:.4f}", f"{label['recall']:.4f}",
-                              str(label["support"]), *((f"{cut[name]:.2f}",) if cut else ()))
+                              str(label["support"]), *((f"{cut[name]:.4g}",) if cut else ()))
         self.print(per_label)
 
         perf = summary["perf"]

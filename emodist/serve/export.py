@@ -127,7 +127,7 @@ def model_card(summary: dict, cfg, name: str, use: str | None = None) -> str:
     meta = _card_metadata(summary, name)
     test, tuned, dataset = summary["test"], summary["test_tuned"], summary["dataset"]
     thresholds = summary["thresholds"]["per_label"]
-    rows = "\n".join(f"| {label} | {thresholds[label]:.2f} | {summary['test_tuned']['per_label'][label]['f1']:.4f} |"
+    rows = "\n".join(f"| {label} | {thresholds[label]:.4g} | {summary['test_tuned']['per_label'][label]['f1']:.4f} |"
                      for label in summary["labels"])
     method = _method(summary)
     t, o = cfg.train, cfg.optim
