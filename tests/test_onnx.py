@@ -52,8 +52,8 @@ def test_a_float32_export_scores_as_the_torch_model_and_says_so(onnx_exports, va
     assert json.loads((out / "config.json").read_text())["id2label"]["0"] == summary["labels"][0]
     assert (out / "model.onnx").is_file() and (out / "thresholds.json").is_file()
     graph = onnx.load(out / "model.onnx", load_external_data=False).graph
-    layers = json.loads((out / "config.json").read_text())
-    layers = layers.get("n_layers") or layers["num_hidden_layers"]
+    config = json.loads((out / "config.json").read_text())
+    layers = config.get("n_layers") or config["num_hidden_layers"]
     # an encoder's attention is one ONNX Attention op per layer (onnx_export.OPSETS); a decoder's is spelled out
     assert sum(node.op_type == "Attention" for node in graph.node) == (layers if variant == "distilbert" else 0)
     card = (out / "README.md").read_text()
