@@ -34,6 +34,10 @@ def onnx_exports(smoke_runs, tmp_path_factory):
     return get
 
 
+def attributes(node) -> dict:
+    return {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in node.attribute}
+
+
 def scores_of(result) -> np.ndarray:
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -54,8 +58,14 @@ def test_a_float32_export_scores_as_the_torch_model_and_says_so(onnx_exports, va
     graph = onnx.load(out / "model.onnx", load_external_data=False).graph
     config = json.loads((out / "config.json").read_text())
     layers = config.get("n_layers") or config["num_hidden_layers"]
-    # an encoder's attention is one ONNX Attention op per layer (onnx_export.OPSETS); a decoder's is spelled out
-    assert sum(node.op_type == "Attention" for node in graph.node) == (layers if variant == "distilbert" else 0)
+    # an encoder's attention is one ONNX Attention op per layer (onnx_export.OPSETS), on (batch, length, hidden)
+    # tensors (onnx_graph.attention_3d: no Transpose left in the graph); a decoder's is spelled out
+    attention = [node for node in graph.node if node.op_type == "Attention"]
+    assert len(attention) == (layers if variant == "distilbert" else 0)
+    heads = config.get("n_heads") or config.get("num_attention_heads")
+    assert all({"q_num_heads": heads, "kv_num_heads": heads}.items() <= attributes(node).items() for node in attention)
+    if attention:
+        assert not [node for node in graph.node if node.op_type in ("Transpose", "Where")]
     card = (out / "README.md").read_text()
     assert "## ONNX export (float32)" in card and "launch/predict.py" in card and "pipeline(" not in card
     assert f"{measured['f1_macro']['onnx']:.4f}" in card

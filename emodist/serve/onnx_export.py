@@ -32,6 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from emodist.runtime.errors import UsageError
+from emodist.serve import onnx_graph
 
 MANIFEST = "export.json"
 """The file transformers' exporters write beside their graphs: which file holds which component."""
@@ -55,7 +56,8 @@ MatMul, mask, Softmax and MatMul nodes the exporter's default opset spells it ou
 of bench/RESULTS.md: the same probabilities within 2e-6 of the torch model, and int8 faster than the
 default opset's graph (bench/predict_throughput.py). Decoders (gemma, mistral) keep the exporter's default: at
 23 their rotary embeddings become ONNX's `RotaryEmbedding` op too, which ONNX Runtime 1.32 refuses to run for
-these graphs (its cos/sin caches' shape)."""
+these graphs (its cos/sin caches' shape). An encoder's graph is then rewritten to run those ops on (batch, length,
+hidden) tensors, without the Transposes and Reshapes around them (emodist.serve.onnx_graph.attention_3d)."""
 SAMPLE_TEXTS = ["what a day", "I can't believe it worked, thank you all so much!"]
 """Two texts of different lengths: the traced batch has padding, so the graph's mask handling is traced too."""
 
@@ -143,6 +145,14 @@ def write(model, tokenizer, directory: Path, quantize: str | None = None, what: 
                          "--onnx) instead") from None
     exported.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    if settings.opset_version is not None:  # an encoder: its attention is ONNX Attention ops
+        onnx_graph.attention_3d(graph_file(directory), model.config.num_attention_heads)
+
+
+def graph_file(directory: Path) -> Path:
+    """The ONNX graph of the export in `directory`, as its export.json names it."""
+    manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
+    return Path(directory) / manifest["components"]["model"]["file"]
 
 
 @contextlib.contextmanager
