@@ -80,6 +80,16 @@ def test_predict_serves_an_onnx_export_as_it_serves_the_torch_model(onnx_exports
     assert labels == torch_labels
 
 
+def test_on_cpus_an_export_is_served_as_measured_fastest(onnx_exports):
+    """Without ONNX Runtime's SkipLayerNormalization fusion (onnx_export.CPU_SESSION_CONFIG): the served session
+    must carry the setting, which parity.json was measured under too."""
+    _, out, _ = onnx_exports("distilbert")
+    runner = next(iter(onnx_export.OnnxModel.load(out).exported.runners.values()))
+    options = runner.session.get_session_options()
+    for key, value in onnx_export.CPU_SESSION_CONFIG.items():
+        assert options.get_session_config_entry(key) == value
+
+
 def test_an_int8_export_records_its_drift_and_is_served(onnx_exports):
     run_dir, out, result = onnx_exports("distilbert", "--quantize", "int8", "--accept-drift")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -58,6 +58,11 @@ default opset's graph (bench/predict_throughput.py). Decoders (gemma, mistral) k
 23 their rotary embeddings become ONNX's `RotaryEmbedding` op too, which ONNX Runtime 1.32 refuses to run for
 these graphs (its cos/sin caches' shape). An encoder's graph is then rewritten to run those ops on (batch, length,
 hidden) tensors, without the Transposes and Reshapes around them (emodist.serve.onnx_graph.attention_3d)."""
+CPU_SESSION_CONFIG = {"optimization.disable_specified_optimizers": "SkipLayerNormFusion"}
+"""How ONNX Runtime runs an export on CPUs. Its SkipLayerNormalization fusion (each residual Add and the
+LayerNormalization after it as one kernel) made minilm's graphs slower on the AVX-512 EPYC of bench/RESULTS.md,
+ONNX Runtime 1.32: without it, int8 ran 1.24x the examples/s on 2 threads (1.26x on 1) and float32 1.06x, with
+float32 probabilities still within 1.2e-6 of the fused graph's. Parity (parity.json) is measured as served."""
 SAMPLE_TEXTS = ["what a day", "I can't believe it worked, thank you all so much!"]
 """Two texts of different lengths: the traced batch has padding, so the graph's mask handling is traced too."""
 
@@ -282,10 +287,18 @@ class OnnxModel:
 
     @classmethod
     def load(cls, directory: Path, device="cpu") -> OnnxModel:
+        import onnxruntime
+        import torch
         from transformers import AutoConfig
         from transformers.exporters import ExportedModel
 
-        return cls(ExportedModel.from_pretrained(str(directory), device=device), AutoConfig.from_pretrained(directory))
+        options = {}
+        if torch.device(device).type == "cpu":
+            options["session_options"] = onnxruntime.SessionOptions()
+            for key, value in CPU_SESSION_CONFIG.items():
+                options["session_options"].add_session_config_entry(key, value)
+        exported = ExportedModel.from_pretrained(str(directory), device=device, **options)
+        return cls(exported, AutoConfig.from_pretrained(directory))
 
     @property
     def device(self):
