@@ -182,8 +182,11 @@ class _Graph:
         """Apply the edits: each replaced node's new nodes where it was (the order stays topological), the
         dropped nodes out (and those only they read from), and the recorded shapes of the values whose shape
         changed forgotten (ONNX Runtime infers them again)."""
-        nodes = [new for node in self.graph.node
-                 for new in (node, *self.replaced.get(node.output[0], [])) if new is not node or new.output[0] not in self.dropped]
+        nodes = []
+        for node in self.graph.node:
+            if node.output[0] not in self.dropped:
+                nodes.append(node)
+            nodes.extend(self.replaced.get(node.output[0], []))
         nodes = _live(nodes, self.outputs)
         del self.graph.node[:]
         self.graph.node.extend(nodes)
