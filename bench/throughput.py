@@ -84,7 +84,8 @@ def run_emodist(data_dir: Path, settings: list[str], work: Path, side: str = "em
     cfg = variant_config(data_dir, settings)
     emotions = data.load(cfg.data, seed=cfg.train.seed)
     dev = emotions.splits["dev"]
-    probabilities = Classifier.load(run_dir / "model", max_length=cfg.data.max_length).probabilities(dev.texts)
+    served = Classifier.load(run_dir / "model", max_length=cfg.data.max_length, precision="fp32")  # as the Trainer's
+    probabilities = served.probabilities(dev.texts)
     return {"examples_per_s": perf["train_samples_per_s"], "tokens_per_s": perf["train_tokens_per_s"],
             "train_seconds": perf["train_seconds"], "peak_rss_mib": rss_mib,
             **dev_scores(dev.targets, probabilities, emotions.labels)}

@@ -83,10 +83,12 @@ def test_profile_step_profiles_a_smoke_run_and_groups_its_operators(tmp_path):
 
 
 def test_predict_throughput_runs_the_ladder_and_checks_every_side_against_torch(tmp_path):
-    """Every rung (pipeline, torch, ONNX float32, ONNX int8) labels the texts; the ONNX lines come first,
-    each against torch, and the pipeline's line last; the float32 export gives torch's probabilities. The
-    texts: the synthetic data set's, in GoEmotions' layout (the bench reads the first of test, then dev)."""
+    """Every rung (pipeline, torch, torch under bf16 autocast on a CPU that computes in bf16, ONNX float32,
+    ONNX int8) labels the texts; the other sides' lines come first, each against torch, and the pipeline's
+    line last; the float32 export gives torch's probabilities. The texts: the synthetic data set's, in
+    GoEmotions' layout (the bench reads the first of test, then dev)."""
     from emodist.data.synthetic import synthetic
+    from emodist.runtime import process
 
     texts = synthetic().splits["test"].texts
     for split, part in (("test", texts[:48]), ("dev", texts[48:96])):
@@ -97,9 +99,16 @@ def test_predict_throughput_runs_the_ladder_and_checks_every_side_against_torch(
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
-    assert [line.split()[0] for line in lines if " run 1: " in line] == ["pipeline", "torch", "onnx-float32",
-                                                                          "onnx-int8"]
-    float32, int8, pipe = lines[-3:]
+    bf16 = process.cpu_has_native_bf16()
+    assert [line.split()[0] for line in lines if " run 1: " in line] == [
+        "pipeline", "torch", *(["torch-bf16"] if bf16 else []), "onnx-float32", "onnx-int8"]
+    verdict = lines[-(5 if bf16 else 3):]
+    if bf16:
+        half, *verdict = verdict
+        assert half.startswith("emodist torch-bf16/torch examples/s: ")
+        assert 0 < float(half.rsplit("difference ", 1)[1]) < 0.05
+        assert verdict.pop(2).startswith("emodist onnx-int8/torch-bf16 examples/s: ")
+    float32, int8, pipe = verdict
     assert float32.startswith("emodist onnx-float32/torch examples/s: ") and "same labels for 96 texts" in float32
     assert float(float32.rsplit("difference ", 1)[1]) <= 1e-4
     assert int8.startswith("emodist onnx-int8/torch examples/s: ") and "target >= 2.5x" in int8

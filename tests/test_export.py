@@ -53,7 +53,7 @@ def test_the_pipeline_scores_the_export_as_predict_does(exports, variant):
     assert not (out / "adapter_config.json").exists()  # a plain model: merged
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     texts = data.load(cfg.data, seed=cfg.train.seed).splits["test"].texts[:24]
-    result = run_script("predict.py", str(out), *texts)
+    result = run_script("predict.py", str(out), *texts, "--precision", "fp32")  # the pipeline's float32
     assert result.returncode == 0, result.stderr[-3000:]
     ours = [json.loads(line)["scores"] for line in result.stdout.splitlines()]
     theirs = pipeline("text-classification", model=str(out), top_k=None, device="cpu")(texts)
@@ -101,7 +101,7 @@ def test_a_qlora_export_scores_as_its_4bit_adapter_does_up_to_the_rounding_of_4_
     texts = data.load(cfg.data, seed=cfg.train.seed).splits["test"].texts[:64]
 
     def scores(model_dir) -> tuple[np.ndarray, list[list[str]]]:
-        result = run_script("predict.py", str(model_dir), *texts)
+        result = run_script("predict.py", str(model_dir), *texts, "--precision", "fp32")  # no autocast's rounding
         assert result.returncode == 0, result.stderr[-3000:]
         rows = [json.loads(line) for line in result.stdout.splitlines()]
         return np.array([list(row["scores"].values()) for row in rows]), [row["labels"] for row in rows]

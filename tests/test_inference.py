@@ -1,6 +1,6 @@
 """Batch inference (`emodist.serve.inference.Classifier`) on the exported models of real smoke runs: the same
 probabilities as the model run on one text at a time, in the order given, labels cut at the run's tuned
-thresholds."""
+thresholds; bf16 autocast where the hardware has it, or as asked."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from emodist import config, data
+from emodist.runtime import process
+from emodist.runtime.errors import UsageError
 from emodist.scoring import thresholds
+from emodist.serve import inference
 from emodist.serve.inference import Classifier
 
 
@@ -23,7 +26,7 @@ def exported(request, smoke_runs):
 
 def test_probabilities_equal_one_text_at_a_time_in_the_order_given(exported):
     model_dir, texts = exported
-    classifier = Classifier.load(model_dir, batch_size=16)
+    classifier = Classifier.load(model_dir, batch_size=16, precision="fp32")
     rng = np.random.default_rng(0)
     texts = [texts[i] for i in rng.permutation(len(texts))]
     batched = classifier.probabilities(texts)
@@ -57,3 +60,40 @@ def test_no_texts_no_rows(exported):
     classifier = Classifier.load(exported[0])
     assert classifier.probabilities([]).shape == (0, len(classifier.labels))
     assert classifier.predict([]) == []
+
+
+def test_bf16_autocast_is_what_it_says(exported):
+    model_dir, texts = exported
+    exact = Classifier.load(model_dir, precision="fp32")
+    bf16 = Classifier.load(model_dir, precision="bf16")
+    assert (exact.precision, bf16.precision) == ("fp32", "bf16")
+    ours, theirs = bf16.probabilities(texts), exact.probabilities(texts)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - theirs).max() > 0  # the forward passes did run in bf16
+    np.testing.assert_allclose(ours, theirs, atol=0.05)  # bf16's 8-bit mantissa, not another model
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_hardware(monkeypatch, native):
+    monkeypatch.setattr(process, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert inference.serving_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert inference.serving_precision("bf16", cpu) == "bf16"  # asked for: emulated where not native
+    assert inference.serving_precision("fp32", cpu) == "fp32"
+    assert inference.serving_precision("auto", cpu, onnx=True) == "fp32"  # ONNX Runtime: no autocast
+
+
+def test_auto_precision_of_a_loaded_model(monkeypatch, exported):
+    monkeypatch.setattr(process, "cpu_has_native_bf16", lambda: True)
+    assert Classifier.load(exported[0]).precision == "bf16"
+    monkeypatch.setattr(process, "cpu_has_native_bf16", lambda: False)
+    assert Classifier.load(exported[0]).precision == "fp32"
+
+
+@pytest.mark.parametrize(("requested", "onnx", "message"), [
+    ("half", False, "--precision half: choose one of auto, bf16, fp32"),
+    ("bf16", True, "--precision bf16: an ONNX export runs in the precision it was exported in"),
+])
+def test_precisions_that_cannot_run_are_refused(requested, onnx, message):
+    with pytest.raises(UsageError, match=message):
+        inference.serving_precision(requested, torch.device("cpu"), onnx)

@@ -75,7 +75,8 @@ def test_predict_serves_an_onnx_export_as_it_serves_the_torch_model(onnx_exports
     run_dir, out, _ = onnx_exports("distilbert")  # a full fine-tune: the run's model is the exported one
     texts = ["what a wonderful surprise", "this is awful and I hate it", "ok"]
     served, labels = scores_of(run_script("predict.py", str(out), *texts))
-    torch_scores, torch_labels = scores_of(run_script("predict.py", str(run_dir / "model"), *texts))
+    torch_scores, torch_labels = scores_of(run_script("predict.py", str(run_dir / "model"), *texts, "--precision",
+                                                      "fp32"))  # the export's float32
     np.testing.assert_allclose(served, torch_scores, atol=1e-4)
     assert labels == torch_labels
 

@@ -53,7 +53,7 @@ def reference_probabilities(model_dir, texts: list[str], num_labels: int) -> np.
 
 def test_jsonl_holds_the_tuned_labels_and_every_score_of_the_model(run):
     run_dir, texts = run
-    result = predict(str(run_dir / "model"), *texts[:5], "--top-k", "2")
+    result = predict(str(run_dir / "model"), *texts[:5], "--top-k", "2", "--precision", "fp32")
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr  # a model that learned every label
     rows = [json.loads(line) for line in result.stdout.splitlines()]
