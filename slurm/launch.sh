@@ -20,6 +20,9 @@
 #   EMODIST_SETUP              a command run first on every node, e.g. "module load cuda; source venv/bin/activate"
 #                              (default: activate the repository's .venv when there is one)
 #   EMODIST_HOME               the repository (default: the directory sbatch was called from)
+#   EMODIST_WORKDIR            where training runs, so where relative paths in EMODIST_TRAIN_ARGS and
+#                              EMODIST_RUN_DIR are read from (default: EMODIST_HOME; launch/sweep.py --slurm sets
+#                              the directory it ran in, as --local reads them)
 # Nodes and GPUs are SLURM's: `sbatch --nodes=4 --gpus-per-node=4 slurm/mistral.sbatch`, or the
 # environment SBATCH_GPUS_PER_NODE=4, override the #SBATCH lines.
 #
@@ -40,6 +43,8 @@ HOME_DIR=${EMODIST_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
 [[ -f $HOME_DIR/launch/train.py ]] ||
     die "no launch/train.py in $HOME_DIR: submit from the emodist repository (cd emodist && sbatch slurm/...), or set EMODIST_HOME"
 cd "$HOME_DIR"
+WORK_DIR=${EMODIST_WORKDIR:-$HOME_DIR}
+[[ -d $WORK_DIR ]] || die "EMODIST_WORKDIR=$WORK_DIR: no such directory"
 
 setup_environment() {
     if [[ -n ${EMODIST_SETUP:-} ]]; then
@@ -56,6 +61,7 @@ setup_environment() {
 
 node_main() {
     setup_environment
+    cd "$WORK_DIR"
     local rank=${SLURM_NODEID:?srun sets SLURM_NODEID} args=() rendezvous=()
     if ((NNODES > 1)); then
         # the nodes meet at the head node, which hosts the c10d store: no guessing from addresses
@@ -73,7 +79,7 @@ node_main() {
     exec accelerate launch --quiet --config_file "$ACCELERATE_CONFIG" \
         --num_machines "$NNODES" --num_processes "$NUM_PROCESSES" --machine_rank "$rank" \
         --main_process_port "$PORT" "${rendezvous[@]}" \
-        launch/train.py --variant "$EMODIST_VARIANT" --output-dir "$RUN_DIR" --resume auto "${args[@]}"
+        "$HOME_DIR/launch/train.py" --variant "$EMODIST_VARIANT" --output-dir "$RUN_DIR" --resume auto "${args[@]}"
 }
 
 case ${1:-} in
@@ -86,7 +92,9 @@ esac
 [[ -n ${EMODIST_VARIANT:-} ]] || die "EMODIST_VARIANT is not set: use a template (slurm/*.sbatch) or export it"
 ACCELERATE_CONFIG=${EMODIST_ACCELERATE_CONFIG:-accelerate_configs/multi_gpu.yaml}
 [[ -f $ACCELERATE_CONFIG ]] || die "EMODIST_ACCELERATE_CONFIG=$ACCELERATE_CONFIG: no such file in $HOME_DIR (see accelerate_configs/)"
+[[ $ACCELERATE_CONFIG == /* ]] || ACCELERATE_CONFIG=$HOME_DIR/$ACCELERATE_CONFIG
 setup_environment
+cd "$WORK_DIR"  # from here on, as on the nodes: the run directory is read from where training runs
 
 gpus_here() {  # GPUs this job may use on this node: SLURM's count, if the node really has GPUs
     local physical

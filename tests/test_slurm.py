@@ -132,19 +132,22 @@ class Job:
 
 
 class SweepJob(Job):
-    """`launch/sweep.py SPEC --slurm --wait` as a user runs it: a 2-trial smoke sweep (train.loss bce, asl) as
-    one job array of slurm/sweep.sbatch, into `root`/sweep."""
+    """`launch/sweep.py SPEC --slurm --wait` as a user runs it, from a directory of their own (`root`): a 2-trial
+    smoke sweep (train.loss bce, asl) as one job array of slurm/sweep.sbatch, into `root`/sweep. Its data
+    directory is a relative path, read from `root` as `--local` reads it (the synthetic texts in GoEmotions'
+    layout)."""
 
     def __init__(self, root: Path):
         self.template, self.run_dir, self.logs = "sweep.sbatch", root / "sweep", root / "sweep" / "logs"
-        self.spec = root / "tiny.yaml"
+        self.root, self.spec = root, root / "tiny.yaml"
+        write_synthetic_goemotions(root / "emotions")
         self.spec.write_text(yaml.safe_dump({
             "variant": "minilm", "smoke": True, "max_parallel": 2,
             "fixed": {"train.max_steps": 10, "train.eval_every_steps": 5, "train.save_every_steps": 5,
-                      "track.plots": False},
+                      "track.plots": False, "data.dataset": "goemotions", "data.data_dir": "emotions"},
             "parameters": {"train.loss": ["bce", "asl"]}}, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMODIST_") or k == "EMODIST_CACHE"}
-        self.proc = subprocess.Popen(self.command("--wait"), cwd=ROOT, env=env, text=True,
+        self.proc = subprocess.Popen(self.command("--wait"), cwd=root, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.printed = [self.proc.stdout.readline(), self.proc.stdout.readline()]  # the sweep, then its array
         found = re.search(r"job array (\d+)", self.printed[1])
@@ -153,6 +156,19 @@ class SweepJob(Job):
     def command(self, *flags: str) -> list[str]:
         return [sys.executable, str(ROOT / "launch" / "sweep.py"), str(self.spec), "--slurm", *flags,
                 "--output-dir", str(self.run_dir)]
+
+
+def write_synthetic_goemotions(directory: Path) -> None:
+    """The synthetic data set's splits as GoEmotions files (text, label ids, comment id) and emotions.txt."""
+    from emodist.data.synthetic import synthetic
+
+    emotions = synthetic()
+    directory.mkdir(parents=True)
+    (directory / "emotions.txt").write_text("\n".join(emotions.labels) + "\n", encoding="utf-8")
+    for split, part in emotions.splits.items():
+        rows = (f"{text}\t{','.join(str(i) for i in target.nonzero()[0])}\t{split}{n}"
+                for n, (text, target) in enumerate(zip(part.texts, part.targets, strict=True)))
+        (directory / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 def signal_once_training_runs(job: Job, at_step: int = 5) -> None:
@@ -305,9 +321,10 @@ def test_a_sweep_runs_as_one_job_array_each_task_its_own_trial_and_is_not_resubm
         assert summary["train"]["steps"] == 10 and summary["variant"] == "minilm"
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["train"]["loss"] == loss and config["track"]["group"] == "tiny"
+        assert config["data"]["data_dir"] == "emotions" and summary["dataset"] == "goemotions"
         assert f"(array task {index})" in job.log  # slurm/launch.sh's first line in each task
         assert f"sweep tiny, trial {index}: {run_dir}" in job.log
-    again = subprocess.run(job.command(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(job.command(), cwd=job.root, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "0 to run" in again.stdout and "job array" not in again.stdout, again.stderr
 
 

@@ -122,7 +122,9 @@ def submit_slurm(sweep: Sweep, sbatch_args: list[str], wait: bool = False, submi
     command = ["sbatch", "--parsable", f"--array={indices}%{sweep.max_parallel}", f"--job-name=emodist-sweep-{sweep.name}",
                f"--output={logs.resolve()}/%x-%A_%a.out", *(["--wait"] if wait else []), *sbatch_args,
                str(ROOT / "slurm" / "sweep.sbatch")]
-    env = {**os.environ, "EMODIST_SWEEP_DIR": str(sweep.output_dir.resolve()), "EMODIST_HOME": str(ROOT)}
+    # the trials train where this runs, as with --local: relative paths in the spec read the same files
+    env = {**os.environ, "EMODIST_SWEEP_DIR": str(sweep.output_dir.resolve()), "EMODIST_HOME": str(ROOT),
+           "EMODIST_WORKDIR": os.getcwd()}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     job_id = proc.stdout.readline().strip().split(";")[0]
     if job_id:

@@ -12,7 +12,9 @@ into trials: one list of `key=value` overrides each, the same every time the sam
     max_parallel: 4                     # --slurm: array tasks running at once (sbatch --array=...%N)
 
 Every trial's config is loaded and validated (as launch/train.py would) before anything runs, so a bad key
-or value stops the whole sweep in one line that names the spec, the trial and the key.
+or value stops the whole sweep in one line that names the spec, the trial and the key. Relative paths among
+the values are kept as written and read from the directory the sweep runs in (its trials train there, as
+SLURM array tasks too: emodist.sweep.runner).
 """
 
 from __future__ import annotations
