@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, launch, read_summary
 
 from emodist import config, models
@@ -169,6 +170,11 @@ def test_plan_as_json_says_what_does_not_fit_and_what_to_change():
      "emodist: error: --gpu-memory 24 gigs: not a memory size: write a number and GB, GiB, MB, MiB, TB or TiB, "
      "e.g. 24GB"),
     (["--variant", "minilm", "--labels", "0"], "emodist: error: --labels 0: a head needs at least 1 label"),
+    (["--variant", "mistral-lora", "--config_file", "accelerate_configs/fsdp.yaml"],
+     "emodist: error: --config_file accelerate_configs/fsdp.yaml: FSDP is not planned (the plan knows DDP and "
+     "DeepSpeed ZeRO, and would count FSDP's sharded weights whole): --config_file "
+     "accelerate_configs/deepspeed_zero3.yaml plans ZeRO-3, which shards the same weights, gradients and optimizer "
+     "states"),
     (["--variant", "minilm", "model.name_or_path=someone/unknown-model"],
      "emodist: error: model.name_or_path=someone/unknown-model: its shapes are not known here (the variants' bases "
      "ship theirs): point it at a local directory holding the model's config.json"),
@@ -190,6 +196,24 @@ def test_a_plan_that_does_not_fit_is_refused_in_one_line_naming_the_change():
         "with model.quantization=nf4 (QLoRA) (python launch/plan.py shows the plan and every option); "
         "train.check_memory=false starts it anyway")
     memory.check_fits(cfg, planned, Target("cuda", 24 * 2**30, "NVIDIA L4"), 28)  # fits: nothing raised
+
+
+def test_an_fsdp_run_starts_without_a_plan_and_is_not_refused_by_one():
+    """Under FSDP a run's plan would be DDP's, its sharded weights counted whole on every GPU: mistral-lora on 4
+    GPUs of 12 GiB would be refused before loading. It starts without a plan instead (the banner says so)."""
+    from types import SimpleNamespace
+
+    from emodist.train.distributed import Topology
+    from emodist.train.lifecycle import plan_memory
+
+    cfg = config.load("mistral-lora")
+    on_gpus = SimpleNamespace(device=torch.device("cuda", 0), mixed_precision="bf16")  # asked for nothing else
+    assert plan_memory(cfg, on_gpus, Topology("FSDP", 4, 1), 28) is None
+    as_ddp = memory.plan(cfg, Topology("MULTI_GPU", 4, 1).placement("cuda", "bf16"), 28)
+    with pytest.raises(errors.UsageError, match="the memory plan does not fit"):
+        memory.check_fits(cfg, as_ddp, Target("cuda", 12 * 2**30, "a 12 GiB GPU"), 28)
+    on_cpu = SimpleNamespace(device=torch.device("cpu"), mixed_precision="no")
+    assert plan_memory(cfg, on_cpu, Topology("MULTI_CPU", 2, 1), 28) is not None
 
 
 def test_a_real_size_run_peaks_within_15_percent_of_its_plan(tmp_path, cache_dir):

@@ -64,6 +64,10 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
         except (OSError, yaml.YAMLError) as err:
             raise UsageError(f"--config_file {path}: cannot read it as an accelerate config ({err})") from None
     kind = str(settings.get("distributed_type", "NO")).upper()
+    if kind == "FSDP":
+        raise UsageError(f"--config_file {path}: FSDP is not planned (the plan knows DDP and DeepSpeed ZeRO, and "
+                         "would count FSDP's sharded weights whole): --config_file accelerate_configs/deepspeed_zero3.yaml "
+                         "plans ZeRO-3, which shards the same weights, gradients and optimizer states")
     processes = num_processes or int(settings.get("num_processes", 1) or 1)
     nodes = num_machines or int(settings.get("num_machines", 1) or 1)
     if kind == "NO" and not num_processes:

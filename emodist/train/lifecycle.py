@@ -154,7 +154,10 @@ def build(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topolo
 def plan_memory(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology,
                 num_labels: int) -> memory.MemoryPlan | None:
     """The run's memory plan (None when the model's shapes are not known here: a hub model that is none of the
-    variants' bases). On a GPU, UsageError when it needs more than the GPU has (train.check_memory)."""
+    variants' bases; None under FSDP, which the plan does not model). On a GPU, UsageError when it needs more
+    than the GPU has (train.check_memory)."""
+    if topology.distributed_type == "FSDP":  # planned as DDP, its sharded weights would count whole: no refusal on that
+        return None
     device = accelerator.device
     placement = topology.placement(device.type, accelerator.mixed_precision)
     try:
@@ -248,5 +251,6 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
                      + (f", head lr {cfg.optim.head_lr:g}" if cfg.optim.head_lr else "")),
         ("evaluation", f"dev every {plan.eval_every} steps and at the end" if plan.eval_every else "dev at the end"),
         ("memory plan", f"{format_bytes(memory_plan.peak_bytes)} per process at the peak (launch/plan.py)"
-                        if memory_plan else "none: the model's shapes are not known here"),
+                        if memory_plan else "none: FSDP is not planned" if topology.distributed_type == "FSDP"
+                        else "none: the model's shapes are not known here"),
     ]
