@@ -22,7 +22,8 @@
 #   EMODIST_HOME               the repository (default: the directory sbatch was called from)
 #   EMODIST_WORKDIR            where training runs, so where relative paths in EMODIST_TRAIN_ARGS and
 #                              EMODIST_RUN_DIR are read from (default: EMODIST_HOME; launch/sweep.py --slurm sets
-#                              the directory it ran in, as --local reads them)
+#                              the directory it ran in, as --local reads them). A relative one is read from the
+#                              directory sbatch was called from, as a relative EMODIST_HOME is.
 # Nodes and GPUs are SLURM's: `sbatch --nodes=4 --gpus-per-node=4 slurm/mistral.sbatch`, or the
 # environment SBATCH_GPUS_PER_NODE=4, override the #SBATCH lines.
 #
@@ -42,9 +43,12 @@ die() { echo "emodist-slurm: error: $*" >&2; exit 2; }
 HOME_DIR=${EMODIST_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
 [[ -f $HOME_DIR/launch/train.py ]] ||
     die "no launch/train.py in $HOME_DIR: submit from the emodist repository (cd emodist && sbatch slurm/...), or set EMODIST_HOME"
-cd "$HOME_DIR"
 WORK_DIR=${EMODIST_WORKDIR:-$HOME_DIR}
 [[ -d $WORK_DIR ]] || die "EMODIST_WORKDIR=$WORK_DIR: no such directory"
+# both whole, before any cd; the nodes' tasks (started in WORK_DIR) get them so
+HOME_DIR=$(cd "$HOME_DIR" && pwd) WORK_DIR=$(cd "$WORK_DIR" && pwd)
+export EMODIST_HOME=$HOME_DIR EMODIST_WORKDIR=$WORK_DIR
+cd "$HOME_DIR"
 
 setup_environment() {
     if [[ -n ${EMODIST_SETUP:-} ]]; then
@@ -76,7 +80,9 @@ node_main() {
     # their own handler (emodist.runtime.signals.StopSignals) once training starts.
     trap '' USR1
     # --quiet: a stopped or failed run's own message, without the launcher's traceback after it
-    exec accelerate launch --quiet --config_file "$ACCELERATE_CONFIG" \
+    local deepspeed=()  # the JSON a ZeRO config names relative to the repository, whole: training reads it here
+    [[ -z ${DEEPSPEED_FILE:-} ]] || deepspeed=(--deepspeed_config_file "$DEEPSPEED_FILE")
+    exec accelerate launch --quiet --config_file "$ACCELERATE_CONFIG" "${deepspeed[@]}" \
         --num_machines "$NNODES" --num_processes "$NUM_PROCESSES" --machine_rank "$rank" \
         --main_process_port "$PORT" "${rendezvous[@]}" \
         "$HOME_DIR/launch/train.py" --variant "$EMODIST_VARIANT" --output-dir "$RUN_DIR" --resume auto "${args[@]}"
@@ -94,6 +100,15 @@ ACCELERATE_CONFIG=${EMODIST_ACCELERATE_CONFIG:-accelerate_configs/multi_gpu.yaml
 [[ -f $ACCELERATE_CONFIG ]] || die "EMODIST_ACCELERATE_CONFIG=$ACCELERATE_CONFIG: no such file in $HOME_DIR (see accelerate_configs/)"
 [[ $ACCELERATE_CONFIG == /* ]] || ACCELERATE_CONFIG=$HOME_DIR/$ACCELERATE_CONFIG
 setup_environment
+DEEPSPEED_FILE=$(python3 - "$ACCELERATE_CONFIG" <<'EOF'
+import sys
+from pathlib import Path
+import yaml
+settings = yaml.safe_load(Path(sys.argv[1]).read_text(encoding="utf-8")) or {}
+print((settings.get("deepspeed_config") or {}).get("deepspeed_config_file") or "")
+EOF
+) || die "EMODIST_ACCELERATE_CONFIG=$ACCELERATE_CONFIG: not an accelerate config (YAML)"
+if [[ -n $DEEPSPEED_FILE && $DEEPSPEED_FILE != /* ]]; then DEEPSPEED_FILE=$HOME_DIR/$DEEPSPEED_FILE; fi
 cd "$WORK_DIR"  # from here on, as on the nodes: the run directory is read from where training runs
 
 gpus_here() {  # GPUs this job may use on this node: SLURM's count, if the node really has GPUs
@@ -122,7 +137,7 @@ HEAD_ADDR=$(getent ahostsv4 "$HEAD_NODE" | awk 'NR == 1 {print $1}')
 HEAD_ADDR=${HEAD_ADDR:-$HEAD_NODE}
 PORT=${EMODIST_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
 RUN_DIR=${EMODIST_RUN_DIR:-runs/${SLURM_JOB_NAME:-emodist}-$SLURM_JOB_ID}
-export ACCELERATE_CONFIG NNODES PROCS_PER_NODE NUM_PROCESSES HEAD_ADDR PORT RUN_DIR
+export ACCELERATE_CONFIG DEEPSPEED_FILE NNODES PROCS_PER_NODE NUM_PROCESSES HEAD_ADDR PORT RUN_DIR
 export PET_RDZV_ID=$SLURM_JOB_ID  # torchrun's rendezvous id (accelerate passes no --rdzv_id of its own)
 if [[ -n ${EMODIST_WANDB_GROUP:-} ]]; then
     export WANDB_RUN_GROUP=$EMODIST_WANDB_GROUP WANDB_JOB_TYPE=$EMODIST_VARIANT

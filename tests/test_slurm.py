@@ -133,9 +133,9 @@ class Job:
 
 class SweepJob(Job):
     """`launch/sweep.py SPEC --slurm --wait` as a user runs it, from a directory of their own (`root`): a 2-trial
-    smoke sweep (train.loss bce, asl) as one job array of slurm/sweep.sbatch, into `root`/sweep. Its data
-    directory is a relative path, read from `root` as `--local` reads it (the synthetic texts in GoEmotions'
-    layout)."""
+    smoke sweep (train.loss bce, asl) as one job array of slurm/sweep.sbatch, into `root`/sweep, under DeepSpeed
+    ZeRO-2 (whose accelerate config names its JSON relative to the repository). Its data directory is a
+    relative path, read from `root` as `--local` reads it (the synthetic texts in GoEmotions' layout)."""
 
     def __init__(self, root: Path):
         self.template, self.run_dir, self.logs = "sweep.sbatch", root / "sweep", root / "sweep" / "logs"
@@ -147,6 +147,7 @@ class SweepJob(Job):
                       "track.plots": False, "data.dataset": "goemotions", "data.data_dir": "emotions"},
             "parameters": {"train.loss": ["bce", "asl"]}}, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMODIST_") or k == "EMODIST_CACHE"}
+        env["EMODIST_ACCELERATE_CONFIG"] = "accelerate_configs/deepspeed_zero2.yaml"
         self.proc = subprocess.Popen(self.command("--wait"), cwd=root, env=env, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.printed = [self.proc.stdout.readline(), self.proc.stdout.readline()]  # the sweep, then its array
@@ -318,7 +319,7 @@ def test_a_sweep_runs_as_one_job_array_each_task_its_own_trial_and_is_not_resubm
     for index, loss in enumerate(("bce", "asl")):
         run_dir = job.run_dir / f"00{index}-loss={loss}"
         summary = read_summary(run_dir)
-        assert summary["train"]["steps"] == 10 and summary["variant"] == "minilm"
+        assert summary["train"]["steps"] == 10 and summary["variant"] == "minilm" and summary["zero_stage"] == 2
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["train"]["loss"] == loss and config["track"]["group"] == "tiny"
         assert config["data"]["data_dir"] == "emotions" and summary["dataset"] == "goemotions"
