@@ -4,6 +4,8 @@ thresholds; bf16 autocast where the hardware has it, or as asked."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -88,6 +90,28 @@ def test_auto_precision_of_a_loaded_model(monkeypatch, exported):
     assert Classifier.load(exported[0]).precision == "bf16"
     monkeypatch.setattr(process, "cpu_has_native_bf16", lambda: False)
     assert Classifier.load(exported[0]).precision == "fp32"
+
+
+@pytest.mark.parametrize(("major", "native"), [(7, False), (8, True), (9, True)])  # T4/V100, A100, H100
+def test_a_gpu_computes_bf16_from_ampere_on_and_older_ones_use_fp16(monkeypatch, major, native):
+    """torch.cuda.is_bf16_supported() says yes on a T4 too, where bf16 is emulated: serving and training's
+    `auto` read the compute capability of the GPU in use instead."""
+    from emodist.train.accelerator import resolve_precision
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    # what a T4 answers when torch tries a bf16 tensor on it (emulated): "supported"
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: asked.append(device) or SimpleNamespace(major=major))
+    second = torch.device("cuda", 1)
+    assert process.gpu_has_native_bf16(second) is native and asked == [second]
+    assert inference.serving_precision("auto", second) == ("bf16" if native else "fp32")
+    if not native:
+        with pytest.raises(UsageError, match="--precision bf16: this GPU does not compute in bf16"):
+            inference.serving_precision("bf16", second)
+    assert resolve_precision(config.load("distilbert")) == ("bf16" if native else "fp16")
 
 
 @pytest.mark.parametrize(("requested", "onnx", "message"), [

@@ -79,6 +79,10 @@ def test_predict_serves_an_onnx_export_as_it_serves_the_torch_model(onnx_exports
                                                       "fp32"))  # the export's float32
     np.testing.assert_allclose(served, torch_scores, atol=1e-4)
     assert labels == torch_labels
+    refused = run_script("predict.py", str(out), *texts, "--precision", "bf16")
+    assert refused.returncode == 2 and error_lines(refused) == [
+        "emodist: error: --precision bf16: an ONNX export runs in the precision it was exported in (ONNX Runtime, no "
+        "autocast): use --precision auto, or serve the torch model/ directory in bf16"]
 
 
 def test_on_cpus_an_export_is_served_as_measured_fastest(onnx_exports):

@@ -72,6 +72,19 @@ def test_jsonl_holds_the_tuned_labels_and_every_score_of_the_model(run):
     assert any(r["labels"] for r in rows)
 
 
+def test_precision_reaches_the_model(smoke_runs):
+    run_dir, _ = smoke_runs("distilbert")
+    texts = ["what a wonderful surprise", "this is awful and I hate it"]
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        result = predict(str(run_dir / "model"), *texts, "--precision", precision)
+        assert result.returncode == 0, result.stderr
+        scores[precision] = np.array([list(json.loads(line)["scores"].values()) for line in result.stdout.splitlines()])
+    assert 0 < np.abs(scores["bf16"] - scores["fp32"]).max() < 0.05  # bf16 rounding: the same model
+    result = predict(str(run_dir / "model"), "hi", "--precision", "half")
+    assert result.returncode == 2 and "invalid choice: 'half'" in result.stderr
+
+
 def test_a_file_a_run_directory_and_csv_out_with_empty_lines_counted(run, tmp_path):
     run_dir, texts = run
     source = tmp_path / "texts.txt"

@@ -6,8 +6,8 @@ here, in a call an entry script makes where it can be seen, with its reason.
     process.for_training(device_type, seed, cpu_threads)   # once the Accelerator has chosen the device
     process.for_steps(device_type, rebuilds_weights)   # once the model is loaded, before the first step
 
-Nothing in emodist changes these settings on import. `cpu_has_native_bf16` says what the CPU computes in
-hardware, which the precision a run chooses depends on.
+Nothing in emodist changes these settings on import. `cpu_has_native_bf16` and `gpu_has_native_bf16` say
+whether the hardware computes in bf16, which the precision a run (and `Classifier`) chooses depends on.
 """
 
 from __future__ import annotations
@@ -95,3 +95,16 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def gpu_has_native_bf16(device=None) -> bool:
+    """Whether the CUDA GPU `device` (default: the current one) computes in bf16 in hardware: compute capability
+    8 (Ampere) or later, or a ROCm GPU. torch.cuda.is_bf16_supported() also says yes for older cards (a T4,
+    a V100), where bf16 is emulated; there fp16 is the half precision to use."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_properties(torch.cuda.current_device() if device is None else device).major >= 8

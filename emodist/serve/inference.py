@@ -119,7 +119,7 @@ def serving_precision(requested: str, device: torch.device, onnx: bool = False) 
                              "no autocast): use --precision auto, or serve the torch model/ directory in bf16")
         return "fp32"
     gpu = device.type == "cuda"
-    native = torch.cuda.is_bf16_supported() if gpu else process.cpu_has_native_bf16()
+    native = process.gpu_has_native_bf16(device) if gpu else process.cpu_has_native_bf16()
     if requested == "bf16" and gpu and not native:
         raise UsageError("--precision bf16: this GPU does not compute in bf16: use --precision fp32 (or auto)")
     if requested == "auto":

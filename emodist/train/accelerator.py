@@ -10,6 +10,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from emodist import data as data_mod
 from emodist.config import RunConfig
 from emodist.models import placement
+from emodist.runtime import process
 from emodist.runtime.errors import UsageError
 from emodist.train import distributed
 
@@ -46,7 +47,7 @@ def resolve_precision(cfg: RunConfig) -> str:
     """The accelerate `mixed_precision` for `cfg` on this machine (see train.mixed_precision)."""
     cuda = torch.cuda.is_available()
     precision = placement.precision_for(cfg, "cuda" if cuda else "cpu", distributed.launched_zero_stage(),
-                                        gpu_bf16=cuda and torch.cuda.is_bf16_supported())
+                                        gpu_bf16=cuda and process.gpu_has_native_bf16())
     if precision == "fp16" and not cuda:
         raise UsageError("train.mixed_precision=fp16 needs a CUDA GPU (model.dtype=float16 too): use bf16 or no")
     return precision
