@@ -229,6 +229,25 @@ def test_qlora_with_parameter_offload_is_refused_in_one_line(tmp_path, cache_dir
     assert f"traceback : {line}" in summary and "Traceback (most recent call last)" not in result.stderr
 
 
+def test_a_deepspeed_json_not_found_from_where_training_runs_is_named(tmp_path, monkeypatch):
+    """accelerate passes the config's relative deepspeed_config_file on as written; run from elsewhere, accelerate
+    would fail deep inside with a traceback."""
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "accelerate_configs/deepspeed/zero2.json")
+    monkeypatch.chdir(ROOT)
+    assert distributed.launched_zero_stage() == 2
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as refused:
+        distributed.launched_zero_stage()
+    assert str(refused.value) == (
+        f"the accelerate config's deepspeed_config_file accelerate_configs/deepspeed/zero2.json is not a file here "
+        f"({tmp_path}): a relative path is read from the directory training runs in: launch from the one it is "
+        "relative to (the repository, for accelerate_configs/), or write it as an absolute path")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")  # inline settings: accelerate's word for no file
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert distributed.launched_zero_stage() == 3
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
 def test_fsdp_without_cuda_is_refused_in_one_line(tmp_path, cache_dir):
     result = launch("--variant", "mistral-lora", "--smoke", "--output-dir", str(tmp_path / "run"),

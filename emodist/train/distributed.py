@@ -40,6 +40,10 @@ def launched_zero_stage() -> int | None:
     if not _env_flag("ACCELERATE_USE_DEEPSPEED"):
         return None
     file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if file and file != "none" and not Path(file).is_file():  # accelerate's own error is a deep traceback
+        raise UsageError(f"the accelerate config's deepspeed_config_file {file} is not a file here ({Path.cwd()}): "
+                         "a relative path is read from the directory training runs in: launch from the one it is "
+                         "relative to (the repository, for accelerate_configs/), or write it as an absolute path")
     if file and Path(file).is_file():
         try:
             return int(json.loads(Path(file).read_text(encoding="utf-8")).get("zero_optimization", {}).get("stage", 0))
