@@ -11,7 +11,7 @@ the path or hub id its adapter_config.json names), a run directory holding one, 
 arguments, --file (.csv/.jsonl: the --column field; any other file: one per line) or standard input.
 Empty lines are skipped and counted; texts longer than --max-length tokens are read up to it, with a
 notice. Output is written and flushed chunk by chunk, so a stop keeps what was done. --precision auto (the
-default) runs a torch model under bf16 autocast where the hardware computes in bf16 (GPUs with bf16, CPUs with
+default) runs a torch model under bf16 autocast where the hardware computes in bf16 (Ampere or newer GPUs, CPUs with
 AVX512-BF16 or AMX: 1.7-2.0x float32's speed on such a CPU, the same labels for 99.7% of GoEmotions'
 test texts, bench/RESULTS.md); --precision fp32 gives the float32 probabilities. Exit codes: 0 done, 2 refused (one
 line says why).

@@ -11,7 +11,7 @@ Labels are those whose probability reaches their threshold: the per-label thresh
 served by ONNX Runtime, with the same output.
 
 Precision (`precision`, `launch/predict.py --precision`): `auto`, the default, runs a torch model under bf16
-autocast where the hardware multiplies bf16 (a GPU with bf16; a CPU with AVX512-BF16 or AMX, the rule by which
+autocast where the hardware multiplies bf16 (an Ampere or newer GPU; a CPU with AVX512-BF16 or AMX, the rule by which
 `train.mixed_precision=auto` trains there), else without autocast; `bf16` and `fp32` choose. Measured on a
 1-epoch minilm run, the 5,427 GoEmotions test texts, a 2-core AMD EPYC with AVX512-BF16 (bench/RESULTS.md):
 bf16 autocast ran in half the time of float32, gave the same labels at the tuned thresholds for 99.67% of the
