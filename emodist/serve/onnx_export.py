@@ -262,13 +262,11 @@ labels for {result['label_agreement']:.2%} of the texts. parity.json holds these
 
 def load(directory: Path, device="cpu"):
     """(OnnxModel, tokenizer) of the ONNX export in `directory`; UsageError when it does not load."""
-    from transformers import AutoTokenizer
-
-    from emodist.models.builder import load_pretrained
+    from emodist.models.builder import load_tokenizer
 
     _check_runtime()
     try:
-        return OnnxModel.load(directory, device), load_pretrained(AutoTokenizer.from_pretrained, str(directory))
+        return OnnxModel.load(directory, device), load_tokenizer(str(directory))
     except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception classes
