@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,6 +184,34 @@ def test_plan_refuses_in_one_line(args, line):
     result = plan(*args)
     assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines() == [line]
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("{bad", "OSError: It looks like the config file at"),
+    ("[1, 2]", "ValueError: Unrecognized model in"),
+    ("hidden_size=123", "ValueError: The hidden size (123) is not a multiple of the number of attention heads (12)"),
+])
+def test_a_local_model_whose_config_json_does_not_build_is_named(tmp_path, content, reason):
+    """Planned (launch/plan.py, and each run before it starts) and loaded (the builder): one line each."""
+    from transformers import AutoModelForSequenceClassification
+
+    from emodist.models.builder import load_pretrained
+
+    base = Path(models.base_path(config.load("minilm").model))
+    real = json.loads((base / "config.json").read_text())
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").symlink_to(base / "model.safetensors")
+    (model / "config.json").write_text(json.dumps({**real, "hidden_size": 123}) if content == "hidden_size=123" else content)
+    result = plan("--variant", "minilm", f"model.name_or_path={model}")
+    assert result.returncode == errors.EXIT_USAGE and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"emodist: error: model.name_or_path={model}: its config.json does not describe a model "
+                           f"transformers can build ({reason}") and line.endswith(
+        "fix that file, or point at the directory save_pretrained wrote"), line
+    if content == "hidden_size=123":  # valid JSON: transformers reads it, and fails building the model
+        with pytest.raises(errors.UsageError, match=r"The hidden size \(123\) is not a multiple .*: fix its config.json"):
+            load_pretrained(AutoModelForSequenceClassification.from_pretrained, str(model))
 
 
 def test_a_plan_that_does_not_fit_is_refused_in_one_line_naming_the_change():
