@@ -12,7 +12,9 @@ a wandb group, runs/wandb-<group>/comparison, beside the runs' downloaded summar
 metrics.jsonl). Runs trained on another data set or label set are refused, not mixed. With --rank-by, the
 runs are also ranked by a dev score (launch/sweep.py's trials, say), best first, and the winner's config.yaml
 is copied to winner-config.yaml in --output: `launch/train.py --config winner-config.yaml --output-dir NEW`
-trains it again.
+trains it again. The report directory is the comparison's own: a later comparison into it replaces its files
+(and removes those it does not write again, e.g. an earlier winner-config.yaml); a directory holding any
+other file is refused, nothing replaced.
 Exit codes: 0 written, 2 refused (one line says why).
 """
 
@@ -57,6 +59,7 @@ def write(args: argparse.Namespace) -> int:
     runs = compare.find_runs(args.runs)
     output = args.output or default_output(args.runs, runs)
     ranked = compare.rank(runs.finished, args.rank_by) if args.rank_by else None  # a bad metric stops before writing
+    earlier = compare.claim_output(output)  # a directory of someone else's files stops it too
     written = compare.write_comparison(runs, output)
     if ranked:
         for place, (run, value) in enumerate(ranked, 1):
@@ -64,6 +67,7 @@ def write(args: argparse.Namespace) -> int:
         winner = output / "winner-config.yaml"
         shutil.copyfile(ranked[0][0] / "config.yaml", winner)
         written.append(winner)
+    compare.record_output(output, written, earlier)
     print(f"compared {len(runs.finished)} run(s)"
           + (f" ({len(runs.unfinished)} unfinished left out)" if runs.unfinished else "")
           + ": " + ", ".join(str(p) for p in written))

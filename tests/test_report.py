@@ -76,6 +76,31 @@ def test_runs_named_one_by_one_report_beside_them(tmp_path):
     assert (tmp_path / "runs" / "comparison" / "report.md").exists()
 
 
+def test_a_report_directory_is_replaced_only_when_a_comparison_wrote_it(tmp_path):
+    study = tmp_path / "study"
+    write_run(study / "a", "distilbert", 0.3)
+    write_run(study / "b", "minilm", 0.2)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "comparison.csv").write_text("my own table\n")
+    result = compare(str(study), "--output", str(mine))
+    assert result.returncode == errors.EXIT_USAGE and result.stderr.strip().splitlines() == [
+        f"emodist: error: --output {mine} holds files an emodist comparison did not write there (comparison.csv): "
+        "nothing was written or replaced; choose another --output, or empty that directory"]
+    assert sorted(p.name for p in mine.iterdir()) == ["comparison.csv"] and (mine / "comparison.csv").read_text() == (
+        "my own table\n")
+
+    report = study / "comparison"
+    assert compare(str(study), "--rank-by", "dev.f1_macro").returncode == 0
+    assert (report / "winner-config.yaml").read_text() == "variant: distilbert\n"
+    again = compare(str(study))  # its own directory: replaced, the earlier ranking's winner removed
+    assert again.returncode == 0, again.stderr
+    assert not (report / "winner-config.yaml").exists() and (report / "report.md").is_file()
+    (report / "notes.txt").write_text("mine\n")  # a file of the user's among the report's: not replaced
+    assert compare(str(study)).returncode == errors.EXIT_USAGE and (report / "notes.txt").read_text() == "mine\n"
+    assert (report / "report.md").is_file()
+
+
 def test_runs_of_another_label_set_are_refused_in_one_line(tmp_path):
     a = write_run(tmp_path / "a", "distilbert", 0.3)
     b = write_run(tmp_path / "b", "minilm", 0.2, labels=["positive", "negative"])
@@ -199,10 +224,13 @@ def test_compare_three_real_smoke_runs(smoke_runs, tmp_path):
     result = compare(*map(str, runs.values()), "--output", str(out))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["comparison.csv", "report.md", "report.html", "f1_vs_throughput.png", "per_label_f1.png", "curves.png",
+        [".emodist-comparison", "comparison.csv", "report.md", "report.html", "f1_vs_throughput.png",
+         "per_label_f1.png", "curves.png",
          *(f"confusion-{run.name}.png" for run in runs.values())])
     for png in out.glob("*.png"):
         assert_drawn(png)
+    assert json.loads((out / ".emodist-comparison").read_text()) == sorted(
+        p.name for p in out.iterdir() if p.name != ".emodist-comparison")  # what the next one may replace
 
     with (out / "comparison.csv").open() as handle:
         rows = {row["variant"]: row for row in csv.DictReader(handle)}
