@@ -167,6 +167,12 @@ def test_a_model_whose_tokenizer_knows_no_words_is_refused(tmp_path):
 def test_no_text_and_a_missing_gpu_are_one_line_each(smoke_runs, tmp_path):
     run_dir, _ = smoke_runs("distilbert")
     model = str(run_dir / "model")
+    assert error_lines(predict(model, "", "   ")) == [
+        "emodist: error: no text to label in the arguments (only 2 empty argument(s)): give texts as arguments, with "
+        "--file, or on standard input"]
+    some = predict(model, "", "so glad")  # an empty argument is skipped, as an empty line is
+    assert some.returncode == 0 and [json.loads(line)["text"] for line in some.stdout.splitlines()] == ["so glad"]
+    assert some.stderr.strip().splitlines()[-1] == "emodist: skipped 1 empty argument(s) of the arguments"
     assert error_lines(predict(model, stdin="")) == [
         "emodist: error: no text to label in <stdin>: give texts as arguments, with --file, or on standard input"]
     blank = tmp_path / "blank.txt"

@@ -30,14 +30,20 @@ class Texts:
     skipped: int
     """Empty (or whitespace-only) entries left out."""
     source: str
+    entry: str = "line"
+    """What one entry of `source` is: a line, or an argument."""
 
 
 def texts_of(arguments: list[str], path: str | None, column: str = "text") -> Texts:
     """The texts to label: `arguments` when there are any, else those of `read_texts(path, column)`.
     UsageError when there is none."""
-    inputs = Texts(arguments, 0, "arguments") if arguments else read_texts(path, column)
+    if arguments:  # an empty argument is skipped as an empty line is: it holds nothing to label
+        kept = [a for a in arguments if a.strip()]
+        inputs = Texts(kept, len(arguments) - len(kept), "the arguments", "argument")
+    else:
+        inputs = read_texts(path, column)
     if not inputs.texts:
-        skipped = f" (only {inputs.skipped} empty line(s))" if inputs.skipped else ""
+        skipped = f" (only {inputs.skipped} empty {inputs.entry}(s))" if inputs.skipped else ""
         raise UsageError(f"no text to label in {inputs.source}{skipped}: give texts as arguments, with --file, or "
                          "on standard input")
     return inputs
@@ -148,7 +154,7 @@ def write_predictions(classifier: Classifier, inputs: Texts, writer: Writer) -> 
         writer.write(chunk, probabilities, classifier.labels_of(probabilities))
         truncated += classifier.truncated(chunk)
     if inputs.skipped:
-        print(f"emodist: skipped {inputs.skipped} empty line(s) of {inputs.source}", file=sys.stderr)
+        print(f"emodist: skipped {inputs.skipped} empty {inputs.entry}(s) of {inputs.source}", file=sys.stderr)
     if truncated:
         print(f"emodist: {truncated} text(s) longer than {classifier.max_length} tokens were read up to that length "
               "(--max-length)", file=sys.stderr)
