@@ -121,6 +121,17 @@ def test_an_accelerate_config_file_gives_its_topology():
     assert from_accelerate_config(None) == Placement()
 
 
+def test_an_accelerate_config_of_a_topology_emodist_does_not_launch_is_refused(tmp_path):
+    (tmp_path / "tpu.yaml").write_text("distributed_type: XLA\nnum_processes: 8\n")
+    with pytest.raises(errors.UsageError, match="distributed_type XLA is none that emodist launches"):
+        from_accelerate_config(str(tmp_path / "tpu.yaml"))
+    (tmp_path / "bad.yaml").write_text("distributed_type: NO\nnum_processes: [1\n")
+    with pytest.raises(errors.UsageError) as refused:
+        from_accelerate_config(str(tmp_path / "bad.yaml"))
+    assert str(refused.value).startswith(f"--config_file {tmp_path / 'bad.yaml'}:3: not valid YAML (") and "\n" not in str(
+        refused.value)
+
+
 def test_zero3_counts_the_weights_deepspeed_keeps_gathered(tmp_path):
     """Beyond its estimators, ZeRO-3 keeps up to stage3_max_live_parameters weights gathered for reuse (measured
     on CPU, Gemma-2B over 2 processes: 1e9 instead of 1e8 peaks 1.8 GiB higher); the plan reads the limit from
@@ -171,6 +182,10 @@ def test_plan_as_json_says_what_does_not_fit_and_what_to_change():
      "emodist: error: --gpu-memory 24 gigs: not a memory size: write a number and GB, GiB, MB, MiB, TB or TiB, "
      "e.g. 24GB"),
     (["--variant", "minilm", "--labels", "0"], "emodist: error: --labels 0: a head needs at least 1 label"),
+    (["--variant", "minilm", "--gpu-memory", "0GB"],
+     "emodist: error: --gpu-memory 0GB: less than 1 MiB; write the memory of one GPU, e.g. 24GB"),
+    (["--variant", "minilm", "--num_processes", "0"], "emodist: error: --num_processes 0: must be 1 or more"),
+    (["--variant", "minilm", "--num_machines", "-2"], "emodist: error: --num_machines -2: must be 1 or more"),
     (["--variant", "mistral-lora", "--config_file", "accelerate_configs/fsdp.yaml"],
      "emodist: error: --config_file accelerate_configs/fsdp.yaml: FSDP is not planned (the plan knows DDP and "
      "DeepSpeed ZeRO, and would count FSDP's sharded weights whole): --config_file "

@@ -61,9 +61,22 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
     if path is not None:
         try:
             settings = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise UsageError(f"--config_file {path}: cannot read it as an accelerate config ({err})") from None
+        except OSError as err:
+            raise UsageError(f"--config_file {path}: cannot read it ({err.strerror or err})") from None
+        except yaml.YAMLError as err:  # its own text spans lines: the line and the problem, on one
+            mark = getattr(err, "problem_mark", None)
+            raise UsageError(f"--config_file {path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
+                             f"({getattr(err, 'problem', None) or type(err).__name__}): fix that line") from None
+        if not isinstance(settings, dict):
+            raise UsageError(f"--config_file {path}: not an accelerate config (a YAML mapping of its settings)")
     kind = str(settings.get("distributed_type", "NO")).upper()
+    known = ("NO", "MULTI_CPU", "MULTI_GPU", "DEEPSPEED", "FSDP")
+    if kind not in known:
+        raise UsageError(f"--config_file {path}: distributed_type {kind} is none that emodist launches "
+                         f"({', '.join(known)})")
+    for flag, count in (("--num_processes", num_processes), ("--num_machines", num_machines)):
+        if count is not None and count < 1:
+            raise UsageError(f"{flag} {count}: must be 1 or more")
     if kind == "FSDP":
         raise UsageError(f"--config_file {path}: FSDP is not planned (the plan knows DDP and DeepSpeed ZeRO, and "
                          "would count FSDP's sharded weights whole): --config_file accelerate_configs/deepspeed_zero3.yaml "
@@ -178,4 +191,7 @@ def parse_size(text: str, flag: str) -> int:
     match = SIZE.match(text)
     if not match:
         raise UsageError(f"{flag} {text}: not a memory size: write a number and GB, GiB, MB, MiB, TB or TiB, e.g. 24GB")
-    return int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    size = int(float(match.group(1)) * UNITS[match.group(2).lower()])
+    if size < 2**20:
+        raise UsageError(f"{flag} {text}: less than 1 MiB; write the memory of one GPU, e.g. 24GB")
+    return size
