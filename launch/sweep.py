@@ -50,6 +50,7 @@ def sweep(args: argparse.Namespace, sbatch_args: list[str]) -> int:
 
     loaded = spec.load(args.spec, args.output_dir)
     if args.list:
+        runner.started(loaded)  # another sweep's directory: its trials are not this spec's to call finished
         for trial in loaded.trials:
             state = "finished" if runner.finished(loaded, trial) else "to run"
             print(f"{trial.name:<60} {state:<9} {' '.join(trial.overrides)}")

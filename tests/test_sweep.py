@@ -101,6 +101,13 @@ def test_a_directory_of_another_sweep_or_of_anything_else_is_refused_untouched(t
     with pytest.raises(UsageError, match="holds another sweep .*trial 001-lr=0.0003 there is 001-lr=0.0005"):
         runner.prepare(changed)
     assert (out / runner.MANIFEST).read_text() == manifest
+    (out / "001-lr=0.0003").mkdir()
+    (out / "001-lr=0.0003" / "summary.json").write_text("{}")  # the first spec's trial, finished
+    longer = write_spec(tmp_path, "a", parameters={"optim.lr": [1e-4, 3e-4]}, fixed={"train.max_steps": 8})
+    listed = sweep_script(str(longer), "--list", "--output-dir", str(out))  # the same trial names, other settings
+    assert listed.returncode == 2 and "finished" not in listed.stdout
+    assert "holds another sweep (trial 000-lr=0.0001 there is 000-lr=0.0001 with train.max_steps=8" in listed.stderr
+    assert runner.started(first) and not runner.started(spec.load(write_spec(tmp_path, "c", parameters={"optim.lr": [1e-4]}), tmp_path / "new"))
     elsewhere = tmp_path / "mine"
     elsewhere.mkdir()
     (elsewhere / "notes.txt").write_text("keep me")

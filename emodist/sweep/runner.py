@@ -38,23 +38,36 @@ def prepare(sweep: Sweep) -> None:
     """Create the sweep directory with trials.json and sweep.yaml, or check that the one there is this sweep's:
     UsageError naming the first trial that differs (nothing written) otherwise."""
     directory, manifest = sweep.output_dir, sweep.output_dir / MANIFEST
-    expected = {"name": sweep.name, "variant": sweep.variant, "smoke": sweep.smoke,
-                "trials": [dataclasses.asdict(t) for t in sweep.trials]}
-    if manifest.is_file():
-        try:
-            there = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise UsageError(f"{manifest}: unreadable ({err}): restore it, or start the sweep in a new output_dir") from None
-        if there != expected:
-            raise UsageError(f"{directory} holds another sweep ({_difference(there, expected)}): nothing was changed; "
-                             "run its own spec again to continue it, or give this one a new name or --output-dir")
+    if started(sweep):
         return
     if directory.exists() and any(directory.iterdir()):
         raise UsageError(f"{directory} exists and holds no {MANIFEST}: it is not a sweep directory; nothing was "
                          "changed: give the sweep a new name or --output-dir")
     directory.mkdir(parents=True, exist_ok=True)
-    files.write_json(manifest, expected)  # first: a directory with it is this sweep's, whatever happens next
+    files.write_json(manifest, _manifest(sweep))  # first: a directory with it is this sweep's, whatever happens next
     shutil.copyfile(sweep.path, directory / "sweep.yaml")
+
+
+def _manifest(sweep: Sweep) -> dict:
+    return {"name": sweep.name, "variant": sweep.variant, "smoke": sweep.smoke,
+            "trials": [dataclasses.asdict(t) for t in sweep.trials]}
+
+
+def started(sweep: Sweep) -> bool:
+    """Whether the sweep directory holds this sweep's trials.json (False: none). UsageError naming the first
+    difference when it holds another sweep's, whose trials this spec must not run, list or count as its own."""
+    directory, manifest = sweep.output_dir, sweep.output_dir / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        there = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{manifest}: unreadable ({err}): restore it, or start the sweep in a new output_dir") from None
+    expected = _manifest(sweep)
+    if there != expected:
+        raise UsageError(f"{directory} holds another sweep ({_difference(there, expected)}): nothing was changed; "
+                         "run its own spec again to continue it, or give this one a new name or --output-dir")
+    return True
 
 
 def _difference(there: dict, expected: dict) -> str:
