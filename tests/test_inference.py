@@ -85,11 +85,12 @@ def test_auto_precision_follows_the_hardware(monkeypatch, native):
     assert inference.serving_precision("auto", cpu, onnx=True) == "fp32"  # ONNX Runtime: no autocast
 
 
-def test_auto_precision_of_a_loaded_model(monkeypatch, exported):
+def test_auto_precision_of_a_loaded_model(monkeypatch, smoke_runs):
+    model_dir = smoke_runs("distilbert")[0] / "model"
     monkeypatch.setattr(process, "cpu_has_native_bf16", lambda: True)
-    assert Classifier.load(exported[0]).precision == "bf16"
+    assert Classifier.load(model_dir).precision == "bf16"
     monkeypatch.setattr(process, "cpu_has_native_bf16", lambda: False)
-    assert Classifier.load(exported[0]).precision == "fp32"
+    assert Classifier.load(model_dir).precision == "fp32"
 
 
 @pytest.mark.parametrize(("major", "native"), [(7, False), (8, True), (9, True)])  # T4/V100, A100, H100
