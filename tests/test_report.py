@@ -96,6 +96,11 @@ def test_a_report_directory_is_replaced_only_when_a_comparison_wrote_it(tmp_path
     again = compare(str(study))  # its own directory: replaced, the earlier ranking's winner removed
     assert again.returncode == 0, again.stderr
     assert not (report / "winner-config.yaml").exists() and (report / "report.md").is_file()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep\n")
+    listed = json.loads((report / ".emodist-comparison").read_text())
+    (report / ".emodist-comparison").write_text(json.dumps([*listed, "../../outside.txt"]))  # edited by hand
+    assert compare(str(study)).returncode == 0 and outside.read_text() == "keep\n"
     (report / "notes.txt").write_text("mine\n")  # a file of the user's among the report's: not replaced
     assert compare(str(study)).returncode == errors.EXIT_USAGE and (report / "notes.txt").read_text() == "mine\n"
     assert (report / "report.md").is_file()

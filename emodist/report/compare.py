@@ -238,9 +238,12 @@ def claim_output(output: Path) -> list[str]:
         raise UsageError(f"--output {output} is a file: name a directory for the report")
     own = output / OWN
     try:
-        earlier = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else []
+        listed = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else []
     except (OSError, ValueError):
-        earlier = []
+        listed = []
+    # plain names of files in `output` only: an edited list must not reach outside it
+    earlier = [n for n in listed if isinstance(n, str) and n not in (".", "..", OWN) and Path(n).name == n] if (
+        isinstance(listed, list)) else []
     others = sorted(p.name for p in output.iterdir() if p.name != OWN and p.name not in earlier) if output.is_dir() else []
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
