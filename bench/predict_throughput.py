@@ -98,7 +98,8 @@ def main() -> int:
                       else "pretrained all-MiniLM-L6-v2 with a random 28-label head")
         model_dir = model_dir or untrained_minilm(Path(tmp) / "model", args.data_dir)
         torch_side = Classifier.load(model_dir, batch_size=args.batch_size, precision="fp32")
-        bf16 = {"torch-bf16": Classifier.load(model_dir, batch_size=args.batch_size, precision="bf16")
+        bf16 = {"torch-bf16": Classifier(torch_side.model, torch_side.tokenizer, torch_side.cut.copy(),
+                                         batch_size=args.batch_size, precision="bf16")  # the same model, autocast
                 } if process.cpu_has_native_bf16() else {}
         sides = {"pipeline": pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu"),
                  "torch": torch_side, **bf16, **onnx_sides(torch_side, Path(tmp), args.batch_size)}
