@@ -7,8 +7,8 @@
 
 The directory loads with `transformers.pipeline("text-classification", model=DIR, top_k=None)` and with
 `launch/predict.py DIR`; LoRA adapters are merged into their base (see emodist/serve/export.py). The upload
-(huggingface_hub create_repo + upload_folder) takes its token from HF_TOKEN; without one, or offline, it
-is refused in one line before anything is sent.
+(huggingface_hub create_repo + upload_folder) takes its token from HF_TOKEN or the one `hf auth login`
+saved; without one it is refused in one line before the export is written, offline before anything is sent.
 
 `--onnx` writes the same model as ONNX instead (float32, or int8 with `--quantize int8`: ONNX Runtime's
 dynamic quantization), which `launch/predict.py` and `Classifier.load` serve with ONNX Runtime. Every ONNX
@@ -57,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
         raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and KB, "
                                 "MB, GB, KiB, MiB or GiB, e.g. 2GB")
-    if args.dry_run and not args.push_to_hub:
-        raise errors.UsageError("--dry-run shows what --push-to-hub would upload: add --push-to-hub REPO_ID")
+    for flag, given, what in (("--dry-run", args.dry_run, "shows what --push-to-hub would upload"),
+                              ("--private", args.private, "makes the repository --push-to-hub creates private")):
+        if given and not args.push_to_hub:
+            raise errors.UsageError(f"{flag} {what}: add --push-to-hub REPO_ID")
     for flag, given in (("--quantize", args.quantize), ("--accept-drift", args.accept_drift)):
         if given and not args.onnx:
             raise errors.UsageError(f"{flag} applies to ONNX exports: add --onnx")
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
                                 "is merged in float32 and written as one graph")
     if args.push_to_hub:
         export.check_repo_id(args.push_to_hub)
+        if not args.dry_run:
+            export.check_token(args.push_to_hub)
     process.quiet_libraries()
     default = "export-onnx" + (f"-{args.quantize}" if args.quantize else "") if args.onnx else "export"
     out_dir = args.output or args.run_dir / default

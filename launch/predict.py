@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("model", help="a model/ directory (or a run directory holding one)")
     parser.add_argument("texts", nargs="*", help="texts to label (default: --file, else standard input)")
     parser.add_argument("--file", help="a .txt (one text per line), .csv or .jsonl file; - for standard input")
-    parser.add_argument("--column", default="text", help="the text column (.csv) or field (.jsonl); default text")
+    parser.add_argument("--column", help="the text column (.csv) or field (.jsonl); default text")
     parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="output format (default jsonl)")
     parser.add_argument("--output", help="write here instead of standard output (an existing file is refused)")
     parser.add_argument("--top-k", type=int, default=0, metavar="K", help="also list the K best-scoring labels")
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda, cuda:1 (default: a GPU if any)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="bf16 autocast where the device computes in bf16 (auto, the default), always, or never")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # texts may come after the options, too
 
 
 def _cuda() -> bool:
@@ -62,6 +62,7 @@ def predict(args: argparse.Namespace) -> int:
                                ("--max-length", args.max_length, 8)):
         if value < least:
             raise errors.UsageError(f"{flag} {value}: must be >= {least}")
+    from emodist.scoring import thresholds
     from emodist.serve import textio
     from emodist.serve.inference import Classifier, device_of, model_dir_of
 
@@ -79,6 +80,12 @@ def predict(args: argparse.Namespace) -> int:
     if longest and args.max_length > longest:
         raise errors.UsageError(f"--max-length {args.max_length}: this model reads at most {longest} tokens: "
                                 f"use --max-length {longest} or less")
+    if args.top_k > len(classifier.labels):
+        raise errors.UsageError(f"--top-k {args.top_k}: this model has {len(classifier.labels)} labels: use "
+                                f"--top-k {len(classifier.labels)} or less")
+    if not classifier.tuned:
+        print(f"emodist: {model_dir} has no {thresholds.FILE}: every label is chosen at probability 0.5 (a run "
+              "writes the thresholds it tuned on dev there)", file=sys.stderr)
     writer = textio.Writer(textio.open_output(args.output), classifier.labels, args.format, args.top_k)
     textio.write_predictions(classifier, inputs, writer)
     return 0

@@ -14,7 +14,8 @@ from conftest import ROOT, error_lines, read_summary
 
 from emodist import config, data
 
-PUSH_ENV = {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None}
+PUSH_ENV = {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "HF_TOKEN_PATH": "/nonexistent/emodist-test/token"}
+"""No hub token: neither in the environment nor the file `hf auth login` writes."""
 MERGED_QLORA_GAP = (0.1, 0.01)
 """How far a merged QLoRA export's scores may move from its adapter's, at most and on average (measured on
 the smoke run's first 64 test texts: 0.046 and 0.0034, every text given the same labels)."""
@@ -122,9 +123,13 @@ def test_push_dry_run_lists_and_refusals_come_before_anything_is_sent(exports):
     result = run_script("export.py", str(run_dir), "--output", str(out), "--push-to-hub", "me/emotions", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("would upload to me/emotions: README.md, config.json")
+    no_token = ["emodist: error: --push-to-hub me/emotions: no token: set HF_TOKEN (a write token from "
+                "huggingface.co/settings/tokens) or run `hf auth login`, or use --dry-run to see what would be uploaded"]
     result = run_script("export.py", str(run_dir), "--output", str(out), "--push-to-hub", "me/emotions", env=PUSH_ENV)
-    assert error_lines(result) == ["emodist: error: --push-to-hub me/emotions: no token: set HF_TOKEN (a write token "
-                                   "from huggingface.co/settings/tokens), or use --dry-run to see what would be uploaded"]
+    assert error_lines(result) == no_token
+    fresh = out.with_name(out.name + "-fresh")  # refused before the export is written: nothing left behind
+    result = run_script("export.py", str(run_dir), "--output", str(fresh), "--push-to-hub", "me/emotions", env=PUSH_ENV)
+    assert error_lines(result) == no_token and not fresh.exists()
     result = run_script("export.py", str(run_dir), "--output", str(out), "--push-to-hub", "me/emotions",
                         env={"HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "1"})
     assert error_lines(result) == [f"emodist: error: --push-to-hub me/emotions: the HuggingFace hub is unreachable "
@@ -174,6 +179,8 @@ def test_a_repo_id_that_is_not_one_and_a_dry_run_without_a_push_are_refused_firs
     assert line.endswith("use NAME or NAMESPACE/NAME, e.g. me/emotions")
     assert error_lines(run_script("export.py", str(tmp_path), "--dry-run")) == [
         "emodist: error: --dry-run shows what --push-to-hub would upload: add --push-to-hub REPO_ID"]
+    assert error_lines(run_script("export.py", str(tmp_path), "--private")) == [
+        "emodist: error: --private makes the repository --push-to-hub creates private: add --push-to-hub REPO_ID"]
     assert list(tmp_path.iterdir()) == []
 
 

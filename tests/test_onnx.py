@@ -85,6 +85,24 @@ def test_predict_serves_an_onnx_export_as_it_serves_the_torch_model(onnx_exports
         "autocast): use --precision auto, or serve the torch model/ directory in bf16"]
 
 
+def test_an_export_missing_its_graph_or_its_manifest_is_named_so(onnx_exports, tmp_path):
+    """Without its graph, ONNX Runtime's loader names the directory as a hub URL; without export.json, the
+    directory would be read as a torch model and named as if it were model.name_or_path."""
+    import shutil
+
+    _, out, _ = onnx_exports("distilbert")
+    no_graph, no_manifest = tmp_path / "no-graph", tmp_path / "no-manifest"
+    for damaged, name in ((no_graph, "model.onnx"), (no_manifest, "export.json")):
+        shutil.copytree(out, damaged)
+        (damaged / name).unlink()
+    assert error_lines(run_script("predict.py", str(no_graph), "hello")) == [
+        f"emodist: error: {no_graph}: model.onnx, the graph its export.json names, is missing: the export is "
+        "incomplete; export it again from its run directory (launch/export.py RUN --onnx)"]
+    assert error_lines(run_script("predict.py", str(no_manifest), "hello")) == [
+        f"emodist: error: {no_manifest}: holds model.onnx but no export.json naming it, so it is no ONNX export emodist "
+        "serves: export it again from its run directory (launch/export.py RUN --onnx)"]
+
+
 def test_on_cpus_an_export_is_served_as_measured_fastest(onnx_exports):
     """Without ONNX Runtime's SkipLayerNormalization fusion (onnx_export.CPU_SESSION_CONFIG): the served session
     must carry the setting, which parity.json was measured under too."""

@@ -189,6 +189,43 @@ def test_no_text_and_a_missing_gpu_are_one_line_each(smoke_runs, tmp_path):
         "emodist: error: --max-length 100000: this model reads at most 128 tokens: use --max-length 128 or less"]
 
 
+def test_options_that_cannot_apply_are_refused_and_texts_may_follow_them(smoke_runs, tmp_path):
+    run_dir, _ = smoke_runs("distilbert")
+    model = str(run_dir / "model")
+    ok = predict(model, "--top-k", "2", "so glad", "--precision", "fp32", "so sad")  # texts between the options
+    assert ok.returncode == 0, ok.stderr
+    assert [json.loads(line)["text"] for line in ok.stdout.splitlines()] == ["so glad", "so sad"]
+    assert error_lines(predict(model, "--top-k", "7", "so glad")) == [
+        "emodist: error: --top-k 7: this model has 6 labels: use --top-k 6 or less"]
+    assert error_lines(predict(model, "--column", "body", "so glad")) == [
+        "emodist: error: --column body: texts given as arguments have no columns: leave --column out (it names the "
+        "text column of a .csv or .jsonl file)"]
+    lines = tmp_path / "posts.txt"
+    lines.write_text("so glad\n")
+    assert error_lines(predict(model, "--file", str(lines), "--column", "body")) == [
+        f"emodist: error: --column body: {lines} is read as one text per line: leave --column out, or give a .csv or "
+        ".jsonl file (--column names the text column of one)"]
+
+
+def test_a_model_without_thresholds_is_said_to_cut_at_one_half(smoke_runs, tmp_path):
+    run_dir, _ = smoke_runs("distilbert")
+    model = tmp_path / "model"
+    shutil.copytree(run_dir / "model", model)
+    (model / "thresholds.json").unlink()
+    result = predict(str(model), "so glad", "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["labels"] == [label for label, p in row["scores"].items() if p >= 0.5]
+    assert [line for line in result.stderr.splitlines() if line.startswith("emodist:")] == [
+        f"emodist: {model} has no thresholds.json: every label is chosen at probability 0.5 (a run writes the "
+        "thresholds it tuned on dev there)"]
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        (model / name).unlink(missing_ok=True)
+    assert error_lines(predict(str(model), "so glad")) == [
+        f"emodist: error: {model}: no weights there (no model.safetensors or pytorch_model.bin, nor a shard index): "
+        "the model is incomplete; export it again from its run directory"]
+
+
 # ---------------------------------------------------------------------------------------------------
 # The readers
 
@@ -206,6 +243,8 @@ def test_csv_and_jsonl_read_the_named_column(tmp_path):
 
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("a.csv", "id,text\n1,x\n", "{path}:1: no column 'body' (columns: 'id', 'text'); choose one with --column"),
+    ("a.csv", "body,id,body\nx,1,y\n",
+     "{path}:1: 2 columns are named 'body': rename all but the one to label, or choose another with --column"),
     ("a.jsonl", '{"body": "x"}\n{"body": 3}\n', "{path}:2: field 'body' holds 3, not a text"),
     ("a.jsonl", '{"body": "x"}\n{"text": "y"}\n', "{path}:2: no text field 'body' (fields: 'text'); choose one with --column"),
     ("a.jsonl", '{"body": "x"}\n[1, 2]\n', "{path}:2: a JSON list, not an object with a text field 'body': write one object per line"),

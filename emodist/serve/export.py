@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -255,6 +254,17 @@ def check_repo_id(repo_id: str) -> None:
                          "NAME or NAMESPACE/NAME, e.g. me/emotions") from None
 
 
+def check_token(repo_id: str) -> None:
+    """UsageError when no hub token is set (HF_TOKEN, or the one `hf auth login` saved): checked before the
+    export is written, so that a refused push leaves nothing behind."""
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise UsageError(f"--push-to-hub {repo_id}: no token: set HF_TOKEN (a write token from "
+                         "huggingface.co/settings/tokens) or run `hf auth login`, or use --dry-run to see what would "
+                         "be uploaded")
+
+
 def push(out_dir: Path, repo_id: str, private: bool = False, dry_run: bool = False) -> list[str]:
     """Upload `out_dir` to the hub repository `repo_id` (created if needed); return the files. `dry_run`
     only lists them. Refused in one line, before anything is sent, without a token or with the hub
@@ -264,9 +274,7 @@ def push(out_dir: Path, repo_id: str, private: bool = False, dry_run: bool = Fal
     files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
     if dry_run:
         return files
-    if not (os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")):
-        raise UsageError(f"--push-to-hub {repo_id}: no token: set HF_TOKEN (a write token from "
-                         "huggingface.co/settings/tokens), or use --dry-run to see what would be uploaded")
+    check_token(repo_id)
     if hub.go_offline_if_unreachable():
         raise UsageError(f"--push-to-hub {repo_id}: the HuggingFace hub is unreachable from here: push from a "
                          f"machine with network access (the export is complete in {out_dir})")

@@ -48,6 +48,8 @@ class Classifier:
         """bf16 (the forward passes run under bf16 autocast) or fp32 (no autocast: the weights' own dtype)."""
         self.warning: str | None = None
         """What the dev scores said of the labels the model has not learned (thresholds.json), if anything."""
+        self.tuned = False
+        """Whether `cut` holds thresholds tuned on dev (thresholds.json), not 0.5 for every label."""
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | torch.device = "cpu", max_length: int = 128,
@@ -69,6 +71,7 @@ class Classifier:
         cut = thresholds.for_labels(tuned, labels, Path(model_dir) / thresholds.FILE) if tuned else np.full(len(labels), 0.5)
         classifier = cls(model, tokenizer, cut, max_length, batch_size, precision)
         classifier.warning = thresholds.warning(tuned) if tuned else None
+        classifier.tuned = tuned is not None
         return classifier
 
     @torch.inference_mode()

@@ -157,7 +157,11 @@ def write(model, tokenizer, directory: Path, quantize: str | None = None, what: 
 def graph_file(directory: Path) -> Path:
     """The ONNX graph of the export in `directory`, as its export.json names it."""
     manifest = json.loads((Path(directory) / MANIFEST).read_text(encoding="utf-8"))
-    return Path(directory) / manifest["components"]["model"]["file"]
+    try:
+        return Path(directory) / manifest["components"]["model"]["file"]
+    except (KeyError, TypeError):
+        raise UsageError(f"{Path(directory) / MANIFEST}: names no model graph (components.model.file): the export "
+                         "is incomplete or was edited; export it again from its run directory") from None
 
 
 @contextlib.contextmanager
@@ -265,6 +269,10 @@ def load(directory: Path, device="cpu"):
     from emodist.models.builder import load_tokenizer
 
     _check_runtime()
+    graph = graph_file(directory)
+    if not graph.is_file():  # else ONNX Runtime's loader names it as a hub URL
+        raise UsageError(f"{directory}: {graph.name}, the graph its {MANIFEST} names, is missing: the export is "
+                         "incomplete; export it again from its run directory (launch/export.py RUN --onnx)")
     try:
         return OnnxModel.load(directory, device), load_tokenizer(str(directory))
     except UsageError:

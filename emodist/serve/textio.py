@@ -34,9 +34,22 @@ class Texts:
     """What one entry of `source` is: a line, or an argument."""
 
 
-def texts_of(arguments: list[str], path: str | None, column: str = "text") -> Texts:
+COLUMNED = (".csv", ".jsonl")
+"""The files whose texts are one column (field) of each row: `--column` names it; any other file is one text a line."""
+
+
+def texts_of(arguments: list[str], path: str | None, column: str | None = None) -> Texts:
     """The texts to label: `arguments` when there are any, else those of `read_texts(path, column)`.
-    UsageError when there is none."""
+    `column`: the column a .csv/.jsonl file's texts are in (None: `text`). UsageError when there is no text,
+    or when `column` is given for texts that have no columns."""
+    if column is not None and (arguments or Path(path or "-").suffix.lower() not in COLUMNED):
+        if arguments:
+            raise UsageError(f"--column {column}: texts given as arguments have no columns: leave --column out (it "
+                             "names the text column of a .csv or .jsonl file)")
+        source = "standard input" if path in (None, "-") else path
+        raise UsageError(f"--column {column}: {source} is read as one text per line: leave --column out, or give a "
+                         ".csv or .jsonl file (--column names the text column of one)")
+    column = column or "text"
     if arguments:  # an empty argument is skipped as an empty line is: it holds nothing to label
         kept = [a for a in arguments if a.strip()]
         inputs = Texts(kept, len(arguments) - len(kept), "the arguments", "argument")
@@ -79,6 +92,9 @@ def _csv_column(text: str, column: str, source: str) -> list[str]:
     if rows.fieldnames is None or column not in rows.fieldnames:
         raise UsageError(f"{source}:1: no column {column!r} (columns: {', '.join(map(repr, rows.fieldnames or []))}); "
                          "choose one with --column")
+    if rows.fieldnames.count(column) > 1:  # DictReader would keep the last one's value, unsaid
+        raise UsageError(f"{source}:1: {rows.fieldnames.count(column)} columns are named {column!r}: rename all but "
+                         "the one to label, or choose another with --column")
     try:
         return [row[column] or "" for row in rows]
     except csv.Error as err:
