@@ -343,6 +343,8 @@ def test_a_switch_reads_the_words_people_write(text, value):
     ("track.tags=[a\x07]", "override 'track.tags=[a\\x07]': track.tags='[a\\x07]': is not a valid YAML list "
      "(unacceptable character #x0007: special characters are not allowed); write [q_proj, v_proj] or q_proj,v_proj"),
     ("zzz=1", "override 'zzz=1': unknown key 'zzz' (see `launch/train.py --list-keys`)"),
+    ("model.lora=3", "override 'model.lora=3': model.lora is a section, not a setting: set its keys, e.g. "
+     "model.lora.r=... (in YAML, a mapping under model.lora:); model.lora has r, alpha, dropout, target_modules"),
     ("output_dir=runs/a=b", None),
 ])
 def test_each_value_that_cannot_be_read_says_what_is_expected(override, message):
@@ -360,6 +362,8 @@ def test_an_unset_optional_number_is_none():
     ("train:\n  epochs: true\n", "{file}:2: train.epochs=True: must be a whole number"),
     ("optim:\n  lr: true\n", "{file}:2: optim.lr=True: must be a number"),
     ("output_dir: 5\n", "{file}:1: output_dir=5: must be a string"),
+    ("optim: 5\n", "{file}:1: optim is a section, not a setting: set its keys, e.g. optim.name=... (in YAML, a "
+     "mapping under optim:); optim has name, lr, head_lr, weight_decay, schedule, warmup_ratio, ..."),
     ("track:\n  tags: 5\n", "{file}:2: track.tags=5: must be a list of names, e.g. [q_proj, v_proj] or q_proj,v_proj"),
     ("track:\n  tags: [1, 2]\n", "{file}:2: track.tags=[1, 2]: must be a list of names, e.g. [q_proj, v_proj] or "
      "q_proj,v_proj"),

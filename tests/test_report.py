@@ -106,6 +106,24 @@ def test_a_report_directory_is_replaced_only_when_a_comparison_wrote_it(tmp_path
     assert (report / "report.md").is_file()
 
 
+def test_ranking_by_a_score_no_run_reports_lists_those_they_do(tmp_path):
+    from emodist.report import compare as comparing
+
+    runs = [write_run(tmp_path / "a", "distilbert", 0.3), write_run(tmp_path / "b", "minilm", 0.2)]
+    assert [run.name for run, _ in comparing.rank(runs, "dev.f1_macro")] == ["a", "b"]
+    with pytest.raises(errors.UsageError) as typo:
+        comparing.rank(runs, "dev.f1_marco")
+    assert str(typo.value) == ("--rank-by dev.f1_marco: no run reports dev.f1_marco: dev holds f1_macro, f1_micro, "
+                               "precision_micro, recall_micro, subset_accuracy")
+    summary = json.loads((runs[1] / "summary.json").read_text())
+    del summary["dev"]["subset_accuracy"]  # one run lacks what the other reports: named as an older run
+    (runs[1] / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(errors.UsageError) as older:
+        comparing.rank(runs, "dev.subset_accuracy")
+    assert str(older.value).startswith(f"{runs[1] / 'summary.json'} has no number at dev.subset_accuracy (a run "
+                                       "written before emodist reported it?)")
+
+
 def test_runs_of_another_label_set_are_refused_in_one_line(tmp_path):
     a = write_run(tmp_path / "a", "distilbert", 0.3)
     b = write_run(tmp_path / "b", "minilm", 0.2, labels=["positive", "negative"])

@@ -59,6 +59,11 @@ def test_random_draws_are_seeded_within_their_ranges(tmp_path):
 @pytest.mark.parametrize(("content", "message"), [
     ({"parameters": {"optim.lr": [1e-4]}, "epochs": 3}, "unknown key 'epochs': a sweep spec has variant,"),
     ({"parameters": {}}, "parameters: empty"),
+    ({"parameters": {"variant": ["minilm", "distilbert"]}},
+     "parameters.variant: a sweep trains one variant, the one its variant: key names; sweep another variant with a "
+     "spec of its own"),
+    ({"parameters": {"optim.lr": [1e-4]}, "fixed": {"smoke": False}},
+     "fixed.smoke: the spec's smoke: key sets it for every trial"),
     ({"parameters": {"optim.lr": {"min": 1e-5, "max": 1e-3}}}, "a grid takes a non-empty list of values"),
     ({"parameters": {"optim.lrr": [1e-4]}}, "trial 000-lrr=0.0001: override 'optim.lrr=0.0001': unknown key 'optim.lrr' (did you mean optim.lr?)"),
     ({"parameters": {"train.asl_clip": [0.05, 1.5]}}, "trial 001-asl_clip=1.5: train.asl_clip: must be in [0, 1)"),

@@ -111,6 +111,13 @@ def _apply(cfg: RunConfig, settings: list[Setting]) -> tuple[RunConfig, dict[str
     where: dict[str, str] = {}
     problems: list[_Problem] = []
     for s in settings:
+        inner = [key for key in schema if key.startswith(s.key + ".")]
+        if inner:  # `optim: 5` (YAML) or optim=5: a value where the section's keys belong
+            problems.append(_Problem(s.key, f"{s.where}: {s.key} is a section, not a setting: set its keys, e.g. "
+                                            f"{inner[0]}=... (in YAML, a mapping under {s.key}:); "
+                                            f"{s.key} has {', '.join(k[len(s.key) + 1:] for k in inner[:6])}"
+                                            + (", ..." if len(inner) > 6 else "")))
+            continue
         if s.key not in schema:
             close = difflib.get_close_matches(s.key, schema, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}?" if close else "see `launch/train.py --list-keys`"

@@ -217,8 +217,12 @@ def rank(runs: list[Path], metric: str) -> list[tuple[Path, float]]:
     if split not in ("dev", "dev_tuned") or not key:
         raise UsageError(f"--rank-by {metric}: rank on a dev score (dev.KEY or dev_tuned.KEY, e.g. dev_tuned.f1_macro): "
                          "choosing a model by its test score leaves no unbiased test score to report")
-    scored = []
-    for run, summary in zip(runs, load_summaries(runs), strict=True):
+    scored, summaries = [], load_summaries(runs)
+    known = sorted({name for summary in summaries for name, value in (summary.get(split) or {}).items()
+                    if _is_number(value) and name != "num_examples"})
+    if known and key not in known:  # a typo, not an old run
+        raise UsageError(f"--rank-by {metric}: no run reports {split}.{key}: {split} holds {', '.join(known)}")
+    for run, summary in zip(runs, summaries, strict=True):
         value = (summary.get(split) or {}).get(key)
         if not _is_number(value):
             raise UsageError(f"{run / SUMMARY} has no number at {metric} (a run written before emodist reported it?): "

@@ -56,6 +56,13 @@ class Sweep:
     trials: list[Trial] = field(default_factory=list)
 
 
+SPEC_LEVEL = {
+    "variant": "a sweep trains one variant, the one its variant: key names; sweep another variant with a spec of its own",
+    "smoke": "the spec's smoke: key sets it for every trial",
+}
+"""Config keys a sweep sets once for all its trials, at the top of its spec, with why."""
+
+
 def load(path: Path, output_dir: Path | None = None) -> Sweep:
     """The sweep of the spec file `path`, its trials expanded and each trial's config validated; UsageError
     (one line naming the file and the key) otherwise. `output_dir` overrides the spec's."""
@@ -83,6 +90,9 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
     parameters = _mapping(raw.get("parameters"), where, "parameters")
     if not parameters:
         raise UsageError(f"{where}: parameters: empty: name at least one config key and its values")
+    for section, keys in (("fixed", fixed), ("parameters", parameters)):
+        for key in set(keys) & set(SPEC_LEVEL):
+            raise UsageError(f"{where}: {section}.{key}: {SPEC_LEVEL[key]}")
     if method == "grid":
         values = [_grid_values(key, spec, where) for key, spec in parameters.items()]
         drawn = [dict(zip(parameters, combo, strict=True)) for combo in itertools.product(*values)]
