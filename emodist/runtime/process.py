@@ -12,6 +12,7 @@ whether the hardware computes in bf16, which the precision a run (and `Classifie
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -44,6 +45,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*deprecated and will be removed in v6", category=FutureWarning)
     # DeepSpeed's collectives call torch names torch deprecates, once per call
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+    # bitsandbytes (which peft imports) fetches a CPU kernel from the hub when it is imported on a CPU with
+    # AVX512-BF16; offline it says, twice, that it could not, and uses its own: nothing to act on
+    for name in ("bitsandbytes.backends.cpu.ops", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     # accelerate imports DeepSpeed (when installed) in every save_pretrained; on a machine without CUDA,
     # DeepSpeed then warns "Setting accelerator to CPU" unless told that it is meant to run there
     import torch
