@@ -258,6 +258,11 @@ def test_restored_keeps_the_summary_it_replaces_and_writes_this_config(tmp_path)
     (path / "summary.json").write_text("not json")
     run.restored(settings(path), 20)
     assert (path / "summary.step-unknown.json").read_text() == "not json"
+    for steps in (70, 64):  # rewound again to before step 64: both summaries of step 64 are kept
+        (path / "summary.json").write_text(json.dumps({"train": {"steps": steps}, "again": True}))
+        run.restored(settings(path), 20)
+    assert json.loads((path / "summary.step-64.json").read_text()) == {"train": {"steps": 64}}
+    assert json.loads((path / "summary.step-64.2.json").read_text()) == {"train": {"steps": 64}, "again": True}
 
 
 def test_json_is_written_whole_with_null_for_what_json_cannot_hold(tmp_path):

@@ -66,21 +66,31 @@ class Run:
 
     def restored(self, cfg: RunConfig, step: int) -> None:
         """Main process, once `checkpoint` has loaded: drop what the run logged after `step` (it is trained and
-        logged again), keep the summary of a finished run that trains on as `summary.step-N.json`, and write
-        the config of this launch."""
+        logged again), keep the summary of a finished run that trains on as `summary.step-N.json` (never over
+        an earlier one), and write the config of this launch."""
         metrics = self.path / "metrics.jsonl"
         if self.fork_of is not None and (self.fork_of / "metrics.jsonl").is_file():
             shutil.copy2(self.fork_of / "metrics.jsonl", metrics)
         truncate_metrics(metrics, after_step=step)
         summary = self.path / "summary.json"
         if summary.exists():
-            os.replace(summary, self.path / f"summary.step-{_finished_step(summary)}.json")
+            os.replace(summary, _unused(self.path / f"summary.step-{_finished_step(summary)}.json"))
         config_mod.dump(cfg, self.path / "config.yaml")
 
     def close(self) -> None:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def _unused(path: Path) -> Path:
+    """`path` if nothing is there, else the first free `NAME.2.json`, `NAME.3.json`, ...: a run rewound twice
+    to before one step keeps both summaries it replaced."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}.{number}{path.suffix}")
+    return candidate
 
 
 def open_run(cfg: RunConfig, accelerator, labels: list[str], topology: dict, overwrite: bool = False,
