@@ -248,6 +248,25 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_what_differs(current, 
     assert str(refused.value).startswith(message), str(refused.value)
 
 
+def test_the_data_s_content_decides_not_the_path_it_is_read_from():
+    """A checkpoint records its splits' sizes and hashes (`emodist.data.identity`): the same path with other
+    contents is refused; the same contents from another path resume; a checkpoint from before the hashes
+    still compares the path."""
+    train = {"data.split.train": "200 texts, 163c", "data.split.dev": "64 texts, 0a1b"}
+    state = _state(fingerprint={"data.data_dir": "/data/emo", "labels": ["joy"], **train})
+    edited = {"data.data_dir": "/data/emo", "labels": ["joy"], **train, "data.split.train": "500 texts, eb34"}
+    with pytest.raises(UsageError) as refused:
+        check_resumable(Path("c"), state, edited, TOPOLOGY)
+    assert str(refused.value) == ('--resume c: it was trained on other data: data.split.train="200 texts, 163c" there, '
+                                  '"500 texts, eb34" here: resume with the data it was trained on, or start a new run in '
+                                  "a new --output-dir")
+    check_resumable(Path("c"), state, {"data.data_dir": "../../data/emo", "labels": ["joy"], **train}, TOPOLOGY)
+    older = _state(fingerprint={"data.data_dir": "/data/emo", "labels": ["joy"]})
+    check_resumable(Path("c"), older, {"data.data_dir": "/data/emo", "labels": ["joy"], **train}, TOPOLOGY)
+    with pytest.raises(UsageError, match='data.data_dir="/data/emo" there, "/data/other" here'):
+        check_resumable(Path("c"), older, {"data.data_dir": "/data/other", "labels": ["joy"], **train}, TOPOLOGY)
+
+
 def test_settings_are_checked_before_the_topology():
     with pytest.raises(UsageError, match="other settings"):
         check_resumable(Path("c"), _state(), {"model.lora.r": 4, "labels": ["joy"]}, {**TOPOLOGY, "num_processes": 1})

@@ -279,6 +279,31 @@ def test_resuming_a_different_data_set_is_refused(references, tmp_path):
     assert 'data.dataset="synthetic" there, "auto" here' in line and "labels=" in line
 
 
+def test_resuming_after_the_data_changed_is_refused_and_a_moved_copy_resumes(tmp_path):
+    """The same --data-dir with one training text edited is other data; the same files elsewhere are not."""
+    from test_data import write_goemotions
+
+    data_dir = write_goemotions(tmp_path / "ge")
+    run_dir = tmp_path / "run"
+    short = ["--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "train.save_every_steps=1",
+             "data.max_eval_examples=2"]
+    first = launch(*short, "--data-dir", str(data_dir), "train.max_steps=1", accelerate=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    train = data_dir / "train.tsv"
+    original = train.read_text()
+    train.write_text(original.replace("ok then", "ok then, fine"))
+    edited = launch(*short, "--data-dir", str(data_dir), "train.max_steps=2", "--resume", "auto", accelerate=False)
+    [line] = error_lines(edited)
+    assert line.startswith(f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-1'} was trained on other "
+                           'data: data.split.train="3 texts, ') and line.endswith(
+        "resume with the data it was trained on, or start a new run in a new --output-dir")
+    train.write_text(original)
+    moved = data_dir.rename(tmp_path / "moved")
+    resumed = launch(*short, "--data-dir", str(moved), "train.max_steps=2", "--resume", "auto", accelerate=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_summary(run_dir)["train"]["steps"] == 2
+
+
 def other_process_count(run_dir: Path, there: int, here: int) -> str:
     """The refusal of resuming the step-60 checkpoint of `run_dir`, written by `there` processes, with `here`."""
     return (f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-60'} was written with num_processes="

@@ -52,6 +52,11 @@ def split_fingerprint(split: Split) -> str:
     return _fingerprint(*split.texts, split.targets.tobytes())
 
 
+def identity(splits: dict[str, Split]) -> dict[str, str]:
+    """What a resume must find unchanged in the data: {"data.split.NAME": "N texts, FINGERPRINT"} per split."""
+    return {f"data.split.{name}": f"{len(split)} texts, {split_fingerprint(split)}" for name, split in splits.items()}
+
+
 def _fingerprint(*parts: str | bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:

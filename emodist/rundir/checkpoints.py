@@ -44,6 +44,8 @@ STATE_FILE = "state.json"
 RESUME_INVARIANT = ("model.", "data.", "optim.", "train.seed", "train.global_batch_size", "train.micro_batch_size",
                     "train.pos_weight", "train.loss", "train.focal_gamma", "train.asl_")
 RESUME_FREE = ("data.cache_dir",)
+SPLIT_KEY = "data.split."
+"""The fingerprint's keys of the splits' identity (`emodist.data.identity`)."""
 REQUIRED = ("step", "epoch", "batches_in_epoch", "best", "loss_sum_per_rank", "loss_count", "num_processes",
             "distributed_type", "zero_stage", "fingerprint", "files", "digest")
 """What state.json must hold to be resumed from."""
@@ -254,11 +256,12 @@ def latest_checkpoint(run_dir: Path, content: bool = True) -> tuple[Path | None,
     return None, skipped
 
 
-def fingerprint(cfg: RunConfig, labels: list[str]) -> dict:
-    """The settings a resume must share with its checkpoint, as {dotted key: value}, plus the labels."""
+def fingerprint(cfg: RunConfig, labels: list[str], data: dict[str, str] | None = None) -> dict:
+    """The settings a resume must share with its checkpoint, as {dotted key: value}, plus the labels and `data`,
+    the splits' identity (`emodist.data.identity`: their sizes and content hashes)."""
     flat = _flatten(cfg.to_dict())
     kept = {k: v for k, v in flat.items() if k.startswith(RESUME_INVARIANT) and k not in RESUME_FREE}
-    return {**kept, "labels": list(labels)}
+    return {**kept, "labels": list(labels), **(data or {})}
 
 
 def fingerprint_hash(values: dict) -> str:
@@ -279,7 +282,12 @@ def differences(saved: dict, current: dict) -> str:
     """The settings that differ between two fingerprints, e.g. `model.lora.r=16 there, 8 here`; "" if none."""
     defaults = _flatten(RunConfig().to_dict())  # a checkpoint older than a setting was trained at its default
     saved, current = {**defaults, **saved}, {**defaults, **current}
-    changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    if not any(k.startswith(SPLIT_KEY) for k in saved):  # saved before emodist hashed the data: its path decides
+        current = {k: v for k, v in current.items() if not k.startswith(SPLIT_KEY)}
+    elif any(k.startswith(SPLIT_KEY) for k in current):  # the data's content decides, wherever it is read from
+        saved, current = ({k: v for k, v in d.items() if k != "data.data_dir"} for d in (saved, current))
+    keys = sorted(set(saved) | set(current), key=lambda k: (k.startswith(SPLIT_KEY), k))  # settings first: they say why
+    changed = [k for k in keys if saved.get(k) != current.get(k)]
     shown = "; ".join(f"{k}={_short(saved.get(k))} there, {_short(current.get(k))} here" for k in changed[:3])
     return shown + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")
 
@@ -292,6 +300,9 @@ def check_resumable(checkpoint: Path, state: dict, current: dict, topology: dict
     """
     said = f"--resume {checkpoint}: it" if resume in (None, str(checkpoint)) else f"--resume {resume}: {checkpoint}"
     changed = differences(state["fingerprint"], current)
+    if changed and all(part.startswith(SPLIT_KEY) for part in changed.split("; ")):
+        raise UsageError(f"{said} was trained on other data: {changed}: resume with the data it was trained on, or "
+                         "start a new run in a new --output-dir")
     if changed:
         raise UsageError(f"{said} was trained with other settings: {changed}: resume with its settings (--config on "
                          "the run's config.yaml), or start a new run in a new --output-dir")

@@ -94,20 +94,21 @@ def _unused(path: Path) -> Path:
 
 
 def open_run(cfg: RunConfig, accelerator, labels: list[str], topology: dict, overwrite: bool = False,
-             resume: str = "none", notify=print) -> Run:
+             resume: str = "none", notify=print, data: dict[str, str] | None = None) -> Run:
     """Decide what this launch does with its run directory (on the main process, holding the lock) and tell
     every rank (a collective). Sets `cfg.output_dir`. Raises UsageError, on every rank, with nothing changed,
     when the directory cannot be used this way.
 
     `resume`: `none`, `auto` or the path of a checkpoints/step-N directory; `topology`: what a checkpoint
-    must match (num_processes, distributed_type, zero_stage); `notify`: prints the main process's notices.
+    must match (num_processes, distributed_type, zero_stage); `notify`: prints the main process's notices;
+    `data`: the splits' identity (`emodist.data.identity`), which a checkpoint must match too.
     """
     from accelerate.utils import broadcast_object_list
 
     run, problem, failure = None, None, None
     if accelerator.is_main_process:
         try:
-            run = _open(cfg, labels, topology, overwrite, resume, notify)
+            run = _open(cfg, labels, topology, overwrite, resume, notify, data)
         except UsageError as err:
             problem = str(err)
         except Exception as err:  # noqa: BLE001 - re-raised below, once the other ranks know to stop
@@ -126,7 +127,9 @@ def open_run(cfg: RunConfig, accelerator, labels: list[str], topology: dict, ove
     return run
 
 
-def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, resume: str, notify) -> Run:
+def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, resume: str, notify,
+          data: dict[str, str] | None = None) -> Run:
+    current = checkpoints.fingerprint(cfg, labels, data)
     named = Path(resume) if resume not in ("none", "auto") else None
     if resume == "auto" and not cfg.output_dir:
         raise UsageError("--resume auto continues the run in --output-dir, and none was given: add --output-dir "
@@ -147,8 +150,7 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
         reason = checkpoints.unusable(named)
         if reason:
             raise UsageError(f"--resume {named}: {reason}: name another checkpoint, or pass --resume auto")
-        checkpoints.check_resumable(named, checkpoints.read_state(named), checkpoints.fingerprint(cfg, labels),
-                                    topology)
+        checkpoints.check_resumable(named, checkpoints.read_state(named), current, topology)
 
     lock = RunLock.acquire(path, notify)
     try:
@@ -163,7 +165,7 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
                    "no longer needed")
             lock = RunLock.acquire(path, notify)
             contents = Contents.of(path)
-        run = _decide(cfg, labels, topology, path, contents, resume, named, forked, notify)
+        run = _decide(cfg, current, topology, path, contents, resume, named, forked, notify)
         run.lock = lock
         if run.checkpoint is None and not run.finished:  # from step 0: only emodist's start files are replaced
             _remove(path, [*START_FILES, *EXPENDABLE])
@@ -176,7 +178,7 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
         raise
 
 
-def _decide(cfg: RunConfig, labels: list[str], topology: dict, path: Path, contents: Contents, resume: str,
+def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents: Contents, resume: str,
             named: Path | None, forked: bool, notify) -> Run:
     """The Run this launch makes of `path` (no file is changed here); UsageError if it cannot."""
     trained = contents.trained()
@@ -199,14 +201,13 @@ def _decide(cfg: RunConfig, labels: list[str], topology: dict, path: Path, conte
     checkpoint, skipped = checkpoints.latest_checkpoint(path)
     for candidate, reason in skipped:
         notify(f"emodist: skipped checkpoint {candidate}: {reason}")
-    current = checkpoints.fingerprint(cfg, labels)
     if checkpoint is not None:
         checkpoints.check_resumable(checkpoint, checkpoints.read_state(checkpoint), current, topology, "auto")
     finished = "summary.json" in trained
     if finished or checkpoint is None:
         earlier = _saved_config(path)
         if earlier is not None and checkpoint is None:  # a checkpoint was compared above; else the config
-            changed = checkpoints.differences(checkpoints.fingerprint(earlier, labels), current)
+            changed = checkpoints.differences(checkpoints.fingerprint(earlier, current["labels"]), current)
             if changed:
                 raise UsageError(f"--resume auto: {path} was started with other settings: {changed}: resume with "
                                  "its settings (--config on its config.yaml), or start a new run in a new --output-dir")

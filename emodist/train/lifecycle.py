@@ -85,7 +85,7 @@ class Lifecycle:
             check_data_fits(cfg, dataset, accelerator)
             planned = plan_memory(cfg, accelerator, topology, len(dataset.labels))  # before the run dir and weights
             run = self.run = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), overwrite, resume,
-                                               notify=console.print)
+                                               notify=console.print, data=data_mod.identity(dataset.splits))
             if run.finished:
                 console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it "
                               "further with more train.epochs or train.max_steps, or start again with --overwrite")
@@ -214,7 +214,7 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
     s = Session(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                 loaders=loaders, labels=data.labels, plan=plan, topology=topology, run=run, console=console,
                 phases=phases, loss_fn=losses.build(cfg.train, pos_weight), stop=stop, batches=batches, eval_orders=eval_orders,
-                memory_plan=memory_plan)
+                memory_plan=memory_plan, data_identity=data_mod.identity(data.splits))
     if run.checkpoint is not None:
         restore(s, run.checkpoint)
     # metrics.jsonl and wandb start once a resume has loaded: nothing of the run changes before that

@@ -42,7 +42,7 @@ def progress(s: Session) -> dict:
         "examples_seen": s.epoch * train_size + min(seen_this_epoch, train_size),
         "best": s.best, "loss_sum_per_rank": loss_sums, "loss_count": s.loss_count,
         **s.topology.identity(),
-        "fingerprint": (fp := checkpoints.fingerprint(s.cfg, s.labels)),
+        "fingerprint": (fp := checkpoints.fingerprint(s.cfg, s.labels, s.data_identity)),
         "config_hash": checkpoints.fingerprint_hash(fp),
         "stopped_by": s.stop.received,
         "perf": s.meter.carried(s.accelerator),  # the next session adds its own to these

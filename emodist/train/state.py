@@ -47,6 +47,8 @@ class Session:
     """Each eval loader reads its split in this order (shortest first); predictions are put back."""
     memory_plan: MemoryPlan | None = None
     """What the run was planned to need per process (emodist.models.memory), when its shapes are known."""
+    data_identity: dict[str, str] = field(default_factory=dict)
+    """The splits' sizes and content hashes (`emodist.data.identity`): a checkpoint records them, a resume matches them."""
     logger: tracking.MetricLogger | None = None
     """metrics.jsonl, the console and wandb: started once a resume has loaded (`setup`)."""
     meter: telemetry.Throughput = field(init=False)
