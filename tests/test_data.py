@@ -113,6 +113,34 @@ def test_a_csv_with_a_long_text_loads_and_a_short_row_names_its_column(tmp_path)
         load_dir(directory)
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    # DictReader keeps the last column of a name: the run would have trained on the ids
+    ("text,labels,text\nso glad,joy,id-1\n", "{dev}:1: the header names 'text' more than once: rename all but one, "
+     "or remove the extra columns"),
+    # DictReader files the fields beyond the header under None: 'really' would have been the label, 'joy' lost
+    ("text,labels\nyay,joy\nI love it, really,joy\n", "{dev}:3: 2 columns in the header, 3 fields here: quote a "
+     'text that holds a comma, e.g. "I love it, really"'),
+    ("text\tlabels\nyay\tjoy\n", "{dev}:1: the header is one column, 'text\\tlabels': its fields are separated by "
+     "tabs, and a .csv file's by commas: save it comma-separated"),
+    ("text;labels\nyay;joy\n", "{dev}:1: the header is one column, 'text;labels': its fields are separated by "
+     "semicolons, and a .csv file's by commas: save it comma-separated"),
+])
+def test_a_csv_whose_columns_do_not_line_up_is_refused_naming_the_line(tmp_path, content, message):
+    directory = tmp_path / "c"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
+    (directory / "dev.csv").write_text(content)
+    assert refusal(directory) == message.format(dev=directory / "dev.csv")
+
+
+def test_a_jsonl_null_is_named_as_null(tmp_path):
+    directory = write_jsonl(tmp_path / "j")
+    (directory / "dev.jsonl").write_text('{"text": "yay", "labels": null}\n')
+    with pytest.raises(UsageError, match=r"dev.jsonl:1: no value in column 'labels': it is null$"):
+        load_dir(directory)
+
+
 def test_a_jsonl_text_that_is_not_a_string_names_its_line(tmp_path):
     directory = write_jsonl(tmp_path / "j")
     (directory / "dev.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n{"text": 42, "labels": ["joy"]}\n')
@@ -349,6 +377,13 @@ def test_a_mapping_file_beside_the_data_wins(tmp_path):
      "{where}: glee not among the goemotions labels: this grouping is for GoEmotions' 28 emotions (the data has "
      "admiration, amusement, anger, annoyance, approval, ...)"),
     (["not", "a", "mapping"], "data.grouping: {path} must be a JSON object {{group: [label, ...]}}"),
+    ({"all": GOEMOTIONS_28[:27], "empty": []},
+     "data.grouping: {path}: group 'empty' lists []: each group lists one or more label names, as strings"),
+    ({"all": GOEMOTIONS_28[:27], "nums": [1, 2]},
+     "data.grouping: {path}: group 'nums' lists [1, 2]: each group lists one or more label names, as strings"),
+    ({"neutral": GOEMOTIONS_28[:10], "other": GOEMOTIONS_28[10:27]},
+     "{where}: group 'neutral' has the name of a label kept as itself (neutral, which no group lists): rename the "
+     "group, or list neutral in a group"),
     ("{", "data.grouping: {path}: unreadable (Expecting property name enclosed in double quotes: line 1 column 2 "
           "(char 1))"),
 ])

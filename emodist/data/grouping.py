@@ -56,6 +56,11 @@ def group(data: EmotionData, grouping: str, data_dir: Path | None) -> EmotionDat
             raise DataError(f"data.grouping: {source}: unreadable ({err})") from None
         if not (isinstance(mapping, dict) and all(isinstance(v, list) for v in mapping.values())):
             raise DataError(f"data.grouping: {source} must be a JSON object {{group: [label, ...]}}")
+        bad = next((name for name, members in mapping.items()
+                    if not members or not all(isinstance(m, str) for m in members)), None)
+        if bad is not None:
+            raise DataError(f"data.grouping: {source}: group {bad!r} lists {mapping[bad]!r}: each group lists one or "
+                            "more label names, as strings")
     where = f"data.grouping={grouping}" + (f" ({source})" if source is not None and grouping in GROUPINGS else "")
     unknown = sorted({label for members in mapping.values() for label in members} - set(data.labels))
     if unknown:
@@ -71,7 +76,12 @@ def group(data: EmotionData, grouping: str, data_dir: Path | None) -> EmotionDat
     ungrouped = [label for label in data.labels if label not in owners and label not in KEPT_AS_IS]
     if ungrouped:
         raise DataError(f"{where}: no group for {', '.join(ungrouped[:5])}: add them to a group")
-    groups = list(mapping) + [label for label in KEPT_AS_IS if label in data.labels and label not in owners]
+    kept = [label for label in KEPT_AS_IS if label in data.labels and label not in owners]
+    clash = [label for label in kept if label in mapping]
+    if clash:  # two labels of one name: the second would shadow the first in id2label and the thresholds
+        raise DataError(f"{where}: group {clash[0]!r} has the name of a label kept as itself ({clash[0]}, which no "
+                        f"group lists): rename the group, or list {clash[0]} in a group")
+    groups = list(mapping) + kept
     members = [[data.labels.index(m) for m in mapping.get(g, [g])] for g in groups]
     splits = {name: Split(split.texts, np.stack([split.targets[:, m].max(axis=1) for m in members], axis=1))
               for name, split in data.splits.items()}

@@ -183,10 +183,28 @@ def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
 
     reader = csv.DictReader(lines())
     try:
+        _check_header(path, reader.fieldnames or [])
         for row in reader:
+            if None in row:  # DictReader's place for the fields beyond the header's
+                raise _row_error(path, reader.line_num, f"{len(reader.fieldnames)} columns in the header, "
+                                 f"{len(reader.fieldnames) + len(row[None])} fields here: quote a text that holds a "
+                                 'comma, e.g. "I love it, really"')
             yield reader.line_num, row
     except csv.Error as err:
         raise _row_error(path, read, f"not valid CSV ({err})") from None
+
+
+def _check_header(path: Path, names: list[str]) -> None:
+    """DataError for a header that names a column twice (DictReader keeps the last one's values, unsaid) or
+    that is one field holding tabs or semicolons (a file separated by them, read as one column)."""
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise _row_error(path, 1, f"the header names {', '.join(map(repr, twice))} more than once: rename all but "
+                                  "one, or remove the extra columns")
+    if len(names) == 1 and ("\t" in names[0] or ";" in names[0]):
+        raise _row_error(path, 1, f"the header is one column, {names[0]!r}: its fields are separated by "
+                                  f"{'tabs' if chr(9) in names[0] else 'semicolons'}, and a .csv file's by commas: "
+                                  "save it comma-separated")
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
@@ -207,8 +225,9 @@ def _table_rows(path: Path, records: Iterator[tuple[int, dict]], cfg: DataConfig
         for column in (cfg.text_column, cfg.label_column):
             if column not in row:
                 raise _row_error(path, lineno, f"no column {column!r} (set data.text_column / data.label_column)")
-            if row[column] is None:  # csv: a row shorter than the header
-                raise _row_error(path, lineno, f"no value in column {column!r}: the row has fewer fields than the header")
+            if row[column] is None:  # csv: a row shorter than the header; jsonl: null
+                raise _row_error(path, lineno, f"no value in column {column!r}: " + (
+                    "it is null" if path.suffix == ".jsonl" else "the row has fewer fields than the header"))
         text = row[cfg.text_column]
         if not isinstance(text, str):
             raise _row_error(path, lineno, f"the text column {cfg.text_column!r} holds {text!r}, not a string: "
