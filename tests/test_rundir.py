@@ -131,6 +131,42 @@ def test_resuming_at_the_last_step_has_nothing_to_train_and_changes_nothing(fini
     assert "not a checkpoint directory (expected <run>/checkpoints/step-N)" in line
 
 
+def test_a_run_killed_while_it_finished_finishes_on_resume_auto(finished, run_copy):
+    """Killed after its last checkpoint, before summary.json (the final evaluation, thresholds and export),
+    `--resume auto` used to refuse it for good ("nothing left to train"): a requeued job could never end.
+    It now only finishes, with the scores and throughput of the uninterrupted run and no record twice."""
+    for name in ("summary.json", "model", "thresholds.json"):
+        path = run_copy / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, "--resume", "auto", accelerate=False,
+                    env={"WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ": the run's last step, so it only finishes (evaluation, thresholds, model)" in result.stdout
+    again, whole = read_summary(run_copy), read_summary(finished)
+    for key in ("test_tuned", "dev_tuned", "thresholds"):
+        assert again[key] == whole[key], key
+    assert again["train"] == whole["train"] and again["perf"]["sessions"] == 2
+    assert again["perf"]["train_samples_per_s"] == pytest.approx(whole["perf"]["train_samples_per_s"], rel=1e-3)
+    assert read_metrics(run_copy) == read_metrics(finished)
+    assert (run_copy / "model" / "config.json").is_file()
+
+
+def test_a_run_killed_in_its_first_save_starts_again_on_resume_auto(tmp_path, cache_dir):
+    """Only checkpoints/.step-N.tmp of a save that never finished: nothing of value, so it starts over
+    instead of refusing with "no complete checkpoint ... and it holds checkpoints"."""
+    run_dir = tmp_path / "run"
+    args = [*SMOKE, "--output-dir", str(run_dir), "train.max_steps=2", "train.save_every_steps=1"]
+    first = launch(*args, accelerate=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for name in ("summary.json", "model", "thresholds.json", "checkpoints/step-2"):
+        shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else (run_dir / name).unlink()
+    (run_dir / "checkpoints" / "step-1").rename(run_dir / "checkpoints" / ".step-1.tmp")
+    again = launch(*args, "--resume", "auto", accelerate=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"emodist: {run_dir} stopped before its first checkpoint: starting it again from step 0" in again.stdout
+    assert read_summary(run_dir)["train"]["steps"] == 2
+
+
 def test_a_corrupt_checkpoint_is_skipped_in_one_line_and_the_run_goes_on_from_the_one_before(run_copy):
     """A same-size corrupt model.safetensors used to pass, delete summary.json, then crash on its header."""
     weights = run_copy / "checkpoints" / "step-20" / "model.safetensors"

@@ -18,7 +18,8 @@ A user who trains for hours never loses a run to a mistyped command:
   same settings: it starts again from step 0). A finished run with the same length is left as it is.
 - `--resume PATH` into another directory starts a new run there from that checkpoint (a fork); the
   target must be new, empty, or a fork that stopped before it trained (or moved aside by `--overwrite`).
-  A checkpoint at the run's last step has nothing left to train and is refused (`training.restore`).
+  A checkpoint at the run's last step has nothing left to train and is refused (`training.restore`), except
+  in its own run when that run has no summary.json (killed while finishing): the run then only finishes.
 - Nothing of a run is changed before the checkpoint it resumes from has loaded (`Run.restored`).
 - One launch at a time: the main process holds the directory's lock (`emodist.rundir.lock`) for the whole run.
 """
@@ -64,18 +65,24 @@ class Run:
     """The run directory of `checkpoint`, when it is another one (its history is copied at `restored`)."""
     lock: RunLock | None = field(default=None, repr=False)
 
-    def restored(self, cfg: RunConfig, step: int) -> None:
+    def restored(self, cfg: RunConfig, step: int, finishing: bool = False) -> None:
         """Main process, once `checkpoint` has loaded: drop what the run logged after `step` (it is trained and
-        logged again), keep the summary of a finished run that trains on as `summary.step-N.json` (never over
-        an earlier one), and write the config of this launch."""
+        logged again; `finishing`, the run only finishes: also the final evaluation's records of `step`), keep
+        the summary of a finished run that trains on as `summary.step-N.json` (never over an earlier one), and
+        write the config of this launch."""
         metrics = self.path / "metrics.jsonl"
         if self.fork_of is not None and (self.fork_of / "metrics.jsonl").is_file():
             shutil.copy2(self.fork_of / "metrics.jsonl", metrics)
-        truncate_metrics(metrics, after_step=step)
+        truncate_metrics(metrics, after_step=step, training_only_at_step=finishing)
         summary = self.path / "summary.json"
         if summary.exists():
             os.replace(summary, _unused(self.path / f"summary.step-{_finished_step(summary)}.json"))
         config_mod.dump(cfg, self.path / "config.yaml")
+
+    def only_finishes(self) -> bool:
+        """Whether resuming its checkpoint at the run's last step only finishes the run: its own run (not a
+        fork), stopped before it wrote summary.json."""
+        return self.fork_of is None and not (self.path / "summary.json").exists()
 
     def close(self) -> None:
         if self.lock is not None:
@@ -113,15 +120,16 @@ def open_run(cfg: RunConfig, accelerator, labels: list[str], topology: dict, ove
             problem = str(err)
         except Exception as err:  # noqa: BLE001 - re-raised below, once the other ranks know to stop
             failure, problem = err, f"the main process could not open the run directory ({type(err).__name__}: {err})"
-    decided = [problem, run and (str(run.path), str(run.checkpoint) if run.checkpoint else None, run.finished)]
+    decided = [problem, run and (str(run.path), str(run.checkpoint) if run.checkpoint else None, run.finished,
+                                 str(run.fork_of) if run.fork_of else None)]
     broadcast_object_list(decided)
     if failure is not None:
         raise failure
     if decided[0]:
         raise UsageError(decided[0])
     if run is None:
-        path, checkpoint, finished = decided[1]
-        run = Run(Path(path), Path(checkpoint) if checkpoint else None, finished)
+        path, checkpoint, finished, fork_of = decided[1]
+        run = Run(Path(path), Path(checkpoint) if checkpoint else None, finished, Path(fork_of) if fork_of else None)
     cfg.output_dir = str(run.path)
     accelerator.wait_for_everyone()
     return run
@@ -273,8 +281,10 @@ class Contents:
         return bool(self.entries) and not self.marked
 
     def trained(self) -> list[str]:
-        """The outputs of training it holds (empty for a run that never trained)."""
-        return [name for name in self.entries if name in TRAINED]
+        """The outputs of training it holds (empty for a run that never trained). A checkpoints/ holding no
+        step-N (only the .step-N.tmp of a first save that was killed) holds nothing of value."""
+        return [name for name in self.entries if name in TRAINED
+                and not (name == "checkpoints" and not any((self.path / name).glob("step-*")))]
 
     def listing(self, most: int = 5) -> str:
         shown = ", ".join(self.entries[:most])
@@ -308,14 +318,17 @@ def _remove(run_dir: Path, names) -> None:
             target.unlink()
 
 
-def truncate_metrics(path: Path, after_step: int) -> None:
-    """Drop the records logged after `after_step`: a resumed run logs those steps again."""
+def truncate_metrics(path: Path, after_step: int, training_only_at_step: bool = False) -> None:
+    """Drop the records logged after `after_step`: a resumed run logs those steps again. `training_only_at_step`:
+    of the records of `after_step` itself, keep only the training's (train/loss), not a final evaluation's."""
     if not path.exists():
         return
     kept = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            if json.loads(line)["step"] <= after_step:
+            record = json.loads(line)
+            if record["step"] < after_step or (record["step"] == after_step and (
+                    not training_only_at_step or "train/loss" in record)):
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             break  # a line cut short by a kill: everything from here was after the checkpoint

@@ -16,7 +16,8 @@ from emodist.train.state import Session
 def restore(s: Session, checkpoint: Path) -> None:
     """Continue from `checkpoint`: weights, optimizer, scheduler and RNG (accelerate), and the progress."""
     state = checkpoints.load_checkpoint(s.accelerator, checkpoint, trainable_only=s.cfg.model.method == "lora")
-    if state["step"] >= s.plan.total_steps:  # before the run directory changes: there is nothing to do
+    finishing = state["step"] == s.plan.total_steps and s.run.only_finishes()  # killed while it finished
+    if state["step"] >= s.plan.total_steps and not finishing:  # before the run directory changes: nothing to do
         t = s.cfg.train
         raise UsageError(f"--resume {checkpoint}: nothing left to train: it is at step {state['step']} and this run "
                          f"ends at step {s.plan.total_steps} (train.epochs={t.epochs}, train.max_steps={t.max_steps}): "
@@ -25,11 +26,14 @@ def restore(s: Session, checkpoint: Path) -> None:
     rank = s.accelerator.process_index
     s.loss_sum.fill_(state["loss_sum_per_rank"][rank])
     s.loss_count = state["loss_count"]
+    last_loss = state.get("last_loss")  # checkpoints from before it was recorded: NaN
+    s.last_loss = float(last_loss) if isinstance(last_loss, (int, float)) else float("nan")
     s.meter.carry_over(state.get("perf"))
     if s.accelerator.is_main_process:
-        s.run.restored(s.cfg, s.step)
+        s.run.restored(s.cfg, s.step, finishing)
     s.accelerator.wait_for_everyone()
-    s.console.print(f"resumed from {checkpoint} at step {s.step} (epoch {s.epoch}, batch {s.batches_in_epoch})")
+    s.console.print(f"resumed from {checkpoint} at step {s.step} (epoch {s.epoch}, batch {s.batches_in_epoch})"
+                    + (": the run's last step, so it only finishes (evaluation, thresholds, model)" if finishing else ""))
 
 
 def progress(s: Session) -> dict:
@@ -40,7 +44,7 @@ def progress(s: Session) -> dict:
     return {
         "step": s.step, "epoch": s.epoch, "batches_in_epoch": s.batches_in_epoch,
         "examples_seen": s.epoch * train_size + min(seen_this_epoch, train_size),
-        "best": s.best, "loss_sum_per_rank": loss_sums, "loss_count": s.loss_count,
+        "best": s.best, "loss_sum_per_rank": loss_sums, "loss_count": s.loss_count, "last_loss": s.last_loss,
         **s.topology.identity(),
         "fingerprint": (fp := checkpoints.fingerprint(s.cfg, s.labels, s.data_identity)),
         "config_hash": checkpoints.fingerprint_hash(fp),
