@@ -146,9 +146,14 @@ def build(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topolo
             source = str(models.make_smoke_base(cfg.model.architecture, texts,
                                                 models.smoke_base_dir(cfg, run.path, texts),
                                                 seed=cfg.train.seed, size=cfg.model.smoke_size))
-    return models.build_model(cfg.model, dataset.labels, source, accelerator.device,
-                              deepspeed_stage=topology.zero_stage,
-                              quant_storage=distributed.quant_storage_dtype(cfg, topology))
+    built = models.build_model(cfg.model, dataset.labels, source, accelerator.device,
+                               deepspeed_stage=topology.zero_stage,
+                               quant_storage=distributed.quant_storage_dtype(cfg, topology))
+    longest = getattr(built.model.config, "max_position_embeddings", None)
+    if longest and cfg.data.max_length > longest:  # else the first long batch fails deep in the embeddings
+        raise UsageError(f"data.max_length={cfg.data.max_length}: the model reads at most {longest} tokens (its "
+                         f"max_position_embeddings): set data.max_length={longest} or less")
+    return built
 
 
 def plan_memory(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology,
