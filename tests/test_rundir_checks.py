@@ -118,6 +118,17 @@ def test_moving_aside_twice_in_one_second_takes_a_free_name(tmp_path):
     assert (again / "x").read_text() == "second" and not first.exists()
 
 
+def test_overwrite_refuses_to_move_the_directory_it_runs_in(tmp_path, monkeypatch):
+    """`--output-dir . --overwrite` was an internal error ('.' has no name); from inside the run, by its full
+    path, the new run would have been written into the moved-aside one (the process's directory moves with it)."""
+    path = a_run(tmp_path / "run", saved=[20], finished=True)
+    monkeypatch.chdir(path / "checkpoints")
+    for given in (Path("."), path, Path("..")):
+        assert refused(given, "none", True) == (
+            f"--overwrite would move aside {given}, which this command runs in: run it from outside that directory "
+            "(e.g. its parent), with --output-dir naming it from there")
+
+
 def test_overwrite_and_resume_auto_are_refused_together(tmp_path):
     path = a_run(tmp_path / "run", saved=[20])
     assert refused(path, "auto", True) == ("--overwrite with --resume auto: --overwrite moves the run aside, --resume "

@@ -151,6 +151,9 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
     source = named.resolve().parent.parent if named is not None else None
     path = Path(cfg.output_dir) if cfg.output_dir else (source or Path(default_run_dir(cfg)))
     forked = source is not None and path.resolve() != source
+    if overwrite and path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise UsageError(f"--overwrite would move aside {path}, which this command runs in: run it from outside "
+                         "that directory (e.g. its parent), with --output-dir naming it from there")
     if overwrite and named is not None and not forked:
         raise UsageError(f"--overwrite would move aside {path}, whose checkpoint --resume {named} names: drop "
                          "--overwrite, or resume into a new --output-dir")
