@@ -204,6 +204,10 @@ EDGES = [  # (variant, key, failing, passing, message)
     ("distilbert", "train.epochs", "0", "1", "must be >= 1"),
     ("distilbert", "train.max_steps", "0", "1", "must be >= 1 (or unset)"),
     ("distilbert", "train.eval_batch_size", "0", "1", "must be >= 1"),
+    ("distilbert", "train.eval_batch_size", "99999999999999999999999", "1048576",
+     "must be <= 1,048,576 (2**20 examples a batch: more than any machine holds)"),
+    ("distilbert", "train.global_batch_size", "2097152", "1048576",
+     "must be <= 1,048,576 (2**20 examples a batch: more than any machine holds)"),
     ("distilbert", "train.pos_weight_cap", "0.999", "1", "must be >= 1"),
     ("distilbert", "train.log_every_steps", "0", "1", "must be >= 1"),
     ("distilbert", "train.cpu_threads", "0", "1", "must be >= 1 (or unset)"),
@@ -349,6 +353,14 @@ def test_a_switch_reads_the_words_people_write(text, value):
 ])
 def test_each_value_that_cannot_be_read_says_what_is_expected(override, message):
     assert refusal("distilbert", [override]) == message
+
+
+def test_a_head_learning_rate_without_head_modules_is_refused():
+    """It was dropped without a word: every weight trained at optim.lr while the banner showed the head's."""
+    assert refusal("minilm", ["model.head_modules="]) == (
+        "optim.head_lr: applies to model.head_modules, which is empty: name the head's modules (e.g. [classifier]), "
+        "or unset optim.head_lr (optim.head_lr=null)")
+    assert refusal("minilm", ["model.head_modules=", "optim.head_lr=null"]) is None
 
 
 def test_an_unset_optional_number_is_none():

@@ -48,6 +48,9 @@ def problems(cfg: RunConfig) -> list[tuple[str, str]]:
          f"{d.data_dir} is not a directory"),
         ("optim.lr", o.lr <= 0, "must be > 0"),
         ("optim.head_lr", o.head_lr is not None and o.head_lr <= 0, "must be > 0 (or unset)"),
+        ("optim.head_lr", o.head_lr is not None and not m.head_modules,
+         "applies to model.head_modules, which is empty: name the head's modules (e.g. [classifier]), or unset "
+         "optim.head_lr (optim.head_lr=null)"),
         ("optim.weight_decay", o.weight_decay < 0, "must be >= 0"),
         ("optim.warmup_ratio", not 0 <= o.warmup_ratio < 1, "must be in [0, 1)"),
         ("optim.max_grad_norm", o.max_grad_norm < 0, "must be >= 0 (0 turns clipping off)"),
@@ -116,4 +119,11 @@ def _train_checks(t) -> list[tuple[str, bool, str]]:
          "must be >= 0 (0: only at the end; unset: 8 times per run)"),
         ("train.save_every_steps", t.save_every_steps < 0, "must be >= 0 (0: only at the end)"),
         ("train.keep_last_checkpoints", t.keep_last_checkpoints < 1, "must be >= 1"),
+        *((key, value > MAX_BATCH, f"must be <= {MAX_BATCH:,} (2**20 examples a batch: more than any machine holds)")
+          for key, value in (("train.micro_batch_size", t.micro_batch_size), ("train.eval_batch_size", t.eval_batch_size),
+                             ("train.global_batch_size", t.global_batch_size))),
     ]
+
+
+MAX_BATCH = 2**20
+"""The largest batch size a config may ask for: a larger one was an internal error deep in the loaders."""
