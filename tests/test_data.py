@@ -213,6 +213,33 @@ def test_jsonl_and_csv_layouts(tmp_path):
     np.testing.assert_array_equal(loaded.splits["train"].targets, [[0, 1, 0], [1, 0, 1]])
 
 
+def test_two_files_for_one_split_or_two_formats_are_refused(tmp_path):
+    """dev.csv was read and validation.csv beside it ignored; train.jsonl was chosen over a whole CSV set."""
+    directory = tmp_path / "c"
+    directory.mkdir()
+    for split in ("train", "dev", "validation", "test"):
+        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
+    assert refusal(directory) == f"{directory}: dev.csv and validation.csv are both a dev split: keep one"
+    (directory / "validation.csv").unlink()
+    (directory / "train.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n')  # a CSV set, one JSONL file
+    assert refusal(directory).startswith(f"--data-dir {directory}: holds both train.jsonl and train.csv")
+    assert load_dir(directory, dataset="csv").splits["train"].texts == ["yay"]
+
+
+def test_a_data_dir_of_another_layout_than_the_data_set_names_it(tmp_path):
+    """data.data_dir set in a config file or override keeps data.dataset=goemotions (only --data-dir switches to
+    auto): a CSV directory was refused as missing emotions.txt."""
+    directory = tmp_path / "c"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
+    with pytest.raises(UsageError) as refused:
+        data.load(DataConfig(data_dir=str(directory)), seed=0)
+    assert str(refused.value) == (f"data.dataset=goemotions, but {directory} holds the csv layout: set data.dataset=csv "
+                                  "(or auto), or pass it as --data-dir, which detects the layout")
+    assert data.load(DataConfig(data_dir=str(directory), dataset="csv"), seed=0).labels == ["joy"]
+
+
 def test_table_errors_name_file_and_line(tmp_path):
     directory = tmp_path / "c"
     directory.mkdir()
@@ -520,11 +547,13 @@ def test_a_chosen_table_format_is_read_even_where_another_is_beside_it(tmp_path)
     for split in ("train", "dev", "test"):
         (directory / f"{split}.jsonl").write_text('{"text": "from jsonl", "labels": ["joy"]}\n')
         (directory / f"{split}.csv").write_text("text,labels\nfrom csv,joy\n")
-    assert load_dir(directory).splits["train"].texts == ["from jsonl"]  # detected: JSON lines first
+    both = (f"--data-dir {directory}: holds both train.jsonl and train.csv: set data.dataset=jsonl or "
+            "data.dataset=csv, or keep one data set in the directory")
+    assert refusal(directory) == both  # not detected: which one is the user's to say
     assert load_dir(directory, dataset="csv").splits["train"].texts == ["from csv"]
     assert load_dir(directory, dataset="jsonl").splits["train"].texts == ["from jsonl"]
     (directory / "emotions.txt").write_text("joy\n")  # GoEmotions' label file alone is not its layout
-    assert load_dir(directory).splits["train"].texts == ["from jsonl"]
+    assert refusal(directory) == both
 
 
 def test_a_byte_order_mark_is_dropped_from_the_first_line_only(tmp_path):

@@ -28,6 +28,7 @@ def load(cfg: DataConfig, seed: int) -> EmotionData:
     elif cfg.data_dir is None:
         data = _HUB_LOADERS[name]()
     else:
+        _check_layout(Path(cfg.data_dir), name)
         data = _DIR_LOADERS[name](Path(cfg.data_dir), cfg)
     if cfg.grouping != "none":
         data = group(data, cfg.grouping, Path(cfg.data_dir) if cfg.data_dir else None)
@@ -42,13 +43,28 @@ def detect(directory: Path) -> str:
         return "goemotions"
     if (directory / _SEMEVAL_FILES["train"]).exists():
         return "semeval2018"
-    for fmt in ("jsonl", "csv"):
-        if (directory / f"train.{fmt}").exists():
-            return fmt
+    tables = [fmt for fmt in ("jsonl", "csv") if (directory / f"train.{fmt}").exists()]
+    if len(tables) > 1:  # which one the user means is theirs to say
+        raise DataError(f"--data-dir {directory}: holds both train.jsonl and train.csv: set data.dataset=jsonl or "
+                        "data.dataset=csv, or keep one data set in the directory")
+    if tables:
+        return tables[0]
     raise DataError(
         f"--data-dir {directory}: no known data layout: expected GoEmotions (train.tsv + emotions.txt), "
         f"SemEval-2018 E-c ({_SEMEVAL_FILES['train']}) or train.csv / train.jsonl"
     )
+
+
+def _check_layout(directory: Path, name: str) -> None:
+    """DataError when `directory` holds another layout than data.dataset=`name` names (data.data_dir set
+    without --data-dir keeps the default, goemotions): it says which layout is there, and how to use it."""
+    try:
+        there = detect(directory)
+    except DataError:
+        return  # no known layout at all: the loader names the file it misses
+    if there != name:
+        raise DataError(f"data.dataset={name}, but {directory} holds the {there} layout: set data.dataset={there} "
+                        "(or auto), or pass it as --data-dir, which detects the layout")
 
 
 def _load_goemotions_dir(directory: Path, cfg: DataConfig) -> EmotionData:
@@ -166,9 +182,11 @@ def _load_table_dir(directory: Path, cfg: DataConfig) -> EmotionData:
 
 
 def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
-    for name in _SPLIT_NAMES[split]:
-        if (directory / f"{name}.{fmt}").exists():
-            return directory / f"{name}.{fmt}"
+    found = [directory / f"{name}.{fmt}" for name in _SPLIT_NAMES[split] if (directory / f"{name}.{fmt}").exists()]
+    if len(found) > 1:  # dev.csv beside validation.csv: one of them would be read without a word
+        raise DataError(f"{directory}: {' and '.join(p.name for p in found)} are both a {split} split: keep one")
+    if found:
+        return found[0]
     raise DataError(f"{directory}: missing {' or '.join(f'{n}.{fmt}' for n in _SPLIT_NAMES[split])}")
 
 
