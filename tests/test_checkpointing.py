@@ -229,8 +229,7 @@ def test_a_checkpoint_that_fits_is_resumed():
      "--resume runs/r/checkpoints/step-4: it was trained with other settings: model.lora.r=8 there, 16 here: resume "
      "with its settings (--config on the run's config.yaml), or start a new run in a new --output-dir"),
     ({"model.lora.r": 8, "labels": ["joy", "fear"]}, TOPOLOGY, "auto",
-     '--resume auto: runs/r/checkpoints/step-4 was trained with other settings: labels=["joy"] there, ["joy", "fear"] '
-     "here"),
+     '--resume auto: runs/r/checkpoints/step-4 was trained with other settings: labels: "fear" only here: resume'),
     ({"model.lora.r": 8, "labels": ["joy"]}, {**TOPOLOGY, "num_processes": 4}, "auto",
      "--resume auto: runs/r/checkpoints/step-4 was written with num_processes=2, this run has num_processes=4; each "
      "rank's data position and RNG stream belong to its rank. Launch with the same accelerate config and "

@@ -288,7 +288,9 @@ def differences(saved: dict, current: dict) -> str:
         saved, current = ({k: v for k, v in d.items() if k != "data.data_dir"} for d in (saved, current))
     keys = sorted(set(saved) | set(current), key=lambda k: (k.startswith(SPLIT_KEY), k))  # settings first: they say why
     changed = [k for k in keys if saved.get(k) != current.get(k)]
-    shown = "; ".join(f"{k}={_short(saved.get(k))} there, {_short(current.get(k))} here" for k in changed[:3])
+    shown = "; ".join(_labels_change(saved[k], current[k]) if k == "labels" and isinstance(saved.get(k), list)
+                      and isinstance(current.get(k), list) else f"{k}={_short(saved.get(k))} there, "
+                      f"{_short(current.get(k))} here" for k in changed[:3])
     return shown + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")
 
 
@@ -313,6 +315,14 @@ def check_resumable(checkpoint: Path, state: dict, current: dict, topology: dict
             raise UsageError(f"{said} was written with {key}={state.get(key)}, this run has "
                              f"{key}={topology[key]}; {reason}. Launch with the same accelerate config and "
                              "--num_processes, or start a new run in a new --output-dir")
+
+
+def _labels_change(saved: list, current: list) -> str:
+    """Which labels one side has and the other not (28 names do not fit a line), or that their order changed."""
+    gone, new = [n for n in saved if n not in current], [n for n in current if n not in saved]
+    if not gone and not new:
+        return f"labels: the same {len(saved)} in another order"
+    return "labels: " + ", ".join([*(f"{_short(n)} only there" for n in gone[:3]), *(f"{_short(n)} only here" for n in new[:3])])
 
 
 def _short(value) -> str:
