@@ -269,3 +269,12 @@ def test_the_data_s_content_decides_not_the_path_it_is_read_from():
 def test_settings_are_checked_before_the_topology():
     with pytest.raises(UsageError, match="other settings"):
         check_resumable(Path("c"), _state(), {"model.lora.r": 4, "labels": ["joy"]}, {**TOPOLOGY, "num_processes": 1})
+
+
+def test_a_state_holding_nan_matches_its_digest_once_written():
+    """state.json is written with NaN as null (strict JSON): a digest taken of the NaN made every checkpoint
+    saved before the first logged loss unusable ("its state.json was changed after the save")."""
+    from emodist.rundir.checkpoints import _digest
+
+    assert _digest({"last_loss": float("nan"), "perf": [1.0, float("inf")]}) == _digest(
+        {"last_loss": None, "perf": [1.0, None]})

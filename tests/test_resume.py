@@ -329,20 +329,35 @@ def test_a_zero_checkpoint_resumed_by_another_number_of_processes_is_refused(ref
     assert error_lines(result) == [other_process_count(run_dir, there=2, here=1)]
 
 
-def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir):
+def test_a_diverging_loss_stops_the_run_and_keeps_the_checkpoints_before_it(tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "train.max_steps=20",
-                    "train.save_every_steps=1", "optim.lr=1e30", "optim.max_grad_norm=0", accelerate=False)
+                    "train.save_every_steps=1", "train.eval_every_steps=0",  # the training loss's own check
+                    "optim.lr=1e30", "optim.max_grad_norm=0", accelerate=False)
     assert result.returncode == errors.EXIT_DIVERGED
     [line] = error_lines(result)
-    last_good, _ = checkpoints.latest_checkpoint(run_dir)
-    bad_step = checkpoints.read_state(last_good)["step"] + 1
-    assert line == (f"emodist: error: the training loss became NaN or infinite at step {bad_step} (epoch 0); the last "
-                    f"good checkpoint, {last_good}, is kept. Start again with a lower optim.lr or with clipping "
-                    "(optim.max_grad_norm)")
+    newest, _ = checkpoints.latest_checkpoint(run_dir)
+    bad_step = checkpoints.read_state(newest)["step"] + 1
+    assert line == (f"emodist: error: the training loss became NaN or infinite at step {bad_step} (epoch 0); the "
+                    f"checkpoints saved before it are kept (the newest, {newest}, may already hold the diverging "
+                    "weights). Start again with a lower optim.lr or with clipping (optim.max_grad_norm)")
     assert not (run_dir / "checkpoints" / f"step-{bad_step}").exists()
     assert all(json.loads(line)["step"] < bad_step for line in (run_dir / "metrics.jsonl").read_text().splitlines())
     assert not (run_dir / "summary.json").exists()
+
+
+def test_a_dev_loss_that_is_no_longer_finite_stops_the_run_before_it_saves(tmp_path, cache_dir):
+    """At lr 1e30 the first step's loss is finite (the weights before it were) and the dev loss after it is NaN:
+    the run went on and kept that step's checkpoint as its best."""
+    run_dir = tmp_path / "run"
+    result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "train.max_steps=3",
+                    "train.eval_every_steps=1", "train.save_every_steps=1", "optim.lr=1e30", "optim.head_lr=1e30",
+                    "optim.max_grad_norm=0", accelerate=False)
+    assert result.returncode == errors.EXIT_DIVERGED
+    assert error_lines(result) == [
+        "emodist: error: the dev loss became NaN or infinite at step 1 (epoch 0); no checkpoint was saved yet. Start "
+        "again with a lower optim.lr or with clipping (optim.max_grad_norm)"]
+    assert not (run_dir / "checkpoints" / "step-1").exists()
 
 
 def test_a_divergence_under_ddp_stops_every_rank_with_one_line(tmp_path, cache_dir):
@@ -350,7 +365,7 @@ def test_a_divergence_under_ddp_stops_every_rank_with_one_line(tmp_path, cache_d
     rank says so once, and the launcher's summary names that line as the root cause."""
     run_dir = tmp_path / "run"
     result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "train.max_steps=20",
-                    "train.save_every_steps=1", "optim.lr=1e30", "optim.max_grad_norm=0",
+                    "train.save_every_steps=1", "train.eval_every_steps=0", "optim.lr=1e30", "optim.max_grad_norm=0",
                     config_file="multi_gpu.yaml", num_processes=2, launcher_args=("-q",))
     assert result.returncode == 1  # torchrun's code for any failure
     [line] = error_lines(result)

@@ -36,7 +36,7 @@ from emodist.runtime.errors import (
     free_bytes,
     out_of_space,
 )
-from emodist.runtime.files import open_to_umask, write_json
+from emodist.runtime.files import finite, open_to_umask, write_json
 
 STATE_FILE = "state.json"
 # Settings a resumed run must share with its checkpoint: they change the model, the data or the
@@ -189,7 +189,7 @@ def _describe_file(path: Path) -> dict:
 
 def _digest(state: dict) -> str:
     """The SHA-256 of state.json's content without its digest: an edited state.json no longer matches."""
-    content = {k: v for k, v in state.items() if k != "digest"}
+    content = finite({k: v for k, v in state.items() if k != "digest"})  # as written: a NaN reads back as null
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -25,7 +25,7 @@ Exit codes of every entry script (launch/*.py); a launcher such as torchrun repo
 |---|---|
 | 0 | done (or nothing to do: the run had already finished) |
 | 2 | refused: bad input, a combination that cannot work, a run directory that cannot be used |
-| 3 | the training loss became NaN or infinite; the last good checkpoint is kept |
+| 3 | the training (or dev) loss became NaN or infinite; the checkpoints saved before are kept |
 | 65 | a data file cannot be read as its data set (a missing file, a malformed row, an unknown label): the message names the file and line |
 | 70 | internal error: a bug in emodist; the traceback is in the file the message names |
 | 74 | the disk is full (or over quota): the last complete checkpoint is kept |
@@ -51,7 +51,7 @@ from emodist.runtime import ranks
 EXIT_USAGE = 2
 """Refused: bad input, a combination that cannot work, a checkpoint that does not fit the run."""
 EXIT_DIVERGED = 3
-"""The loss became NaN or infinite; the last good checkpoint is kept."""
+"""The loss became NaN or infinite; the checkpoints saved before are kept."""
 EXIT_DATA = 65
 """A data file cannot be read as the data set it should be (sysexits' EX_DATAERR)."""
 EXIT_INTERNAL = 70

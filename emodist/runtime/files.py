@@ -14,7 +14,7 @@ def write_json(path: Path, payload) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one. A NaN or infinite
     number is written as null (JSON has neither; Python would write NaN, which strict readers refuse)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(finite(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -44,13 +44,14 @@ def open_to_umask(directory: Path) -> None:
                 os.chmod(path, mode)
 
 
-def _finite(value):
+def finite(value):
+    """`value` as write_json writes it: every NaN or infinite float (in dicts and lists too) as None."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 

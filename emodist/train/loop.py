@@ -4,6 +4,7 @@ divergence check, logging, evaluation, saving).
 
 from __future__ import annotations
 
+import math
 import shlex
 
 import torch
@@ -92,6 +93,8 @@ def after_step(s: Session) -> None:
         log_train(s)
     if evaluates:
         scores, _, _ = run_eval(s, "dev", prefix="eval")
+        if not math.isfinite(scores["loss"]):  # the weights themselves: a checkpoint of them would be kept as best
+            raise diverged_at(s, "dev loss")
         if s.best is None or scores["f1_micro"] > s.best["value"]:
             s.best = {"metric": "eval/f1_micro", "value": scores["f1_micro"], "step": s.step}
             saves = saves or bool(train.save_every_steps)  # a run that saves checkpoints keeps its best one
@@ -121,11 +124,18 @@ def check_step(s: Session, now: bool) -> bool:
         stop, diverged = _read_check(s.pending_check)  # the flags only grow: this answer includes the late one
         s.pending_check = None
     if diverged:
-        last_good, _ = checkpoints.latest_checkpoint(s.run_dir, content=False)
-        kept = f"the last good checkpoint, {last_good}, is kept" if last_good else "no checkpoint was saved yet"
-        raise Diverged(f"the training loss became NaN or infinite at step {s.step} (epoch {s.epoch}); {kept}. "
-                       "Start again with a lower optim.lr or with clipping (optim.max_grad_norm)")
+        raise diverged_at(s, "training loss")
     return stop
+
+
+def diverged_at(s: Session, what: str) -> Diverged:
+    """The Diverged error of `what` (a loss) turning NaN or infinite at this step. The checkpoints saved
+    before are kept, but none is called good: the newest holds the weights whose loss it was."""
+    newest, _ = checkpoints.latest_checkpoint(s.run_dir, content=False)
+    kept = (f"the checkpoints saved before it are kept (the newest, {newest}, may already hold the diverging "
+            "weights)" if newest else "no checkpoint was saved yet")
+    return Diverged(f"the {what} became NaN or infinite at step {s.step} (epoch {s.epoch}); {kept}. Start again "
+                    "with a lower optim.lr or with clipping (optim.max_grad_norm)")
 
 
 def _to_host(flags: torch.Tensor) -> tuple:
