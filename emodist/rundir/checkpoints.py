@@ -320,9 +320,8 @@ def check_resumable(checkpoint: Path, state: dict, current: dict, topology: dict
 def _labels_change(saved: list, current: list) -> str:
     """Which labels one side has and the other not (28 names do not fit a line), or that their order changed."""
     gone, new = [n for n in saved if n not in current], [n for n in current if n not in saved]
-    if not gone and not new:
-        return f"labels: the same {len(saved)} in another order"
-    return "labels: " + ", ".join([*(f"{_short(n)} only there" for n in gone[:3]), *(f"{_short(n)} only here" for n in new[:3])])
+    changes = [*(f"{_short(n)} only there" for n in gone[:3]), *(f"{_short(n)} only here" for n in new[:3])]
+    return "labels: " + (", ".join(changes) or f"the same {len(saved)} in another order")
 
 
 def _short(value) -> str:
