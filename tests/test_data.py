@@ -134,6 +134,14 @@ def test_a_csv_whose_columns_do_not_line_up_is_refused_naming_the_line(tmp_path,
     assert refusal(directory) == message.format(dev=directory / "dev.csv")
 
 
+def test_columns_named_twice_that_are_not_read_are_no_matter(tmp_path):
+    directory = tmp_path / "c"
+    directory.mkdir()
+    for split in ("train", "dev", "test"):  # a spreadsheet's trailing empty columns, an id kept twice
+        (directory / f"{split}.csv").write_text("id,text,labels,id,,\n1,yay,joy,1,,\n")
+    assert load_dir(directory).splits["train"].texts == ["yay"]
+
+
 def test_a_jsonl_null_is_named_as_null(tmp_path):
     directory = write_jsonl(tmp_path / "j")
     (directory / "dev.jsonl").write_text('{"text": "yay", "labels": null}\n')
@@ -237,6 +245,8 @@ def test_a_data_dir_of_another_layout_than_the_data_set_names_it(tmp_path):
         data.load(DataConfig(data_dir=str(directory)), seed=0)
     assert str(refused.value) == (f"data.dataset=goemotions, but {directory} holds the csv layout: set data.dataset=csv "
                                   "(or auto), or pass it as --data-dir, which detects the layout")
+    assert data.load(DataConfig(data_dir=str(directory), dataset="csv"), seed=0).labels == ["joy"]
+    write_goemotions(directory)  # GoEmotions' files beside: the named layout is still there to read
     assert data.load(DataConfig(data_dir=str(directory), dataset="csv"), seed=0).labels == ["joy"]
 
 

@@ -358,6 +358,11 @@ def test_a_dev_loss_that_is_no_longer_finite_stops_the_run_before_it_saves(tmp_p
         "emodist: error: the dev loss became NaN or infinite at step 1 (epoch 0); no checkpoint was saved yet. Start "
         "again with a lower optim.lr or with clipping (optim.max_grad_norm)"]
     assert not (run_dir / "checkpoints" / "step-1").exists()
+    one = launch("--variant", "distilbert", "--smoke", "--output-dir", str(tmp_path / "one"), "train.max_steps=1",
+                 "optim.lr=1e30", "optim.head_lr=1e30", "optim.max_grad_norm=0", accelerate=False)
+    assert error_lines(one)[0].startswith("emodist: error: the dev loss became NaN or infinite at step 1 (epoch 0); the "
+                                          "checkpoints saved before it are kept")  # the final evaluation's: no export
+    assert not (tmp_path / "one" / "model").exists() and not (tmp_path / "one" / "summary.json").exists()
 
 
 def test_a_divergence_under_ddp_stops_every_rank_with_one_line(tmp_path, cache_dir):

@@ -116,7 +116,8 @@ def test_resuming_a_checkpoint_into_its_own_run_rewinds_it_and_keeps_the_summary
 
 
 def test_resuming_at_the_last_step_has_nothing_to_train_and_changes_nothing(finished, run_copy, tmp_path):
-    """It used to finish the run again: a summary with NaN loss and zero throughput, metrics logged twice."""
+    """A finished run, or a fork that would only evaluate, used to be finished again: a summary with NaN loss and
+    zero throughput, metrics logged twice. (A run killed while it finished does finish: the test below.)"""
     before = snapshot(run_copy)
     last = run_copy / "checkpoints" / "step-20"
     for target in (run_copy, tmp_path / "fork"):  # the run itself, and a fork that would only evaluate
@@ -149,6 +150,19 @@ def test_a_run_killed_while_it_finished_finishes_on_resume_auto(finished, run_co
     assert again["perf"]["train_samples_per_s"] == pytest.approx(whole["perf"]["train_samples_per_s"], rel=1e-3)
     assert read_metrics(run_copy) == read_metrics(finished)
     assert (run_copy / "model" / "config.json").is_file()
+
+
+def test_a_killed_run_shortened_to_a_checkpoint_s_step_is_not_finished_as_if_it_ended_there(run_copy):
+    """step-10 of a 20-step plan (its learning rate halfway down) is not the end of a 10-step run."""
+    for name in ("summary.json", "model", "thresholds.json", "checkpoints/step-20"):
+        path = run_copy / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    before = snapshot(run_copy)
+    line = refusal(*train_in_process(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=10", "--resume",
+                                     "auto")[::2])
+    assert line.startswith(f"emodist: error: --resume {run_copy / 'checkpoints' / 'step-10'}: nothing left to train: "
+                           "it is at step 10 and this run ends at step 10")
+    assert snapshot(run_copy) == before
 
 
 def test_a_run_killed_in_its_first_save_starts_again_on_resume_auto(tmp_path, cache_dir):

@@ -122,11 +122,15 @@ def test_overwrite_refuses_to_move_the_directory_it_runs_in(tmp_path, monkeypatc
     """`--output-dir . --overwrite` was an internal error ('.' has no name); from inside the run, by its full
     path, the new run would have been written into the moved-aside one (the process's directory moves with it)."""
     path = a_run(tmp_path / "run", saved=[20], finished=True)
-    monkeypatch.chdir(path / "checkpoints")
-    for given in (Path("."), path, Path("..")):
+    for inside, given in ((path, Path(".")), (path / "checkpoints", path), (path / "checkpoints", Path(".."))):
+        monkeypatch.chdir(inside)
         assert refused(given, "none", True) == (
             f"--overwrite would move aside {given}, which this command runs in: run it from outside that directory "
             "(e.g. its parent), with --output-dir naming it from there")
+    empty = tmp_path / "empty"  # nothing to move: it starts there
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert start(Path("."), "none", True)[0].path == Path(".")
 
 
 def test_overwrite_and_resume_auto_are_refused_together(tmp_path):

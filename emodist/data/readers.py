@@ -49,15 +49,16 @@ def detect(directory: Path) -> str:
                         "data.dataset=csv, or keep one data set in the directory")
     if tables:
         return tables[0]
-    raise DataError(
-        f"--data-dir {directory}: no known data layout: expected GoEmotions (train.tsv + emotions.txt), "
-        f"SemEval-2018 E-c ({_SEMEVAL_FILES['train']}) or train.csv / train.jsonl"
-    )
+    raise DataError(f"--data-dir {directory}: no known data layout: expected GoEmotions (train.tsv + emotions.txt), "
+                    f"SemEval-2018 E-c ({_SEMEVAL_FILES['train']}) or train.csv / train.jsonl")
 
 
 def _check_layout(directory: Path, name: str) -> None:
-    """DataError when `directory` holds another layout than data.dataset=`name` names (data.data_dir set
-    without --data-dir keeps the default, goemotions): it says which layout is there, and how to use it."""
+    """DataError when `directory` lacks data.dataset=`name`'s layout and holds another (e.g. data.data_dir set
+    without --data-dir, which keeps the default goemotions), naming it."""
+    own = {"goemotions": ("train.tsv", "emotions.txt"), "semeval2018": (_SEMEVAL_FILES["train"],)}.get(name, (f"train.{name}",))
+    if all((directory / file).exists() for file in own):
+        return  # the named layout is there (whatever else the directory holds)
     try:
         there = detect(directory)
     except DataError:
@@ -156,8 +157,9 @@ _SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "val"), "test"
 def _load_table_dir(directory: Path, cfg: DataConfig) -> EmotionData:
     fmt = cfg.dataset if cfg.dataset in ("csv", "jsonl") else detect(directory)
     files = {split: _find_split_file(directory, split, fmt) for split in SPLITS}
-    reader = _csv_records if fmt == "csv" else _jsonl_records
-    records = {split: list(_table_rows(path, reader(path), cfg)) for split, path in files.items()}
+    columns = (cfg.text_column, cfg.label_column)
+    records = {split: list(_table_rows(path, _csv_records(path, columns) if fmt == "csv" else _jsonl_records(path), cfg))
+               for split, path in files.items()}
 
     labels_file = directory / "labels.txt"
     if labels_file.exists():
@@ -183,14 +185,14 @@ def _load_table_dir(directory: Path, cfg: DataConfig) -> EmotionData:
 
 def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
     found = [directory / f"{name}.{fmt}" for name in _SPLIT_NAMES[split] if (directory / f"{name}.{fmt}").exists()]
-    if len(found) > 1:  # dev.csv beside validation.csv: one of them would be read without a word
-        raise DataError(f"{directory}: {' and '.join(p.name for p in found)} are both a {split} split: keep one")
-    if found:
-        return found[0]
-    raise DataError(f"{directory}: missing {' or '.join(f'{n}.{fmt}' for n in _SPLIT_NAMES[split])}")
+    if len(found) != 1:  # none, or dev.csv beside validation.csv: one of them would be read without a word
+        raise DataError(f"{directory}: {' and '.join(p.name for p in found)} are both a {split} split: keep one"
+                        if found else f"{directory}: missing {' or '.join(f'{n}.{fmt}' for n in _SPLIT_NAMES[split])}")
+    return found[0]
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
+def _csv_records(path: Path, columns: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """(line, {column: value}) of each row; DataError for a bad row, or a header naming one of `columns` twice."""
     csv.field_size_limit(2**31 - 1)  # a long text is a text: csv's default refuses fields over 128 KiB
     read = 0  # lines handed to the reader: on an error its line_num can still be the line before
 
@@ -201,21 +203,21 @@ def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
 
     reader = csv.DictReader(lines())
     try:
-        _check_header(path, reader.fieldnames or [])
+        _check_header(path, reader.fieldnames or [], columns)
         for row in reader:
             if None in row:  # DictReader's place for the fields beyond the header's
-                raise _row_error(path, reader.line_num, f"{len(reader.fieldnames)} columns in the header, "
-                                 f"{len(reader.fieldnames) + len(row[None])} fields here: quote a text that holds a "
-                                 'comma, e.g. "I love it, really"')
+                width = len(reader.fieldnames)
+                raise _row_error(path, reader.line_num, f"{width} columns in the header, {width + len(row[None])} "
+                                 'fields here: quote a text that holds a comma, e.g. "I love it, really"')
             yield reader.line_num, row
     except csv.Error as err:
         raise _row_error(path, read, f"not valid CSV ({err})") from None
 
 
-def _check_header(path: Path, names: list[str]) -> None:
-    """DataError for a header that names a column twice (DictReader keeps the last one's values, unsaid) or
-    that is one field holding tabs or semicolons (a file separated by them, read as one column)."""
-    twice = sorted({name for name in names if names.count(name) > 1})
+def _check_header(path: Path, names: list[str], columns: tuple[str, ...]) -> None:
+    """DataError for a header that names one of `columns` twice (DictReader keeps the last one's values,
+    unsaid) or that is one field holding tabs or semicolons (a file separated by them, read as one column)."""
+    twice = [name for name in columns if names.count(name) > 1]
     if twice:
         raise _row_error(path, 1, f"the header names {', '.join(map(repr, twice))} more than once: rename all but "
                                   "one, or remove the extra columns")

@@ -63,6 +63,9 @@ class Run:
     """The run had already finished with these settings: there is nothing to do."""
     fork_of: Path | None = None
     """The run directory of `checkpoint`, when it is another one (its history is copied at `restored`)."""
+    may_only_finish: bool = False
+    """A checkpoint at the plan's last step only finishes this run (`training.restore`): its own run, not a fork,
+    stopped before it wrote summary.json (killed while it finished)."""
     lock: RunLock | None = field(default=None, repr=False)
 
     def restored(self, cfg: RunConfig, step: int, finishing: bool = False) -> None:
@@ -78,11 +81,6 @@ class Run:
         if summary.exists():
             os.replace(summary, _unused(self.path / f"summary.step-{_finished_step(summary)}.json"))
         config_mod.dump(cfg, self.path / "config.yaml")
-
-    def only_finishes(self) -> bool:
-        """Whether resuming its checkpoint at the run's last step only finishes the run: its own run (not a
-        fork), stopped before it wrote summary.json."""
-        return self.fork_of is None and not (self.path / "summary.json").exists()
 
     def close(self) -> None:
         if self.lock is not None:
@@ -121,15 +119,16 @@ def open_run(cfg: RunConfig, accelerator, labels: list[str], topology: dict, ove
         except Exception as err:  # noqa: BLE001 - re-raised below, once the other ranks know to stop
             failure, problem = err, f"the main process could not open the run directory ({type(err).__name__}: {err})"
     decided = [problem, run and (str(run.path), str(run.checkpoint) if run.checkpoint else None, run.finished,
-                                 str(run.fork_of) if run.fork_of else None)]
+                                 str(run.fork_of) if run.fork_of else None, run.may_only_finish)]
     broadcast_object_list(decided)
     if failure is not None:
         raise failure
     if decided[0]:
         raise UsageError(decided[0])
     if run is None:
-        path, checkpoint, finished, fork_of = decided[1]
-        run = Run(Path(path), Path(checkpoint) if checkpoint else None, finished, Path(fork_of) if fork_of else None)
+        path, checkpoint, finished, fork_of, may_only_finish = decided[1]
+        run = Run(Path(path), Path(checkpoint) if checkpoint else None, finished, Path(fork_of) if fork_of else None,
+                  may_only_finish)
     cfg.output_dir = str(run.path)
     accelerator.wait_for_everyone()
     return run
@@ -151,9 +150,6 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
     source = named.resolve().parent.parent if named is not None else None
     path = Path(cfg.output_dir) if cfg.output_dir else (source or Path(default_run_dir(cfg)))
     forked = source is not None and path.resolve() != source
-    if overwrite and path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
-        raise UsageError(f"--overwrite would move aside {path}, which this command runs in: run it from outside "
-                         "that directory (e.g. its parent), with --output-dir naming it from there")
     if overwrite and named is not None and not forked:
         raise UsageError(f"--overwrite would move aside {path}, whose checkpoint --resume {named} names: drop "
                          "--overwrite, or resume into a new --output-dir")
@@ -170,6 +166,9 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
             raise UsageError(f"--output-dir {path} holds files emodist did not write ({contents.listing()}): choose a "
                              "new or empty --output-dir (nothing there was changed)")
         if overwrite and contents.entries:
+            if Path.cwd().resolve().is_relative_to(path.resolve()):  # the process's directory would move with it
+                raise UsageError(f"--overwrite would move aside {path}, which this command runs in: run it from "
+                                 "outside that directory (e.g. its parent), with --output-dir naming it from there")
             lock.release()
             aside = move_aside(path)
             notify(f"emodist: moved the run that was in {path} to {aside} (--overwrite); delete it when it is "
@@ -178,6 +177,7 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
             contents = Contents.of(path)
         run = _decide(cfg, current, topology, path, contents, resume, named, forked, notify)
         run.lock = lock
+        run.may_only_finish = run.fork_of is None and "summary.json" not in contents.entries
         if run.checkpoint is None and not run.finished:  # from step 0: only emodist's start files are replaced
             _remove(path, [*START_FILES, *EXPENDABLE])
             config_mod.dump(cfg, path / "config.yaml")

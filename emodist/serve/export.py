@@ -259,7 +259,12 @@ def check_token(repo_id: str) -> None:
     export is written, so that a refused push leaves nothing behind."""
     from huggingface_hub import get_token
 
-    if not get_token():
+    try:
+        token = get_token()
+    except Exception as err:  # noqa: BLE001 - an OIDC exchange or a token refresh that failed
+        raise UsageError(f"--push-to-hub {repo_id}: the hub token could not be read ({type(err).__name__}: "
+                         f"{(str(err).splitlines() or [''])[0][:200]})") from None
+    if not token:
         raise UsageError(f"--push-to-hub {repo_id}: no token: set HF_TOKEN (a write token from "
                          "huggingface.co/settings/tokens) or run `hf auth login`, or use --dry-run to see what would "
                          "be uploaded")

@@ -4,6 +4,8 @@ summary.json, the end tables and plots/.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from scipy.special import expit
 
@@ -15,6 +17,7 @@ from emodist.scoring import thresholds
 from emodist.serve import model_dir
 from emodist.train import evaluation
 from emodist.train.evaluation import log_scores, run_eval
+from emodist.train.loop import diverged_at
 from emodist.train.state import Session
 
 
@@ -23,6 +26,8 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     dev and test scores with them (`dev_tuned`, `test_tuned`), export, thresholds.json (run directory and model/),
     summary.json, the end tables, plots/."""
     dev, dev_logits, dev_targets = run_eval(s, "dev", prefix="eval")
+    if not math.isfinite(dev["loss"]):  # the last step's weights: nothing to tune thresholds on or export
+        raise diverged_at(s, "dev loss")
     test, test_logits, test_targets = run_eval(s, "test", prefix="test")
     tuned = thresholds.tune(dev_targets, expit(dev_logits), s.labels, s.cfg.train.threshold_objective,
                             bootstrap=s.cfg.train.threshold_bootstrap, seed=s.cfg.train.seed)

@@ -150,7 +150,8 @@ def build(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topolo
                                deepspeed_stage=topology.zero_stage,
                                quant_storage=distributed.quant_storage_dtype(cfg, topology))
     longest = getattr(built.model.config, "max_position_embeddings", None)
-    if longest and cfg.data.max_length > longest:  # else the first long batch fails deep in the embeddings
+    absolute = cfg.model.architecture in ("bert", "distilbert")  # a table of positions (decoders rotate theirs)
+    if absolute and longest and cfg.data.max_length > longest:  # else the first long batch fails in the embeddings
         raise UsageError(f"data.max_length={cfg.data.max_length}: the model reads at most {longest} tokens (its "
                          f"max_position_embeddings): set data.max_length={longest} or less")
     return built

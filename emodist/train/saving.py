@@ -16,7 +16,8 @@ from emodist.train.state import Session
 def restore(s: Session, checkpoint: Path) -> None:
     """Continue from `checkpoint`: weights, optimizer, scheduler and RNG (accelerate), and the progress."""
     state = checkpoints.load_checkpoint(s.accelerator, checkpoint, trainable_only=s.cfg.model.method == "lora")
-    finishing = state["step"] == s.plan.total_steps and s.run.only_finishes()  # killed while it finished
+    finishing = (state["step"] == s.plan.total_steps == state.get("total_steps")  # the last step of this same plan
+                 and s.run.may_only_finish)  # its own run, killed while it finished
     if state["step"] >= s.plan.total_steps and not finishing:  # before the run directory changes: nothing to do
         t = s.cfg.train
         raise UsageError(f"--resume {checkpoint}: nothing left to train: it is at step {state['step']} and this run "
@@ -45,6 +46,7 @@ def progress(s: Session) -> dict:
         "step": s.step, "epoch": s.epoch, "batches_in_epoch": s.batches_in_epoch,
         "examples_seen": s.epoch * train_size + min(seen_this_epoch, train_size),
         "best": s.best, "loss_sum_per_rank": loss_sums, "loss_count": s.loss_count, "last_loss": s.last_loss,
+        "total_steps": s.plan.total_steps,
         **s.topology.identity(),
         "fingerprint": (fp := checkpoints.fingerprint(s.cfg, s.labels, s.data_identity)),
         "config_hash": checkpoints.fingerprint_hash(fp),
