@@ -84,8 +84,9 @@ class Lifecycle:
             dataset = self.data = data_mod.load(cfg.data, seed=cfg.train.seed)
             check_data_fits(cfg, dataset, accelerator)
             planned = plan_memory(cfg, accelerator, topology, len(dataset.labels))  # before the run dir and weights
+            identity = data_mod.identity(dataset.splits)  # hashed once: the resume check and every checkpoint
             run = self.run = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), overwrite, resume,
-                                               notify=console.print, data=data_mod.identity(dataset.splits))
+                                               notify=console.print, data=identity)
             if run.finished:
                 console.print(f"emodist: {run.path} has already finished (summary.json): nothing to do. Train it "
                               "further with more train.epochs or train.max_steps, or start again with --overwrite")
@@ -95,7 +96,7 @@ class Lifecycle:
             tokenized = data_mod.tokenize(dataset, built.tokenizer, cfg.data.max_length, cfg.data.cache_dir,
                                           accelerator)
         self.session = make_session(cfg, accelerator, topology, built, dataset, tokenized, run, console,
-                                    self.stop, self.phases, planned)
+                                    self.stop, self.phases, planned, identity)
         return True
 
     def fit(self) -> None:
@@ -179,7 +180,8 @@ def plan_memory(cfg: RunConfig, accelerator: Accelerator, topology: distributed.
 
 def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology, built: BuiltModel,
                  data: data_mod.EmotionData, tokenized: dict, run: contract.Run, console: Console, stop: StopSignals,
-                 phases: telemetry.Phases, memory_plan: memory.MemoryPlan | None = None) -> Session:
+                 phases: telemetry.Phases, memory_plan: memory.MemoryPlan | None = None,
+                 data_identity: dict[str, str] | None = None) -> Session:
     """The loop's state: loaders, optimizer and schedule prepared by accelerate, a checkpoint restored, the
     start banner shown, then the tracker started."""
     run_dir = run.path
@@ -220,7 +222,7 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
     s = Session(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                 loaders=loaders, labels=data.labels, plan=plan, topology=topology, run=run, console=console,
                 phases=phases, loss_fn=losses.build(cfg.train, pos_weight), stop=stop, batches=batches, eval_orders=eval_orders,
-                memory_plan=memory_plan, data_identity=data_mod.identity(data.splits))
+                memory_plan=memory_plan, data_identity=data_identity or {})
     if run.checkpoint is not None:
         restore(s, run.checkpoint)
     # metrics.jsonl and wandb start once a resume has loaded: nothing of the run changes before that
