@@ -90,20 +90,25 @@ def _load_trained(model_dir: Path, device, unquantized: torch.dtype | None):
     return (model.eval() if quantization else model.to(device).eval()), tokenizer
 
 
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-"""The files a full model's weights are read from (transformers' names: one file, or a sharded one's index)."""
-
-
 def _check_weights(model_dir: Path) -> None:
-    """UsageError when `model_dir` holds none of WEIGHTS (transformers would name the directory as if it were
-    model.name_or_path), naming what is there instead: an ONNX graph without its export.json, or nothing."""
-    if any((model_dir / name).is_file() for name in WEIGHTS):
+    """UsageError when `model_dir` holds no weights file transformers reads (one file, or a sharded one's index;
+    transformers would name the directory as if it were model.name_or_path), naming what is there instead: an
+    ONNX graph without its export.json, or nothing."""
+    from transformers.utils import (
+        SAFE_WEIGHTS_INDEX_NAME,
+        SAFE_WEIGHTS_NAME,
+        WEIGHTS_INDEX_NAME,
+        WEIGHTS_NAME,
+    )
+
+    if any((model_dir / name).is_file() for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, WEIGHTS_NAME,
+                                                     WEIGHTS_INDEX_NAME)):
         return
     if (model_dir / "model.onnx").is_file():
         raise UsageError(f"{model_dir}: holds model.onnx but no export.json naming it, so it is no ONNX export "
                          "emodist serves: export it again from its run directory (launch/export.py RUN --onnx)")
-    raise UsageError(f"{model_dir}: no weights there (no {' or '.join(WEIGHTS[::2])}, nor a shard index): the model "
-                     "is incomplete; export it again from its run directory")
+    raise UsageError(f"{model_dir}: no weights there (no {SAFE_WEIGHTS_NAME} or {WEIGHTS_NAME}, nor a shard index): the "
+                     "model is incomplete; export it again from its run directory")
 
 
 def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig) -> Path:
