@@ -122,15 +122,29 @@ def test_overwrite_refuses_to_move_the_directory_it_runs_in(tmp_path, monkeypatc
     """`--output-dir . --overwrite` was an internal error ('.' has no name); from inside the run, by its full
     path, the new run would have been written into the moved-aside one (the process's directory moves with it)."""
     path = a_run(tmp_path / "run", saved=[20], finished=True)
-    for inside, given in ((path, Path(".")), (path / "checkpoints", path), (path / "checkpoints", Path(".."))):
+    for inside, given, named in ((path, Path("."), Path(".")), (path / "checkpoints", path, path),
+                                 (path / "checkpoints", Path(".."), path)):  # a path through `..` is named as itself
         monkeypatch.chdir(inside)
         assert refused(given, "none", True) == (
-            f"--overwrite would move aside {given}, which this command runs in: run it from outside that directory "
+            f"--overwrite would move aside {named}, which this command runs in: run it from outside that directory "
             "(e.g. its parent), with --output-dir naming it from there")
     empty = tmp_path / "empty"  # nothing to move: it starts there
     empty.mkdir()
     monkeypatch.chdir(empty)
     assert start(Path("."), "none", True)[0].path == Path(".")
+
+
+def test_overwrite_of_a_path_through_dot_dot_moves_the_run_it_names(tmp_path, monkeypatch):
+    """`--output-dir runs/r/plots/.. --overwrite` tried to rename `..` itself (an internal error, EBUSY)."""
+    path = a_run(tmp_path / "run", saved=[20], finished=True)
+    (path / "plots").mkdir()
+    before = snapshot(path)
+    monkeypatch.chdir(tmp_path)
+    run = contract._open(settings(Path("run/plots/..")), LABELS, TOPOLOGY, True, "none", [].append)
+    run.close()
+    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert snapshot(aside) == before
+    assert run.path == path and sorted(p.name for p in path.iterdir()) == [MARKER, "config.yaml"]
 
 
 def test_overwrite_and_resume_auto_are_refused_together(tmp_path):

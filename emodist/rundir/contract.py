@@ -149,6 +149,8 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
                          "choose one")
     source = named.resolve().parent.parent if named is not None else None
     path = Path(cfg.output_dir) if cfg.output_dir else (source or Path(default_run_dir(cfg)))
+    if ".." in path.parts:  # runs/r/plots/.. is runs/r: what is locked, moved aside and written is named as itself
+        path = path.resolve()
     forked = source is not None and path.resolve() != source
     if overwrite and named is not None and not forked:
         raise UsageError(f"--overwrite would move aside {path}, whose checkpoint --resume {named} names: drop "
