@@ -175,10 +175,12 @@ def test_a_run_killed_in_its_first_save_starts_again_on_resume_auto(tmp_path, ca
     for name in ("summary.json", "model", "thresholds.json", "checkpoints/step-2"):
         shutil.rmtree(run_dir / name) if (run_dir / name).is_dir() else (run_dir / name).unlink()
     (run_dir / "checkpoints" / "step-1").rename(run_dir / "checkpoints" / ".step-1.tmp")
+    (run_dir / "checkpoints" / ".step-7.tmp").mkdir()  # of a plan that saved at other steps
     again = launch(*args, "--resume", "auto", accelerate=False)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"emodist: {run_dir} stopped before its first checkpoint: starting it again from step 0" in again.stdout
     assert read_summary(run_dir)["train"]["steps"] == 2
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-1", "step-2"]  # the partial saves gone
 
 
 def test_a_corrupt_checkpoint_is_skipped_in_one_line_and_the_run_goes_on_from_the_one_before(run_copy):

@@ -75,8 +75,8 @@ def save_checkpoint(accelerator, run_dir: Path, progress: dict, keep_last: int, 
     tmp = root / f".step-{step}.tmp"
     problem = [None]
     if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)  # left by an earlier attempt that was killed mid-write
+        for stale in root.glob(".step-*.tmp"):  # saves that were killed mid-write (one writer: the run's lock)
+            shutil.rmtree(stale)
         problem[0] = _room_problem(root, final)
     broadcast_object_list(problem)
     if problem[0]:
