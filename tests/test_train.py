@@ -254,13 +254,19 @@ def test_hub_model_offline_is_one_line_pointing_to_local_models(tmp_path, cache_
 
 
 def test_a_max_length_beyond_the_model_s_positions_is_one_line(tmp_path, cache_dir):
-    """It used to fail in the first batch with a long text, deep in the embeddings (internal error)."""
-    result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(tmp_path / "run"), "data.max_length=256",
-                    accelerate=False)
+    """It used to fail in the first batch with a long text, deep in the embeddings (internal error); then it was
+    refused only once `--overwrite` had moved the run in --output-dir aside."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".emodist-run").write_text("{}")
+    (run_dir / "summary.json").write_text('{"variant": "an earlier run"}')
+    result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), "data.max_length=256",
+                    "--overwrite", accelerate=False)
     assert result.returncode == errors.EXIT_USAGE
     assert result.stderr.strip().splitlines()[-1] == (
         "emodist: error: data.max_length=256: the model reads at most 128 tokens (its max_position_embeddings): set "
         "data.max_length=128 or less")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"] and (run_dir / "summary.json").is_file()
 
 
 def test_a_run_is_never_replaced_silently(tmp_path, cache_dir):

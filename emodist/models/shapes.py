@@ -34,6 +34,8 @@ class Shapes:
     """Every other weight tensor (embeddings, norms, biases): (qualified name, elements)."""
     largest_layer: int = 0
     """The most weights one module holds itself (DeepSpeed's `largest_layer_params`)."""
+    config: object = None
+    """The transformers config the shapes were built from."""
 
     @property
     def input_embedding(self) -> int:
@@ -81,7 +83,7 @@ def model_shapes(cfg: RunConfig, num_labels: int, source: str | None = None) -> 
     head_dim = getattr(c, "head_dim", None) or hidden // heads
     kv = (getattr(c, "num_key_value_heads", None) or heads) * head_dim
     return Shapes(c.model_type, hidden, getattr(c, "num_hidden_layers", None) or c.n_layers, heads * head_dim, kv,
-                  getattr(c, "intermediate_size", None) or c.hidden_dim, linears, others, largest)
+                  getattr(c, "intermediate_size", None) or c.hidden_dim, linears, others, largest, c)
 
 
 @contextlib.contextmanager

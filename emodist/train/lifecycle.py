@@ -150,19 +150,24 @@ def build(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topolo
     built = models.build_model(cfg.model, dataset.labels, source, accelerator.device,
                                deepspeed_stage=topology.zero_stage,
                                quant_storage=distributed.quant_storage_dtype(cfg, topology))
-    longest = getattr(built.model.config, "max_position_embeddings", None)
-    absolute = cfg.model.architecture in ("bert", "distilbert")  # a table of positions (decoders rotate theirs)
-    if absolute and longest and cfg.data.max_length > longest:  # else the first long batch fails in the embeddings
+    check_max_length(cfg, built.model.config)  # checked before the run directory opened where the shapes were known
+    return built
+
+
+def check_max_length(cfg: RunConfig, config) -> None:
+    """UsageError when `data.max_length` is longer than the position table of the model's transformers `config`
+    (BERT, DistilBERT; decoders rotate their positions): else the first long batch fails in the embeddings."""
+    longest = getattr(config, "max_position_embeddings", None)
+    if config.model_type in ("bert", "distilbert") and longest and cfg.data.max_length > longest:
         raise UsageError(f"data.max_length={cfg.data.max_length}: the model reads at most {longest} tokens (its "
                          f"max_position_embeddings): set data.max_length={longest} or less")
-    return built
 
 
 def plan_memory(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology,
                 num_labels: int) -> memory.MemoryPlan | None:
     """The run's memory plan (None when the model's shapes are not known here: a hub model that is none of the
-    variants' bases; None under FSDP, which the plan does not model). On a GPU, UsageError when it needs more
-    than the GPU has (train.check_memory)."""
+    variants' bases; None under FSDP, which the plan does not model). UsageError when `data.max_length` is
+    longer than the model reads and, on a GPU, when the plan needs more than the GPU has (train.check_memory)."""
     if topology.distributed_type == "FSDP":  # planned as DDP, its sharded weights would count whole: no refusal on that
         return None
     device = accelerator.device
@@ -171,6 +176,7 @@ def plan_memory(cfg: RunConfig, accelerator: Accelerator, topology: distributed.
         shapes = model_shapes(cfg, num_labels, models.base_path(cfg.model))
     except UsageError:
         return None
+    check_max_length(cfg, shapes.config)
     planned = memory.plan(cfg, placement, num_labels, shapes)
     if device.type == "cuda" and cfg.train.check_memory:
         gpu = Target("cuda", torch.cuda.get_device_properties(device).total_memory, torch.cuda.get_device_name(device))
