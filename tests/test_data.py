@@ -291,12 +291,32 @@ def test_the_synthetic_set_is_the_one_the_recorded_smoke_scores_were_measured_on
     then those numbers are to be measured again."""
     splits = data.synthetic(0).splits
     assert {name: (len(split), data.split_fingerprint(split)) for name, split in splits.items()} == {
-        "train": (1024, "c39fae0b9491e8ca500f"), "dev": (256, "fca51f60938270cc20cc"),
-        "test": (256, "b576027df01932bb76cd")}
+        "train": (1024, "c39fae0b9491e8ca500f"), "dev": (256, "485bc79a7384ed3e711a"),
+        "test": (256, "b425ca13c5d0741218ad")}
+    assert data.shared_with_train(splits) == {"dev": 0, "test": 0}  # 20 dev and 19 test texts were train's until 2026-12
     assert data.synthetic(0).labels == ["anger", "fear", "joy", "love", "sadness", "surprise"]
     assert data.synthetic(0).name == "synthetic"
     assert data.split_fingerprint(data.synthetic().splits["train"]) == "c39fae0b9491e8ca500f"  # seed 0 by default
-    assert data.split_fingerprint(data.synthetic(3).splits["dev"]) == "a7f74a06bd066592c907"
+    assert data.split_fingerprint(data.synthetic(3).splits["dev"]) == "10bf7514e7bf69a550e2"
+
+
+def test_texts_of_dev_or_test_also_in_train_are_counted_and_warned_of_beyond_one_percent():
+    train = data.Split([f"text {i}" for i in range(300)], np.zeros((300, 1), dtype=np.float32))
+    def split(texts):
+        return data.Split(texts, np.zeros((len(texts), 1), dtype=np.float32))
+    few = {"train": train, "dev": split(["text 1", *(f"new {i}" for i in range(199))]),  # 1 of 200: 0.5%
+           "test": split(["text 2", "text 3", "text 3", "other"])}  # every copy counts: 3 of 4
+    assert data.shared_with_train(few) == {"dev": 1, "test": 3}
+    assert data.shared_warning(few, data.shared_with_train(few)) == (
+        "3 of 4 test texts (75.0%) are also in train, word for word: the model trained on them, so their scores read "
+        "high; keep each text in one split")
+    both = {**few, "dev": split(["text 1", "text 2", *(f"new {i}" for i in range(98))])}  # 2 of 100: over 1%
+    assert data.shared_warning(both, data.shared_with_train(both)).startswith(
+        "2 of 100 dev texts (2.0%) and 3 of 4 test texts (75.0%) are also in train")
+    fine = {**few, "test": split(["other"])}
+    assert data.shared_warning(fine, data.shared_with_train(fine)) is None  # 1 dev text of 200 is within 1%
+    assert data.shared_with_train({"train": train, "dev": split(["Text 1", "text 1 "]), "test": split([])}) == {
+        "dev": 0, "test": 0}  # verbatim only
 
 
 def test_tokenize_caches_and_keys_on_inputs(tmp_path):

@@ -232,6 +232,25 @@ def test_label_id_out_of_range_names_file_and_line(tmp_path, cache_dir):
         "(ids 0-3)")
 
 
+def test_a_test_split_that_repeats_train_texts_is_warned_of_and_counted(tmp_path, cache_dir):
+    """A test split copied from train scored high with no word (a silent wrong result)."""
+    from test_data import write_goemotions
+
+    directory = write_goemotions(tmp_path / "ge", {
+        "train": ["I love it\t0,2\ta1", "So angry right now\t1\ta2", "ok then\t3\ta3"],
+        "dev": ["What a joy\t2\tb1", "whatever\t3\tb2"],
+        "test": ["I love it\t0,2\tc1", "Great work\t0\tc2"]})
+    run_dir = tmp_path / "run"
+    result = launch("--variant", "distilbert", "--smoke", "--data-dir", str(directory), "--output-dir", str(run_dir),
+                    "train.max_steps=1", accelerate=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("emodist: warning: 1 of 2 test texts (50.0%) are also in train, word for word: the model trained on them, "
+            "so their scores read high; keep each text in one split") in " ".join(result.stdout.split())
+    assert re.search(r"│ also in train\s+│ 0 dev and 1 test texts, word for word", result.stdout)
+    splits = read_summary(run_dir)["splits"]
+    assert (splits["dev"]["in_train"], splits["test"]["in_train"], "in_train" in splits["train"]) == (0, 1, False)
+
+
 def test_hub_data_set_offline_is_one_line_pointing_to_local_data(tmp_path, cache_dir):
     result = launch("--variant", "minilm", "--output-dir", str(tmp_path / "run"), accelerate=False)
     assert result.returncode == 2

@@ -57,6 +57,26 @@ def identity(splits: dict[str, Split]) -> dict[str, str]:
     return {f"data.split.{name}": f"{len(split)} texts, {split_fingerprint(split)}" for name, split in splits.items()}
 
 
+SHARED_WARNING = 0.01
+"""The share of dev's or test's texts also in train above which a run warns (GoEmotions' own: 0.8% and 0.7%)."""
+
+
+def shared_with_train(splits: dict[str, Split]) -> dict[str, int]:
+    """How many of dev's and of test's texts appear, verbatim, in train too: scored there, the model has seen them."""
+    train = set(splits["train"].texts)
+    return {name: sum(text in train for text in splits[name].texts) for name in ("dev", "test")}
+
+
+def shared_warning(splits: dict[str, Split], shared: dict[str, int]) -> str | None:
+    """One line when more than SHARED_WARNING of dev's or test's texts are also train's, else None."""
+    over = [f"{count:,} of {len(splits[name]):,} {name} texts ({count / len(splits[name]):.1%})"
+            for name, count in shared.items() if count > SHARED_WARNING * len(splits[name])]
+    if not over:
+        return None
+    return (f"{' and '.join(over)} are also in train, word for word: the model trained on them, so their scores "
+            "read high; keep each text in one split")
+
+
 def _fingerprint(*parts: str | bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:

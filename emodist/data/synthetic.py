@@ -37,15 +37,19 @@ def synthetic(seed: int = 0) -> EmotionData:
     so a smoke run checks that training really learns, not only that it runs.
     """
     labels = list(SYNTHETIC_CUES)
-    splits = {}
+    splits, seen = {}, set()
     for offset, split in enumerate(SPLITS):
         rng = random.Random(seed * 1000 + offset)
         texts, ids = [], []
-        for _ in range(SYNTHETIC_SIZES[split]):
+        while len(texts) < SYNTHETIC_SIZES[split]:
             chosen = rng.sample(range(len(labels)), k=rng.choices([1, 2, 3], weights=[5, 4, 1])[0])
             cues = [rng.choice(SYNTHETIC_CUES[labels[i]]) for i in chosen]
             feeling = f" {rng.choice(_LINKS)} ".join(cues)
-            texts.append(f"{rng.choice(_SUBJECTS)} felt {feeling} {rng.choice(_CONTEXTS)}")
+            text = f"{rng.choice(_SUBJECTS)} felt {feeling} {rng.choice(_CONTEXTS)}"
+            if split != "train" and text in seen:  # dev and test score texts the model has not trained on
+                continue
+            texts.append(text)
             ids.append(chosen)
+        seen.update(texts if split == "train" else ())
         splits[split] = _from_ids(texts, ids, len(labels))
     return EmotionData("synthetic", labels, splits)

@@ -95,6 +95,7 @@ def draw_plots(s: Session, summary: dict) -> None:
 def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: dict, test: dict,
               perf: dict) -> dict:
     cfg, acc = s.cfg, s.accelerator
+    shared = data_mod.shared_with_train(data.splits)
     return {
         "variant": cfg.variant,
         "base_model": cfg.model.name_or_path,
@@ -114,7 +115,8 @@ def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: di
                   "examples": len(data.splits["train"]), "global_batch_size": cfg.train.global_batch_size,
                   "micro_batch_size": cfg.train.micro_batch_size,
                   "gradient_accumulation_steps": s.plan.accumulation, "final_loss": s.last_loss},
-        "splits": {name: {"examples": len(split), "fingerprint": data_mod.split_fingerprint(split)}
+        "splits": {name: {"examples": len(split), "fingerprint": data_mod.split_fingerprint(split),
+                          **({"in_train": shared[name]} if name in shared else {})}
                    for name, split in data.splits.items()},
         "dev": dev,
         "test": test,

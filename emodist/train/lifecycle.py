@@ -222,8 +222,11 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
         if cfg.model.method == "lora":
             keep_trainable_only(accelerator, model)
     pos_weight = positive_weights(cfg, data, accelerator.device)
+    shared = data_mod.shared_with_train(data.splits)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
-        cfg, accelerator, topology, built, data, plan, pos_weight, memory_plan))
+        cfg, accelerator, topology, built, data, plan, pos_weight, memory_plan, shared))
+    if warning := data_mod.shared_warning(data.splits, shared):
+        console.print(f"emodist: warning: {warning}")
     main = accelerator.is_main_process
     s = Session(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                 loaders=loaders, labels=data.labels, plan=plan, topology=topology, run=run, console=console,
@@ -239,7 +242,8 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
 
 def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology, built: BuiltModel,
                 data: data_mod.EmotionData, plan: Plan, pos_weight: torch.Tensor | None,
-                memory_plan: memory.MemoryPlan | None = None) -> list[tuple[str, str]]:
+                memory_plan: memory.MemoryPlan | None = None,
+                shared: dict[str, int] | None = None) -> list[tuple[str, str]]:
     m, t = cfg.model, cfg.train
     method = m.method + (f" r={m.lora.r} on {','.join(m.lora.target_modules)}" if m.method == "lora" else "")
     sizes = " / ".join(f"{len(data.splits[s]):,}" for s in data_mod.SPLITS)
@@ -250,6 +254,8 @@ def banner_rows(cfg: RunConfig, acc: Accelerator, topology: distributed.Topology
         ("parameters", f"{built.params_trainable:,} trainable of {built.params_total:,} "
                        f"({100 * built.params_trainable / max(built.params_total, 1):.2f}%)"),
         ("data", f"{data.name}: {len(data.labels)} labels, train/dev/test {sizes}"),
+        *([("also in train", f"{shared['dev']:,} dev and {shared['test']:,} test texts, word for word")]
+          if any((shared or {}).values()) else []),
         ("processes", f"{topology.describe()} · {acc.device.type}"),
         ("precision", f"{'DeepSpeed' if topology.deepspeed else 'autocast'} "
                       f"{'fp32' if acc.mixed_precision == 'no' else acc.mixed_precision}, base weights {m.dtype}"
