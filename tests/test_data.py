@@ -230,7 +230,7 @@ def test_two_files_for_one_split_or_two_formats_are_refused(tmp_path):
     assert refusal(directory) == f"{directory}: dev.csv and validation.csv are both a dev split: keep one"
     (directory / "validation.csv").unlink()
     (directory / "train.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n')  # a CSV set, one JSONL file
-    assert refusal(directory).startswith(f"--data-dir {directory}: holds both train.jsonl and train.csv")
+    assert refusal(directory).startswith(f"data directory {directory}: holds both train.jsonl and train.csv")
     assert load_dir(directory, dataset="csv").splits["train"].texts == ["yay"]
 
 
@@ -577,7 +577,7 @@ def test_a_chosen_table_format_is_read_even_where_another_is_beside_it(tmp_path)
     for split in ("train", "dev", "test"):
         (directory / f"{split}.jsonl").write_text('{"text": "from jsonl", "labels": ["joy"]}\n')
         (directory / f"{split}.csv").write_text("text,labels\nfrom csv,joy\n")
-    both = (f"--data-dir {directory}: holds both train.jsonl and train.csv: set data.dataset=jsonl or "
+    both = (f"data directory {directory}: holds both train.jsonl and train.csv: set data.dataset=jsonl or "
             "data.dataset=csv, or keep one data set in the directory")
     assert refusal(directory) == both  # not detected: which one is the user's to say
     assert load_dir(directory, dataset="csv").splits["train"].texts == ["from csv"]

@@ -26,8 +26,16 @@ similar lengths), `packing` (batches without padding). Imports `emodist.config` 
 from emodist.data.grouping import GROUPINGS, group
 from emodist.data.packing import PACKED_MULTIPLE, PackedCollator
 from emodist.data.readers import detect, load
-from emodist.data.sets import (SPLITS, EmotionData, Split, fingerprint_texts, identity, shared_warning, shared_with_train,
-                               split_fingerprint)
+from emodist.data.sets import (
+    SPLITS,
+    EmotionData,
+    Split,
+    fingerprint_texts,
+    identity,
+    shared_warning,
+    shared_with_train,
+    split_fingerprint,
+)
 from emodist.data.synthetic import SYNTHETIC_CUES, synthetic
 from emodist.data.tokens import collator, lengths, tokenize
 

@@ -45,11 +45,11 @@ def detect(directory: Path) -> str:
         return "semeval2018"
     tables = [fmt for fmt in ("jsonl", "csv") if (directory / f"train.{fmt}").exists()]
     if len(tables) > 1:  # which one the user means is theirs to say
-        raise DataError(f"--data-dir {directory}: holds both train.jsonl and train.csv: set data.dataset=jsonl or "
+        raise DataError(f"data directory {directory}: holds both train.jsonl and train.csv: set data.dataset=jsonl or "
                         "data.dataset=csv, or keep one data set in the directory")
     if tables:
         return tables[0]
-    raise DataError(f"--data-dir {directory}: no known data layout: expected GoEmotions (train.tsv + emotions.txt), "
+    raise DataError(f"data directory {directory}: no known data layout: expected GoEmotions (train.tsv + emotions.txt), "
                     f"SemEval-2018 E-c ({_SEMEVAL_FILES['train']}) or train.csv / train.jsonl")
 
 
