@@ -10,6 +10,7 @@ import torch
 
 from emodist.report import roofline, telemetry
 from emodist.report.roofline import Gemm
+from emodist.runtime.errors import UsageError
 
 
 def test_a_training_micro_batch_has_three_gemms_per_trained_layer_and_two_per_frozen_one():
@@ -68,6 +69,29 @@ def test_an_unwritable_cache_costs_a_measurement_not_the_run(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert roofline.cached_gemm_rate([Gemm(8, 8, 8)], torch.float32, blocker / "cache") > 0
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "null", '{"KEY": -1.0}', '{"KEY": NaN}', '{"KEY": "7"}'])
+def test_a_cache_of_another_shape_is_measured_again_and_replaced(tmp_path, monkeypatch, content):
+    """A roofline.json of valid JSON but another shape failed the run after training (AttributeError)."""
+    gemms = [Gemm(8, 8, 8)]
+    key = roofline.cache_key(gemms, torch.float32)
+    (tmp_path / "roofline.json").write_text(content.replace("KEY", key))
+    monkeypatch.setattr(roofline, "gemm_rate", lambda *_: 5.0)
+    assert roofline.cached_gemm_rate(gemms, torch.float32, tmp_path) == 5.0
+    assert json.loads((tmp_path / "roofline.json").read_text()) == {key: 5.0}
+
+
+@pytest.mark.parametrize("given", ["989TF", "-1", "0", "nan", "inf", " "])
+def test_a_peak_override_that_is_not_a_positive_number_is_refused(monkeypatch, given):
+    monkeypatch.setenv("EMODIST_PEAK_TFLOPS", given)
+    with pytest.raises(UsageError) as error:
+        telemetry.peak_override()
+    assert str(error.value) == (
+        f"EMODIST_PEAK_TFLOPS={given}: not a positive number of TFLOP/s (the peak MFU is reported against): write "
+        "e.g. EMODIST_PEAK_TFLOPS=989.4, or unset it to use the card's datasheet")
+    monkeypatch.setenv("EMODIST_PEAK_TFLOPS", "989.4")
+    assert telemetry.peak_override() == pytest.approx(989.4e12)
 
 
 class _Config:

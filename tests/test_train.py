@@ -232,6 +232,16 @@ def test_label_id_out_of_range_names_file_and_line(tmp_path, cache_dir):
         "(ids 0-3)")
 
 
+def test_a_peak_override_that_is_no_number_is_refused_before_training(tmp_path, cache_dir):
+    """It was read once training had ended: the run failed at its finish, every resume the same way."""
+    result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(tmp_path / "run"), "train.max_steps=2",
+                    accelerate=False, env={"EMODIST_PEAK_TFLOPS": "989TF"})
+    assert result.returncode == errors.EXIT_USAGE
+    assert result.stderr.strip().splitlines()[-1].startswith("emodist: error: EMODIST_PEAK_TFLOPS=989TF: not a "
+                                                             "positive number of TFLOP/s")
+    assert "step 1/" not in result.stdout and not (tmp_path / "run").exists()
+
+
 def test_a_test_split_that_repeats_train_texts_is_warned_of_and_counted(tmp_path, cache_dir):
     """A test split copied from train scored high with no word (a silent wrong result)."""
     from test_data import write_goemotions

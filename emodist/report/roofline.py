@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import re
 import time
@@ -130,7 +131,8 @@ def cached_gemm_rate(gemms: list[Gemm], dtype: torch.dtype, cache: Path, write: 
         known = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         known = {}
-    if isinstance(known.get(key), float):
+    known = known if isinstance(known, dict) else {}  # another shape of JSON: measured again, then replaced
+    if isinstance(known.get(key), float) and math.isfinite(known[key]) and known[key] > 0:
         return known[key]
     rate = gemm_rate(gemms, dtype)
     if write:

@@ -20,6 +20,7 @@ per second, over the cards' dense bf16/fp16 peak (`train_flops_per_token`, `peak
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+
+from emodist.runtime.errors import UsageError
 
 CARRIED = ("train_seconds", "train_samples", "train_tokens", "train_padded_tokens")
 """The totals a checkpoint carries to the session that resumes from it (state.json `perf`)."""
@@ -221,10 +224,26 @@ PEAK_TFLOPS = (
 )
 
 
+def peak_override() -> float | None:
+    """EMODIST_PEAK_TFLOPS in FLOP/s (None when unset); UsageError unless it is a positive number of TFLOP/s.
+    Lifecycle reads it at the start: a run must not learn of a typo there only once it has trained."""
+    given = os.environ.get("EMODIST_PEAK_TFLOPS")
+    if not given:
+        return None
+    try:
+        tflops = float(given)
+    except ValueError:
+        tflops = math.nan
+    if not (math.isfinite(tflops) and tflops > 0):
+        raise UsageError(f"EMODIST_PEAK_TFLOPS={given}: not a positive number of TFLOP/s (the peak MFU is reported "
+                         "against): write e.g. EMODIST_PEAK_TFLOPS=989.4, or unset it to use the card's datasheet")
+    return tflops * 1e12
+
+
 def peak_flops(device: torch.device) -> float | None:
     """One card's dense half-precision peak in FLOP/s, or None when the card is unknown (or not a GPU)."""
-    if override := os.environ.get("EMODIST_PEAK_TFLOPS"):
-        return float(override) * 1e12
+    if override := peak_override():
+        return override
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)

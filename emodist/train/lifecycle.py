@@ -76,6 +76,7 @@ class Lifecycle:
         False (and nothing built) when the run directory holds a run that has already finished."""
         cfg = self.cfg
         process.quiet_libraries()
+        telemetry.peak_override()  # read at the end of the run: a typo there is refused now
         with self.phases.measure("load"):
             accelerator = self.accelerator = make_accelerator(cfg)
             topology = distributed.Topology.of(accelerator)
