@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_variants or args.list_keys:
         return print_listing(args.list_variants)
     lives: list = []  # the run's lifecycle once it exists: an internal error's traceback goes to its run directory
-    return errors.run_main(lambda: train(args, lives), traceback_dir=lambda: lives[0].run_dir if lives else None)
+    return errors.run_main(lambda: train(args, lives), traceback_dir=lambda: lives[0].run_dir if lives else None,
+                           interrupted="interrupted (Ctrl-C) before training started; nothing was saved")
 
 
 def train(args: argparse.Namespace, lives: list) -> int:

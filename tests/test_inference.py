@@ -58,6 +58,19 @@ def test_labels_are_cut_at_the_thresholds_the_run_tuned(exported):
     assert any(expected)  # labels were given, not an empty answer matched by an empty answer
 
 
+def test_a_model_whose_weights_hold_nan_is_refused_not_served_without_labels(exported):
+    """NaN probabilities reach no threshold: predict printed every text without a label, exit 0."""
+    model_dir, texts = exported
+    classifier = Classifier.load(model_dir, precision="fp32")
+    with torch.no_grad():
+        list(classifier.model.parameters())[-1].fill_(float("nan"))  # the classifier's: every text
+    with pytest.raises(UsageError) as error:
+        classifier.probabilities(texts[:20])
+    assert str(error.value) == (
+        f"{model_dir}: its probabilities for 20 of 20 texts are not numbers (NaN): its weights hold NaN or inf (a "
+        "damaged file, or a run that diverged): serve another export or checkpoint")
+
+
 def test_no_texts_no_rows(exported):
     classifier = Classifier.load(exported[0])
     assert classifier.probabilities([]).shape == (0, len(classifier.labels))

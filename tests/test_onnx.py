@@ -160,6 +160,9 @@ def test_parity_passes_within_the_float32_tolerance_and_names_what_fails():
     far = parity(reference, reference + 2e-4, targets, cut, LABELS, "float32")
     assert not far["passed"]
     assert far["failures"] == [f"largest probability difference {far['max_abs_diff']:.2e} > 1e-04"]
+    broken = reference.copy()
+    broken[:3, 1] = np.nan  # NaN compares False with every limit: it passed
+    assert parity(reference, broken, targets, cut, LABELS, "float32")["failures"][0] == "3 probabilities are not numbers"
 
 
 def test_parity_of_int8_counts_texts_whose_labels_change_and_the_macro_f1_gap():

@@ -232,6 +232,56 @@ def test_a_model_without_thresholds_is_said_to_cut_at_one_half(smoke_runs, tmp_p
 # The readers
 
 
+class _Stopping:
+    """A stand-in for the Classifier that labels its first `whole` calls, then stops (a Ctrl-C, a full disk) after
+    a record was half written to `stream`."""
+
+    labels, max_length = ["joy", "anger"], 128
+
+    def __init__(self, whole: int, stream):
+        self.whole, self.stream = whole, stream
+
+    def probabilities(self, texts):
+        if self.whole == 0:
+            self.stream.write('{"text": "cut off')
+            raise KeyboardInterrupt
+        self.whole -= 1
+        return np.full((len(texts), 2), 0.75, dtype=np.float32)
+
+    def labels_of(self, probabilities):
+        return [["joy", "anger"] for _ in probabilities]
+
+    def truncated(self, texts):
+        return 0
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_stopped_prediction_keeps_whole_records_only_and_says_so(tmp_path, monkeypatch, capsys, fmt):
+    """A stop mid-file left a cut last record (a full disk), and a stop before the first chunk left an empty
+    file that blocked the rerun ("exists")."""
+    from emodist.serve import textio
+
+    monkeypatch.setattr(textio, "CHUNK", 3)
+    inputs = textio.Texts([f"text {i}" for i in range(7)], skipped=0, source="texts", entry="line")
+    for whole, kept in ((1, 3), (0, 0)):
+        path = tmp_path / f"out-{whole}.{fmt}"
+        stream = textio.open_output(str(path))
+        writer = textio.Writer(stream, ["joy", "anger"], fmt)
+        with pytest.raises(KeyboardInterrupt):
+            textio.write_predictions(_Stopping(whole, stream), inputs, writer)
+        said = capsys.readouterr().err
+        if not kept:
+            assert not path.exists() and said == ""
+            continue
+        if fmt == "csv":
+            rows = list(csv.reader(io.StringIO(path.read_text())))
+            assert [r[0] for r in rows] == ["text", "text 0", "text 1", "text 2"]
+        else:
+            assert [json.loads(line)["text"] for line in path.read_text().splitlines()] == ["text 0", "text 1", "text 2"]
+        assert said == (f"emodist: {path} keeps the predictions of the first 3 of 7 texts: delete it, or choose another "
+                        "--output, to run them all again\n")
+
+
 def test_csv_and_jsonl_read_the_named_column(tmp_path):
     table = tmp_path / "posts.csv"
     table.write_text('id,body\n1,"so glad, truly"\n2,\n3,"two\nlines"\n', encoding="utf-8")

@@ -195,11 +195,12 @@ def format_bytes(size: int | None) -> str:
     return f"{size} B"
 
 
-def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] = lambda: None) -> int:
+def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] = lambda: None,
+             interrupted: str = "interrupted (Ctrl-C)") -> int:
     """Run an entry script's `body` and turn whatever escapes it into one line and a documented exit code.
 
     `traceback_dir`: where an internal error writes its traceback (e.g. the run directory, once known);
-    a temporary directory otherwise.
+    a temporary directory otherwise. `interrupted`: what a Ctrl-C that reaches it says.
     """
     try:
         return body()
@@ -211,7 +212,7 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
         return report(err)
     except KeyboardInterrupt:
         if is_global_main_process():
-            say_last("emodist: interrupted (Ctrl-C) before training started; nothing was saved")
+            say_last(f"emodist: {interrupted}")
         return EXIT_INTERRUPTED
     except OSError as err:
         if err.errno in NO_SPACE_ERRNOS:

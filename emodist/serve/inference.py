@@ -50,6 +50,8 @@ class Classifier:
         """What the dev scores said of the labels the model has not learned (thresholds.json), if anything."""
         self.tuned = False
         """Whether `cut` holds thresholds tuned on dev (thresholds.json), not 0.5 for every label."""
+        self.source = getattr(model.config, "_name_or_path", "") or "the model"
+        """What messages name the model by: the directory `load` read (an adapter's config names its base)."""
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | torch.device = "cpu", max_length: int = 128,
@@ -72,6 +74,7 @@ class Classifier:
         classifier = cls(model, tokenizer, cut, max_length, batch_size, precision)
         classifier.warning = thresholds.warning(tuned) if tuned else None
         classifier.tuned = tuned is not None
+        classifier.source = str(model_dir)
         return classifier
 
     @torch.inference_mode()
@@ -91,6 +94,11 @@ class Classifier:
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
             out[rows] = torch.sigmoid(logits.float()).cpu().numpy()
+        broken = int((~np.isfinite(out)).any(axis=1).sum())
+        if broken:  # NaN reaches no threshold: every label would be silently off
+            raise UsageError(f"{self.source}: its probabilities for {broken} of {len(texts)} texts are not numbers (NaN): "
+                             "its weights hold NaN or inf (a damaged file, or a run that diverged): serve another "
+                             "export or checkpoint")
         return out
 
     def truncated(self, texts: Sequence[str]) -> int:

@@ -211,7 +211,7 @@ def parity(reference: np.ndarray, probabilities: np.ndarray, targets: np.ndarray
         "tolerances": TOLERANCES[precision],
     }
     limits = TOLERANCES[precision]
-    failures = []
+    failures = [] if np.isfinite(diff).all() else [f"{int((~np.isfinite(diff)).sum())} probabilities are not numbers"]
     if "max_abs_diff" in limits and result["max_abs_diff"] > limits["max_abs_diff"]:
         failures.append(f"largest probability difference {result['max_abs_diff']:.2e} > {limits['max_abs_diff']:.0e}")
     if "label_agreement" in limits and result["label_agreement"] < limits["label_agreement"]:

@@ -129,9 +129,13 @@ class Writer:
 
     def __init__(self, stream: TextIO, labels: list[str], fmt: str, top_k: int = 0):
         self.stream, self.labels, self.fmt, self.top_k = stream, labels, fmt, top_k
+        self.done = 0
+        """Texts whose predictions are written whole (and flushed)."""
         if fmt == "csv":
             self.csv = csv.writer(stream)
             self.csv.writerow(["text", "labels", *labels, *(["top"] if top_k else [])])
+        self.kept = stream.tell() if stream.seekable() else 0
+        """Bytes of the file that hold whole records: what `abandon` cuts it back to."""
 
     def write(self, texts: list[str], probabilities: np.ndarray, labels: list[list[str]]) -> None:
         for text, row, chosen in zip(texts, probabilities, labels, strict=True):
@@ -146,6 +150,26 @@ class Writer:
                     record["top"] = [{"label": name, "score": p} for name, p in top]
                 self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.stream.flush()
+        self.done += len(texts)
+        self.kept = self.stream.tell() if self.stream.seekable() else 0
+
+    def abandon(self, total: int) -> None:
+        """After a failure or a stop: an output file is cut back to its whole records, and removed when it holds
+        none; what it keeps is said on stderr. Standard output is left as it is."""
+        if self.stream is sys.stdout:
+            return
+        path = Path(self.stream.name)
+        try:
+            if self.stream.seekable():
+                self.stream.truncate(self.kept)  # a record cut by a full disk or a stop mid-write
+            self.stream.close()
+        except OSError:
+            pass
+        if not self.done:
+            path.unlink(missing_ok=True)
+            return
+        print(f"emodist: {path} keeps the predictions of the first {self.done:,} of {total:,} texts: delete it, or "
+              "choose another --output, to run them all again", file=sys.stderr)
 
 
 def open_output(path: str | None) -> TextIO:
@@ -164,11 +188,15 @@ def write_predictions(classifier: Classifier, inputs: Texts, writer: Writer) -> 
     """Label `inputs` CHUNK texts at a time, each chunk written (and flushed) when it is done, so a stop keeps
     what was done; then say on stderr how many empty lines were skipped and how many texts were cut."""
     truncated = 0
-    for start in range(0, len(inputs.texts), CHUNK):
-        chunk = inputs.texts[start:start + CHUNK]
-        probabilities = classifier.probabilities(chunk)
-        writer.write(chunk, probabilities, classifier.labels_of(probabilities))
-        truncated += classifier.truncated(chunk)
+    try:
+        for start in range(0, len(inputs.texts), CHUNK):
+            chunk = inputs.texts[start:start + CHUNK]
+            probabilities = classifier.probabilities(chunk)
+            writer.write(chunk, probabilities, classifier.labels_of(probabilities))
+            truncated += classifier.truncated(chunk)
+    except BaseException:
+        writer.abandon(len(inputs.texts))
+        raise
     if inputs.skipped:
         print(f"emodist: skipped {inputs.skipped} empty {inputs.entry}(s) of {inputs.source}", file=sys.stderr)
     if truncated:
