@@ -150,6 +150,7 @@ def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_p
     (lambda s: json.dumps({k: v for k, v in s.items() if k != "test_tuned"}),
      "it lacks what the model card needs (KeyError: 'f1_micro')"),
     (lambda s: json.dumps({**s, "test": None}), "it holds no test scores"),
+    (lambda s: json.dumps({**s, "test": {**s["test"], "f1_macro": "0.9"}}), "test.f1_macro is '0.9', not a number"),
 ])
 def test_a_broken_summary_is_refused_in_one_line_and_leaves_no_partial_export(smoke_runs, tmp_path, damage, message):
     import shutil
@@ -162,7 +163,29 @@ def test_a_broken_summary_is_refused_in_one_line_and_leaves_no_partial_export(sm
     result = run_script("export.py", str(run_dir))
     [line] = error_lines(result)
     assert result.returncode == 2 and line.startswith(f"emodist: error: {summary}: ") and message in line
+    assert line.count("not valid JSON") == (message == "not valid JSON")  # a summary of another shape is valid JSON
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("export")) == []
+
+
+def test_thresholds_predict_would_refuse_are_refused_before_exporting(smoke_runs, tmp_path):
+    """They were copied into the export as they were, exit 0: predict then refused the export."""
+    import shutil
+
+    source, _ = smoke_runs("distilbert")
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    cut = run_dir / "model" / "thresholds.json"
+    tuned = json.loads(cut.read_text())
+    label = next(iter(tuned["per_label"]))
+    for damaged, message in (({**tuned, "per_label": {**tuned["per_label"], label: None}},
+                               f"the threshold of {label} is None, not a number from 0 to 1"),
+                              ({**tuned, "per_label": {k: v for k, v in tuned["per_label"].items() if k != label}},
+                               f"has no threshold for {label}")):
+        cut.write_text(json.dumps(damaged))
+        result = run_script("export.py", str(run_dir))
+        [line] = error_lines(result)
+        assert result.returncode == 2 and line.startswith(f"emodist: error: {cut}") and message in line
+        assert not any(p.name.startswith((".export", "export")) for p in run_dir.iterdir())
 
 
 def test_a_shard_size_that_is_not_a_size_is_refused(exports, tmp_path):

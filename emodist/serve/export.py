@@ -70,6 +70,7 @@ def finished_run(run_dir: Path) -> tuple[dict, object]:
     """(summary, config) of the finished run in `run_dir`; UsageError saying what is missing or broken."""
     from emodist import config
     from emodist.report import compare
+    from emodist.scoring import thresholds
 
     summary_file, model_dir = run_dir / "summary.json", run_dir / "model"
     missing = [name for name, there in (("summary.json", summary_file.is_file()), ("config.yaml", (run_dir / "config.yaml").is_file()),
@@ -78,9 +79,11 @@ def finished_run(run_dir: Path) -> tuple[dict, object]:
     if missing:
         raise UsageError(f"{run_dir}: not a finished run (no {', '.join(missing)}): export a run that ended")
     try:
-        summary = compare.checked_summary(summary_file, json.loads(summary_file.read_text(encoding="utf-8")))
+        content = json.loads(summary_file.read_text(encoding="utf-8"))
     except ValueError as err:
         raise UsageError(f"{summary_file}: not valid JSON ({err}): export a run that ended") from None
+    summary = compare.checked_summary(summary_file, content)  # its own one line for a summary of another shape
+    thresholds.for_labels(thresholds.load(model_dir), summary["labels"], model_dir / thresholds.FILE)  # as predict reads it
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     try:
         model_card(summary, cfg, run_dir.name)
