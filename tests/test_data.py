@@ -337,8 +337,14 @@ def test_tokenize_caches_and_keys_on_inputs(tmp_path):
     assert max(len(row["input_ids"]) for row in first["train"]) <= 16
 
 
+def said(capsys) -> list[str]:
+    """emodist's lines on stderr since the last call (datasets' progress bars left out)."""
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("emodist:")]
+
+
 def test_a_damaged_cache_file_is_tokenized_again_and_an_unusable_cache_is_one_line(tmp_path, capsys):
-    """A truncated .arrow file used to fail every later run on the same data with pyarrow's ArrowInvalid."""
+    """A truncated .arrow file used to fail every later run on the same data with pyarrow's ArrowInvalid, and
+    one garbled in place trained on other tokens without a word."""
     from accelerate import PartialState
 
     from emodist.models import smoke_tokenizer
@@ -352,7 +358,25 @@ def test_a_damaged_cache_file_is_tokenized_again_and_an_unusable_cache_is_one_li
     cut.replace(train_file)
     again = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
     assert again["train"][:] == first["train"][:]
-    assert f"emodist: the cached tokens {train_file} do not read" in capsys.readouterr().err
+    assert said(capsys) == [f"emodist: the cached tokens {train_file} changed since they were written (they no "
+                            "longer match their checksum): tokenizing again"]
+    # bytes changed in place, the file as long as before: it still reads, and trained on other tokens unnoticed
+    garbled = bytearray(train_file.read_bytes())
+    start = garbled.find(np.array(first["train"][5]["input_ids"], dtype=np.int32).tobytes())
+    garbled[start:start + 8] = np.array([7, 7], dtype=np.int32).tobytes()
+    train_file.with_suffix(".cut").write_bytes(bytes(garbled))
+    train_file.with_suffix(".cut").replace(train_file)
+    again = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
+    assert again["train"][:] == first["train"][:]
+    assert said(capsys) == [f"emodist: the cached tokens {train_file} changed since they were written (they no "
+                            "longer match their checksum): tokenizing again"]
+    data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())  # the new file has its new checksum
+    assert said(capsys) == []
+    train_file.with_suffix(".sha256").unlink()  # an older emodist's cache, or a launch killed before the checksum
+    again = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
+    assert again["train"][:] == first["train"][:]
+    assert said(capsys) == [f"emodist: the cached tokens {train_file} carry no checksum (an older emodist wrote them, "
+                            "or it was killed writing them): tokenizing again"]
 
     (tmp_path / "a-file").write_text("")
     with pytest.raises(UsageError, match=r"the tokenization cache .*a-file/tokenized cannot be created \(Not a "

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +19,9 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
     """Tokenized `datasets.Dataset` per split (the tokenizer's model inputs and float labels), cached.
 
     The cache key covers the tokenizer, max_length, texts and targets, so a cached split is reused only
-    for exactly the same input. The local main process tokenizes first and the others read its cache.
+    for exactly the same input, and only while its file matches the checksum written beside it (a file that
+    was damaged or edited is tokenized again). The local main process tokenizes first and the others read its
+    cache.
     """
     import datasets
 
@@ -38,20 +42,38 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
             key = _fingerprint(tokenizer_id, str(max_length), *part.texts, part.targets.tobytes())
             raw = datasets.Dataset.from_dict({"text": part.texts, "labels": part.targets.tolist()})
             cached = root / f"{split}-{key}.arrow"
-
-            def tokenized(raw=raw, cached=cached, key=key, split=split):
-                return raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
-                               cache_file_name=str(cached), new_fingerprint=key, desc=f"tokenize {split}")
-            try:
-                out[split] = tokenized()
-            except Exception as err:  # noqa: BLE001 - pyarrow's errors of a damaged file have no common base
-                if not cached.is_file():
-                    raise
-                print(f"emodist: the cached tokens {cached} do not read ({type(err).__name__}): tokenizing again",
-                      file=sys.stderr)
+            if cached.is_file() and (problem := _unverified(cached)):  # a damaged file may still read
+                print(f"emodist: the cached tokens {cached} {problem}: tokenizing again", file=sys.stderr)
                 cached.unlink()  # ours, and derived: the texts are tokenized again into it
-                out[split] = tokenized()
+                _checksum(cached).unlink(missing_ok=True)
+            out[split] = raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
+                                 cache_file_name=str(cached), new_fingerprint=key, desc=f"tokenize {split}")
+            if not _checksum(cached).is_file():  # just written: what a later launch checks the file against
+                _checksum(cached).write_text(_sha256(cached) + "\n", encoding="utf-8")
     return out
+
+
+def _checksum(cached: Path) -> Path:
+    return cached.with_suffix(".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unverified(cached: Path) -> str | None:
+    """Why the cached tokens cannot be trusted (a file that reads can still hold other tokens), or None."""
+    try:
+        expected = _checksum(cached).read_text(encoding="utf-8").strip()
+    except OSError:
+        return "carry no checksum (an older emodist wrote them, or it was killed writing them)"
+    if _sha256(cached) != expected:
+        return "changed since they were written (they no longer match their checksum)"
+    return None
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
