@@ -153,3 +153,27 @@ def test_close_lets_go_of_everything_the_run_holds_whatever_stops_it(where, tmp_
         expected |= {"raised": "Diverged", "tracker_ended_with": [errors.EXIT_DIVERGED], "models_freed": True,
                      "metrics_file_closed": True}
     assert seen == expected
+
+
+def test_a_second_ctrl_c_stops_the_finish_and_says_how_to_finish_later(capfd):
+    """The final evaluation and export ignored every Ctrl-C after the first, however long they took (a
+    million threshold resamples ran on until SIGKILL)."""
+    import signal
+
+    from emodist.runtime import signals
+
+    with signals.StopSignals(training=True) as stop:
+        stop.finishing = True
+        os.kill(os.getpid(), signal.SIGINT)  # the first: the finish goes on
+        assert stop.received == "SIGINT"
+        with pytest.raises(KeyboardInterrupt) as second:
+            os.kill(os.getpid(), signal.SIGINT)
+    assert capfd.readouterr().err == ("emodist: received SIGINT: the training is done: finishing its evaluation and "
+                                      "export first (a second Ctrl-C stops now, and --resume auto finishes later)\n")
+
+    def finishing():
+        raise second.value
+
+    assert errors.run_main(finishing) == errors.EXIT_INTERRUPTED
+    assert capfd.readouterr().err == ("emodist: interrupted (Ctrl-C) while finishing: the last checkpoint holds all of "
+                                      "the training; the same command with --resume auto evaluates and exports it\n")

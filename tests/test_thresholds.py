@@ -315,9 +315,12 @@ def test_bootstrapped_thresholds_are_seeded_and_keep_the_rest_of_the_file(dev, o
         {k: v for k, v in plain.items() if k not in ("per_label", "bootstrap")}
 
 
-def test_a_negative_bootstrap_is_refused_naming_the_key():
+def test_a_bootstrap_out_of_range_is_refused_naming_the_key():
     from emodist import config
 
-    with pytest.raises(UsageError, match=r"train.threshold_bootstrap: must be >= 0 \(0: thresholds tuned on dev"):
-        config.load("distilbert", overrides=["train.threshold_bootstrap=-1"])
+    for count in ("-1", "1001"):
+        with pytest.raises(UsageError, match=r"train.threshold_bootstrap: must be from 0 to 1000 \(0: thresholds "
+                                             r"tuned on dev itself; each resample"):
+            config.load("distilbert", overrides=[f"train.threshold_bootstrap={count}"])
+    assert config.load("distilbert", overrides=["train.threshold_bootstrap=1000"]).train.threshold_bootstrap == 1000
     assert config.load("distilbert").train.threshold_bootstrap == 30

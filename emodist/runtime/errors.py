@@ -210,9 +210,9 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
         return EXIT_PREEMPTED
     except EmodistError as err:
         return report(err)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if is_global_main_process():
-            say_last(f"emodist: {interrupted}")
+            say_last(f"emodist: {str(stop) or interrupted}")  # a stop that knows more says it
         return EXIT_INTERRUPTED
     except OSError as err:
         if err.errno in NO_SPACE_ERRNOS:

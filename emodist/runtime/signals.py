@@ -20,7 +20,8 @@ class StopSignals:
     """SIGTERM, SIGUSR1 and SIGINT ask for a stop at the next step boundary instead of killing the process.
 
     Whichever rank receives one, all ranks agree at the next optimizer step (`after_step`), save a
-    checkpoint and raise `Preempted`. Further signals while that happens change nothing.
+    checkpoint and raise `Preempted`. Further signals while that happens change nothing, but for a second
+    Ctrl-C once the training is done: the final evaluation and export stop then, and `--resume auto` does them.
 
     accelerate's launcher turns a Ctrl-C or kill sent to it alone into SIGTERM to the training process (and
     kills it 5 s later): under that launcher the line that acknowledges a SIGTERM says so, since the user may
@@ -47,9 +48,13 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         if signum == signal.SIGINT and not self.training:
             raise KeyboardInterrupt
+        if signum == signal.SIGINT and self.finishing and self.received is not None:  # asked twice: it stops now
+            raise KeyboardInterrupt("interrupted (Ctrl-C) while finishing: the last checkpoint holds all of the "
+                                    "training; the same command with --resume auto evaluates and exports it")
         if self.received is None and errors.is_global_main_process():
             if self.finishing:
-                what = "the training is done: finishing its evaluation and export first"
+                what = ("the training is done: finishing its evaluation and export first (a second Ctrl-C stops "
+                        "now, and --resume auto finishes later)")
             elif self.training:
                 what = "stopping at the next step boundary, after saving a checkpoint"
             else:
