@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist.runtime import errors, hub, process
+from emodist.runtime import errors, hub, process, signals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="create the hub repository private")
     parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list the files, send nothing")
     args = parser.parse_args(argv)
+    signals.interrupt_on_sigterm()  # what a stop leaves half done is undone, as for a Ctrl-C
     return errors.run_main(lambda: run(args))
 
 

@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emodist.runtime import errors, hub, process
+from emodist.runtime import errors, hub, process, signals
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +52,7 @@ def _cuda() -> bool:
 def main(argv: list[str] | None = None) -> int:
     process.before_torch()  # OpenMP's idle threads must not stall the batches of a busy machine
     args = parse_args(argv)
+    signals.interrupt_on_sigterm()  # what a stop leaves half done is undone, as for a Ctrl-C
     return errors.run_main(lambda: predict(args))
 
 

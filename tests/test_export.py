@@ -235,3 +235,23 @@ def test_an_export_leaves_everything_beside_it_as_it_was(smoke_runs, tmp_path):
     after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert {k: v for k, v in after.items() if k.parts[0] != "export"} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.tmp", "notes.txt"]
+
+
+def test_a_sigterm_while_exporting_removes_the_staged_export(tmp_path):
+    """A SIGTERM (a scheduler's, `kill`, `timeout`) killed export.py as it was: its staged directory, as large as
+    the model, stayed beside the run for good."""
+    import os
+    import signal
+
+    from emodist.runtime import signals
+    from emodist.serve import export
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signals.interrupt_on_sigterm()
+        with pytest.raises(KeyboardInterrupt, match=r"^stopped \(SIGTERM\)$"), export.staged(tmp_path / "export") as tmp:
+            (tmp / "model.safetensors").write_bytes(b"half of it")
+            os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert list(tmp_path.iterdir()) == []

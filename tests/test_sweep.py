@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import ROOT, metrics_so_far, read_summary
 
+from emodist.rundir.lock import LOCK
 from emodist.runtime.errors import UsageError
 from emodist.sweep import runner, spec
 
@@ -121,12 +122,14 @@ def test_a_directory_of_another_sweep_or_of_anything_else_is_refused_untouched(t
     assert [p.name for p in elsewhere.iterdir()] == ["notes.txt"]
 
 
-def test_a_local_sweep_stopped_by_ctrl_c_keeps_its_trial_resumes_it_skips_finished_ones_and_ranks_on_dev(tmp_path):
+def test_a_local_sweep_stopped_keeps_its_trial_resumes_it_skips_finished_ones_and_ranks_on_dev(tmp_path):
+    """Stopped by a SIGTERM to the sweep alone (a scheduler's, `kill PID`), which it passes on to its trial: the
+    sweep used to die at once, leaving its trial training on, which the next run of the sweep found in use. (A
+    Ctrl-C in a terminal reaches the sweep and its trial alike, as one process group; the trial stops the same way.)"""
     out = tmp_path / "sweep"
     path = write_spec(tmp_path, "local", fixed={"train.max_steps": 40, "train.log_every_steps": 1, "track.plots": False,
                                                 "track.wandb": "off"},
                       parameters={"train.loss": ["bce", "asl"]})
-    # Ctrl-C in a terminal reaches the whole process group: the sweep and its running trial
     first = subprocess.Popen([sys.executable, str(ROOT / "launch" / "sweep.py"), str(path), "--local", "--output-dir",
                               str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
@@ -134,12 +137,13 @@ def test_a_local_sweep_stopped_by_ctrl_c_keeps_its_trial_resumes_it_skips_finish
     while not any(r.get("step", 0) >= 3 for r in metrics_so_far(out / "000-loss=bce")):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.1)
-    os.killpg(first.pid, signal.SIGINT)
+    os.kill(first.pid, signal.SIGTERM)
     stdout, stderr = first.communicate(timeout=300)
     assert first.returncode == 130, stderr[-3000:]
     assert "run the same command again to continue" in stderr
     stopped = sorted((out / "000-loss=bce" / "checkpoints").glob("step-*"))
-    assert stopped and json.loads((stopped[-1] / "state.json").read_text())["stopped_by"]  # saved, not killed
+    assert json.loads((stopped[-1] / "state.json").read_text())["stopped_by"] == "SIGTERM"  # saved, not killed
+    assert not (out / "000-loss=bce" / LOCK).exists()  # the trial had ended when the sweep did
     assert not (out / "001-loss=asl").exists()  # the sweep stopped with its trial
 
     result = sweep_script(str(path), "--local", "--output-dir", str(out))

@@ -89,3 +89,14 @@ def _accelerate_launched() -> bool:
         return False
     return b"accelerate.commands.launch" in words or (any(w.endswith(b"/accelerate") for w in words)
                                                      and b"launch" in words)
+
+
+def interrupt_on_sigterm() -> None:
+    """For the commands with no checkpoint to save (predict, export): a SIGTERM (a scheduler's, `kill`,
+    `timeout`) stops them as a Ctrl-C does, so what they undo on the way out is undone: a staged export is
+    removed (a killed one stayed beside the run, as large as the model) and a prediction file cut back to
+    its whole records."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"stopped ({signal.Signals(signum).name})")
+
+    signal.signal(signal.SIGTERM, stop)

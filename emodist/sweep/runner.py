@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -111,14 +112,21 @@ def run_local(sweep: Sweep, notify=print) -> list[str]:
 
 
 def _train(sweep: Sweep, trial: Trial) -> int:
-    """Run launch/train.py for `trial`; its exit status. A Ctrl-C reaches the trial too (one process group): it
-    saves a checkpoint and stops, and that is waited for (subprocess.run would kill it part way)."""
+    """Run launch/train.py for `trial`; its exit status. A Ctrl-C reaches the trial too (one process group), and
+    a SIGTERM or SIGUSR1 sent to the sweep alone (a scheduler's, `kill`) is passed on to it: it saves a
+    checkpoint and stops, and that is waited for (subprocess.run would kill it part way, and a sweep killed
+    alone left its trial training on, which the next run of the sweep then found in use)."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "train.py"), *train_command(sweep, trial)])
+    passed_on = (signal.SIGTERM, signal.SIGUSR1)
+    before = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum)) for sig in passed_on}
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.wait()
         raise
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def submit_slurm(sweep: Sweep, sbatch_args: list[str], wait: bool = False, submitted=print) -> str:
