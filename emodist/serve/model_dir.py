@@ -60,11 +60,12 @@ def load_trained(model_dir: str | Path, device: str | torch.device = "cpu", unqu
 def _load_trained(model_dir: Path, device, unquantized: torch.dtype | None):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    tokenizer = load_tokenizer(str(model_dir))
+    tokenizer = load_tokenizer(str(model_dir), setting=None)
     adapter_file = model_dir / "adapter_config.json"
     if not adapter_file.exists():
         _check_weights(model_dir)
-        return load_pretrained(AutoModelForSequenceClassification.from_pretrained, str(model_dir)).to(device).eval(), tokenizer
+        model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, str(model_dir), setting=None)
+        return model.to(device).eval(), tokenizer
 
     from peft import PeftModel
     from transformers import BitsAndBytesConfig
@@ -80,7 +81,8 @@ def _load_trained(model_dir: Path, device, unquantized: torch.dtype | None):
             kwargs = {"quantization_config": BitsAndBytesConfig.from_dict(quantization), "device_map": {"": device}}
         else:
             dtype, quantization = unquantized, None
-    model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, base, config=config, dtype=dtype, **kwargs)
+    model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, base, f"{adapter_file}: base_model_name_or_path",
+                            config=config, dtype=dtype, **kwargs)
     if quantization:
         one_4bit_kernel(model)  # the scores the run reported, not those of bitsandbytes' CPU inference kernel
         from peft import prepare_model_for_kbit_training

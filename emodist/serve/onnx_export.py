@@ -274,7 +274,7 @@ def load(directory: Path, device="cpu"):
         raise UsageError(f"{directory}: {graph.name}, the graph its {MANIFEST} names, is missing: the export is "
                          "incomplete; export it again from its run directory (launch/export.py RUN --onnx)")
     try:
-        return OnnxModel.load(directory, device), load_tokenizer(str(directory))
+        return OnnxModel.load(directory, device), load_tokenizer(str(directory), setting=None)
     except UsageError:
         raise
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception classes
