@@ -177,3 +177,49 @@ def test_a_second_ctrl_c_stops_the_finish_and_says_how_to_finish_later(capfd):
     assert errors.run_main(finishing) == errors.EXIT_INTERRUPTED
     assert capfd.readouterr().err == ("emodist: interrupted (Ctrl-C) while finishing: the last checkpoint holds all of "
                                       "the training; the same command with --resume auto evaluates and exports it\n")
+
+
+def test_a_full_disk_that_names_no_file_says_so_without_another_disk_s_free_space(capfd):
+    """A write through an open file (a prediction, the tokenization cache) names no path: the message named 'a
+    file', the free space of the working directory's disk, and an --output-dir that predict and export lack;
+    tokenizers' own 'No space left' (a bare Exception) was an internal error."""
+    import errno
+
+    assert str(errors.no_space(OSError(errno.ENOSPC, "No space left on device"))) == (
+        "no space left on a disk this command writes to: free some space, or write elsewhere, then run again")
+
+    def writing():
+        raise Exception("No space left on device (os error 28)")  # as tokenizers' save raises it
+
+    assert errors.run_main(writing) == errors.EXIT_NO_SPACE
+    assert capfd.readouterr().err.strip().splitlines()[-1] == (
+        "emodist: error: no space left on a disk this command writes to: free some space, or write elsewhere, then "
+        "run again")
+
+
+def test_a_full_disk_while_tokenizing_or_exporting_names_the_cache_or_the_export(tmp_path, monkeypatch):
+    """The tokenization cache's full disk read as an unnamed file's; an export's as an internal error (safetensors',
+    tokenizers' and onnx's own errors), its partial files removed."""
+    import errno
+
+    import datasets
+    from accelerate import PartialState
+
+    from emodist import data
+    from emodist.models import smoke_tokenizer
+    from emodist.serve import export
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    synthetic = data.synthetic(0)
+    monkeypatch.setattr(datasets.Dataset, "map", full)
+    with pytest.raises(errors.NoSpace, match=rf"^no space left for the tokenization cache {re.escape(str(tmp_path))}"
+                                             r"/tokenized \(.* free there\): free some space, or set data.cache_dir"):
+        data.tokenize(synthetic, smoke_tokenizer(synthetic.splits["train"].texts), 16, str(tmp_path), PartialState())
+    out = tmp_path / "exports" / "export"
+    said = rf"^no space left on the disk of {re.escape(str(out.parent))} for the export: .* free there once its partial"
+    with pytest.raises(errors.NoSpace, match=said), export.staged(out) as staged:
+        (staged / "model.safetensors").write_bytes(b"part of it")
+        raise Exception("No space left on device (os error 28)")
+    assert list(out.parent.iterdir()) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from emodist.data.sets import EmotionData, _fingerprint
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import NoSpace, UsageError, format_bytes, free_bytes, out_of_space
 from emodist.runtime.files import cache_root
 
 
@@ -46,8 +46,15 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
                 print(f"emodist: the cached tokens {cached} {problem}: tokenizing again", file=sys.stderr)
                 cached.unlink()  # ours, and derived: the texts are tokenized again into it
                 _checksum(cached).unlink(missing_ok=True)
-            out[split] = raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
-                                 cache_file_name=str(cached), new_fingerprint=key, desc=f"tokenize {split}")
+            try:
+                out[split] = raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
+                                     cache_file_name=str(cached), new_fingerprint=key, desc=f"tokenize {split}")
+            except Exception as err:
+                if not out_of_space(err, root):
+                    raise
+                raise NoSpace(f"no space left for the tokenization cache {root} ({format_bytes(free_bytes(root))} "
+                              "free there): free some space, or set data.cache_dir (or $EMODIST_CACHE) to a disk "
+                              "with room") from None
             if not _checksum(cached).is_file():  # just written: what a later launch checks the file against
                 _checksum(cached).write_text(_sha256(cached) + "\n", encoding="utf-8")
     return out

@@ -167,11 +167,13 @@ def utf8_text(raw: bytes, source: str, fix: str) -> str:
 
 def no_space(err: OSError) -> NoSpace:
     """The one-line NoSpace for an OSError that says the disk is full (ENOSPC, EDQUOT)."""
-    path = err.filename or "a file"
-    free = free_bytes(Path(path))
     quota = " (or over its quota)" if err.errno == errno.EDQUOT else ""
-    return NoSpace(f"no space left on the disk of {path}{quota}: {format_bytes(free)} free there; free some "
-                   "space (or use another --output-dir), then run again")
+    if not err.filename:  # a write through an open file names none: the free space of some other disk would mislead
+        return NoSpace(f"no space left on a disk this command writes to{quota}: free some space, or write elsewhere, "
+                       "then run again")
+    free = free_bytes(Path(err.filename))
+    return NoSpace(f"no space left on the disk of {err.filename}{quota}: {format_bytes(free)} free there; free some "
+                   "space, or write elsewhere, then run again")
 
 
 def free_bytes(path: Path) -> int | None:
@@ -222,6 +224,8 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
                                      "permissions, or choose another path"))
         return internal_error(err, traceback_dir())
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, the traceback in a file
+        if "No space left" in str(err):  # a library's own exception for ENOSPC (tokenizers raises a bare Exception)
+            return report(no_space(OSError(errno.ENOSPC, str(err))))
         return internal_error(err, traceback_dir())
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from emodist.runtime import files
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import NoSpace, UsageError, format_bytes, free_bytes, out_of_space
 
 DATASETS = {"goemotions": "google-research-datasets/go_emotions", "semeval2018": "SemEvalWorkshop/sem_eval_2018_task_1"}
 """Hub ids of the data sets a card can name."""
@@ -61,8 +61,13 @@ def staged(out_dir: Path):
                 raise UsageError(f"{out_dir} appeared while exporting (another launch?): choose a new --output "
                                  "(nothing is overwritten)") from None
             raise
-    except BaseException:
+    except BaseException as err:
+        full = isinstance(err, Exception) and not isinstance(err, UsageError) and out_of_space(err, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:  # the writers' own errors name no path (safetensors, tokenizers, onnx), or a temporary one
+            raise NoSpace(f"no space left on the disk of {out_dir.parent} for the export: {format_bytes(free_bytes(tmp.parent))} "
+                          "free there once its partial files were removed; free some space, or choose another "
+                          "--output, then run again") from None
         raise
 
 
