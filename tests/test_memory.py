@@ -133,6 +133,37 @@ def test_an_accelerate_config_of_a_topology_emodist_does_not_launch_is_refused(t
         refused.value)
 
 
+@pytest.mark.parametrize(("content", "said"), [
+    ('{"zero_optimization": {"sta', "the DeepSpeed config does not read as JSON (Unterminated string"),
+    ('{"zero_optimization": {"stage": "two"}}', "zero_optimization.stage is 'two': ZeRO's stages are 0, 1, 2 and 3"),
+    ('{"zero_optimization": []}', "zero_optimization is [], not a mapping of ZeRO's settings"),
+    (b'{"zero_optimization": {"stage": 2}, "caf\xe9": 1}', "the DeepSpeed config does not read as JSON ("),
+])
+def test_a_deepspeed_config_that_does_not_read_is_named_by_planning_and_training(tmp_path, monkeypatch, content, said):
+    """Training failed inside Accelerator() (JSONDecodeError) or reading the stage (ValueError), internal errors
+    both; the plan blamed the working directory ("run from the directory it is relative to")."""
+    from emodist.train import distributed
+
+    file = tmp_path / "zero.json"
+    file.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (tmp_path / "zero.yaml").write_text((ROOT / "accelerate_configs" / "deepspeed_zero2.yaml").read_text().replace(
+        "accelerate_configs/deepspeed/zero2.json", str(file)))
+    with pytest.raises(errors.UsageError) as planned:
+        from_accelerate_config(str(tmp_path / "zero.yaml"))
+    assert str(planned.value).startswith(f"{file}: {said}")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")  # what accelerate launch sets for a training process
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(file))
+    with pytest.raises(errors.UsageError) as launched:
+        distributed.launched_zero_stage()
+    assert str(launched.value) == str(planned.value)
+
+
+def test_an_accelerate_config_that_is_not_utf8_is_one_line(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes(b'distributed_type: "NO"\nnum_processes: 1   # caf\xe9\n')
+    with pytest.raises(errors.UsageError, match=r"^--config_file .*latin1.yaml: not UTF-8 \(byte 47\): save it as UTF-8$"):
+        from_accelerate_config(str(tmp_path / "latin1.yaml"))
+
+
 def test_zero3_counts_the_weights_deepspeed_keeps_gathered(tmp_path):
     """Beyond its estimators, ZeRO-3 keeps up to stage3_max_live_parameters weights gathered for reuse (measured
     on CPU, Gemma-2B over 2 processes: 1e9 instead of 1e8 peaks 1.8 GiB higher); the plan reads the limit from

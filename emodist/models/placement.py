@@ -63,6 +63,8 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
             settings = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except OSError as err:
             raise UsageError(f"--config_file {path}: cannot read it ({err.strerror or err})") from None
+        except UnicodeDecodeError as err:
+            raise UsageError(f"--config_file {path}: not UTF-8 (byte {err.start}): save it as UTF-8") from None
         except yaml.YAMLError as err:  # its own text spans lines: the line and the problem, on one
             mark = getattr(err, "problem_mark", None)
             raise UsageError(f"--config_file {path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
@@ -102,15 +104,36 @@ def _zero_settings(deepspeed: dict, path: str) -> tuple[int, dict]:
     file = deepspeed.get("deepspeed_config_file")
     if file:
         try:
-            zero = json.loads(Path(file).read_text(encoding="utf-8")).get("zero_optimization", {})
-        except (OSError, ValueError) as err:
-            raise UsageError(f"--config_file {path}: its deepspeed_config_file {file} cannot be read ({err}); "
-                             "run from the directory it is relative to") from None
-        stage = zero.get("stage", 0)
-    else:  # accelerate's inline keys: zero_stage, offload_optimizer_device, offload_param_device
-        zero = {key: {"device": deepspeed.get(f"{key}_device")} for key in ("offload_optimizer", "offload_param")}
-        stage = deepspeed.get("zero_stage", 0)
-    return int(stage), zero
+            return read_zero_section(file)
+        except OSError as err:
+            relative = "" if Path(file).is_absolute() else "; run from the directory it is relative to"
+            raise UsageError(f"--config_file {path}: its deepspeed_config_file {file} cannot be read "
+                             f"({err.strerror or err}){relative}") from None
+    # accelerate's inline keys: zero_stage, offload_optimizer_device, offload_param_device
+    zero = {key: {"device": deepspeed.get(f"{key}_device")} for key in ("offload_optimizer", "offload_param")}
+    return _stage(deepspeed.get("zero_stage", 0), f"--config_file {path}: deepspeed_config.zero_stage"), zero
+
+
+def read_zero_section(file: str) -> tuple[int, dict]:
+    """ZeRO's stage and the zero_optimization section of the DeepSpeed JSON `file`; UsageError naming the file and
+    the key for one that does not read as such (OSError when it cannot be read at all)."""
+    try:
+        settings = json.loads(Path(file).read_text(encoding="utf-8"))
+    except ValueError as err:  # JSON, or not UTF-8
+        raise UsageError(f"{file}: the DeepSpeed config does not read as JSON ({err}): fix it, or start again from "
+                         "one in accelerate_configs/deepspeed/") from None
+    zero = settings.get("zero_optimization", {}) if isinstance(settings, dict) else None
+    if not isinstance(zero, dict):
+        raise UsageError(f"{file}: {'zero_optimization is ' + repr(zero) if zero is not None else 'not a JSON object'}, "
+                         "not a mapping of ZeRO's settings: fix it, or start again from one in accelerate_configs/deepspeed/")
+    return _stage(zero.get("stage", 0), f"{file}: zero_optimization.stage"), zero
+
+
+def _stage(value, where: str) -> int:
+    """A ZeRO stage, 0 to 3 (as a number or its digits); UsageError naming `where` for anything else."""
+    if isinstance(value, int | str) and not isinstance(value, bool) and str(value).strip() in ("0", "1", "2", "3"):
+        return int(value)
+    raise UsageError(f"{where} is {value!r}: ZeRO's stages are 0, 1, 2 and 3")
 
 
 def offload_device(zero: dict, key: str) -> str | None:

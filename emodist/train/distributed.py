@@ -14,7 +14,6 @@ know each other; `accelerator_kwargs` makes multi-process and DeepSpeed run over
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from emodist.config import RunConfig
-from emodist.models.placement import Placement, max_live_parameters, offload_device
+from emodist.models.placement import Placement, max_live_parameters, offload_device, read_zero_section
 from emodist.runtime.errors import UsageError
 
 
@@ -44,11 +43,8 @@ def launched_zero_stage() -> int | None:
         raise UsageError(f"the accelerate config's deepspeed_config_file {file} is not a file here ({Path.cwd()}): "
                          "a relative path is read from the directory training runs in: launch from the one it is "
                          "relative to (the repository, for accelerate_configs/), or write it as an absolute path")
-    if file and Path(file).is_file():
-        try:
-            return int(json.loads(Path(file).read_text(encoding="utf-8")).get("zero_optimization", {}).get("stage", 0))
-        except (ValueError, AttributeError):
-            return None  # accelerate itself reports a malformed file
+    if file and Path(file).is_file():  # read here: accelerate's own error for a malformed one is a deep traceback
+        return read_zero_section(file)[0]
     return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
 
 
