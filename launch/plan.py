@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plan(args: argparse.Namespace) -> int:
-    if args.labels is not None and args.labels < 1:
-        raise errors.UsageError(f"--labels {args.labels}: a head needs at least 1 label")
+    if args.labels is not None and not 1 <= args.labels <= 10**6:  # 10**8 ran out of memory building id2label
+        raise errors.UsageError(f"--labels {args.labels}: a head of 1 to 1,000,000 labels is planned")
     cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke)
     process.quiet_libraries()
     from emodist.models import memory, placement

@@ -213,7 +213,9 @@ def test_plan_as_json_says_what_does_not_fit_and_what_to_change():
     (["--variant", "minilm", "--gpu-memory", "24 gigs"],
      "emodist: error: --gpu-memory 24 gigs: not a memory size: write a number and GB, GiB, MB, MiB, TB or TiB, "
      "e.g. 24GB"),
-    (["--variant", "minilm", "--labels", "0"], "emodist: error: --labels 0: a head needs at least 1 label"),
+    (["--variant", "minilm", "--labels", "0"], "emodist: error: --labels 0: a head of 1 to 1,000,000 labels is planned"),
+    (["--variant", "mistral-lora", "--labels", "100000000"],  # its id2label alone filled the machine's memory
+     "emodist: error: --labels 100000000: a head of 1 to 1,000,000 labels is planned"),
     (["--variant", "minilm", "--gpu-memory", "0GB"],
      "emodist: error: --gpu-memory 0GB: less than 1 MiB; write the memory of one GPU, e.g. 24GB"),
     (["--variant", "minilm", "--num_processes", "0"], "emodist: error: --num_processes 0: must be 1 or more"),
