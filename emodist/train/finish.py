@@ -49,6 +49,9 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
             s.console.print(f"emodist: warning: {unlearned}")
         if s.cfg.track.plots:
             draw_plots(s, summary)
+        if stale := sorted(p.name for p in s.run_dir.glob("export*") if p.is_dir()):  # exported before this finish
+            s.console.print(f"emodist: note: {', '.join(stale)} hold the model of an earlier finish of this run, not "
+                            f"this one: delete them and export again (launch/export.py {s.run_dir})")
         s.console.print(f"run directory: {s.run_dir}")
     return summary
 
