@@ -122,10 +122,13 @@ def read_zero_section(file: str) -> tuple[int, dict]:
     except ValueError as err:  # JSON, or not UTF-8
         raise UsageError(f"{file}: the DeepSpeed config does not read as JSON ({err}): fix it, or start again from "
                          "one in accelerate_configs/deepspeed/") from None
-    zero = settings.get("zero_optimization", {}) if isinstance(settings, dict) else None
+    if not isinstance(settings, dict):
+        raise UsageError(f"{file}: not a DeepSpeed config (a JSON object of its settings): fix it, or start again from "
+                         "one in accelerate_configs/deepspeed/")
+    zero = settings.get("zero_optimization", {})
     if not isinstance(zero, dict):
-        raise UsageError(f"{file}: {'zero_optimization is ' + repr(zero) if zero is not None else 'not a JSON object'}, "
-                         "not a mapping of ZeRO's settings: fix it, or start again from one in accelerate_configs/deepspeed/")
+        raise UsageError(f"{file}: zero_optimization is {zero!r}, not a mapping of ZeRO's settings: fix it, or start "
+                         "again from one in accelerate_configs/deepspeed/")
     return _stage(zero.get("stage", 0), f"{file}: zero_optimization.stage"), zero
 
 

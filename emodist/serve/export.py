@@ -65,9 +65,10 @@ def staged(out_dir: Path):
         full = isinstance(err, Exception) and not isinstance(err, UsageError) and out_of_space(err, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         if full:  # the writers' own errors name no path (safetensors, tokenizers, onnx), or a temporary one
-            raise NoSpace(f"no space left on the disk of {out_dir.parent} for the export: {format_bytes(free_bytes(tmp.parent))} "
-                          "free there once its partial files were removed; free some space, or choose another "
-                          "--output, then run again") from None
+            free = format_bytes(free_bytes(tmp.parent))
+            raise NoSpace(f"no space left on the disk of {out_dir.parent} for the export: {free} free there once its "
+                          "partial files were removed; free some space, or choose another --output, then run "
+                          "again") from None
         raise
 
 

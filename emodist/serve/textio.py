@@ -5,9 +5,11 @@ CSV, flushed chunk by chunk.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,15 +161,13 @@ class Writer:
         if self.stream is sys.stdout:
             return
         path = Path(self.stream.name)
-        try:
-            if self.stream.seekable():
-                self.stream.truncate(self.kept)  # a record cut by a full disk or a stop mid-write
-            self.stream.close()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            self.stream.close()  # on a full disk its unwritten tail fails to flush, and goes
         if not self.done:
             path.unlink(missing_ok=True)
             return
+        with contextlib.suppress(OSError):
+            os.truncate(path, self.kept)  # a record cut by a full disk or a stop mid-write
         print(f"emodist: {path} keeps the predictions of the first {self.done:,} of {total:,} texts: delete it, or "
               "choose another --output, to run them all again", file=sys.stderr)
 
