@@ -384,6 +384,9 @@ def test_an_unset_optional_number_is_none():
      "mistral-qlora, minilm)"),
     ("# a list\n- a\n- b\n", "{file}:2: the config must be a mapping of keys to values"),
     ("train:\n  epochs: 2\n bad\n", "{file}:3: invalid YAML: expected <block end>, but found '<scalar>'"),
+    ("base: &b\n  epochs: 2\ntrain:\n  <<: *b\n  seed: 1\n",  # it read as "unknown key 'train.<<.epochs'"
+     "{file}:4: a YAML merge key (<<) is not read in a config: write its keys out, each once"),
+    ("train:\n  ? [a, b]\n  : 1\n", "{file}:2: a key must be a name (e.g. train or lr), not a YAML sequence"),
     # a control character: PyYAML's reader refuses it before parsing, with a position, not a line
     ("train:\n  epochs: 2\n  seed: 1\x07\n", "{file}:3: invalid YAML: unacceptable character #x0007: special "
      "characters are not allowed"),

@@ -299,11 +299,16 @@ def _yaml_line(err: yaml.YAMLError, text: str) -> int:
 
 def _walk_yaml(loader: yaml.SafeLoader, node: yaml.MappingNode, prefix: str, path: Path):
     for key_node, value_node in node.value:
+        where = f"{path}:{key_node.start_mark.line + 1}"
+        if key_node.tag == "tag:yaml.org,2002:merge":  # read as a key, it was "unknown key 'train.<<.epochs'"
+            raise UsageError(f"{where}: a YAML merge key (<<) is not read in a config: write its keys out, each once")
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise UsageError(f"{where}: a key must be a name (e.g. train or lr), not a YAML {key_node.id}")
         key = f"{prefix}{key_node.value}"
         if isinstance(value_node, yaml.MappingNode):
             yield from _walk_yaml(loader, value_node, f"{key}.", path)
         else:
-            yield Setting(key, loader.construct_object(value_node, deep=True), f"{path}:{key_node.start_mark.line + 1}")
+            yield Setting(key, loader.construct_object(value_node, deep=True), where)
 
 
 def _flatten(tree: dict[str, Any], where: str, prefix: str = "") -> list[Setting]:
