@@ -267,14 +267,19 @@ def test_a_second_launch_into_a_run_directory_in_use_is_refused_in_one_line(tmp_
     assert not (run_dir / ".emodist-lock").exists()  # released by the stop
 
 
-@pytest.mark.parametrize("kind", ["file", "read-only"])
+@pytest.mark.parametrize("kind", ["file", "read-only", "dangling link"])
 def test_an_output_dir_that_cannot_be_written_is_one_line(tmp_path, cache_dir, read_only_dir, kind):
-    target = tmp_path / "a-file" if kind == "file" else read_only_dir / "run"
+    target = {"file": tmp_path / "a-file", "read-only": read_only_dir / "run", "dangling link": tmp_path / "link"}[kind]
     if kind == "file":
         target.write_text("not a directory")
+    if kind == "dangling link":  # it read "cannot create it (File exists)"
+        target.symlink_to(tmp_path / "gone")
     line = refusal(*train_in_process(*SMOKE, "--output-dir", str(target), *SHORT)[::2])
-    expected = (f"--output-dir {target} is a file, not a directory: choose a directory" if kind == "file" else
-                f"--output-dir {target}: cannot create it (Read-only file system): choose a writable --output-dir")
+    expected = {"file": f"--output-dir {target} is a file, not a directory: choose a directory",
+                "read-only": f"--output-dir {target}: cannot create it (Read-only file system): choose a writable "
+                             "--output-dir",
+                "dangling link": f"--output-dir {target} is a link to {tmp_path / 'gone'}, which does not exist: create "
+                                 "that directory, or choose another --output-dir"}[kind]
     assert line == f"emodist: error: {expected}"
 
 

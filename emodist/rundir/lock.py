@@ -87,6 +87,9 @@ class RunLock:
 def _make_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--output-dir {run_dir} is a file, not a directory: choose a directory")
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise UsageError(f"--output-dir {run_dir} is a link to {os.readlink(run_dir)}, which does not exist: create "
+                         "that directory, or choose another --output-dir")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
