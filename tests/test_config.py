@@ -299,8 +299,8 @@ def test_every_rule_refuses_in_its_line_and_lets_its_neighbour_pass(variant, fai
 def test_data_dir_rules_that_need_a_directory(tmp_path):
     assert refusal("distilbert", ["data.dataset=csv", f"data.data_dir={tmp_path}"]) is None
     assert refusal("distilbert", ["data.dataset=synthetic", f"data.data_dir={tmp_path}"]) == (
-        "data.data_dir: is set but data.dataset=synthetic builds its data itself: drop one of them "
-        f"[override 'data.data_dir={tmp_path}']")
+        "data.data_dir: is set but data.dataset=synthetic builds its data itself (--smoke's): set data.dataset=auto "
+        f"to read the directory, as --data-dir does, or drop data.data_dir [override 'data.data_dir={tmp_path}']")
     assert refusal("distilbert", [f"data.data_dir={tmp_path}"]) is None  # goemotions from a local copy
     grouping = tmp_path / "groups.json"
     grouping.write_text('{"warm": ["joy"]}')

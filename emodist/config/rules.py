@@ -43,7 +43,8 @@ def problems(cfg: RunConfig) -> list[tuple[str, str]]:
         ("data.data_dir", d.data_dir is None and d.dataset in ("auto", "csv", "jsonl"),
          f"is needed for data.dataset={d.dataset}: pass --data-dir DIR"),
         ("data.data_dir", d.data_dir is not None and d.dataset == "synthetic",
-         "is set but data.dataset=synthetic builds its data itself: drop one of them"),
+         "is set but data.dataset=synthetic builds its data itself (--smoke's): set data.dataset=auto to read the "
+         "directory, as --data-dir does, or drop data.data_dir"),
         ("data.data_dir", d.data_dir is not None and not is_dir(d.data_dir),
          f"{d.data_dir} is not a directory"),
         ("optim.lr", o.lr <= 0, "must be > 0"),
