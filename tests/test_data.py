@@ -372,11 +372,15 @@ def test_a_damaged_cache_file_is_tokenized_again_and_an_unusable_cache_is_one_li
                             "longer match their checksum): tokenizing again"]
     data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())  # the new file has its new checksum
     assert said(capsys) == []
-    train_file.with_suffix(".sha256").unlink()  # an older emodist's cache, or a launch killed before the checksum
-    again = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
-    assert again["train"][:] == first["train"][:]
-    assert said(capsys) == [f"emodist: the cached tokens {train_file} carry no checksum (an older emodist wrote them, "
-                            "or it was killed writing them): tokenizing again"]
+    for checksum in (None, b"", b"\xff\xfe"):  # none (an older emodist's cache), empty, not text: never trusted
+        train_file.with_suffix(".sha256").unlink()
+        if checksum is not None:
+            train_file.with_suffix(".sha256").write_bytes(checksum)
+        again = data.tokenize(synthetic, tokenizer, 16, str(tmp_path), PartialState())
+        assert again["train"][:] == first["train"][:]
+        assert said(capsys) == [f"emodist: the cached tokens {train_file} carry no checksum (an older emodist wrote "
+                                "them, or it was killed writing them): tokenizing again"]
+    assert sorted(p.suffix for p in (tmp_path / "tokenized").iterdir()) == [".arrow"] * 3 + [".sha256"] * 3
 
     (tmp_path / "a-file").write_text("")
     with pytest.raises(UsageError, match=r"the tokenization cache .*a-file/tokenized cannot be created \(Not a "

@@ -185,6 +185,7 @@ def test_thresholds_predict_would_refuse_are_refused_before_exporting(smoke_runs
         result = run_script("export.py", str(run_dir))
         [line] = error_lines(result)
         assert result.returncode == 2 and line.startswith(f"emodist: error: {cut}") and message in line
+        assert line.endswith(f"copy {run_dir / 'thresholds.json'} over it (the run wrote both), then export again")
         assert not any(p.name.startswith((".export", "export")) for p in run_dir.iterdir())
 
 

@@ -298,7 +298,7 @@ def test_json_is_written_whole_with_null_for_what_json_cannot_hold(tmp_path):
     target = tmp_path / "s.json"
     files.write_json(target, {"a": math.nan, "b": [1.0, math.inf, (2, -math.inf)], "c": {"d": 0.5}})
     assert json.loads(target.read_text()) == {"a": None, "b": [1.0, None, [2, None]], "c": {"d": 0.5}}
-    assert not (tmp_path / "s.json.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]  # no temporary file left
 
 
 def test_the_default_run_directory_names_the_variant_and_sorts_smoke_runs_together():

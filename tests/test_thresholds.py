@@ -80,7 +80,7 @@ def test_thresholds_that_cannot_cut_are_refused_naming_the_file(tmp_path, conten
     (tmp_path / thresholds.FILE).write_text(content)
     with pytest.raises(UsageError) as err:
         thresholds.load(tmp_path)
-    assert str(err.value) == f"{tmp_path / thresholds.FILE}: {problem}: delete it to use 0.5 or restore it from the run"
+    assert str(err.value) == f"{tmp_path / thresholds.FILE}: {problem}: delete it to use 0.5, or restore it from the run"
 
 
 def test_labels_the_dev_scores_say_were_not_learned_are_named_with_a_warning():
@@ -183,7 +183,7 @@ def test_the_file_and_its_checks(tmp_path):
         with pytest.raises(UsageError) as err:
             thresholds.load(tmp_path)
         assert str(err.value) == (f"{tmp_path / thresholds.FILE}: {problem}, not a number from 0 to 1: delete it to "
-                                  "use 0.5 or restore it from the run")
+                                  "use 0.5, or restore it from the run")
 
 
 def test_thresholds_for_another_label_set_name_the_missing_labels():
@@ -193,7 +193,7 @@ def test_thresholds_for_another_label_set_name_the_missing_labels():
     with pytest.raises(UsageError) as err:
         thresholds.for_labels(tuned, ["joy", "fear", "love"], "m/thresholds.json")
     assert str(err.value) == ("m/thresholds.json has no threshold for fear, love: it belongs to another label set; "
-                              "delete it to use 0.5, or use the thresholds.json of the run that trained this model")
+                              "delete it to use 0.5, or restore it from the run")
     with pytest.raises(UsageError) as err:  # the first five missing are named
         thresholds.for_labels(tuned, [f"l{i}" for i in range(7)], "m/thresholds.json")
     assert str(err.value).startswith("m/thresholds.json has no threshold for l0, l1, l2, l3, l4: it belongs")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from emodist.data.sets import EmotionData, _fingerprint
+from emodist.runtime import files
 from emodist.runtime.errors import NoSpace, UsageError, format_bytes, free_bytes, out_of_space
 from emodist.runtime.files import cache_root
 
@@ -32,6 +34,7 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
         raise UsageError(f"the tokenization cache {root} cannot be created ({err.strerror}): set data.cache_dir (or "
                          "$EMODIST_CACHE) to a writable directory") from None
     tokenizer_id = _tokenizer_fingerprint(tokenizer)
+    writable = os.access(root, os.W_OK)  # a shared read-only cache is read as it is: no checksum can be kept there
 
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
@@ -42,21 +45,21 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
             key = _fingerprint(tokenizer_id, str(max_length), *part.texts, part.targets.tobytes())
             raw = datasets.Dataset.from_dict({"text": part.texts, "labels": part.targets.tolist()})
             cached = root / f"{split}-{key}.arrow"
-            if cached.is_file() and (problem := _unverified(cached)):  # a damaged file may still read
+            problem = _unverified(cached) if writable and cached.is_file() else None  # a damaged file may still read
+            if problem:
                 print(f"emodist: the cached tokens {cached} {problem}: tokenizing again", file=sys.stderr)
-                cached.unlink()  # ours, and derived: the texts are tokenized again into it
-                _checksum(cached).unlink(missing_ok=True)
-            try:
+            try:  # tokenized again, datasets writes a new file and renames it over the old: a launch reading it is safe
                 out[split] = raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
-                                     cache_file_name=str(cached), new_fingerprint=key, desc=f"tokenize {split}")
+                                     cache_file_name=str(cached), load_from_cache_file=not problem,
+                                     new_fingerprint=key, desc=f"tokenize {split}")
             except Exception as err:
                 if not out_of_space(err, root):
                     raise
                 raise NoSpace(f"no space left for the tokenization cache {root} ({format_bytes(free_bytes(root))} "
                               "free there): free some space, or set data.cache_dir (or $EMODIST_CACHE) to a disk "
                               "with room") from None
-            if not _checksum(cached).is_file():  # just written: what a later launch checks the file against
-                _checksum(cached).write_text(_sha256(cached) + "\n", encoding="utf-8")
+            if writable and (problem or not _checksum(cached).is_file()):  # what a later launch checks it against
+                files.write_text_atomic(_checksum(cached), _sha256(cached) + "\n")
     return out
 
 
@@ -76,7 +79,9 @@ def _unverified(cached: Path) -> str | None:
     """Why the cached tokens cannot be trusted (a file that reads can still hold other tokens), or None."""
     try:
         expected = _checksum(cached).read_text(encoding="utf-8").strip()
-    except OSError:
+    except (OSError, ValueError):
+        expected = ""
+    if not expected:
         return "carry no checksum (an older emodist wrote them, or it was killed writing them)"
     if _sha256(cached) != expected:
         return "changed since they were written (they no longer match their checksum)"

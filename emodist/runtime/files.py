@@ -13,8 +13,14 @@ from pathlib import Path
 def write_json(path: Path, payload) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one. A NaN or infinite
     number is written as null (JSON has neither; Python would write NaN, which strict readers refuse)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(finite(payload), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) so that a reader sees the old file or the new one, never half of one; launches
+    writing the same file at once each write their own temporary file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -175,12 +175,16 @@ def _some(names: list[str], shown: int = 5) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def for_labels(tuned: dict, labels: list[str], where: Path | str = FILE) -> np.ndarray:
+SERVING_FIX = "delete it to use 0.5, or restore it from the run"
+"""What a damaged thresholds.json beside a served model asks for (an export's own advice differs)."""
+
+
+def for_labels(tuned: dict, labels: list[str], where: Path | str = FILE, fix: str = SERVING_FIX) -> np.ndarray:
     """The per-label thresholds in `labels` order; UsageError if the file `where` does not cover them."""
     missing = [name for name in labels if name not in tuned["per_label"]]
     if missing:
         raise UsageError(f"{where} has no threshold for {', '.join(missing[:5])}: it belongs to another label set; "
-                         "delete it to use 0.5, or use the thresholds.json of the run that trained this model")
+                         f"{fix}")
     return np.array([tuned["per_label"][name] for name in labels], dtype=np.float32)
 
 
@@ -188,7 +192,7 @@ def save(path: Path, tuned: dict) -> None:
     path.write_text(json.dumps(tuned, indent=2) + "\n", encoding="utf-8")
 
 
-def load(model_dir: Path) -> dict | None:
+def load(model_dir: Path, fix: str = SERVING_FIX) -> dict | None:
     """The thresholds saved beside a model (None when there are none: use 0.5); UsageError, naming the file,
     for one that is not {"per_label": {label: a number in [0, 1]}, "global": ...}."""
     path = Path(model_dir) / FILE
@@ -197,10 +201,10 @@ def load(model_dir: Path) -> dict | None:
     try:
         tuned = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as err:
-        raise UsageError(f"{path}: not valid JSON ({err}): delete it to use 0.5 or restore it from the run") from None
+        raise UsageError(f"{path}: not valid JSON ({err}): {fix}") from None
     problem = _shape_problem(tuned)
     if problem:
-        raise UsageError(f"{path}: {problem}: delete it to use 0.5 or restore it from the run")
+        raise UsageError(f"{path}: {problem}: {fix}")
     return tuned
 
 

@@ -89,7 +89,8 @@ def finished_run(run_dir: Path) -> tuple[dict, object]:
     except ValueError as err:
         raise UsageError(f"{summary_file}: not valid JSON ({err}): export a run that ended") from None
     summary = compare.checked_summary(summary_file, content)  # its own one line for a summary of another shape
-    thresholds.for_labels(thresholds.load(model_dir), summary["labels"], model_dir / thresholds.FILE)  # as predict reads it
+    fix = f"copy {run_dir / thresholds.FILE} over it (the run wrote both), then export again"
+    thresholds.for_labels(thresholds.load(model_dir, fix), summary["labels"], model_dir / thresholds.FILE, fix)
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     try:
         model_card(summary, cfg, run_dir.name)

@@ -116,17 +116,29 @@ def _train(sweep: Sweep, trial: Trial) -> int:
     a SIGTERM or SIGUSR1 sent to the sweep alone (a scheduler's, `kill`) is passed on to it: it saves a
     checkpoint and stops, and that is waited for (subprocess.run would kill it part way, and a sweep killed
     alone left its trial training on, which the next run of the sweep then found in use)."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "train.py"), *train_command(sweep, trial)])
-    passed_on = (signal.SIGTERM, signal.SIGUSR1)
-    before = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum)) for sig in passed_on}
+    asked, procs = [], []
+
+    def pass_on(signum, frame):
+        asked.append(signum)
+        for proc in procs:
+            proc.send_signal(signum)
+
+    before = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGTERM, signal.SIGUSR1)}  # before the trial starts
     try:
-        return proc.wait()
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "launch" / "train.py"), *train_command(sweep, trial)]))
+        if asked:  # it came while the trial started: its handlers may not have been in place yet
+            procs[0].send_signal(asked[0])
+        returncode = procs[0].wait()
     except KeyboardInterrupt:
-        proc.wait()
+        if procs:
+            procs[0].wait()
         raise
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+    if asked:  # the sweep stops, whatever the trial did with it (one that was finishing ends with 0)
+        raise KeyboardInterrupt
+    return returncode
 
 
 def submit_slurm(sweep: Sweep, sbatch_args: list[str], wait: bool = False, submitted=print) -> str:

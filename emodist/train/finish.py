@@ -43,12 +43,12 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     if s.accelerator.is_main_process:
         for directory in (s.run_dir, s.run_dir / "model"):
             thresholds.save(directory / thresholds.FILE, tuned)
-        files.write_json(s.run_dir / "summary.json", summary)
+        if s.cfg.track.plots:
+            draw_plots(s, summary)
+        files.write_json(s.run_dir / "summary.json", summary)  # last: a run is finished exactly when it exists
         s.console.final(summary)
         if (unlearned := thresholds.warning(tuned)) is not None:
             s.console.print(f"emodist: warning: {unlearned}")
-        if s.cfg.track.plots:
-            draw_plots(s, summary)
         if stale := sorted(p.name for p in s.run_dir.glob("export*") if p.is_dir()):  # exported before this finish
             s.console.print(f"emodist: note: {', '.join(stale)} hold the model of an earlier finish of this run, not "
                             f"this one: delete them and export again (launch/export.py {s.run_dir})")
@@ -90,7 +90,7 @@ def draw_plots(s: Session, summary: dict) -> None:
 
     try:
         plots.run(s.run_dir, summary)
-    except Exception as err:  # noqa: BLE001 - summary.json and the model are already written
+    except Exception as err:  # noqa: BLE001 - the model is written, and summary.json is written next
         s.console.print(f"emodist: warning: plots/ not drawn ({type(err).__name__}: {err}); "
                         "summary.json and metrics.jsonl hold every number")
 
