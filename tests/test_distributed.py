@@ -170,10 +170,12 @@ def test_zero3_full_fine_tune_export_gathers_every_shard(tmp_path, cache_dir):
     assert index["metadata"]["total_size"] == width * summary["params"]["total"]
     rescored, _ = rescore_dev(run_dir)
     assert summary["dev"]["f1_micro"] > 0
-    assert rescored["f1_micro"] == pytest.approx(summary["dev"]["f1_micro"], abs=1e-6)
     # DeepSpeed's bf16 computes everything in bf16, norms included; the reload's autocast keeps norms and
     # softmax in float32: 1.7e-5 apart (measured on an Intel Xeon with AMX). A missing shard is far off.
     assert rescored["loss"] == pytest.approx(summary["dev"]["loss"], rel=1e-5 if width == 4 else 1e-4)
+    # that rounding may flip a decision that sits at 0.5: one of the 251 x 6 moves micro-F1 by about 0.004
+    # (it did on the smoke set's dev split since 2026-12-07: 0.1167 against 0.1129); in float32, none moves
+    assert rescored["f1_micro"] == pytest.approx(summary["dev"]["f1_micro"], abs=1e-6 if width == 4 else 0.01)
 
 
 @pytest.mark.slow  # 2 minutes in CI, which runs ZeRO-3 without offload (zero3_run) and the offload refusals
