@@ -38,6 +38,7 @@ from emodist import config as config_mod
 from emodist.config import RunConfig
 from emodist.rundir import checkpoints
 from emodist.rundir.lock import LOCK, RunLock
+from emodist.runtime import files
 from emodist.runtime.errors import UsageError
 
 MARKER = ".emodist-run"
@@ -337,8 +338,6 @@ def truncate_metrics(path: Path, after_step: int, training_only_at_step: bool = 
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             break  # a line cut short by a kill: everything from here was after the checkpoint
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
