@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if hub.needed_by_export(args.run_dir / "model"):  # the merge loads the adapter's base: probe before
         hub.go_offline_if_unreachable()               # huggingface_hub is imported, which reads it once
     from emodist import config
-    from emodist.serve import export
+    from emodist.serve import export, onnx_export
 
     if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
         raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and KB, "
@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if not (args.push_to_hub and (out_dir / "README.md").is_file()):  # an export to push is pushed as it is
         name = args.push_to_hub or args.run_dir.name
         if args.onnx:
-            export_onnx(args, out_dir, name)
+            print(onnx_export.summary_line(onnx_export.export(args.run_dir, out_dir, args.quantize,
+                                                              accept_drift=args.accept_drift, name=name)))
         else:
             export.export(args.run_dir, out_dir, args.max_shard_size, name=name, merge_dtype=args.merge_dtype)
         print(f"exported {args.run_dir} to {out_dir}")
@@ -87,16 +88,6 @@ def run(args: argparse.Namespace) -> int:
         verb = "would upload" if args.dry_run else "uploaded"
         print(f"{verb} to {args.push_to_hub}{' (private)' if args.private else ''}: " + ", ".join(files))
     return 0
-
-
-def export_onnx(args: argparse.Namespace, out_dir: Path, name: str) -> None:
-    from emodist.serve import onnx_export
-
-    result = onnx_export.export(args.run_dir, out_dir, args.quantize, accept_drift=args.accept_drift, name=name)
-    f1 = result["f1_macro"]
-    print(f"parity on {result['examples']} test texts: largest probability difference {result['max_abs_diff']:.1e}, "
-          f"the same labels for {result['label_agreement']:.2%}, macro-F1 {f1['onnx']:.4f} (torch {f1['torch']:.4f})"
-          + ("" if result["passed"] else f"; outside the tolerances, kept (--accept-drift): {'; '.join(result['failures'])}"))
 
 
 if __name__ == "__main__":

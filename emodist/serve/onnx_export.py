@@ -224,6 +224,14 @@ def parity(reference: np.ndarray, probabilities: np.ndarray, targets: np.ndarray
     return {**result, "passed": not failures, "failures": failures}
 
 
+def summary_line(result: dict) -> str:
+    """An export's parity (`parity`'s result) in one line, for the terminal."""
+    f1 = result["f1_macro"]
+    return (f"parity on {result['examples']} test texts: largest probability difference {result['max_abs_diff']:.1e}, "
+            f"the same labels for {result['label_agreement']:.2%}, macro-F1 {f1['onnx']:.4f} (torch {f1['torch']:.4f})"
+            + ("" if result["passed"] else f"; outside the tolerances, kept (--accept-drift): {'; '.join(result['failures'])}"))
+
+
 def _use(name: str) -> str:
     """The model card's Use section for an ONNX export."""
     return f"""## Use
