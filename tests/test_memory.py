@@ -241,10 +241,12 @@ def test_plan_refuses_in_one_line(args, line):
     ({"hidden_size": 123}, "transformers cannot build a model from it (ValueError: The hidden size (123) is not a "
                            "multiple of the number of attention heads (12)"),
     ({"hidden_size": "384"}, "transformers cannot build a model from it (StrictDataclassFieldValidationError: "),
+    ({"id2label": "joy"}, 'config.json there: id2label is "joy", not an object mapping label ids to names'),
 ])
 def test_a_local_model_whose_config_json_does_not_build_is_named(tmp_path, change, reason):
     """Planned (launch/plan.py, and each run before it starts) and loaded (the builder): one line each. A value of
-    another type was an internal error (huggingface_hub's StrictDataclassFieldValidationError)."""
+    another type was an internal error (huggingface_hub's StrictDataclassFieldValidationError), and so was a label
+    map that is not a JSON object (transformers' AttributeError)."""
     from transformers import AutoModelForSequenceClassification
 
     from emodist.models.builder import load_pretrained
@@ -259,8 +261,8 @@ def test_a_local_model_whose_config_json_does_not_build_is_named(tmp_path, chang
     assert result.returncode == errors.EXIT_USAGE and result.stdout == ""
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"emodist: error: model.name_or_path={model}: {reason}"), line
-    assert line.endswith("fix its config.json, or point at the directory save_pretrained wrote" if isinstance(change, dict)
-                         or change.startswith("[") else "restore it from the model or run it came from"), line
+    assert line.endswith("fix its config.json, or point at the directory save_pretrained wrote"
+                         if reason.startswith("transformers") else "restore it from the model or run it came from"), line
     if isinstance(change, dict):  # valid JSON: transformers reads it, and fails building the model
         with pytest.raises(errors.UsageError) as loading:
             load_pretrained(AutoModelForSequenceClassification.from_pretrained, str(model))

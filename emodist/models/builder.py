@@ -187,14 +187,19 @@ def unreadable_file(directory: Path, err: Exception) -> bool:
 
 
 def _broken_json(directory: Path) -> str | None:
-    """The first JSON file in `directory` that does not parse, with why; None when every one does."""
+    """The first JSON file in `directory` that does not parse, with why, or config.json's label maps when they
+    are not JSON objects (transformers fails on them with an AttributeError); None when every file reads."""
     import json
 
     for file in sorted(directory.glob("*.json")):
         try:
-            json.loads(file.read_text(encoding="utf-8"))
+            content = json.loads(file.read_text(encoding="utf-8"))
         except (ValueError, OSError) as bad:
             return f"{file.name} there is not valid JSON ({bad})"
+        for key in ("id2label", "label2id") if file.name == "config.json" and isinstance(content, dict) else ():
+            if key in content and not isinstance(content[key], dict):
+                return (f"config.json there: {key} is {json.dumps(content[key])[:40]}, not an object mapping "
+                        f"{'label ids to names' if key == 'id2label' else 'names to label ids'}")
     return None
 
 
