@@ -152,6 +152,8 @@ def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_p
      "it lacks what the model card needs (KeyError: 'f1_micro')"),
     (lambda s: json.dumps({**s, "test": None}), "it holds no test scores"),
     (lambda s: json.dumps({**s, "test": {**s["test"], "f1_macro": "0.9"}}), "test.f1_macro is '0.9', not a number"),
+    (lambda s: json.dumps({**s, "test_tuned": {**s["test_tuned"], "f1_micro": float("nan")}}),
+     "test_tuned.f1_micro is nan, not a number"),  # an export went ahead on it
 ])
 def test_a_broken_summary_is_refused_in_one_line_and_leaves_no_partial_export(smoke_runs, tmp_path, damage, message):
     import shutil

@@ -175,14 +175,18 @@ def test_runs_scored_on_different_test_sets_are_refused_and_the_table_shows_the_
 @pytest.mark.parametrize(("content", "message"), [
     ("[]", "a JSON list, not an object"),
     ('{"variant": "x"}', "dataset is missing or not text"),
-    (None, "test.f1_macro is 'high', not a number"),
+    (("test", "f1_macro", "high"), "test.f1_macro is 'high', not a number"),
+    (("dev", "f1_micro", float("nan")), "dev.f1_micro is nan, not a number"),  # emodist writes null, never NaN
+    (("test", "f1_macro", float("inf")), "test.f1_macro is inf, not a number"),
 ])
 def test_a_summary_that_is_not_emodists_is_refused_naming_it(tmp_path, content, message):
+    """A NaN score (hand-edited) was compared, and ranked as if it were one."""
     a = write_run(tmp_path / "a", "distilbert", 0.3)
     b = write_run(tmp_path / "b", "minilm", 0.2)
-    if content is None:
+    if isinstance(content, tuple):
+        section, key, value = content
         summary = json.loads((b / "summary.json").read_text())
-        summary["test"]["f1_macro"] = "high"
+        summary[section][key] = value
         content = json.dumps(summary)
     (b / "summary.json").write_text(content)
     result = compare(str(a), str(b))

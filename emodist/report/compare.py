@@ -140,20 +140,20 @@ def checked_summary(where: Path, summary) -> dict:
             if key in ("per_label", "confusion"):
                 if not (isinstance(value, dict) and all(isinstance(v, (dict, list)) for v in value.values())):
                     raise refuse(f"{section}.{key} is not an object of labels")
-            elif value is not None and not _numeric(value):
+            elif value is not None and not _is_number(value):
                 raise refuse(f"{section}.{key} is {value!r}, not a number")
         for label, per in scores.get("per_label", {}).items():
-            if not isinstance(per, dict) or not all(_numeric(v) for v in per.values()):
+            if not isinstance(per, dict) or not all(_is_number(v) for v in per.values()):
                 raise refuse(f"{section}.per_label.{label} is not an object of numbers")
         for label, matrix in scores.get("confusion", {}).items():
             if not (isinstance(matrix, list) and len(matrix) == 2 and all(
-                    isinstance(row, list) and len(row) == 2 and all(_numeric(v) for v in row) for row in matrix)):
+                    isinstance(row, list) and len(row) == 2 and all(_is_number(v) for v in row) for row in matrix)):
                 raise refuse(f"{section}.confusion.{label} is not a 2x2 matrix")
     for section in ("perf", "params", "train"):  # the values the table and the plots read
         read = {path[1] for _, path, _ in COLUMNS if len(path) == 2 and path[0] == section} | {"peak_memory_bytes"}
         for key in read & set(summary[section]):
             value = summary[section][key]
-            if value is not None and not _numeric(value):
+            if value is not None and not _is_number(value):
                 raise refuse(f"{section}.{key} is {value!r}, not a number")
     return summary
 
@@ -283,10 +283,6 @@ def write_comparison(runs: Runs, output: Path) -> list[Path]:
     md_path.write_text(markdown(rows, summaries[0], runs.unfinished, images), encoding="utf-8")
     html_path.write_text(html(rows, summaries[0], runs.unfinished, images), encoding="utf-8")
     return [csv_path, md_path, html_path, *images]
-
-
-def _numeric(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
