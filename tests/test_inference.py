@@ -128,6 +128,34 @@ def test_a_gpu_computes_bf16_from_ampere_on_and_older_ones_use_fp16(monkeypatch,
     assert resolve_precision(config.load("distilbert")) == ("bf16" if native else "fp16")
 
 
+@pytest.mark.parametrize(("launcher", "overrides", "refused"), [
+    ("no", [], None),  # accelerate launch's default, and its --mixed_precision no: emodist's setting decides
+    ("bf16", [], None),
+    ("BF16", ["train.mixed_precision=bf16"], None),
+    ("fp16", [], "mixed_precision=fp16 (its --mixed_precision, or its config file's mixed_precision), but "
+                 "train.mixed_precision=auto computes in bf16 on this machine: emodist's setting decides: set "
+                 "train.mixed_precision=fp16 to train in it, or drop accelerate's"),
+    ("bf16", ["train.mixed_precision=no"], "mixed_precision=bf16 (its --mixed_precision, or its config file's "
+     "mixed_precision), but train.mixed_precision=no computes in no: emodist's setting decides: set "
+     "train.mixed_precision=bf16 to train in it, or drop accelerate's"),
+])
+def test_a_launcher_precision_that_the_run_would_ignore_is_refused(monkeypatch, launcher, overrides, refused):
+    """`accelerate launch --mixed_precision fp16` trained in bf16 with no word: the Accelerator takes emodist's
+    train.mixed_precision over the launcher's (ACCELERATE_MIXED_PRECISION)."""
+    from emodist.train.accelerator import resolve_precision
+
+    monkeypatch.setattr(process, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+    cfg = config.load("minilm", None, overrides)
+    if refused is None:
+        assert resolve_precision(cfg) == cfg.train.mixed_precision.replace("auto", "bf16")
+    else:
+        with pytest.raises(UsageError) as err:
+            resolve_precision(cfg)
+        assert str(err.value) == f"accelerate launch asks for {refused}"
+
+
 @pytest.mark.parametrize(("requested", "onnx", "message"), [
     ("half", False, "--precision half: choose one of auto, bf16, fp32"),
     ("bf16", True, "--precision bf16: an ONNX export runs in the precision it was exported in"),

@@ -157,7 +157,8 @@ class TrainConfig:
     """Autocast precision of the forward pass (accelerate `mixed_precision`). `auto`: the base's own
     precision for a bfloat16/float16 base; otherwise bf16 where the hardware computes it natively
     (recent GPUs; CPUs with AVX512-BF16 or AMX), fp16 on older GPUs, else no (emulated bf16 matmuls on
-    a plain AVX2 CPU run ~20x slower than float32)."""
+    a plain AVX2 CPU run ~20x slower than float32). It decides over accelerate launch's --mixed_precision, which
+    is refused when it asks for another precision."""
     cpu_threads: int | None = None
     """Threads per process when training on CPUs (unset: the cores available / processes on the node;
     `accelerate launch` would otherwise leave a single process one thread)."""
