@@ -136,7 +136,7 @@ def test_a_gpu_computes_bf16_from_ampere_on_and_older_ones_use_fp16(monkeypatch,
                  "train.mixed_precision=auto computes in bf16 on this machine: emodist's setting decides: set "
                  "train.mixed_precision=fp16 to train in it, or drop accelerate's"),
     ("bf16", ["train.mixed_precision=no"], "mixed_precision=bf16 (its --mixed_precision, or its config file's "
-     "mixed_precision), but train.mixed_precision=no computes in no: emodist's setting decides: set "
+     "mixed_precision), but train.mixed_precision=no computes in float32: emodist's setting decides: set "
      "train.mixed_precision=bf16 to train in it, or drop accelerate's"),
 ])
 def test_a_launcher_precision_that_the_run_would_ignore_is_refused(monkeypatch, launcher, overrides, refused):

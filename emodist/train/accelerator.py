@@ -52,12 +52,13 @@ def resolve_precision(cfg: RunConfig) -> str:
                                         gpu_bf16=cuda and process.gpu_has_native_bf16())
     if precision == "fp16" and not cuda:
         raise UsageError("train.mixed_precision=fp16 needs a CUDA GPU (model.dtype=float16 too): use bf16 or no")
-    # accelerate launch passes its --mixed_precision (or its config file's) here, "no" when neither sets it; the
-    # Accelerator above takes emodist's instead, so a launcher that asked for another one would be ignored
+    # accelerate launch passes its --mixed_precision (or its config file's) in this variable, "no" when neither
+    # sets it; make_accelerator's Accelerator takes emodist's precision, so another one asked there would be ignored
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
     if launcher != "no" and launcher != precision:
-        chosen = (f"train.mixed_precision=auto computes in {precision} on this machine" if cfg.train.mixed_precision
-                  == "auto" else f"train.mixed_precision={cfg.train.mixed_precision} computes in {precision}")
+        computes = "float32" if precision == "no" else precision
+        chosen = (f"train.mixed_precision=auto computes in {computes} on this machine" if cfg.train.mixed_precision
+                  == "auto" else f"train.mixed_precision={cfg.train.mixed_precision} computes in {computes}")
         raise UsageError(f"accelerate launch asks for mixed_precision={launcher} (its --mixed_precision, or its config "
                          f"file's mixed_precision), but {chosen}: emodist's setting decides: set train.mixed_precision="
                          f"{launcher} to train in it, or drop accelerate's")
