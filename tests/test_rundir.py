@@ -191,9 +191,16 @@ def test_a_corrupt_checkpoint_is_skipped_in_one_line_and_the_run_goes_on_from_th
     weights.write_bytes(bytes(corrupt))
     for exported in ("export", "export-onnx"):  # the 20-step model, exported (the files do not matter here)
         (run_copy / exported).mkdir()
+    (run_copy / "model" / "NOTES.md").write_text("mine")  # a user's files in model/ were deleted by the new export
+    (run_copy / "model" / "predicted").mkdir()
     result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=30", "--resume", "auto",
                     accelerate=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (run_copy / "model" / "NOTES.md").read_text() == "mine" and (run_copy / "model" / "predicted").is_dir()
+    assert (f"emodist: note: kept NOTES.md, predicted in {run_copy / 'model'}: files emodist did not write, from "
+            "before this finish") in " ".join(result.stdout.split())
+    assert json.loads((run_copy / "model" / "thresholds.json").read_text()) == json.loads(
+        (run_copy / "thresholds.json").read_text())  # the new finish's, not carried over
     assert (f"emodist: note: export, export-onnx hold the model of an earlier finish of this run, not this one: "
             f"delete them and export again (launch/export.py {run_copy})") in " ".join(result.stdout.split())
     assert (f"emodist: skipped checkpoint {weights.parent}: model.safetensors does not match the hash taken when it "

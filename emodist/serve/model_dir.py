@@ -113,8 +113,9 @@ def _check_weights(model_dir: Path) -> None:
                      "model is incomplete; export it again from its run directory")
 
 
-def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig) -> Path:
-    """Write the trained model in HF format to `directory` (gathers on every rank, writes on rank 0).
+def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig) -> list[str]:
+    """Write the trained model in HF format to `directory` (gathers on every rank, writes on rank 0); the
+    names of the files of an earlier `directory` that emodist did not write, kept in the new one.
 
     Full fine-tune: `save_pretrained` with sharded safetensors (export.max_shard_size).
     LoRA: `adapter_config.json` + `adapter_model.safetensors` (the head included, via modules_to_save),
@@ -136,11 +137,26 @@ def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig)
             raise NoSpace(f"no space left on the disk of {directory} while exporting the model ({format_bytes(free)} "
                           "were free); the partial export was removed and the final checkpoint is kept: free some "
                           "space, then run the same command with --resume auto to export it") from err
+        kept = _carry_over(directory, tmp) if directory.exists() else []
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
     accelerator.wait_for_everyone()
-    return directory
+    return kept if accelerator.is_main_process else []
+
+
+def _carry_over(old: Path, new: Path) -> list[str]:
+    """Move the files of the `old` model directory that are not the model's into `new` (a user's notes, a
+    predict output written there); their names. The model's: what `new` holds by the same name, weights
+    (an earlier export's shards) and thresholds.json (written after the export, for the new weights)."""
+    kept = []
+    for path in sorted(old.iterdir()):
+        name = path.name
+        if (new / name).exists() or name == "thresholds.json" or name.endswith((".safetensors", ".index.json", ".bin")):
+            continue
+        path.rename(new / name)
+        kept.append(name)
+    return kept
 
 
 def _save_pretrained(unwrapped, tokenizer, directory: Path, state_dict: dict, cfg: RunConfig) -> None:

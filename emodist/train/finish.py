@@ -37,7 +37,7 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     log_scores(s, "dev_tuned", dev_tuned)
     log_scores(s, "test_tuned", test_tuned)
     with s.phases.measure("save"):
-        model_dir.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
+        kept = model_dir.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
     summary = summarize(s, built, data, dev, test, perf_totals(s, built))
     summary.update(dev_tuned=dev_tuned, test_tuned=test_tuned, thresholds=tuned)
     if s.accelerator.is_main_process:
@@ -49,6 +49,9 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
         s.console.final(summary)
         if (unlearned := thresholds.warning(tuned)) is not None:
             s.console.print(f"emodist: warning: {unlearned}")
+        if kept:
+            s.console.print(f"emodist: note: kept {', '.join(kept)} in {s.run_dir / 'model'}: files emodist did not "
+                            "write, from before this finish")
         if stale := sorted(p.name for p in s.run_dir.glob("export*") if p.is_dir()):  # exported before this finish
             s.console.print(f"emodist: note: {', '.join(stale)} hold the model of an earlier finish of this run, not "
                             f"this one: delete them and export again (launch/export.py {s.run_dir})")
