@@ -308,3 +308,23 @@ def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):
     with pytest.raises(UsageError) as caught:
         read_texts(str(path), column="body")
     assert str(caught.value) == message.format(path=path)
+
+
+def test_a_moved_smoke_lora_run_predicts_with_its_own_base(smoke_runs, tmp_path):
+    """adapter_config.json names a --smoke run's base by the path it was trained at. After `--overwrite` moved
+    the run aside, that path held the new run's base (the same shapes, other weights), and the moved run
+    predicted with it without a word."""
+    from safetensors.torch import load_file, save_file
+
+    source, _ = smoke_runs("gemma-lora")
+    moved = tmp_path / "run.replaced-20261207-000000"
+    shutil.copytree(source, moved)
+    other = tmp_path / "run" / "smoke-base"  # what now lives where the run was trained
+    shutil.copytree(source / "smoke-base", other)
+    for weights in other.glob("*.safetensors"):
+        save_file({k: v + 0.5 if v.is_floating_point() else v for k, v in load_file(weights).items()}, weights)
+    adapter = moved / "model" / "adapter_config.json"
+    adapter.write_text(json.dumps({**json.loads(adapter.read_text()), "base_model_name_or_path": str(other)}))
+    texts = ["we felt scared", "what a lovely day", "i am so angry"]
+    ours = Classifier.load(moved / "model", precision="fp32").probabilities(texts)
+    np.testing.assert_allclose(ours, Classifier.load(source / "model", precision="fp32").probabilities(texts), atol=1e-6)

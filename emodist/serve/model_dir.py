@@ -70,7 +70,7 @@ def _load_trained(model_dir: Path, device, unquantized: torch.dtype | None):
     from peft import PeftModel
     from transformers import BitsAndBytesConfig
 
-    base = json.loads(adapter_file.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    base = _own_base(model_dir, json.loads(adapter_file.read_text(encoding="utf-8"))["base_model_name_or_path"])
     config = AutoConfig.from_pretrained(model_dir)  # the labels live here, the base's own config has none
     kwargs = {}
     quantization = getattr(config, "quantization_config", None)
@@ -90,6 +90,15 @@ def _load_trained(model_dir: Path, device, unquantized: torch.dtype | None):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = PeftModel.from_pretrained(model, model_dir)
     return (model.eval() if quantization else model.to(device).eval()), tokenizer
+
+
+def _own_base(model_dir: Path, base: str) -> str:
+    """The base of a run's adapter: a tiny --smoke run keeps its base beside model/ (smoke-base/), and
+    adapter_config.json names it by its path when it was trained. A run moved since (`--overwrite` moves it
+    aside, a copy elsewhere) reads its own base there, not what that path holds now: another run's base of the
+    same shapes loaded without a word, and the moved run predicted with it."""
+    own = model_dir.parent / "smoke-base"
+    return str(own) if Path(base).name == own.name and own.is_dir() else base
 
 
 def _check_weights(model_dir: Path) -> None:
