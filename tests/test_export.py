@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,6 +136,38 @@ def test_push_dry_run_lists_and_refusals_come_before_anything_is_sent(exports):
                         env={"HF_TOKEN": "hf_x", "HF_HUB_OFFLINE": "1"})
     assert error_lines(result) == [f"emodist: error: --push-to-hub me/emotions: the HuggingFace hub is unreachable "
                                    f"from here: push from a machine with network access (the export is complete in {out})"]
+
+
+def test_a_push_sends_only_an_export_of_the_run_as_it_is_now(exports, tmp_path):
+    """An existing --output holding a README.md was pushed as it was: a repository (.git included), a home
+    directory (id_rsa), or an export of an earlier finish of the run."""
+    import shutil
+
+    run_dir, out = exports("distilbert")
+
+    def dry_run(folder: Path, run: Path = run_dir) -> subprocess.CompletedProcess:
+        return run_script("export.py", str(run), "--output", str(folder), "--push-to-hub", "me/emotions", "--dry-run")
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / "README.md").write_text("mine")
+    assert error_lines(dry_run(home)) == [
+        f"emodist: error: {home}: holds .ssh, which no export does: --push-to-hub sends an export as it is, so only a "
+        f"directory launch/export.py wrote: export {run_dir} into a new --output and push that"]
+    stale = tmp_path / "stale"
+    shutil.copytree(out, stale)
+    tuned = json.loads((stale / "thresholds.json").read_text())
+    label = next(iter(tuned["per_label"]))
+    tuned["per_label"][label] = round(1 - tuned["per_label"][label], 4)  # the thresholds of another finish
+    (stale / "thresholds.json").write_text(json.dumps(tuned))
+    assert error_lines(dry_run(stale)) == [
+        f"emodist: error: {stale}: not an export of {run_dir} as it is now: its thresholds.json is not the run's "
+        "model/thresholds.json (an export of an earlier finish, or of another run): export the run into a new "
+        "--output and push that"]
+    qlora_run, qlora_out = exports("mistral-qlora")  # a QLoRA export keeps its adapter in adapter/
+    result = dry_run(qlora_out, qlora_run)
+    assert result.returncode == 0, result.stderr
+    assert "adapter/adapter_config.json" in result.stdout
 
 
 def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_path):

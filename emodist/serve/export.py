@@ -280,6 +280,25 @@ def check_token(repo_id: str) -> None:
                          "be uploaded")
 
 
+def check_pushable(out_dir: Path, run_dir: Path) -> None:
+    """UsageError unless the existing `out_dir` is an export of `run_dir` as the run is now: nothing in it but
+    files and a QLoRA export's adapter/ (no other folder, no hidden file: a repository's .git, a home
+    directory), and its thresholds.json the run's (an export of an earlier finish, or of another run, has
+    others)."""
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.is_dir() and p.name != "adapter" or p.name.startswith("."))
+    if foreign:
+        raise UsageError(f"{out_dir}: holds {', '.join(foreign[:5])}, which no export does: --push-to-hub sends an "
+                         f"export as it is, so only a directory launch/export.py wrote: export {run_dir} into a new "
+                         "--output and push that")
+    from emodist.scoring import thresholds
+
+    ours = [thresholds.load(directory, "export it again") for directory in (out_dir, run_dir / "model")]
+    if ours[0] != ours[1]:
+        raise UsageError(f"{out_dir}: not an export of {run_dir} as it is now: its thresholds.json is not the run's "
+                         "model/thresholds.json (an export of an earlier finish, or of another run): export the run "
+                         "into a new --output and push that")
+
+
 def push(out_dir: Path, repo_id: str, private: bool = False, dry_run: bool = False) -> list[str]:
     """Upload `out_dir` to the hub repository `repo_id` (created if needed); return the files. `dry_run`
     only lists them. Refused in one line, before anything is sent, without a token or with the hub
