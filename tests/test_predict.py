@@ -4,6 +4,7 @@ runs it, and the input readers behind it (`emodist.serve.textio.read_texts`) on 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import shutil
@@ -19,6 +20,9 @@ from emodist import config, data
 from emodist.runtime.errors import UsageError
 from emodist.serve.inference import Classifier
 from emodist.serve.textio import read_texts
+
+CSV_FIX = ('quote a text that holds a comma or a quote, doubling its quotes: "she said ""hi"", then left"; or give one '
+           "text per line in a .txt file")
 
 
 def predict(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -293,6 +297,20 @@ def test_csv_and_jsonl_read_the_named_column(tmp_path):
     assert (read.texts, read.skipped) == (["yay", "nope"], 1)
 
 
+def test_lines_end_at_a_newline_alone_and_a_long_csv_field_is_a_text(tmp_path):
+    """str.splitlines broke a text at \\v, \\f, \\x85 or U+2028 (one line of predict's own JSON output among
+    them), and a header field over 128 KiB was an internal error (csv's default field limit)."""
+    plain = tmp_path / "texts.txt"
+    plain.write_text("felt happy\x0bbut sad\nok then\u2028fine\r\nlast\x85one", encoding="utf-8")
+    assert read_texts(str(plain)).texts == ["felt happy\x0bbut sad", "ok then\u2028fine", "last\x85one"]
+    lines = tmp_path / "out.jsonl"
+    lines.write_text(json.dumps({"text": "a\u2028b\x0cc"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert read_texts(str(lines)).texts == ["a\u2028b\x0cc"]
+    wide = tmp_path / "wide.csv"
+    wide.write_text(f'"{"x" * 200_000}",text\n1,"{"y" * 200_000}"\n', encoding="utf-8")
+    assert read_texts(str(wide)).texts == ["y" * 200_000]
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("a.csv", "id,text\n1,x\n", "{path}:1: no column 'body' (columns: 'id', 'text'); choose one with --column"),
     ("a.csv", "body,id,body\nx,1,y\n",
@@ -300,11 +318,23 @@ def test_csv_and_jsonl_read_the_named_column(tmp_path):
     ("a.jsonl", '{"body": "x"}\n{"body": 3}\n', "{path}:2: field 'body' holds 3, not a text"),
     ("a.jsonl", '{"body": "x"}\n{"text": "y"}\n', "{path}:2: no text field 'body' (fields: 'text'); choose one with --column"),
     ("a.jsonl", '{"body": "x"}\n[1, 2]\n', "{path}:2: a JSON list, not an object with a text field 'body': write one object per line"),
-    ("a.jsonl", '{"body": "x"}\nnot json\n', "{path}:2: not JSON (Expecting value)"),
+    ("a.jsonl", '{"body": "x"}\nnot json\n', "{path}:2: not JSON (Expecting value at column 1)"),
+    ("a.jsonl", '{"body": "x\n', "{path}:1: not JSON (Unterminated string starting at column 10)"),
+    # CSV read wrongly without a word: a text cut at its comma, a stray quote swallowing the rows after it
+    ("a.csv", "id,body\n1,i felt happy, then sad\n", "{path}:2: 2 columns in the header, 3 field(s) here: " + CSV_FIX),
+    ("a.csv", "id,body\n1,x\n2\n", "{path}:3: 2 columns in the header, 1 field(s) here: " + CSV_FIX),
+    ("a.csv", 'id,body\n1,x\n3,"quoted" she said\n', """{path}:3: not valid CSV (',' expected after '"'): """ + CSV_FIX),
+    ("a.csv", 'id,body\n1,a\n5,"i felt happy\n6,x\n7,y\n', "{path}:3: not valid CSV (unexpected end of data): " + CSV_FIX),
+    # UTF-16 decoded as UTF-8 text full of NULs; gzip advised to convert from latin1
+    ("a.txt", "we felt sad\nso sad\n".encode("utf-16"), "{path}:1: not UTF-8 text (UTF-16, or binary: it holds NUL "
+     "bytes); convert it first, e.g. iconv -f utf-16 -t utf-8 {path}"),
+    ("a.txt", "we felt sad\n".encode("utf-16-le"), "{path}:1: not UTF-8 text (UTF-16, or binary: it holds NUL "
+     "bytes); convert it first, e.g. iconv -f utf-16 -t utf-8 {path}"),
+    ("a.txt", gzip.compress(b"we felt sad\n"), "{path}: gzip-compressed, not text: decompress it first, e.g. gunzip -c {path}"),
 ])
 def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):
     path = tmp_path / name
-    path.write_text(content, encoding="utf-8")
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     with pytest.raises(UsageError) as caught:
         read_texts(str(path), column="body")
     assert str(caught.value) == message.format(path=path)

@@ -66,8 +66,9 @@ def texts_of(arguments: list[str], path: str | None, column: str | None = None) 
 
 def read_texts(path: str | None, column: str = "text") -> Texts:
     """The texts of `path`: `.csv` (the `column` column), `.jsonl` (the `column` field of each object), or
-    any other file, and standard input for `path=None` or "-", as one text per line. Empty entries are left
-    out and counted. UsageError, naming the file and line, for text that is not UTF-8, bad JSON or CSV, or
+    any other file, and standard input for `path=None` or "-", as one text per line (ended by \\n alone).
+    Empty entries are left out and counted. UsageError, naming the file and line, for text that is not UTF-8
+    (UTF-16, gzip), bad JSON, CSV whose row has more or fewer fields than its header or an unclosed quote, or
     a missing column."""
     source = "<stdin>" if path in (None, "-") else path
     if source == "<stdin>":
@@ -77,42 +78,84 @@ def read_texts(path: str | None, column: str = "text") -> Texts:
             raw = Path(path).read_bytes()
         except OSError as err:
             raise UsageError(f"{path}: cannot read it ({err.strerror})") from None
-    text = utf8_text(raw, source, f"convert it first, e.g. iconv -f latin1 -t utf-8 {source}")
+    text = _decoded(raw, source)
     suffix = Path(source).suffix.lower()
     if suffix == ".csv":
         values = _csv_column(text, column, source)
     elif suffix == ".jsonl":
         values = _jsonl_field(text, column, source)
     else:
-        values = text.splitlines()
+        values = _lines(text)
     kept = [v for v in values if v.strip()]
     return Texts(kept, len(values) - len(kept), source)
 
 
+def _decoded(raw: bytes, source: str) -> str:
+    """`raw` as UTF-8 text; UsageError naming `source` and the line otherwise, with the way to convert it."""
+    def convert(tool: str) -> str:
+        return f"pipe it through {tool}" if source == "<stdin>" else f"{tool} {source}"
+
+    if raw.startswith(b"\x1f\x8b"):
+        raise UsageError(f"{source}: gzip-compressed, not text: decompress it first, e.g. {convert('gunzip -c')}")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:  # UTF-16 decodes as UTF-8 text full of NULs
+        line = raw[:max(raw.find(b"\x00"), 0)].count(b"\n") + 1
+        raise UsageError(f"{source}:{line}: not UTF-8 text (UTF-16, or binary: it holds NUL bytes); convert it "
+                         f"first, e.g. {convert('iconv -f utf-16 -t utf-8')}")
+    return utf8_text(raw, source, f"convert it first, e.g. {convert('iconv -f latin1 -t utf-8')}")
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of `text`, ended by \\n (or \\r\\n) alone: str.splitlines also breaks at \\v, \\f, \\x1c-\\x1e,
+    \\x85 and U+2028/9, which a text may hold (a line of JSON too)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def _csv_column(text: str, column: str, source: str) -> list[str]:
-    rows = csv.DictReader(io.StringIO(text, newline=""))
-    if rows.fieldnames is None or column not in rows.fieldnames:
-        raise UsageError(f"{source}:1: no column {column!r} (columns: {', '.join(map(repr, rows.fieldnames or []))}); "
-                         "choose one with --column")
-    if rows.fieldnames.count(column) > 1:  # DictReader would keep the last one's value, unsaid
-        raise UsageError(f"{source}:1: {rows.fieldnames.count(column)} columns are named {column!r}: rename all but "
-                         "the one to label, or choose another with --column")
+    csv.field_size_limit(2**31 - 1)  # a long text is a text: csv's default refuses fields over 128 KiB
+    rows = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
-        return [row[column] or "" for row in rows]
+        names = rows.fieldnames
     except csv.Error as err:
-        raise UsageError(f"{source}:{rows.line_num}: {err}") from None
+        raise UsageError(f"{source}:1: not valid CSV ({err}): {_CSV_FIX}") from None
+    if names is None or column not in names:
+        raise UsageError(f"{source}:1: no column {column!r} (columns: {', '.join(map(repr, names or []))}); "
+                         "choose one with --column")
+    if names.count(column) > 1:  # DictReader would keep the last one's value, unsaid
+        raise UsageError(f"{source}:1: {names.count(column)} columns are named {column!r}: rename all but "
+                         "the one to label, or choose another with --column")
+    values = []
+    while True:
+        start = rows.line_num + 1  # the line the next row starts on (csv.Error comes with the one before)
+        try:
+            row = next(rows)
+        except StopIteration:
+            return values
+        except csv.Error as err:
+            raise UsageError(f"{source}:{start}: not valid CSV ({err}): {_CSV_FIX}") from None
+        if None in row or None in row.values():  # DictReader's places for fields beyond, or short of, the header's
+            fields = len(names) + len(row.get(None, [])) - sum(value is None for value in row.values())
+            raise UsageError(f"{source}:{start}: {len(names)} columns in the header, {fields} field(s) here: "
+                             f"{_CSV_FIX}")
+        values.append(row[column])
+
+
+_CSV_FIX = ('quote a text that holds a comma or a quote, doubling its quotes: "she said ""hi"", then left"; or give '
+            "one text per line in a .txt file")
 
 
 def _jsonl_field(text: str, key: str, source: str) -> list[str]:
     values = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(_lines(text), 1):
         if not line.strip():
             values.append("")
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise UsageError(f"{source}:{number}: not JSON ({err.msg})") from None
+            raise UsageError(f"{source}:{number}: not JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
         if not isinstance(record, dict):
             raise UsageError(f"{source}:{number}: a JSON {type(record).__name__}, not an object with a text field "
                              f"{key!r}: write one object per line")
