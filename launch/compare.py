@@ -26,7 +26,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from emodist.report import compare, tracking
+from emodist.report import compare, report_dir, tracking
 from emodist.runtime import errors
 
 
@@ -59,7 +59,7 @@ def write(args: argparse.Namespace) -> int:
     runs = compare.find_runs(args.runs)
     output = args.output or default_output(args.runs, runs)
     ranked = compare.rank(runs.finished, args.rank_by) if args.rank_by else None  # a bad metric stops before writing
-    earlier = compare.claim_output(output)  # a directory of someone else's files stops it too
+    earlier = report_dir.claim_output(output)  # a directory of someone else's files stops it too
     written = compare.write_comparison(runs, output)
     if ranked:
         for place, (run, value) in enumerate(ranked, 1):
@@ -67,7 +67,7 @@ def write(args: argparse.Namespace) -> int:
         winner = output / "winner-config.yaml"
         shutil.copyfile(ranked[0][0] / "config.yaml", winner)
         written.append(winner)
-    compare.record_output(output, written, earlier)
+    report_dir.record_output(output, written, earlier)
     print(f"compared {len(runs.finished)} run(s)"
           + (f" ({len(runs.unfinished)} unfinished left out)" if runs.unfinished else "")
           + ": " + ", ".join(str(p) for p in written))

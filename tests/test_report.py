@@ -220,6 +220,34 @@ def test_a_run_named_twice_is_one_row_and_runs_of_one_name_keep_apart(tmp_path):
                                                                                "confusion-p2-run.png"]
 
 
+def test_runs_whose_parents_share_names_too_keep_apart_and_so_do_their_plots(tmp_path):
+    """/x/runs/a and /y/runs/a both showed as runs/a; b/c and b-c wrote one confusion-b-c.png (the second run's
+    matrix shown as the first's)."""
+    runs = [write_run(tmp_path / where, "minilm", f1) for where, f1 in (
+        ("x/runs/a", 0.3), ("y/runs/a", 0.2), ("b/c", 0.25), ("d/c", 0.15), ("e/b-c", 0.1))]
+    result = compare(*map(str, runs), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
+    assert [r["run"] for r in rows] == ["x/runs/a", "b/c", "y/runs/a", "d/c", "b-c"]  # best test F1 macro first
+    assert sorted(p.name for p in (tmp_path / "out").glob("confusion-*.png")) == [
+        "confusion-b-c-5.png", "confusion-b-c.png", "confusion-d-c.png", "confusion-x-runs-a.png",
+        "confusion-y-runs-a.png"]
+
+
+def test_runs_that_overwrite_moved_aside_are_left_out_of_a_directory_of_runs(tmp_path):
+    """A superseded trial (sweep/000.replaced-<time>) was compared, ranked, and could win: its config written as
+    winner-config.yaml."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "000-lr=1e-3", "minilm", 0.3)
+    aside = write_run(sweep / "000-lr=1e-3.replaced-20261207-060428", "minilm", 0.9)
+    result = compare(str(sweep), "--rank-by", "dev.f1_macro", "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert [r["run"] for r in csv.DictReader((tmp_path / "out" / "comparison.csv").open())] == ["000-lr=1e-3"]
+    assert "replaced" not in (tmp_path / "out" / "winner-config.yaml").read_text() + result.stdout
+    named = compare(str(aside), "--output", str(tmp_path / "named"))  # named itself, it is compared
+    assert named.returncode == 0, named.stderr
+
+
 def test_a_directory_without_runs_is_refused(tmp_path):
     result = compare(str(tmp_path))
     assert result.returncode == errors.EXIT_USAGE

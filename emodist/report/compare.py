@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emodist.rundir.contract import ASIDE
 from emodist.runtime.errors import UsageError
 
 SUMMARY = "summary.json"
@@ -73,12 +74,14 @@ class Runs:
 
 
 def find_runs(paths: list[Path]) -> Runs:
-    """The run directories named, or found one level inside a named directory (a study's runs)."""
+    """The run directories named, or found one level inside a named directory (a study's runs; not those that
+    --overwrite moved aside, superseded: name one to compare it)."""
     runs = Runs()
     for path in paths:
         if not path.is_dir():
             raise UsageError(f"{path}: no such directory: name run directories (runs/<run>) or a directory of runs")
-        candidates = [path] if _is_run(path) else sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+        candidates = [path] if _is_run(path) else sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p)
+                                                          and ASIDE not in p.name)
         if not candidates:
             raise UsageError(f"{path}: neither a run directory nor a directory of runs (no {SUMMARY} or config.yaml "
                              "in it or one level below)")
@@ -185,9 +188,16 @@ def _short(value) -> str:
 
 
 def display_names(runs: list[Path]) -> list[str]:
-    """A name per run for the table and the plots: its directory's name, with its parent's where two share one."""
+    """A name per run for the table and the plots: its directory's name, with as many of its parents as set it
+    apart where others share it (/x/runs/a and /y/runs/a: x/runs/a and y/runs/a)."""
+    parts = [run.absolute().parts for run in runs]
     names = [run.name for run in runs]
-    return [f"{run.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name for run in runs]
+    for depth in range(2, max(map(len, parts)) + 1):
+        shared = {name for name in names if names.count(name) > 1}
+        if not shared:
+            break
+        names = ["/".join(p[-depth:]) if name in shared else name for p, name in zip(parts, names, strict=True)]
+    return names
 
 
 def row(run: Path, summary: dict, label: str | None = None) -> dict:
@@ -229,39 +239,6 @@ def rank(runs: list[Path], metric: str) -> list[tuple[Path, float]]:
                              "rank by another dev score, e.g. dev.f1_macro")
         scored.append((run, float(value)))
     return sorted(scored, key=lambda item: item[1] if key in LOWER_IS_BETTER else -item[1])
-
-
-OWN = ".emodist-comparison"
-"""In a report directory: the files the comparison wrote there (JSON list), so that the next one may replace them."""
-
-
-def claim_output(output: Path) -> list[str]:
-    """The files an earlier comparison wrote in `output` (to replace), [] for a new or empty directory.
-    UsageError, with nothing written, when `output` holds anything else: a user's files are never replaced."""
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"--output {output} is a file: name a directory for the report")
-    own = output / OWN
-    try:
-        listed = json.loads(own.read_text(encoding="utf-8")) if own.is_file() else []
-    except (OSError, ValueError):
-        listed = []
-    # plain names of files in `output` only: an edited list must not reach outside it
-    earlier = [n for n in listed if isinstance(n, str) and n not in (".", "..", OWN) and Path(n).name == n] if (
-        isinstance(listed, list)) else []
-    others = sorted(p.name for p in output.iterdir() if p.name != OWN and p.name not in earlier) if output.is_dir() else []
-    if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise UsageError(f"--output {output} holds files an emodist comparison did not write there ({shown}): nothing "
-                         "was written or replaced; choose another --output, or empty that directory")
-    return earlier
-
-
-def record_output(output: Path, written: list[Path], earlier: list[str]) -> None:
-    """Name the comparison's files in `output` (OWN), and remove those of the earlier one it did not write again."""
-    names = [p.name for p in written]
-    for stale in set(earlier) - set(names):
-        (output / stale).unlink(missing_ok=True)
-    (output / OWN).write_text(json.dumps(sorted(names)) + "\n", encoding="utf-8")
 
 
 def write_comparison(runs: Runs, output: Path) -> list[Path]:

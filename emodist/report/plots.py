@@ -57,12 +57,16 @@ def comparison(runs: list[Path], summaries: list[dict], output: Path, names: lis
                split: str = "test") -> list[Path]:
     """The comparison's plots; `names`: one per run, unique (default: the runs' directory names)."""
     names = names or [r.name for r in runs]
+    stems: list[str] = []  # one file each: b/c and b-c would both write confusion-b-c.png
+    for name in names:
+        stem = name.replace("/", "-")
+        stems.append(stem if stem not in stems else f"{stem}-{len(stems) + 1}")
     return [
         f1_vs_throughput(names, summaries, output / "f1_vs_throughput.png", split),
         per_label_heatmap(names, summaries, output / "per_label_f1.png", split),
         curves([_records(r) for r in runs], names, output / "curves.png"),
-        *(confusion_grid(summary, output / f"confusion-{name.replace('/', '-')}.png", f"{name} ({split})", split)
-          for name, summary in zip(names, summaries, strict=True)),
+        *(confusion_grid(summary, output / f"confusion-{stem}.png", f"{name} ({split})", split)
+          for name, stem, summary in zip(names, stems, summaries, strict=True)),
     ]
 
 

@@ -304,11 +304,15 @@ def default_run_dir(cfg: RunConfig) -> str:
     return f"runs/{prefix}{cfg.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+ASIDE = ".replaced-"
+"""What a run moved aside by --overwrite has in its name: `<name>.replaced-<time>`."""
+
+
 def move_aside(path: Path) -> Path:
     """Rename `path` to a sibling `<name>.replaced-<time>` that does not exist yet; return it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(100):
-        aside = path.with_name(f"{path.name}.replaced-{stamp}" + (f"-{attempt}" if attempt else ""))
+        aside = path.with_name(f"{path.name}{ASIDE}{stamp}" + (f"-{attempt}" if attempt else ""))
         if not aside.exists():
             os.rename(path, aside)
             return aside
