@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,6 +80,41 @@ def test_a_bad_spec_is_refused_in_one_line_naming_the_file_and_key(tmp_path, con
         spec.load(path)
     assert str(refused.value).startswith(str(path)) and message in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_random_draws_stay_within_narrow_ranges_are_whole_for_whole_number_keys_and_never_repeat(tmp_path):
+    """Draws were rounded to 3 digits after sampling: a narrow range gave values outside it, all the same;
+    train.epochs drew 2.69, which the trial's config then refused; two trials could train the same model."""
+    narrow = spec.load(write_spec(tmp_path, method="random", trials=3, parameters={
+        "optim.warmup_ratio": {"min": 0.10051, "max": 0.10059}, "train.epochs": {"min": 1, "max": 4},
+        "optim.weight_decay": {"min": 0, "max": 1}}))
+    values = [dict(o.split("=", 1) for o in t.overrides) for t in narrow.trials]
+    assert all(0.10051 <= float(v["optim.warmup_ratio"]) <= 0.10059 for v in values)
+    assert len({v["optim.warmup_ratio"] for v in values}) == 3
+    assert {v["train.epochs"] for v in values} <= {"1", "2", "3", "4"}  # whole: the key is
+    assert any("." in v["optim.weight_decay"] for v in values)  # a float key's range is one of floats, bounds whole or not
+    with pytest.raises(UsageError) as refused:
+        spec.load(write_spec(tmp_path, method="random", trials=3, parameters={"train.loss": ["bce", "asl"]}))
+    assert re.search(r": trials 00\d and 00[12] draw the same values \(train\.loss=(bce|asl)\) and", str(refused.value))
+    assert str(refused.value).endswith("would train the same model: widen the ranges, draw fewer trials, or list "
+                                       "the values with method: grid")
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("parameters:\n  optim.lr: [1e-5, 2e-5]\n  optim.lr: [3e-4]\n", 6, "optim.lr is set a second time (first at {path}:5)"),
+    ("parameters:\n  optim.lr: [1e-5]\nparameters:\n  train.loss: [asl]\n", 6,
+     "parameters is set a second time (first at {path}:4)"),
+])
+def test_a_key_a_spec_names_twice_is_refused_naming_both_lines(tmp_path, text, line, message):
+    """PyYAML kept the last one, unsaid: the sweep ran a grid the user did not write."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("variant: minilm\nsmoke: true\nmethod: grid\n" + text, encoding="utf-8")
+    with pytest.raises(UsageError) as refused:
+        spec.load(path)
+    assert str(refused.value) == f"{path}:{line}: {message.format(path=path)}: keep one of them"
+    both = write_spec(tmp_path, fixed={"optim.lr": 1e-4}, parameters={"optim.lr": [1e-5, 1e-4]})
+    with pytest.raises(UsageError, match="optim.lr is both fixed and a parameter: keep it in one of them"):
+        spec.load(both)
 
 
 def test_a_range_written_as_yaml_reads_1e_4_is_a_range_of_numbers(tmp_path):

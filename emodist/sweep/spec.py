@@ -93,6 +93,8 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
     for section, keys in (("fixed", fixed), ("parameters", parameters)):
         for key in set(keys) & set(SPEC_LEVEL):
             raise UsageError(f"{where}: {section}.{key}: {SPEC_LEVEL[key]}")
+    for key in sorted(set(fixed) & set(parameters)):  # the parameter's value would win, unsaid
+        raise UsageError(f"{where}: {key} is both fixed and a parameter: keep it in one of them")
     if method == "grid":
         values = [_grid_values(key, spec, where) for key, spec in parameters.items()]
         drawn = [dict(zip(parameters, combo, strict=True)) for combo in itertools.product(*values)]
@@ -108,11 +110,34 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
     return sweep
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML keeps the last of a key a mapping names twice, unsaid (two `optim.lr:` lines, two `parameters:`
+    blocks): here it is an error naming both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise _Twice(key, seen[key], key_node.start_mark.line + 1)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+class _Twice(Exception):
+    def __init__(self, key: str, first: int, second: int):
+        super().__init__(key)
+        self.key, self.first, self.second = key, first, second
+
+
 def _read(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys)  # noqa: S506 - a SafeLoader
     except OSError as err:
         raise UsageError(f"{path}: cannot read the sweep spec ({err.strerror or err})") from None
+    except _Twice as twice:
+        raise UsageError(f"{path}:{twice.second}: {twice.key} is set a second time (first at {path}:{twice.first}): "
+                         "keep one of them") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
@@ -156,7 +181,9 @@ def _grid_values(key: str, spec, where: str) -> list:
 
 def _random(parameters: dict, trials: int, seed, where: str) -> list[dict]:
     """`trials` draws of every parameter, seeded: a list is drawn from, a {min, max[, log]} range sampled
-    (uniform, or log-uniform), rounded to 3 significant digits so that names and configs stay readable."""
+    (uniform, or log-uniform): whole numbers for a whole-number key whose bounds are (train.epochs: {min: 1,
+    max: 4}), else rounded to 3 significant digits (more where a narrow range needs them) so that names and
+    configs stay readable. Two trials that draw the same values would train the same model: refused."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UsageError(f"{where}: seed: {seed!r}: expected a whole number")
     for key, spec in parameters.items():
@@ -170,16 +197,22 @@ def _random(parameters: dict, trials: int, seed, where: str) -> list[dict]:
         elif not isinstance(spec, list) or not spec:
             raise UsageError(f"{where}: parameters.{key}: expected a list of values or a range {{min, max, log}}")
     rng = random.Random(seed)
-    drawn = []
+    types = config.field_docs()
+    drawn: list[dict] = []
     for _ in range(trials):
         chosen = {}
         for key, spec in parameters.items():
             if isinstance(spec, list):
                 chosen[key] = rng.choice(spec)
-            elif spec.get("log"):
-                chosen[key] = _round(math.exp(rng.uniform(math.log(spec["min"]), math.log(spec["max"]))))
-            else:
-                chosen[key] = _round(rng.uniform(spec["min"], spec["max"]))
+                continue
+            low, high = spec["min"], spec["max"]
+            value = math.exp(rng.uniform(math.log(low), math.log(high))) if spec.get("log") else rng.uniform(low, high)
+            whole = isinstance(low, int) and isinstance(high, int) and "int" in types.get(key, ("",))[0].split(" | ")
+            chosen[key] = round(value) if whole else _round(value, low, high)
+        if chosen in drawn:
+            raise UsageError(f"{where}: trials {drawn.index(chosen):03d} and {len(drawn):03d} draw the same values "
+                             f"({', '.join(f'{k}={_text(v)}' for k, v in chosen.items())}) and would train the same "
+                             "model: widen the ranges, draw fewer trials, or list the values with method: grid")
         drawn.append(chosen)
     return drawn
 
@@ -196,8 +229,13 @@ def _number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _round(value: float) -> float:
-    return float(f"{value:.3g}")
+def _round(value: float, low: float, high: float) -> float:
+    """`value` to 3 significant digits, or to as many more as keep it within [low, high]."""
+    for digits in range(3, 18):
+        rounded = float(f"{value:.{digits}g}")
+        if low <= rounded <= high:
+            return rounded
+    return value
 
 
 def _text(value) -> str:
