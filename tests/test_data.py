@@ -221,6 +221,23 @@ def test_jsonl_and_csv_layouts(tmp_path):
     np.testing.assert_array_equal(loaded.splits["train"].targets, [[0, 1, 0], [1, 0, 1]])
 
 
+def test_labels_no_train_example_carries_are_named(tmp_path):
+    """A label of labels.txt that only dev and test carry was trained on without a word."""
+    directory = tmp_path / "c"
+    directory.mkdir()
+    (directory / "labels.txt").write_text("joy\nanger\ndisgust\n")
+    (directory / "train.csv").write_text("text,labels\nyay,joy\ngrr,anger\n")
+    for split in ("dev", "test"):
+        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\newww,disgust\n")
+    loaded = load_dir(directory)
+    assert data.untrained_labels(loaded) == ["disgust"]
+    assert data.untrained_warning(loaded) == (
+        "1 of 3 labels have no train examples (disgust): the model cannot learn them, and they score 0 F1; add train "
+        "examples of them, or leave them out of the label set")
+    (directory / "train.csv").write_text("text,labels\nyay,joy\ngrr,anger\newww,disgust\n")
+    assert data.untrained_warning(load_dir(directory)) is None
+
+
 def test_two_files_for_one_split_or_two_formats_are_refused(tmp_path):
     """dev.csv was read and validation.csv beside it ignored; train.jsonl was chosen over a whole CSV set."""
     directory = tmp_path / "c"

@@ -213,6 +213,17 @@ def test_the_warning_names_five_labels_and_counts_the_rest():
     assert some.startswith("3 of 8 labels score on dev")  # fewer than half: not "barely learned"
 
 
+def test_labels_without_train_examples_are_not_told_to_train_longer():
+    """A label only dev and test carry scored as unlearned, and the line said to train longer: it cannot help."""
+    names = ["joy", "anger", "disgust"]
+    warning = thresholds.warning({"per_label": dict.fromkeys(names, 0.5), "unlearned": ["anger", "disgust"],
+                                  "no_train_positives": ["disgust"]})
+    assert warning == ("1 label(s) have no train examples (disgust): the model cannot learn them; add train examples "
+                       "of them, or leave them out of the label set; 1 of 3 labels score on dev no better than "
+                       "labelling every text with them (anger), so what it says of them is close to a guess; train "
+                       "longer (train.epochs, train.max_steps) or check optim.lr")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Objectives (train.threshold_objective)
 

@@ -77,6 +77,22 @@ def shared_warning(splits: dict[str, Split], shared: dict[str, int]) -> str | No
             "read high; keep each text in one split")
 
 
+def untrained_labels(data: EmotionData) -> list[str]:
+    """The labels no train example carries (absent from train, or cut out with data.max_train_examples): the model
+    cannot learn them, and they score 0 F1 whatever it is trained for."""
+    counts = data.splits["train"].targets.sum(axis=0)
+    return [label for label, count in zip(data.labels, counts, strict=True) if not count]
+
+
+def untrained_warning(data: EmotionData) -> str | None:
+    """One line naming the labels no train example carries, else None."""
+    if not (untrained := untrained_labels(data)):
+        return None
+    shown = ", ".join(untrained[:5]) + (f" and {len(untrained) - 5} more" if len(untrained) > 5 else "")
+    return (f"{len(untrained)} of {len(data.labels)} labels have no train examples ({shown}): the model cannot learn "
+            "them, and they score 0 F1; add train examples of them, or leave them out of the label set")
+
+
 def _fingerprint(*parts: str | bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:

@@ -157,9 +157,14 @@ def _jaccard_moving(positive: np.ndarray, probabilities: np.ndarray, chosen: np.
 
 def warning(tuned: dict) -> str | None:
     """One line on the labels the dev scores say the model has not learned (None when it learned them all)."""
-    unlearned, unseen = tuned.get("unlearned") or [], tuned.get("no_dev_positives") or []
+    untrained = tuned.get("no_train_positives") or []
+    unlearned = [name for name in tuned.get("unlearned") or [] if name not in untrained]
+    unseen = tuned.get("no_dev_positives") or []
     total = len(tuned["per_label"])
     parts = []
+    if untrained:  # no training fixes these: their examples are missing
+        parts.append(f"{len(untrained)} label(s) have no train examples ({_some(untrained)}): the model cannot learn "
+                     "them; add train examples of them, or leave them out of the label set")
     if unlearned:
         barely = "the model has barely learned: " if len(unlearned) >= total / 2 else ""
         parts.append(f"{barely}{len(unlearned)} of {total} labels score on dev no better than labelling every "

@@ -31,6 +31,8 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     test, test_logits, test_targets = run_eval(s, "test", prefix="test")
     tuned = thresholds.tune(dev_targets, expit(dev_logits), s.labels, s.cfg.train.threshold_objective,
                             bootstrap=s.cfg.train.threshold_bootstrap, seed=s.cfg.train.seed)
+    if untrained := data_mod.untrained_labels(data):  # said beside the labels the dev scores call unlearned
+        tuned["no_train_positives"] = untrained
     cut = thresholds.for_labels(tuned, s.labels)
     dev_tuned = evaluation.score(dev_logits, dev_targets, s.labels, cut)  # what model selection reads (sweeps)
     test_tuned = evaluation.score(test_logits, test_targets, s.labels, cut)

@@ -226,8 +226,9 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
     shared = data_mod.shared_with_train(data.splits)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
         cfg, accelerator, topology, built, data, plan, pos_weight, memory_plan, shared))
-    if warning := data_mod.shared_warning(data.splits, shared):
-        console.print(f"emodist: warning: {warning}")
+    for warning in (data_mod.shared_warning(data.splits, shared), data_mod.untrained_warning(data)):
+        if warning:
+            console.print(f"emodist: warning: {warning}")
     main = accelerator.is_main_process
     s = Session(cfg=cfg, accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler,
                 loaders=loaders, labels=data.labels, plan=plan, topology=topology, run=run, console=console,
