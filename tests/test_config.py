@@ -285,6 +285,10 @@ RULES = [  # (variant, failing overrides, the refusal, passing overrides)
      ["data.dataset=semeval2018"]),
     ("distilbert", ["data.dataset=jsonl"], "data.data_dir: is needed for data.dataset=jsonl: pass --data-dir DIR",
      ["data.dataset=synthetic"]),
+    # the model trained on the label names and scored F1 0.9975
+    ("distilbert", ["data.text_column=labels"], "data.text_column: is data.label_column too ('labels'): a model given "
+     "its labels as its text learns nothing to use; name the column that holds the texts [override "
+     "'data.text_column=labels']", ["data.text_column=labels", "data.label_column=tags"]),
 ]
 
 

@@ -47,6 +47,9 @@ def problems(cfg: RunConfig) -> list[tuple[str, str]]:
          "directory, as --data-dir does, or drop data.data_dir"),
         ("data.data_dir", d.data_dir is not None and not is_dir(d.data_dir),
          f"{d.data_dir} is not a directory"),
+        ("data.text_column", d.text_column == d.label_column,
+         f"is data.label_column too ({d.text_column!r}): a model given its labels as its text learns nothing to use; "
+         "name the column that holds the texts"),
         ("optim.lr", o.lr <= 0, "must be > 0"),
         ("optim.head_lr", o.head_lr is not None and o.head_lr <= 0, "must be > 0 (or unset)"),
         ("optim.head_lr", o.head_lr is not None and not m.head_modules,
