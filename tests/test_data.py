@@ -707,5 +707,7 @@ def test_a_csv_error_names_the_line_that_holds_it(tmp_path):
         (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
     dev = directory / "dev.csv"
     dev.write_bytes(b'text,labels\nyay,joy\n"two\nlines",joy\nsay \rhi,joy\n')
-    assert refusal(directory) == (f"{dev}:5: not valid CSV (new-line character seen in unquoted field - do you need "
-                                  "to open the file in universal-newline mode?)")
+    assert refusal(directory) == (f"{dev}:5: a carriage return (\\r) outside quotes (old Mac line endings?): save the "
+                                  "file with \\n line endings")  # csv's own: "open the file in universal-newline mode"
+    dev.write_bytes(b"text,labels\ryay,joy\r")  # a whole file of them
+    assert refusal(directory).startswith(f"{dev}:1: a carriage return (\\r) outside quotes")

@@ -210,8 +210,9 @@ def _csv_records(path: Path, columns: tuple[str, ...] = ()) -> Iterator[tuple[in
                 raise _row_error(path, reader.line_num, f"{width} columns in the header, {width + len(row[None])} "
                                  'fields here: quote a text that holds a comma, e.g. "I love it, really"')
             yield reader.line_num, row
-    except csv.Error as err:
-        raise _row_error(path, read, f"not valid CSV ({err})") from None
+    except csv.Error as err:  # csv's advice for a lone \r, "open the file in universal-newline mode", is not the user's
+        raise _row_error(path, read, f"not valid CSV ({err})" if "new-line character" not in str(err) else "a carriage "
+                         "return (\\r) outside quotes (old Mac line endings?): save the file with \\n line endings") from None
 
 
 def _check_header(path: Path, names: list[str], columns: tuple[str, ...]) -> None:
@@ -264,8 +265,7 @@ def _label_names(value, path: Path, lineno: int) -> list[str]:
             except json.JSONDecodeError:
                 raise _row_error(path, lineno, f"label list {text!r} is not valid JSON") from None
         else:
-            for separator in ",;|":
-                text = text.replace(separator, ",")
+            text = text.replace(";", ",").replace("|", ",")
             return [name.strip() for name in text.split(",") if name.strip()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return [v.strip() for v in value if v.strip()]
