@@ -358,3 +358,22 @@ def test_a_moved_smoke_lora_run_predicts_with_its_own_base(smoke_runs, tmp_path)
     texts = ["we felt scared", "what a lovely day", "i am so angry"]
     ours = Classifier.load(moved / "model", precision="fp32").probabilities(texts)
     np.testing.assert_allclose(ours, Classifier.load(source / "model", precision="fp32").probabilities(texts), atol=1e-6)
+
+
+def test_texts_a_byte_level_tokenizer_cuts_are_counted_as_truncated():
+    """Only texts of more characters than max_length were tokenized to count the cut ones: a byte-level BPE (or
+    Mistral's and Gemma's byte fallback) spends four tokens on an emoji, so 100 emoji (400 tokens) counted 0."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(["<pad>", *alphabet])}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>")
+    model = BertForSequenceClassification(BertConfig(vocab_size=300, hidden_size=8, num_hidden_layers=1,
+                                                     num_attention_heads=1, intermediate_size=8, num_labels=2))
+    classifier = Classifier(model, fast, np.full(2, 0.5), max_length=128)
+    emoji = "\U0001F600" * 100
+    assert len(fast(emoji)["input_ids"]) == 400
+    assert classifier.truncated([emoji, "fine", "x" * 100]) == 1

@@ -102,9 +102,10 @@ class Classifier:
         return out
 
     def truncated(self, texts: Sequence[str]) -> int:
-        """How many of `texts` are longer than max_length tokens (their ends are not read). Only texts of
-        more characters than that can be: every token covers at least one character."""
-        long = [t for t in texts if len(t) > self.max_length - 4]
+        """How many of `texts` are longer than max_length tokens (their ends are not read). Only texts of more
+        UTF-8 bytes than that can be: every token covers at least one byte (a byte-level BPE, or a byte fallback,
+        may spend four tokens on one character: an emoji), besides the few special ones."""
+        long = [t for t in texts if len(t.encode("utf-8")) > self.max_length - 4]
         if not long:
             return 0
         return sum(len(ids) > self.max_length for ids in self.tokenizer(long)["input_ids"])
