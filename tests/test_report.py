@@ -141,6 +141,21 @@ def test_runs_of_another_data_set_are_refused(tmp_path):
     assert result.returncode == errors.EXIT_USAGE and "differ in their dataset" in result.stderr
 
 
+def test_one_data_set_in_two_folders_compares_by_its_test_fingerprint(tmp_path):
+    """A csv data set's name is its folder's: a copy of it in another folder was refused as another data set."""
+    a = write_run(tmp_path / "a", "distilbert", 0.3, dataset="csv1")
+    b = write_run(tmp_path / "b", "minilm", 0.2, dataset="csv1copy")
+    for run, fingerprint in ((a, "aaaa1111"), (b, "aaaa1111")):
+        summary = json.loads((run / "summary.json").read_text())
+        summary["splits"] = {"test": {"examples": 5, "fingerprint": fingerprint}}
+        (run / "summary.json").write_text(json.dumps(summary))
+    assert compare(str(a), str(b), "--output", str(tmp_path / "out")).returncode == 0
+    summary["splits"]["test"]["fingerprint"] = "bbbb2222"  # b's test set is another one
+    (b / "summary.json").write_text(json.dumps(summary))
+    result = compare(str(a), str(b), "--output", str(tmp_path / "out2"))
+    assert result.returncode == errors.EXIT_USAGE and "differ in their test set" in result.stderr
+
+
 def test_runs_scored_on_different_test_sets_are_refused_and_the_table_shows_the_counts(tmp_path):
     a = write_run(tmp_path / "a", "distilbert", 0.3)
     b = write_run(tmp_path / "b", "minilm", 0.2)

@@ -162,19 +162,20 @@ def checked_summary(where: Path, summary) -> dict:
 
 
 def check_comparable(runs: list[Path], summaries: list[dict]) -> None:
-    """Refuse runs trained on different data sets or label sets, or scored on different test sets: their
-    scores do not compare. Test sets compare by their fingerprint (examples and labels), or, for runs that
-    did not record one, by their size."""
+    """Refuse runs scored on different test sets or label sets: their scores do not compare. Test sets compare
+    by their fingerprint (examples and labels: one data set in two folders is one), or, for runs that did not
+    record one, by their data set's name and their size."""
     fingerprints = [(s.get("splits") or {}).get("test", {}).get("fingerprint") for s in summaries]
-    test_set = ("test set", [f"{s['test'].get('num_examples')} examples" + (f", {f[:8]}" if f else "")
-                             for s, f in zip(summaries, fingerprints, strict=True)])
-    if not all(fingerprints):
-        test_set = ("test set size", [f"{s['test'].get('num_examples')} examples" for s in summaries])
-    for key, values in (("dataset", [s["dataset"] for s in summaries]), ("labels", [s["labels"] for s in summaries]),
-                        test_set):
+    sizes = [f"{s['test'].get('num_examples')} examples" for s in summaries]
+    checks = [("labels", [s["labels"] for s in summaries])]
+    if all(fingerprints):
+        checks.append(("test set", [f"{size}, {f[:8]}" for size, f in zip(sizes, fingerprints, strict=True)]))
+    else:
+        checks = [("dataset", [s["dataset"] for s in summaries]), *checks, ("test set size", sizes)]
+    for key, values in checks:
         groups: dict[str, list[str]] = {}
-        for run, value in zip(runs, values, strict=True):
-            groups.setdefault(json.dumps(value), []).append(run.name)
+        for name, value in zip(display_names(runs), values, strict=True):
+            groups.setdefault(json.dumps(value), []).append(name)
         if len(groups) > 1:
             kinds = "; ".join(f"{', '.join(names)}: {_short(json.loads(value))}" for value, names in groups.items())
             raise UsageError(f"these runs differ in their {key}, so their scores do not compare ({kinds}): "
