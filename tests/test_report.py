@@ -113,8 +113,17 @@ def test_ranking_by_a_score_no_run_reports_lists_those_they_do(tmp_path):
     assert [run.name for run, _ in comparing.rank(runs, "dev.f1_macro")] == ["a", "b"]
     with pytest.raises(errors.UsageError) as typo:
         comparing.rank(runs, "dev.f1_marco")
-    assert str(typo.value) == ("--rank-by dev.f1_marco: no run reports dev.f1_marco: dev holds f1_macro, f1_micro, "
-                               "precision_micro, recall_micro, subset_accuracy")
+    holds = "f1_macro, f1_micro, precision_micro, recall_micro, subset_accuracy"
+    assert str(typo.value) == f"--rank-by dev.f1_marco: dev.f1_marco is reported by no run: dev holds {holds}"
+    with pytest.raises(errors.UsageError) as size:  # reported by every run, and no score
+        comparing.rank(runs, "dev.num_examples")
+    assert str(size.value) == f"--rank-by dev.num_examples: dev.num_examples is the split's size, no score: dev holds {holds}"
+    for metric, why in (("f1_macro", "name the split and the score"), ("dev.", "name the split and the score"),
+                        ("test.f1_macro", "choosing a model by its test score leaves no unbiased test score to report")):
+        with pytest.raises(errors.UsageError) as refused:
+            comparing.rank(runs, metric)
+        assert str(refused.value) == (f"--rank-by {metric}: rank on a dev score (dev.KEY or dev_tuned.KEY, e.g. "
+                                      f"dev_tuned.f1_macro): {why}")
     summary = json.loads((runs[1] / "summary.json").read_text())
     del summary["dev"]["subset_accuracy"]  # one run lacks what the other reports: named as an older run
     (runs[1] / "summary.json").write_text(json.dumps(summary))

@@ -226,13 +226,16 @@ def rank(runs: list[Path], metric: str) -> list[tuple[Path, float]]:
     for a test metric or a run without the metric."""
     split, _, key = metric.partition(".")
     if split not in ("dev", "dev_tuned") or not key:
+        why = ("choosing a model by its test score leaves no unbiased test score to report" if split.startswith("test")
+               else "name the split and the score")
         raise UsageError(f"--rank-by {metric}: rank on a dev score (dev.KEY or dev_tuned.KEY, e.g. dev_tuned.f1_macro): "
-                         "choosing a model by its test score leaves no unbiased test score to report")
+                         f"{why}")
     scored, summaries = [], load_summaries(runs)
     known = sorted({name for summary in summaries for name, value in (summary.get(split) or {}).items()
                     if _is_number(value) and name != "num_examples"})
     if known and key not in known:  # a typo, not an old run
-        raise UsageError(f"--rank-by {metric}: no run reports {split}.{key}: {split} holds {', '.join(known)}")
+        what = "is the split's size, no score" if key == "num_examples" else "is reported by no run"
+        raise UsageError(f"--rank-by {metric}: {split}.{key} {what}: {split} holds {', '.join(known)}")
     for run, summary in zip(runs, summaries, strict=True):
         value = (summary.get(split) or {}).get(key)
         if not _is_number(value):
