@@ -23,11 +23,11 @@ the smoke run's first 64 test texts: 0.046 and 0.0034; on the smoke set of 2026-
 longer repeat train texts, 0.040 and 0.0034; every text given the same labels both times)."""
 
 
-def run_script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_script(name: str, *args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     import os
 
     environ = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
-    return subprocess.run([sys.executable, str(ROOT / "launch" / name), *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, str(ROOT / "launch" / name), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600, env=environ)
 
 
@@ -168,6 +168,19 @@ def test_a_push_sends_only_an_export_of_the_run_as_it_is_now(exports, tmp_path):
     result = dry_run(qlora_out, qlora_run)
     assert result.returncode == 0, result.stderr
     assert "adapter/adapter_config.json" in result.stdout
+
+
+def test_a_run_exported_from_inside_it_is_named_in_its_card(smoke_runs, tmp_path):
+    """`export.py .` wrote a card titled `# ` whose pipeline line read model=""."""
+    import shutil
+
+    source, _ = smoke_runs("distilbert")
+    run_dir = tmp_path / "my-run"
+    shutil.copytree(source, run_dir)
+    result = run_script("export.py", ".", cwd=run_dir)
+    assert result.returncode == 0, result.stderr
+    card = (run_dir / "export" / "README.md").read_text()
+    assert "\n# my-run\n" in card and 'model="my-run"' in card
 
 
 def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_path):
