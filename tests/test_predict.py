@@ -377,3 +377,25 @@ def test_texts_a_byte_level_tokenizer_cuts_are_counted_as_truncated():
     emoji = "\U0001F600" * 100
     assert len(fast(emoji)["input_ids"]) == 400
     assert classifier.truncated([emoji, "fine", "x" * 100]) == 1
+
+
+def test_an_output_that_is_a_device_is_written_and_never_removed(smoke_runs, tmp_path):
+    """--output /dev/stdout (or /dev/null, a named pipe) was refused as a file that exists; a stopped predict
+    removes an output holding no record, which must never reach a device or a pipe."""
+    import os
+
+    from emodist.serve import textio
+
+    run_dir, _ = smoke_runs("distilbert")
+    result = predict(str(run_dir / "model"), "so glad", "--output", "/dev/stdout")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["so glad"]
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # so that opening it to write does not wait
+    try:
+        writer = textio.Writer(textio.open_output(str(pipe)), ["joy"], "jsonl")
+        writer.abandon(total=3)  # stopped before its first record
+    finally:
+        os.close(reader)
+    assert pipe.exists()

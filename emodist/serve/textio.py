@@ -201,9 +201,9 @@ class Writer:
     def abandon(self, total: int) -> None:
         """After a failure or a stop: an output file is cut back to its whole records, and removed when it holds
         none; what it keeps is said on stderr. Standard output is left as it is."""
-        if self.stream is sys.stdout:
+        path = Path(getattr(self.stream, "name", ""))
+        if self.stream is sys.stdout or not path.is_file():  # a device or a pipe (--output /dev/stdout): as it is
             return
-        path = Path(self.stream.name)
         with contextlib.suppress(OSError):
             self.stream.close()  # on a full disk its unwritten tail fails to flush, and goes
         if not self.done:
@@ -216,11 +216,13 @@ class Writer:
 
 
 def open_output(path: str | None) -> TextIO:
-    """Standard output for None, else the new file `path` (an existing file is refused: nothing is overwritten)."""
+    """Standard output for None, else the new file `path` (an existing file is refused: nothing is overwritten),
+    or a device or pipe that exists (/dev/stdout, a named pipe)."""
     if path is None:
         return sys.stdout
     try:
-        return open(path, "x", encoding="utf-8", newline="")  # noqa: SIM115 - open for the whole run
+        device = Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir()
+        return open(path, "w" if device else "x", encoding="utf-8", newline="")  # noqa: SIM115 - open for the whole run
     except FileExistsError:
         raise UsageError(f"--output {path} exists: choose a new file (nothing is overwritten)") from None
     except OSError as err:
