@@ -231,11 +231,23 @@ def test_labels_no_train_example_carries_are_named(tmp_path):
         (directory / f"{split}.csv").write_text("text,labels\nyay,joy\newww,disgust\n")
     loaded = load_dir(directory)
     assert data.untrained_labels(loaded) == ["disgust"]
-    assert data.untrained_warning(loaded) == (
+    assert data.label_warnings(loaded) == [
         "1 of 3 labels have no train examples (disgust): the model cannot learn them, and they score 0 F1; add train "
-        "examples of them, or leave them out of the label set")
+        "examples of them, or leave them out of the label set"]
     (directory / "train.csv").write_text("text,labels\nyay,joy\ngrr,anger\newww,disgust\n")
-    assert data.untrained_warning(load_dir(directory)) is None
+    assert data.label_warnings(load_dir(directory)) == []
+
+
+def test_label_names_that_differ_only_in_case_are_warned_of(tmp_path):
+    """A one-off `Anger` in train became a label of its own, without a word; test never carries it."""
+    directory = tmp_path / "c"
+    directory.mkdir()
+    (directory / "train.csv").write_text("text,labels\nyay,joy\ngrr,anger\nugh,Anger\n")
+    for split in ("dev", "test"):
+        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\ngrr,anger\n")
+    assert data.label_warnings(load_dir(directory)) == [
+        "labels 'Anger' and 'anger' differ only in case: each is a label of its own; if one is a typo, write it as "
+        "the other in the data"]
 
 
 def test_two_files_for_one_split_or_two_formats_are_refused(tmp_path):

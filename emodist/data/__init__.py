@@ -32,15 +32,15 @@ from emodist.data.sets import (
     Split,
     fingerprint_texts,
     identity,
+    label_warnings,
     shared_warning,
     shared_with_train,
     split_fingerprint,
     untrained_labels,
-    untrained_warning,
 )
 from emodist.data.synthetic import SYNTHETIC_CUES, synthetic
 from emodist.data.tokens import collator, lengths, tokenize
 
 __all__ = ["GROUPINGS", "PACKED_MULTIPLE", "SPLITS", "SYNTHETIC_CUES", "EmotionData", "PackedCollator", "Split",
-           "collator", "detect", "fingerprint_texts", "group", "identity", "lengths", "load", "shared_warning",
-           "shared_with_train", "split_fingerprint", "synthetic", "tokenize", "untrained_labels", "untrained_warning"]
+           "collator", "detect", "fingerprint_texts", "group", "identity", "label_warnings", "lengths", "load", "shared_warning",
+           "shared_with_train", "split_fingerprint", "synthetic", "tokenize", "untrained_labels"]

@@ -84,13 +84,22 @@ def untrained_labels(data: EmotionData) -> list[str]:
     return [label for label, count in zip(data.labels, counts, strict=True) if not count]
 
 
-def untrained_warning(data: EmotionData) -> str | None:
-    """One line naming the labels no train example carries, else None."""
-    if not (untrained := untrained_labels(data)):
-        return None
-    shown = ", ".join(untrained[:5]) + (f" and {len(untrained) - 5} more" if len(untrained) > 5 else "")
-    return (f"{len(untrained)} of {len(data.labels)} labels have no train examples ({shown}): the model cannot learn "
-            "them, and they score 0 F1; add train examples of them, or leave them out of the label set")
+def label_warnings(data: EmotionData) -> list[str]:
+    """One line each on the label set: the labels no train example carries, the names that differ only in case
+    (a typo, `Anger` beside `anger`, is a label of its own, which test may never carry: F1 0 in macro-F1)."""
+    warnings = []
+    if untrained := untrained_labels(data):
+        shown = ", ".join(untrained[:5]) + (f" and {len(untrained) - 5} more" if len(untrained) > 5 else "")
+        warnings.append(f"{len(untrained)} of {len(data.labels)} labels have no train examples ({shown}): the model "
+                        "cannot learn them, and they score 0 F1; add train examples of them, or leave them out of the "
+                        "label set")
+    folded: dict[str, list[str]] = {}
+    for label in data.labels:
+        folded.setdefault(label.casefold(), []).append(label)
+    if twins := [" and ".join(map(repr, names)) for names in folded.values() if len(names) > 1]:
+        warnings.append(f"labels {'; '.join(twins)} differ only in case: each is a label of its own; if one is a "
+                        "typo, write it as the other in the data")
+    return warnings
 
 
 def _fingerprint(*parts: str | bytes) -> str:
