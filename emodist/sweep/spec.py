@@ -118,7 +118,9 @@ class _UniqueKeys(yaml.SafeLoader):
         seen: dict = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str) and key in seen:
+            if not isinstance(key, str):  # a key of another kind: the spec's own checks name it
+                continue
+            if key in seen:
                 raise _Twice(key, seen[key], key_node.start_mark.line + 1)
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
