@@ -143,6 +143,10 @@ def test_refusals_are_one_line_and_an_existing_output_is_kept(smoke_runs, tmp_pa
     assert error_lines(result) == [f"emodist: error: {tmp_path}: no model here (no config.json in it or in "
                                    f"{tmp_path / 'model'}): pass a run's model/ directory, a run directory, or an "
                                    "exported model"]
+    base = run_dir / "smoke-base"  # labelled LABEL_0, LABEL_1, ... by an untrained model, with only a note
+    assert error_lines(predict(str(base), "hello")) == [
+        f"emodist: error: {base}: the random base a --smoke run started from, not a trained model: pass the run, "
+        f"{run_dir}"]
     latin = tmp_path / "latin.txt"
     latin.write_bytes("fine\ncaf\xe9 au lait\n".encode("latin-1"))
     result = predict(str(run_dir / "model"), "--file", str(latin))

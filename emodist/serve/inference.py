@@ -159,6 +159,9 @@ def device_of(name: str) -> torch.device:
 
 def model_dir_of(path: Path) -> Path:
     """The exported model directory `path` names: itself, or the model/ of a run directory."""
+    if path.name == "smoke-base" and (path.parent / "model").is_dir():  # the untrained random base of a --smoke run
+        raise UsageError(f"{path}: the random base a --smoke run started from, not a trained model: pass the run, "
+                         f"{path.parent}")
     for candidate in (path, path / "model"):
         if (candidate / "config.json").is_file():
             return candidate
