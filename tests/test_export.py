@@ -14,6 +14,7 @@ import yaml
 from conftest import ROOT, error_lines, read_summary
 
 from emodist import config, data
+from emodist.serve import export
 
 PUSH_ENV = {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "HF_TOKEN_PATH": "/nonexistent/emodist-test/token"}
 """No hub token: neither in the environment nor the file `hf auth login` writes."""
@@ -72,7 +73,12 @@ def test_the_model_card_carries_the_runs_scores_and_thresholds(exports):
     summary = read_summary(run_dir)
     card = (out / "README.md").read_text(encoding="utf-8")
     meta = yaml.safe_load(card.split("---")[1])
-    assert meta["pipeline_tag"] == "text-classification" and meta["base_model"] == summary["base_model"]
+    assert meta["pipeline_tag"] == "text-classification"
+    # a smoke run's weights are random: the hub would list it as a fine-tune of distilbert-base-uncased
+    assert "base_model" not in meta and "a tiny randomly initialised model of `distilbert-base-uncased`'s" in card
+    real = export.model_card({**summary, "smoke": False}, config.load(config_file=str(run_dir / "config.yaml")), "x")
+    assert yaml.safe_load(real.split("---")[1])["base_model"] == summary["base_model"]
+    assert "Trained with emodist from `distilbert-base-uncased`" in real
     metrics = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert metrics["F1 micro (tuned thresholds)"] == round(summary["test_tuned"]["f1_micro"], 4)
     assert metrics["F1 macro (threshold 0.5)"] == round(summary["test"]["f1_macro"], 4)

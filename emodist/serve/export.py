@@ -147,7 +147,7 @@ def model_card(summary: dict, cfg, name: str, use: str | None = None) -> str:
 # {name}
 
 Multi-label emotion classifier: a text gets every label whose score reaches its threshold, so it can be
-joyful and surprised at once. Trained with emodist from `{summary['base_model']}`
+joyful and surprised at once. Trained with emodist from {_base(summary)}
 ({method}) on `{dataset}` ({len(summary['labels'])} labels).
 
 {use or _pipeline_use(name)}
@@ -206,7 +206,8 @@ def _card_metadata(summary: dict, name: str) -> dict:
     metrics += [{"type": "accuracy", "name": "exact match (tuned thresholds)", "value": round(tuned["subset_accuracy"], 4)}]
     return {
         "library_name": "transformers", "pipeline_tag": "text-classification",
-        "base_model": summary["base_model"], "datasets": [DATASETS.get(dataset, dataset)],
+        **({} if summary.get("smoke") else {"base_model": summary["base_model"]}),  # a smoke run's weights are random
+        "datasets": [DATASETS.get(dataset, dataset)],
         "tags": ["emodist", "emotion", "multi-label-classification", summary["method"]],
         "model-index": [{"name": name, "results": [{
             "task": {"type": "text-classification", "name": "Multi-label emotion classification"},
@@ -278,6 +279,14 @@ def check_token(repo_id: str) -> None:
         raise UsageError(f"--push-to-hub {repo_id}: no token: set HF_TOKEN (a write token from "
                          "huggingface.co/settings/tokens) or run `hf auth login`, or use --dry-run to see what would "
                          "be uploaded")
+
+
+def _base(summary: dict) -> str:
+    """What the card says the model was trained from: a --smoke run's base is a tiny random model of the base's
+    architecture, not its weights."""
+    if summary.get("smoke"):
+        return f"a tiny randomly initialised model of `{summary['base_model']}`'s architecture (`--smoke`: a test run)"
+    return f"`{summary['base_model']}`"
 
 
 def check_pushable(out_dir: Path, run_dir: Path) -> None:
