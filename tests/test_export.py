@@ -300,7 +300,6 @@ def test_a_sigterm_while_exporting_removes_the_staged_export(tmp_path):
     import signal
 
     from emodist.runtime import signals
-    from emodist.serve import export
 
     before = signal.getsignal(signal.SIGTERM)
     try:
