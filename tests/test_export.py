@@ -310,3 +310,15 @@ def test_a_sigterm_while_exporting_removes_the_staged_export(tmp_path):
     finally:
         signal.signal(signal.SIGTERM, before)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_model_s_files_are_told_from_a_user_s():
+    """What a QLoRA export copies into adapter/, and what a finish replaces in model/: a user's predictions in
+    model/ were copied into the export (and pushed), and a finish deleted a user's embeddings.bin."""
+    from emodist.serve.model_dir import model_files
+
+    model = ["adapter_config.json", "adapter_model.safetensors", "config.json", "tokenizer.json", "tokenizer.model",
+             "tokenizer_config.json", "special_tokens_map.json", "thresholds.json", "model-00001-of-00002.safetensors",
+             "model.safetensors.index.json", "vocab.txt", "chat_template.jinja"]
+    users = ["predictions.jsonl", "NOTES.md", "README.md", "embeddings.bin", "my-model.safetensors"]
+    assert model_files(model + users) == model

@@ -193,12 +193,14 @@ def test_a_corrupt_checkpoint_is_skipped_in_one_line_and_the_run_goes_on_from_th
         (run_copy / exported).mkdir()
     (run_copy / "model" / "NOTES.md").write_text("mine")  # a user's files in model/ were deleted by the new export
     (run_copy / "model" / "predicted").mkdir()
+    (run_copy / "model" / "embeddings.bin").write_bytes(b"mine")  # named like weights, and no model's
     result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=30", "--resume", "auto",
                     accelerate=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_copy / "model" / "NOTES.md").read_text() == "mine" and (run_copy / "model" / "predicted").is_dir()
-    assert (f"emodist: note: kept NOTES.md, predicted in {run_copy / 'model'}: files emodist did not write, from "
-            "before this finish") in " ".join(result.stdout.split())
+    assert (run_copy / "model" / "embeddings.bin").read_bytes() == b"mine"
+    assert (f"emodist: note: kept NOTES.md, embeddings.bin, predicted in {run_copy / 'model'}: files emodist did not "
+            "write, from before this finish") in " ".join(result.stdout.split())
     assert json.loads((run_copy / "model" / "thresholds.json").read_text()) == json.loads(
         (run_copy / "thresholds.json").read_text())  # the new finish's, not carried over
     assert (f"emodist: note: export, export-onnx hold the model of an earlier finish of this run, not this one: "

@@ -103,7 +103,11 @@ def finished_run(run_dir: Path) -> tuple[dict, object]:
 def _write(summary: dict, cfg, model_dir: Path, tmp: Path, card: str, max_shard_size: str | None,
            merge_dtype: str | None) -> None:
     if (model_dir / "adapter_config.json").is_file() and summary["quantization"] != "none":
-        shutil.copytree(model_dir, tmp / "adapter")
+        from emodist.serve.model_dir import model_files
+
+        (tmp / "adapter").mkdir()  # the adapter as trained: its files alone, not a user's beside them in model/
+        for name in model_files(p.name for p in model_dir.iterdir() if p.is_file()):
+            shutil.copy2(model_dir / name, tmp / "adapter" / name)
     model, tokenizer = merged_model(summary, model_dir, merge_dtype)
     model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
     tokenizer.save_pretrained(tmp)

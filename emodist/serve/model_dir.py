@@ -12,6 +12,7 @@ in both.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -146,26 +147,41 @@ def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig)
             raise NoSpace(f"no space left on the disk of {directory} while exporting the model ({format_bytes(free)} "
                           "were free); the partial export was removed and the final checkpoint is kept: free some "
                           "space, then run the same command with --resume auto to export it") from err
-        kept = _carry_over(directory, tmp) if directory.exists() else []
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
+        kept = _replace_model_files(directory, tmp) if directory.exists() else []
+        if not directory.exists():
+            tmp.rename(directory)
     accelerator.wait_for_everyone()
     return kept if accelerator.is_main_process else []
 
 
-def _carry_over(old: Path, new: Path) -> list[str]:
-    """Move the files of the `old` model directory that are not the model's into `new` (a user's notes, a
-    predict output written there); their names. The model's: what `new` holds by the same name, weights
-    (an earlier export's shards) and thresholds.json (written after the export, for the new weights)."""
-    kept = []
-    for path in sorted(old.iterdir()):
-        name = path.name
-        if (new / name).exists() or name == "thresholds.json" or name.endswith((".safetensors", ".index.json", ".bin")):
-            continue
-        path.rename(new / name)
-        kept.append(name)
-    return kept
+WEIGHTS = re.compile(r"(model|pytorch_model|adapter_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?")
+"""The weights files save_pretrained writes (an earlier export's shards among them)."""
+
+
+def model_files(names) -> list[str]:
+    """Those of `names` (files of a model/ directory) that emodist wrote there: what save_pretrained and the
+    tokenizer write, and thresholds.json; a user's own files (notes, a predict output) are not among them."""
+    ours = re.compile(r"(config|generation_config|adapter_config|tokenizer(_config)?|special_tokens_map|added_tokens"
+                      r"|thresholds)\.json|tokenizer\.model|vocab\.(txt|json)|merges\.txt|chat_template\.jinja")
+    return [name for name in names if ours.fullmatch(name) or WEIGHTS.fullmatch(name)]
+
+
+def _replace_model_files(directory: Path, new: Path) -> list[str]:
+    """Put the files of the fresh export `new` in place of the model's files of `directory`, the earlier export
+    (its thresholds.json too: the finish writes the new weights' after), and remove `new`; the names of the
+    files left in `directory` that emodist did not write. Those stay where they are throughout: a stop part
+    way leaves them, and the final checkpoint exports the model again."""
+    written = {p.name for p in new.iterdir()}
+    for name in {*model_files(p.name for p in directory.iterdir()), *written}:
+        target = directory / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    for name in written:
+        (new / name).rename(directory / name)
+    new.rmdir()
+    return sorted({p.name for p in directory.iterdir()} - written)
 
 
 def _save_pretrained(unwrapped, tokenizer, directory: Path, state_dict: dict, cfg: RunConfig) -> None:
