@@ -21,6 +21,7 @@ from emodist.runtime.errors import UsageError
 from emodist.serve.inference import Classifier
 from emodist.serve.textio import read_texts
 
+SHORT_ROW = "a row short of fields: a line break inside an unquoted text ends its row early; quote the text"
 CSV_FIX = ('quote a text that holds a comma or a quote, doubling its quotes: "she said ""hi"", then left"; or give one '
            "text per line in a .txt file")
 
@@ -307,6 +308,13 @@ def test_lines_end_at_a_newline_alone_and_a_long_csv_field_is_a_text(tmp_path):
     plain = tmp_path / "texts.txt"
     plain.write_text("felt happy\x0bbut sad\nok then\u2028fine\r\nlast\x85one", encoding="utf-8")
     assert read_texts(str(plain)).texts == ["felt happy\x0bbut sad", "ok then\u2028fine", "last\x85one"]
+    spaced = tmp_path / "spaced.csv"  # a blank or whitespace-only row is an empty entry, counted
+    spaced.write_text("id,text\n1,yay\n  \n\n3,grr\n", encoding="utf-8")
+    read = read_texts(str(spaced))
+    assert (read.texts, read.skipped) == (["yay", "grr"], 2)
+    nul = tmp_path / "nul.txt"  # a NUL in UTF-8 text is text: no UTF-16
+    nul.write_bytes(b"line one\nline two with \x00 nul\n")
+    assert read_texts(str(nul)).texts == ["line one", "line two with \x00 nul"]
     lines = tmp_path / "out.jsonl"
     lines.write_text(json.dumps({"text": "a\u2028b\x0cc"}, ensure_ascii=False) + "\n", encoding="utf-8")
     assert read_texts(str(lines)).texts == ["a\u2028b\x0cc"]
@@ -326,14 +334,18 @@ def test_lines_end_at_a_newline_alone_and_a_long_csv_field_is_a_text(tmp_path):
     ("a.jsonl", '{"body": "x\n', "{path}:1: not JSON (Unterminated string starting at column 10)"),
     # CSV read wrongly without a word: a text cut at its comma, a stray quote swallowing the rows after it
     ("a.csv", "id,body\n1,i felt happy, then sad\n", "{path}:2: 2 columns in the header, 3 field(s) here: " + CSV_FIX),
-    ("a.csv", "id,body\n1,x\n2\n", "{path}:3: 2 columns in the header, 1 field(s) here: " + CSV_FIX),
+    ("a.csv", "id,body\n1,x\n2\n", "{path}:3: 2 columns in the header, 1 field(s) here: " + SHORT_ROW),
+    ("a.csv", "id,body\n\n\n1,hello, world\n", "{path}:4: 2 columns in the header, 3 field(s) here: " + CSV_FIX),
+    ("a.csv", "id,body\n1,a\rb\n", "{path}:3: 2 columns in the header, 1 field(s) here: " + SHORT_ROW),
+    ("a.txt", "first\rsecond\rthird\r", "{path}:1: a carriage return (\\r) inside a line (old Mac line endings?): "
+     "save the file with \\n line endings"),  # read as one text
     ("a.csv", 'id,body\n1,x\n3,"quoted" she said\n', """{path}:3: not valid CSV (',' expected after '"'): """ + CSV_FIX),
     ("a.csv", 'id,body\n1,a\n5,"i felt happy\n6,x\n7,y\n', "{path}:3: not valid CSV (unexpected end of data): " + CSV_FIX),
     # UTF-16 decoded as UTF-8 text full of NULs; gzip advised to convert from latin1
-    ("a.txt", "we felt sad\nso sad\n".encode("utf-16"), "{path}:1: not UTF-8 text (UTF-16, or binary: it holds NUL "
-     "bytes); convert it first, e.g. iconv -f utf-16 -t utf-8 {path}"),
-    ("a.txt", "we felt sad\n".encode("utf-16-le"), "{path}:1: not UTF-8 text (UTF-16, or binary: it holds NUL "
-     "bytes); convert it first, e.g. iconv -f utf-16 -t utf-8 {path}"),
+    ("a.txt", "we felt sad\nso sad\n".encode("utf-16"), "{path}: UTF-16 text, not UTF-8 (UTF-8 decodes it as text "
+     "full of NUL bytes); convert it first, e.g. iconv -f utf-16 -t utf-8 {path}"),
+    ("a.txt", "we felt sad\n".encode("utf-16-le"), "{path}: UTF-16 text, not UTF-8 (UTF-8 decodes it as text full of "
+     "NUL bytes); convert it first, e.g. iconv -f utf-16 -t utf-8 {path}"),
     ("a.txt", gzip.compress(b"we felt sad\n"), "{path}: gzip-compressed, not text: decompress it first, e.g. gunzip -c {path}"),
 ])
 def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):
@@ -394,6 +406,12 @@ def test_an_output_that_is_a_device_is_written_and_never_removed(smoke_runs, tmp
     result = predict(str(run_dir / "model"), "so glad", "--output", "/dev/stdout")
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["so glad"]
+    redirected = tmp_path / "out.jsonl"  # /dev/stdout is then that file, which exists: it was refused
+    with redirected.open("w") as out:
+        result = subprocess.run([sys.executable, str(ROOT / "launch" / "predict.py"), str(run_dir / "model"), "so glad",
+                                 "--output", "/dev/stdout"], cwd=ROOT, stdout=out, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["text"] for line in redirected.read_text().splitlines()] == ["so glad"]
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
     reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # so that opening it to write does not wait

@@ -85,7 +85,7 @@ def read_texts(path: str | None, column: str = "text") -> Texts:
     elif suffix == ".jsonl":
         values = _jsonl_field(text, column, source)
     else:
-        values = _lines(text)
+        values = _lines(text, source)
     kept = [v for v in values if v.strip()]
     return Texts(kept, len(values) - len(kept), source)
 
@@ -97,49 +97,65 @@ def _decoded(raw: bytes, source: str) -> str:
 
     if raw.startswith(b"\x1f\x8b"):
         raise UsageError(f"{source}: gzip-compressed, not text: decompress it first, e.g. {convert('gunzip -c')}")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:  # UTF-16 decodes as UTF-8 text full of NULs
-        line = raw[:max(raw.find(b"\x00"), 0)].count(b"\n") + 1
-        raise UsageError(f"{source}:{line}: not UTF-8 text (UTF-16, or binary: it holds NUL bytes); convert it "
+    sample = raw[:4096]  # UTF-16 without its BOM: a NUL at every other byte of ASCII text
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or max(sample[0::2].count(0), sample[1::2].count(0)) > len(sample) // 4:
+        raise UsageError(f"{source}: UTF-16 text, not UTF-8 (UTF-8 decodes it as text full of NUL bytes); convert it "
                          f"first, e.g. {convert('iconv -f utf-16 -t utf-8')}")
     return utf8_text(raw, source, f"convert it first, e.g. {convert('iconv -f latin1 -t utf-8')}")
 
 
-def _lines(text: str) -> list[str]:
+def _lines(text: str, source: str) -> list[str]:
     """The lines of `text`, ended by \\n (or \\r\\n) alone: str.splitlines also breaks at \\v, \\f, \\x1c-\\x1e,
-    \\x85 and U+2028/9, which a text may hold (a line of JSON too)."""
+    \\x85 and U+2028/9, which a text may hold (a line of JSON too). UsageError for a carriage return inside a
+    line: a file of old Mac line endings would be read as one text."""
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if (at := next((number for number, line in enumerate(lines, 1) if "\r" in line), None)) is not None:
+        raise UsageError(f"{source}:{at}: {_LONE_CR}")
+    return lines
+
+
+_LONE_CR = "a carriage return (\\r) inside a line (old Mac line endings?): save the file with \\n line endings"
 
 
 def _csv_column(text: str, column: str, source: str) -> list[str]:
+    """The `column` field of each row ("" for a blank row); UsageError naming the line of a row that is not
+    valid CSV or has more or fewer fields than the header."""
     csv.field_size_limit(2**31 - 1)  # a long text is a text: csv's default refuses fields over 128 KiB
-    rows = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    try:
-        names = rows.fieldnames
-    except csv.Error as err:
-        raise UsageError(f"{source}:1: not valid CSV ({err}): {_CSV_FIX}") from None
-    if names is None or column not in names:
+    rows = csv.reader(io.StringIO(text, newline=""), strict=True)
+    end = 0  # the line the last row read ended on: the next one starts after it
+
+    def row_or_none():
+        nonlocal end
+        try:
+            row = next(rows, None)
+        except csv.Error as err:
+            cr = " (a carriage return outside quotes: old Mac line endings?)" if "new-line" in str(err) else ""
+            raise UsageError(f"{source}:{end + 1}: not valid CSV ({err}){cr}: {_CSV_FIX}") from None
+        start, end = end + 1, rows.line_num
+        return start, row
+
+    _, names = row_or_none()
+    if not names or column not in names:
         raise UsageError(f"{source}:1: no column {column!r} (columns: {', '.join(map(repr, names or []))}); "
                          "choose one with --column")
-    if names.count(column) > 1:  # DictReader would keep the last one's value, unsaid
+    if names.count(column) > 1:  # one of them would be read, unsaid
         raise UsageError(f"{source}:1: {names.count(column)} columns are named {column!r}: rename all but "
                          "the one to label, or choose another with --column")
     values = []
-    while True:
-        start = rows.line_num + 1  # the line the next row starts on (csv.Error comes with the one before)
-        try:
-            row = next(rows)
-        except StopIteration:
-            return values
-        except csv.Error as err:
-            raise UsageError(f"{source}:{start}: not valid CSV ({err}): {_CSV_FIX}") from None
-        if None in row or None in row.values():  # DictReader's places for fields beyond, or short of, the header's
-            fields = len(names) + len(row.get(None, [])) - sum(value is None for value in row.values())
-            raise UsageError(f"{source}:{start}: {len(names)} columns in the header, {fields} field(s) here: "
-                             f"{_CSV_FIX}")
-        values.append(row[column])
+    while (read := row_or_none())[1] is not None:
+        start, row = read
+        if not "".join(row).strip():  # a blank line: an empty entry, counted
+            values.append("")
+        elif len(row) != len(names):
+            why = (_CSV_FIX if len(row) > len(names) else "a row short of fields: a line break inside an unquoted text "
+                   "ends its row early; quote the text")
+            raise UsageError(f"{source}:{start}: {len(names)} columns in the header, {len(row)} field(s) here: {why}")
+        else:
+            values.append(row[names.index(column)])
+    return values
 
 
 _CSV_FIX = ('quote a text that holds a comma or a quote, doubling its quotes: "she said ""hi"", then left"; or give '
@@ -148,7 +164,7 @@ _CSV_FIX = ('quote a text that holds a comma or a quote, doubling its quotes: "s
 
 def _jsonl_field(text: str, key: str, source: str) -> list[str]:
     values = []
-    for number, line in enumerate(_lines(text), 1):
+    for number, line in enumerate(_lines(text, source), 1):
         if not line.strip():
             values.append("")
             continue
@@ -220,6 +236,9 @@ def open_output(path: str | None) -> TextIO:
     or a device or pipe that exists (/dev/stdout, a named pipe)."""
     if path is None:
         return sys.stdout
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # /dev/stdout is standard output, wherever it goes
+        if os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno())):
+            return sys.stdout
     try:
         device = Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir()
         return open(path, "w" if device else "x", encoding="utf-8", newline="")  # noqa: SIM115 - open for the whole run
