@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import random
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -93,11 +94,15 @@ def test_random_draws_stay_within_narrow_ranges_are_whole_for_whole_number_keys_
     assert len({v["optim.warmup_ratio"] for v in values}) == 3
     assert {v["train.epochs"] for v in values} <= {"1", "2", "3", "4"}  # whole: the key is
     assert any("." in v["optim.weight_decay"] for v in values)  # a float key's range is one of floats, bounds whole or not
+    lists = spec.load(write_spec(tmp_path, method="random", trials=4, seed=0, parameters={
+        "train.loss": ["bce", "asl"], "optim.lr": [1e-4, 2e-4]}))  # a repeat is drawn again: 4 of 4 combinations
+    assert len({tuple(t.overrides) for t in lists.trials}) == 4
     with pytest.raises(UsageError) as refused:
         spec.load(write_spec(tmp_path, method="random", trials=3, parameters={"train.loss": ["bce", "asl"]}))
-    assert re.search(r": trials 00\d and 00[12] draw the same values \(train\.loss=(bce|asl)\) and", str(refused.value))
-    assert str(refused.value).endswith("would train the same model: widen the ranges, draw fewer trials, or list "
-                                       "the values with method: grid")
+    assert str(refused.value).endswith(": trials: 3: 100 draws in a row gave only combinations drawn already (2 "
+                                       "different ones so far): draw fewer trials, or widen the ranges")
+    counts = Counter(spec._draw(random.Random(seed), {"min": 1, "max": 4}, True) for seed in range(4000))
+    assert sorted(counts) == [1, 2, 3, 4] and min(counts.values()) > 900  # the bounds as likely as the rest
 
 
 @pytest.mark.parametrize(("text", "line", "message"), [
@@ -115,6 +120,10 @@ def test_a_key_a_spec_names_twice_is_refused_naming_both_lines(tmp_path, text, l
     both = write_spec(tmp_path, fixed={"optim.lr": 1e-4}, parameters={"optim.lr": [1e-5, 1e-4]})
     with pytest.raises(UsageError, match="optim.lr is both fixed and a parameter: keep it in one of them"):
         spec.load(both)
+    merged = tmp_path / "merged.yaml"  # a merge key, and a key written beside it that overrides it, are no twice
+    merged.write_text("variant: minilm\nsmoke: true\nparameters:\n  <<: {optim.lr: [1.0e-4], train.loss: [bce]}\n"
+                      "  train.loss: [asl]\n", encoding="utf-8")
+    assert spec.load(merged).trials[0].overrides[:2] == ["optim.lr=0.0001", "train.loss=asl"]
 
 
 def test_a_range_written_as_yaml_reads_1e_4_is_a_range_of_numbers(tmp_path):

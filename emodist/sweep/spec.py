@@ -117,6 +117,8 @@ class _UniqueKeys(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys written beside it override it
+                continue
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str):  # a key of another kind: the spec's own checks name it
                 continue
@@ -185,7 +187,7 @@ def _random(parameters: dict, trials: int, seed, where: str) -> list[dict]:
     """`trials` draws of every parameter, seeded: a list is drawn from, a {min, max[, log]} range sampled
     (uniform, or log-uniform): whole numbers for a whole-number key whose bounds are (train.epochs: {min: 1,
     max: 4}), else rounded to 3 significant digits (more where a narrow range needs them) so that names and
-    configs stay readable. Two trials that draw the same values would train the same model: refused."""
+    configs stay readable. A combination drawn already is drawn again: two such trials would train the same model."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UsageError(f"{where}: seed: {seed!r}: expected a whole number")
     for key, spec in parameters.items():
@@ -202,21 +204,31 @@ def _random(parameters: dict, trials: int, seed, where: str) -> list[dict]:
     types = config.field_docs()
     drawn: list[dict] = []
     for _ in range(trials):
-        chosen = {}
-        for key, spec in parameters.items():
-            if isinstance(spec, list):
-                chosen[key] = rng.choice(spec)
-                continue
-            low, high = spec["min"], spec["max"]
-            value = math.exp(rng.uniform(math.log(low), math.log(high))) if spec.get("log") else rng.uniform(low, high)
-            whole = isinstance(low, int) and isinstance(high, int) and "int" in types.get(key, ("",))[0].split(" | ")
-            chosen[key] = round(value) if whole else _round(value, low, high)
-        if chosen in drawn:
-            raise UsageError(f"{where}: trials {drawn.index(chosen):03d} and {len(drawn):03d} draw the same values "
-                             f"({', '.join(f'{k}={_text(v)}' for k, v in chosen.items())}) and would train the same "
-                             "model: widen the ranges, draw fewer trials, or list the values with method: grid")
+        for _attempt in range(100):  # a combination drawn already is drawn again: it would train the same model
+            chosen = {key: _draw(rng, spec, "int" in types.get(key, ("",))[0].split(" | "))
+                      for key, spec in parameters.items()}
+            if chosen not in drawn:
+                break
+        else:
+            raise UsageError(f"{where}: trials: {trials}: 100 draws in a row gave only combinations drawn already "
+                             f"({len(drawn)} different ones so far): draw fewer trials, or widen the ranges")
         drawn.append(chosen)
     return drawn
+
+
+def _draw(rng: random.Random, spec, whole_key: bool):
+    """One value of a list or a {min, max[, log]} range: a whole number, every one as likely, for a whole-number
+    key whose bounds are whole; else rounded (`_round`)."""
+    if isinstance(spec, list):
+        return rng.choice(spec)
+    low, high = spec["min"], spec["max"]
+    whole = whole_key and isinstance(low, int) and isinstance(high, int)
+    if whole and not spec.get("log"):
+        return rng.randint(low, high)
+    if whole:  # each whole number its share of the log axis around it
+        return min(high, max(low, round(math.exp(rng.uniform(math.log(low - 0.5), math.log(high + 0.5))))))
+    value = math.exp(rng.uniform(math.log(low), math.log(high))) if spec.get("log") else rng.uniform(low, high)
+    return _round(value, low, high)
 
 
 def _as_number(value):
