@@ -135,6 +135,9 @@ def test_a_gpu_computes_bf16_from_ampere_on_and_older_ones_use_fp16(monkeypatch,
     ("fp16", [], "mixed_precision=fp16 (its --mixed_precision, or its config file's mixed_precision), but "
                  "train.mixed_precision=auto computes in bf16 on this machine: emodist's setting decides: set "
                  "train.mixed_precision=fp16 to train in it, or drop accelerate's"),
+    ("fp8", [], "mixed_precision=fp8 (its --mixed_precision, or its config file's mixed_precision), but "
+                "train.mixed_precision=auto computes in bf16 on this machine: emodist's setting decides: emodist trains "
+                "in no, fp16 or bf16: drop accelerate's"),
     ("bf16", ["train.mixed_precision=no"], "mixed_precision=bf16 (its --mixed_precision, or its config file's "
      "mixed_precision), but train.mixed_precision=no computes in float32: emodist's setting decides: set "
      "train.mixed_precision=bf16 to train in it, or drop accelerate's"),

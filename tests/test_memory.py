@@ -269,6 +269,16 @@ def test_a_local_model_whose_config_json_does_not_build_is_named(tmp_path, chang
         assert str(loading.value).startswith(f"model.name_or_path={model}: {reason}")
 
 
+def test_a_null_label_map_is_transformers_default_and_no_fault(tmp_path):
+    """It took the blame for what else went wrong in the directory (a weights file cut short)."""
+    from emodist.models.builder import _broken_json
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "id2label": None, "label2id": None}))
+    assert _broken_json(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "label2id": ["joy"]}))
+    assert _broken_json(tmp_path) == 'config.json there: label2id is ["joy"], not an object mapping names to label ids'
+
+
 def test_a_damaged_weights_or_tokenizer_file_of_a_local_model_is_named_in_one_line(tmp_path):
     """A weights file cut short (an interrupted copy or download) was an internal error (SafetensorError) when a run
     loaded its base, and a broken tokenizer.json was blamed on config.json."""

@@ -197,7 +197,7 @@ def _broken_json(directory: Path) -> str | None:
         except (ValueError, OSError) as bad:
             return f"{file.name} there is not valid JSON ({bad})"
         for key in ("id2label", "label2id") if file.name == "config.json" and isinstance(content, dict) else ():
-            if key in content and not isinstance(content[key], dict):
+            if content.get(key) is not None and not isinstance(content[key], dict):  # null: transformers' default
                 return (f"config.json there: {key} is {json.dumps(content[key])[:40]}, not an object mapping "
                         f"{'label ids to names' if key == 'id2label' else 'names to label ids'}")
     return None

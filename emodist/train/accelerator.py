@@ -59,7 +59,8 @@ def resolve_precision(cfg: RunConfig) -> str:
         computes = "float32" if precision == "no" else precision
         chosen = (f"train.mixed_precision=auto computes in {computes} on this machine" if cfg.train.mixed_precision
                   == "auto" else f"train.mixed_precision={cfg.train.mixed_precision} computes in {computes}")
+        fix = (f"set train.mixed_precision={launcher} to train in it, or drop accelerate's" if launcher in ("fp16", "bf16")
+               else "emodist trains in no, fp16 or bf16: drop accelerate's")
         raise UsageError(f"accelerate launch asks for mixed_precision={launcher} (its --mixed_precision, or its config "
-                         f"file's mixed_precision), but {chosen}: emodist's setting decides: set train.mixed_precision="
-                         f"{launcher} to train in it, or drop accelerate's")
+                         f"file's mixed_precision), but {chosen}: emodist's setting decides: {fix}")
     return precision
