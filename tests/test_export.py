@@ -187,6 +187,9 @@ def test_a_run_exported_from_inside_it_is_named_in_its_card(smoke_runs, tmp_path
     assert result.returncode == 0, result.stderr
     card = (run_dir / "export" / "README.md").read_text()
     assert "\n# my-run\n" in card and 'model="my-run"' in card
+    assert export.run_name(tmp_path / "best") == "best"  # a link to a run keeps the name it was given
+    (tmp_path / "best").symlink_to(run_dir)
+    assert export.run_name(tmp_path / "best") == "best" and export.run_name(run_dir / "model" / "..") == "my-run"
 
 
 def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_path):

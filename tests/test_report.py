@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -270,6 +271,11 @@ def test_runs_that_overwrite_moved_aside_are_left_out_of_a_directory_of_runs(tmp
     assert "replaced" not in (tmp_path / "out" / "winner-config.yaml").read_text() + result.stdout
     named = compare(str(aside), "--output", str(tmp_path / "named"))  # named itself, it is compared
     assert named.returncode == 0, named.stderr
+    shutil.rmtree(sweep / "000-lr=1e-3")
+    only = compare(str(sweep))  # was "neither a run directory nor a directory of runs"
+    assert only.returncode == errors.EXIT_USAGE and only.stderr.strip().splitlines()[-1] == (
+        f"emodist: error: {sweep}: holds only runs that --overwrite moved aside (000-lr=1e-3.replaced-20261207-060428): "
+        "name one of them to compare it")
 
 
 def test_a_directory_without_runs_is_refused(tmp_path):

@@ -80,8 +80,11 @@ def find_runs(paths: list[Path]) -> Runs:
     for path in paths:
         if not path.is_dir():
             raise UsageError(f"{path}: no such directory: name run directories (runs/<run>) or a directory of runs")
-        candidates = [path] if _is_run(path) else sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p)
-                                                          and ASIDE not in p.name)
+        found = [path] if _is_run(path) else sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+        candidates = [run for run in found if run == path or ASIDE not in run.name]
+        if found and not candidates:
+            raise UsageError(f"{path}: holds only runs that --overwrite moved aside ({', '.join(r.name for r in found[:3])}"
+                             f"{' ...' if len(found) > 3 else ''}): name one of them to compare it")
         if not candidates:
             raise UsageError(f"{path}: neither a run directory nor a directory of runs (no {SUMMARY} or config.yaml "
                              "in it or one level below)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -38,10 +39,15 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     model_dir = run_dir / "model"
     if out_dir.exists():
         raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
-    card = model_card(summary, cfg, name or run_dir.resolve().name)
+    card = model_card(summary, cfg, name or run_name(run_dir))
     with staged(out_dir) as tmp:
         _write(summary, cfg, model_dir, tmp, card, max_shard_size, merge_dtype)
     return out_dir
+
+
+def run_name(run_dir: Path) -> str:
+    """What a card calls the run: its directory's name as the user wrote the path (`.` too; a link's own name)."""
+    return Path(os.path.abspath(run_dir)).name
 
 
 @contextlib.contextmanager
@@ -93,7 +99,7 @@ def finished_run(run_dir: Path) -> tuple[dict, object]:
     thresholds.for_labels(thresholds.load(model_dir, fix), summary["labels"], model_dir / thresholds.FILE, fix)
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     try:
-        model_card(summary, cfg, run_dir.resolve().name)
+        model_card(summary, cfg, run_name(run_dir))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise UsageError(f"{summary_file}: it lacks what the model card needs ({type(err).__name__}: {err}): not a "
                          "summary emodist wrote (or edited since): export a run that ended") from None
