@@ -154,16 +154,17 @@ def export_model(accelerator, model, tokenizer, directory: Path, cfg: RunConfig)
     return kept if accelerator.is_main_process else []
 
 
-WEIGHTS = re.compile(r"(model|pytorch_model|adapter_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?")
-"""The weights files save_pretrained writes (an earlier export's shards among them)."""
+MODEL_FILE = re.compile(r"(model|pytorch_model|adapter_model)(-\d{5}-of-\d{5})?\.(safetensors|bin)(\.index\.json)?"
+                        r"|(config|generation_config|adapter_config|tokenizer(_config)?|special_tokens_map|added_tokens"
+                        r"|thresholds)\.json|tokenizer\.model|vocab\.(txt|json)|merges\.txt|chat_template\.jinja")
+"""The files emodist writes in a model/ directory: what save_pretrained writes (the weights, an earlier
+export's shards among them), the tokenizer's, and thresholds.json."""
 
 
 def model_files(names) -> list[str]:
-    """Those of `names` (files of a model/ directory) that emodist wrote there: what save_pretrained and the
-    tokenizer write, and thresholds.json; a user's own files (notes, a predict output) are not among them."""
-    ours = re.compile(r"(config|generation_config|adapter_config|tokenizer(_config)?|special_tokens_map|added_tokens"
-                      r"|thresholds)\.json|tokenizer\.model|vocab\.(txt|json)|merges\.txt|chat_template\.jinja")
-    return [name for name in names if ours.fullmatch(name) or WEIGHTS.fullmatch(name)]
+    """Those of `names` (files of a model/ directory) that emodist wrote there (MODEL_FILE); a user's own files
+    (notes, a predict output) are not among them."""
+    return [name for name in names if MODEL_FILE.fullmatch(name)]
 
 
 def _replace_model_files(directory: Path, new: Path) -> list[str]:

@@ -132,8 +132,7 @@ def _csv_column(text: str, column: str, source: str) -> list[str]:
         try:
             row = next(rows, None)
         except csv.Error as err:
-            cr = " (a carriage return outside quotes: old Mac line endings?)" if "new-line" in str(err) else ""
-            raise UsageError(f"{source}:{end + 1}: not valid CSV ({err}){cr}: {_CSV_FIX}") from None
+            raise UsageError(f"{source}:{end + 1}: not valid CSV ({err}): {_CSV_FIX}") from None
         start, end = end + 1, rows.line_num
         return start, row
 
