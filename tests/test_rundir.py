@@ -194,11 +194,15 @@ def test_a_corrupt_checkpoint_is_skipped_in_one_line_and_the_run_goes_on_from_th
     (run_copy / "model" / "NOTES.md").write_text("mine")  # a user's files in model/ were deleted by the new export
     (run_copy / "model" / "predicted").mkdir()
     (run_copy / "model" / "embeddings.bin").write_bytes(b"mine")  # named like weights, and no model's
+    before = sorted(p.name for p in (run_copy / "model").iterdir())
     result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, "train.max_steps=30", "--resume", "auto",
                     accelerate=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_copy / "model" / "NOTES.md").read_text() == "mine" and (run_copy / "model" / "predicted").is_dir()
     assert (run_copy / "model" / "embeddings.bin").read_bytes() == b"mine"
+    # the same names, the model's replaced and the user's kept, and no staging directory left beside it
+    assert sorted(p.name for p in (run_copy / "model").iterdir()) == before
+    assert not (run_copy / "model.tmp").exists()
     assert (f"emodist: note: kept NOTES.md, embeddings.bin, predicted in {run_copy / 'model'}: files emodist did not "
             "write, from before this finish") in " ".join(result.stdout.split())
     assert json.loads((run_copy / "model" / "thresholds.json").read_text()) == json.loads(
