@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -59,20 +58,12 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
                               "free there): free some space, or set data.cache_dir (or $EMODIST_CACHE) to a disk "
                               "with room") from None
             if writable and (problem or not _checksum(cached).is_file()):  # what a later launch checks it against
-                files.write_text_atomic(_checksum(cached), _sha256(cached) + "\n")
+                files.write_text_atomic(_checksum(cached), files.sha256_of(cached) + "\n")
     return out
 
 
 def _checksum(cached: Path) -> Path:
     return cached.with_suffix(".sha256")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unverified(cached: Path) -> str | None:
@@ -83,7 +74,7 @@ def _unverified(cached: Path) -> str | None:
         expected = ""
     if not expected:
         return "carry no checksum (an older emodist wrote them, or it was killed writing them)"
-    if _sha256(cached) != expected:
+    if files.sha256_of(cached) != expected:
         return "changed since they were written (they no longer match their checksum)"
     return None
 

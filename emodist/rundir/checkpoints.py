@@ -36,7 +36,7 @@ from emodist.runtime.errors import (
     free_bytes,
     out_of_space,
 )
-from emodist.runtime.files import finite, open_to_umask, write_json
+from emodist.runtime.files import finite, open_to_umask, sha256_of, write_json
 
 STATE_FILE = "state.json"
 # Settings a resumed run must share with its checkpoint: they change the model, the data or the
@@ -180,11 +180,7 @@ def _manifest(accelerator, tmp: Path) -> dict[str, dict]:
 
 
 def _describe_file(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def _digest(state: dict) -> str:

@@ -1,9 +1,10 @@
 """Files written the way a long run needs them: JSON written whole or not at all, modes that follow the
-umask (safetensors ignores it), and the cache directory for what can be rebuilt (tokenized splits, smoke
+umask (safetensors ignores it), a file's SHA-256, and the cache directory for what can be rebuilt (tokenized splits, smoke
 bases)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -14,6 +15,15 @@ def write_json(path: Path, payload) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one. A NaN or infinite
     number is written as null (JSON has neither; Python would write NaN, which strict readers refuse)."""
     write_text_atomic(path, json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
+
+
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of the file at `path`, read in blocks (a checkpoint's weights can be gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text_atomic(path: Path, text: str) -> None:
