@@ -1,6 +1,6 @@
 """Files written the way a long run needs them: JSON written whole or not at all, modes that follow the
-umask (safetensors ignores it), a file's SHA-256, and the cache directory for what can be rebuilt (tokenized splits, smoke
-bases)."""
+umask (safetensors ignores it), a file's SHA-256, and the cache directory for what can be rebuilt (tokenized
+splits, smoke bases)."""
 
 from __future__ import annotations
 
