@@ -55,6 +55,8 @@ def sweep(args: argparse.Namespace, sbatch_args: list[str]) -> int:
             state = "finished" if runner.finished(loaded, trial) else "to run"
             print(f"{trial.name:<60} {state:<9} {' '.join(trial.overrides)}")
         return 0
+    if args.slurm:
+        runner.check_slurm()  # before the sweep directory is written
     runner.prepare(loaded)
     todo = runner.pending(loaded)
     where = loaded.output_dir

@@ -167,6 +167,27 @@ def test_a_directory_of_another_sweep_or_of_anything_else_is_refused_untouched(t
     assert [p.name for p in elsewhere.iterdir()] == ["notes.txt"]
 
 
+def test_slurm_without_a_controller_is_refused_before_the_sweep_directory_is_written(tmp_path):
+    """A login node whose controller is down (here: an `scontrol` that answers as a stopped slurmctld does, and an
+    `sbatch` that must not be reached): one line, and no sweep directory left behind to explain."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'Slurmctld(primary) at head is DOWN'\nexit 1\n")
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\ntouch {tmp_path}/sbatch-ran\nexit 1\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    out = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, str(ROOT / "launch" / "sweep.py"),
+                             str(write_spec(tmp_path, parameters={"optim.lr": [1e-4, 3e-4]})), "--slurm",
+                             "--output-dir", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("emodist: error: --slurm: no SLURM controller answers (`scontrol ping`: "
+                                     "Slurmctld(primary) at head is DOWN); nothing was written: start the cluster or "
+                                     "run the trials here with --local")
+    assert not out.exists() and not (tmp_path / "sbatch-ran").exists()
+
+
 def test_a_local_sweep_stopped_keeps_its_trial_resumes_it_skips_finished_ones_and_ranks_on_dev(tmp_path):
     """Stopped by a SIGTERM to the sweep alone (a scheduler's, `kill PID`), which it passes on to its trial: the
     sweep used to die at once, leaving its trial training on, which the next run of the sweep found in use. (A

@@ -141,13 +141,29 @@ def _train(sweep: Sweep, trial: Trial) -> int:
     return returncode
 
 
+def check_slurm() -> None:
+    """UsageError, before the sweep directory is written, when no job can be submitted from here: sbatch is not on
+    PATH, or `scontrol ping` finds no SLURM controller answering."""
+    if shutil.which("sbatch") is None:
+        raise UsageError("--slurm: sbatch is not on PATH: run this on a SLURM login node, or run the trials here with "
+                         "--local")
+    if shutil.which("scontrol") is None:  # sbatch alone (a wrapper, a container): let sbatch itself answer
+        return
+    try:
+        proc = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return  # a slow controller is not a down one: sbatch waits for it too
+    if proc.returncode != 0:
+        said = (proc.stdout.strip() or proc.stderr.strip() or "no answer").splitlines()[0]
+        raise UsageError(f"--slurm: no SLURM controller answers (`scontrol ping`: {said}); nothing was written: "
+                         "start the cluster or run the trials here with --local")
+
+
 def submit_slurm(sweep: Sweep, sbatch_args: list[str], wait: bool = False, submitted=print) -> str:
     """Submit the unfinished trials as one job array of slurm/sweep.sbatch; its job id, also given to `submitted`
     as soon as sbatch prints it. With `wait`, return when the array has ended (sbatch --wait; UsageError if any
     task failed)."""
-    if shutil.which("sbatch") is None:
-        raise UsageError("--slurm: sbatch is not on PATH: run this on a SLURM login node, or run the trials here with "
-                         "--local")
+    check_slurm()
     todo = pending(sweep)
     indices = ",".join(str(t.index) for t in todo)
     logs = sweep.output_dir / "logs"
