@@ -9,8 +9,8 @@ MODEL is an exported model/ directory (a full model, or a LoRA/QLoRA adapter who
 the path or hub id its adapter_config.json names), a run directory holding one, or an ONNX export
 (`launch/export.py RUN --onnx`), which ONNX Runtime serves with the same output. Texts come from the
 arguments, --file (.csv/.jsonl: the --column field; any other file: one per line) or standard input.
-Empty lines are skipped and counted; texts longer than --max-length tokens are read up to it, with a
-notice. Output is written and flushed chunk by chunk, so a stop keeps what was done. --precision auto (the
+Empty lines are skipped and counted; texts longer than --max-length tokens (by default the run's
+data.max_length, the length it was trained and its thresholds tuned at) are read up to it, with a notice. Output is written and flushed chunk by chunk, so a stop keeps what was done. --precision auto (the
 default) runs a torch model under bf16 autocast where the hardware computes in bf16 (Ampere or newer GPUs, CPUs with
 AVX512-BF16 or AMX: 1.7-2.0x float32's speed on such a CPU, the same labels for 99.7% of GoEmotions'
 test texts, bench/RESULTS.md); --precision fp32 gives the float32 probabilities. Exit codes: 0 done, 2 refused (one
@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", help="write here instead of standard output (an existing file is refused)")
     parser.add_argument("--top-k", type=int, default=0, metavar="K", help="also list the K best-scoring labels")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens read per text (default 128)")
+    parser.add_argument("--max-length", type=int, help="tokens read per text (default: the run's data.max_length, "
+                        "the length it trained at)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu, cuda, cuda:1 (default: a GPU if any)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="bf16 autocast where the device computes in bf16 (auto, the default), always, or never")
@@ -61,7 +62,7 @@ def predict(args: argparse.Namespace) -> int:
         raise errors.UsageError("texts given both as arguments and with --file: choose one")
     for flag, value, least in (("--top-k", args.top_k, 0), ("--batch-size", args.batch_size, 1),
                                ("--max-length", args.max_length, 8)):
-        if value < least:
+        if value is not None and value < least:
             raise errors.UsageError(f"{flag} {value}: must be >= {least}")
     from emodist.scoring import thresholds
     from emodist.serve import textio
@@ -78,7 +79,7 @@ def predict(args: argparse.Namespace) -> int:
     if classifier.warning:
         print(f"emodist: warning: {classifier.warning}", file=sys.stderr)
     longest = getattr(classifier.model.config, "max_position_embeddings", None)
-    if longest and args.max_length > longest:
+    if longest and args.max_length and args.max_length > longest:
         raise errors.UsageError(f"--max-length {args.max_length}: this model reads at most {longest} tokens: "
                                 f"use --max-length {longest} or less")
     if args.top_k > len(classifier.labels):

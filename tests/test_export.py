@@ -51,16 +51,19 @@ def exports(smoke_runs, tmp_path_factory):
 
 @pytest.mark.parametrize("variant", ["distilbert", "gemma-lora"])  # a full model; LoRA merged into its base
 def test_the_pipeline_scores_the_export_as_predict_does(exports, variant):
-    from transformers import pipeline
+    from transformers import AutoTokenizer, pipeline
 
     run_dir, out = exports(variant)
     assert not (out / "adapter_config.json").exists()  # a plain model: merged
     cfg = config.load(config_file=str(run_dir / "config.yaml"))
     texts = data.load(cfg.data, seed=cfg.train.seed).splits["test"].texts[:24]
+    texts.append(" ".join(texts))  # far longer than the data.max_length the run trained at: both read that many
     result = run_script("predict.py", str(out), *texts, "--precision", "fp32")  # the pipeline's float32
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"1 text(s) longer than {cfg.data.max_length} tokens were read up to that length" in result.stderr
     ours = [json.loads(line)["scores"] for line in result.stdout.splitlines()]
-    theirs = pipeline("text-classification", model=str(out), top_k=None, device="cpu")(texts)
+    assert AutoTokenizer.from_pretrained(out).model_max_length == cfg.data.max_length == 32
+    theirs = pipeline("text-classification", model=str(out), top_k=None, device="cpu")(texts, truncation=True)
     labels = list(ours[0])
     assert labels == read_summary(run_dir)["labels"]
     pipe = np.array([[{s["label"]: s["score"] for s in row}[label] for label in labels] for row in theirs])
@@ -87,6 +90,7 @@ def test_the_model_card_carries_the_runs_scores_and_thresholds(exports):
     # each label's threshold as thresholds.json holds it (bootstrap means fall between the grid's values)
     assert {label: float(cut) for label, cut in rows.items()} == summary["thresholds"]["per_label"]
     assert "Intended use and limits" in card and "a --smoke run" in card
+    assert "classify([\"I can't believe it worked!\"], truncation=True)" in card  # reads data.max_length tokens
     assert "512 steps (8 epochs) over 1,024 training examples;" in card  # what was trained, not the config's plan
     assert json.loads((out / "thresholds.json").read_text()) == json.loads((run_dir / "model" / "thresholds.json").read_text())
     exported = json.loads((out / "config.json").read_text())
@@ -186,7 +190,7 @@ def test_a_run_exported_from_inside_it_is_named_in_its_card(smoke_runs, tmp_path
     result = run_script("export.py", ".", cwd=run_dir)
     assert result.returncode == 0, result.stderr
     card = (run_dir / "export" / "README.md").read_text()
-    assert "\n# my-run\n" in card and 'model="my-run"' in card
+    assert "\n# my-run\n" in card and 'model = "my-run"' in card
     assert export.run_name(tmp_path / "best") == "best"  # a link to a run keeps the name it was given
     (tmp_path / "best").symlink_to(run_dir)
     assert export.run_name(tmp_path / "best") == "best" and export.run_name(run_dir / "model" / "..") == "my-run"
@@ -279,6 +283,28 @@ def test_the_model_card_says_what_a_short_run_on_a_subset_trained_on():
     assert export._sessions(summary) == ""
     note = export._unlearned({"thresholds": {"per_label": {"joy": 0.02, "anger": 0.4, "fear": 0.3}, "unlearned": ["joy"]}})
     assert note.startswith("\n\n**Warning from the dev scores:** 1 of 3 labels score on dev no better than labelling")
+
+
+def test_the_model_card_names_the_data_loss_and_what_its_scores_were_measured_on(exports):
+    """A smoke run on a user's directory was called "on synthetic data", the directory's name was listed as a hub
+    data set, the loss went unsaid, and a QLoRA card gave the 4-bit model's scores as the merge's."""
+    run_dir, _ = exports("distilbert")
+    summary, cfg = read_summary(run_dir), config.load(config_file=str(run_dir / "config.yaml"))
+    assert "tiny random model of that architecture on synthetic data" in export.model_card(summary, cfg, "x")
+    local = export.model_card({**summary, "dataset": "my-posts"}, cfg, "me/emotions")
+    meta = yaml.safe_load(local.split("---")[1])
+    assert "datasets" not in meta and "synthetic" not in local and "on `my-posts`" in local
+    assert meta["model-index"][0]["results"][0]["dataset"] == {"type": "my-posts", "name": "my-posts", "split": "test"}
+    grouped = yaml.safe_load(export.model_card({**summary, "dataset": "goemotions-ekman"}, cfg, "x").split("---")[1])
+    assert grouped["datasets"] == ["google-research-datasets/go_emotions"]
+    assert "; BCE; global batch" in local
+    asl = config.load(config_file=str(run_dir / "config.yaml"), overrides=["train.loss=asl", "train.pos_weight=balanced"])
+    assert ("; asymmetric loss (gamma+ 0.0, gamma- 4.0, clip 0.05), positives weighted by label balance (at most "
+            "10x); global batch") in export.model_card(summary, asl, "x")
+    assert "hf download me/emotions --local-dir emotions" in local and 'predict.py emotions "' in local
+    assert "measured on the 4-bit model" not in local
+    qlora = export.model_card({**summary, "quantization": "nf4"}, cfg, "x")
+    assert f"## Scores (test split, {summary['test']['num_examples']} examples; measured on the 4-bit model" in qlora
 
 
 def test_an_export_leaves_everything_beside_it_as_it_was(smoke_runs, tmp_path):

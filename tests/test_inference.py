@@ -4,6 +4,8 @@ thresholds; bf16 autocast where the hardware has it, or as asked."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -36,7 +38,7 @@ def test_probabilities_equal_one_text_at_a_time_in_the_order_given(exported):
     alone = []
     with torch.no_grad():
         for text in texts:  # no padding at all: the reference
-            encoded = classifier.tokenizer(text, truncation=True, max_length=128, return_tensors="pt")
+            encoded = classifier.tokenizer(text, truncation=True, max_length=classifier.max_length, return_tensors="pt")
             alone.append(torch.sigmoid(classifier.model(**encoded).logits.float())[0].numpy())
     assert batched.shape == (len(texts), len(classifier.labels)) and batched.dtype == np.float32
     # float32 models agree to rounding; a bfloat16 base (gemma-lora) differs in the last bits of its 8-bit
@@ -44,6 +46,26 @@ def test_probabilities_equal_one_text_at_a_time_in_the_order_given(exported):
     bf16 = any(p.dtype == torch.bfloat16 for p in classifier.model.parameters())
     np.testing.assert_allclose(batched, np.stack(alone), atol=5e-3 if bf16 else 2e-5)
     assert len({len(classifier.tokenizer(t)["input_ids"]) for t in texts}) > 3  # the batches did need padding
+
+
+def test_a_run_is_read_at_the_length_it_trained_at_and_a_str_is_one_text(exported, tmp_path):
+    """predict read 128 tokens of a run trained and tuned at data.max_length 32; `probabilities("a text")` scored
+    each of its characters as a text."""
+    model_dir, texts = exported
+    classifier = Classifier.load(model_dir, precision="fp32")
+    assert classifier.max_length == config.load(config_file=str(model_dir.parent / "config.yaml")).data.max_length == 32
+    assert Classifier.load(model_dir, max_length=64).max_length == 64  # what the caller asks for
+    long = " ".join(texts[:10])
+    assert classifier.truncated(long) == classifier.truncated([long]) == 1
+    np.testing.assert_array_equal(classifier.probabilities(long), classifier.probabilities([long]))
+    assert classifier.predict(long) == classifier.predict([long]) and len(classifier.predict(long)) == 1
+    old = tmp_path / "model"  # a model/ saved before emodist wrote its length into the tokenizer: the run's config says it
+    shutil.copytree(model_dir, old)
+    settings = json.loads((old / "tokenizer_config.json").read_text())
+    (old / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 512}))
+    assert Classifier.load(old).max_length == 128  # no run beside it: what the tokenizer says, up to the positions
+    shutil.copy(model_dir.parent / "config.yaml", tmp_path / "config.yaml")
+    assert Classifier.load(old).max_length == 32
 
 
 def test_labels_are_cut_at_the_thresholds_the_run_tuned(exported):

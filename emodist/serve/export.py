@@ -114,17 +114,18 @@ def _write(summary: dict, cfg, model_dir: Path, tmp: Path, card: str, max_shard_
         (tmp / "adapter").mkdir()  # the adapter as trained: its files alone, not a user's beside them in model/
         for name in model_files(p.name for p in model_dir.iterdir() if p.is_file()):
             shutil.copy2(model_dir / name, tmp / "adapter" / name)
-    model, tokenizer = merged_model(summary, model_dir, merge_dtype)
+    model, tokenizer = merged_model(summary, model_dir, cfg.data.max_length, merge_dtype)
     model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
     tokenizer.save_pretrained(tmp)
     shutil.copy2(model_dir / "thresholds.json", tmp / "thresholds.json")
     (tmp / "README.md").write_text(card, encoding="utf-8")
 
 
-def merged_model(summary: dict, model_dir: Path, merge_dtype: str | None = None):
+def merged_model(summary: dict, model_dir: Path, max_length: int, merge_dtype: str | None = None):
     """(model, tokenizer) of the run's `model_dir` as one standalone model: a full fine-tune as trained; a
     LoRA adapter merged into its base in `merge_dtype` (default float32); a QLoRA adapter merged into its
-    base loaded unquantized in `merge_dtype` (default bfloat16)."""
+    base loaded unquantized in `merge_dtype` (default bfloat16). The tokenizer's model_max_length is
+    `max_length`, the run's data.max_length (a model/ saved before it carried it has the base's)."""
     from emodist import models
     from emodist.serve.model_dir import load_trained
 
@@ -137,6 +138,7 @@ def merged_model(summary: dict, model_dir: Path, merge_dtype: str | None = None)
         if adapter:
             model = model.to(models.DTYPES[merge_dtype or "float32"]).merge_and_unload()
     model.config.problem_type = "multi_label_classification"  # pipeline: a sigmoid per label
+    tokenizer.model_max_length = max_length
     return model, tokenizer
 
 
@@ -162,7 +164,7 @@ joyful and surprised at once. Trained with emodist from {_base(summary)}
 
 {use or _pipeline_use(name)}
 
-## Scores (test split, {test['num_examples']} examples)
+## Scores (test split, {test['num_examples']} examples{_scored(summary)})
 
 | | F1 micro | F1 macro | exact match |
 |---|---:|---:|---:|
@@ -175,7 +177,7 @@ joyful and surprised at once. Trained with emodist from {_base(summary)}
 
 ## Training
 
-variant `{summary['variant']}`; {_trained_on(summary, cfg)}; global batch
+variant `{summary['variant']}`; {_trained_on(summary, cfg)}; {_loss(t)}; global batch
 {t.global_batch_size}, AdamW lr {o.lr} (head {o.head_lr or o.lr}), {o.schedule} schedule, warmup
 {o.warmup_ratio:.0%}, weight decay {o.weight_decay}, max_length {cfg.data.max_length}, seed {t.seed};
 {summary['num_processes']} process(es), {summary['mixed_precision']} mixed precision{_sessions(summary)}.
@@ -195,15 +197,26 @@ def _pipeline_use(name: str) -> str:
 
 ```python
 import json
+from pathlib import Path
+from huggingface_hub import hf_hub_download
 from transformers import pipeline
 
-classify = pipeline("text-classification", model="{name}", top_k=None)   # a sigmoid score per label
-thresholds = json.load(open("thresholds.json"))["per_label"]              # tuned on the dev split
-scores = classify(["I can't believe it worked!"])[0]
+model = "{name}"   # the hub repository, or the directory of this export
+classify = pipeline("text-classification", model=model, top_k=None)   # a sigmoid score per label
+where = Path(model, "thresholds.json") if Path(model).is_dir() else hf_hub_download(model, "thresholds.json")
+thresholds = json.loads(Path(where).read_text())["per_label"]          # tuned on the dev split
+scores = classify(["I can't believe it worked!"], truncation=True)[0]  # reads as many tokens as training did
 labels = [s["label"] for s in scores if s["score"] >= thresholds[s["label"]]]
 ```
 
-or `python launch/predict.py {name} "I can't believe it worked!"` with emodist."""
+With emodist, on a local copy (`hf download {name} --local-dir {local_copy(name)}` for the hub's):
+`python launch/predict.py {local_copy(name)} "I can't believe it worked!"`."""
+
+
+def local_copy(name: str) -> str:
+    """The directory a card's commands name for the model `name` (a hub repository, or a run's name): the
+    repository's last part, which `hf download NAME --local-dir` fills."""
+    return name.rsplit("/", 1)[-1]
 
 
 def _card_metadata(summary: dict, name: str) -> dict:
@@ -217,11 +230,11 @@ def _card_metadata(summary: dict, name: str) -> dict:
     return {
         "library_name": "transformers", "pipeline_tag": "text-classification",
         **({} if summary.get("smoke") else {"base_model": summary["base_model"]}),  # a smoke run's weights are random
-        "datasets": [DATASETS.get(dataset, dataset)],
+        **({"datasets": [hub_dataset(dataset)]} if hub_dataset(dataset) else {}),
         "tags": ["emodist", "emotion", "multi-label-classification", summary["method"]],
         "model-index": [{"name": name, "results": [{
             "task": {"type": "text-classification", "name": "Multi-label emotion classification"},
-            "dataset": {"type": DATASETS.get(dataset, dataset), "name": dataset, "split": "test"},
+            "dataset": {"type": hub_dataset(dataset) or dataset, "name": dataset, "split": "test"},
             "metrics": metrics}]}],
     }
 
@@ -232,8 +245,28 @@ def _method(summary: dict) -> str:
     if summary["quantization"] != "none":
         method = "QLoRA (4-bit NF4 base) adapters, merged here into the bfloat16 base; the adapter is in adapter/"
     if summary["smoke"]:
-        method += "; a --smoke run: a tiny random model of that architecture on synthetic data, a test artefact"
+        data = " on synthetic data" if summary["dataset"] == "synthetic" else ""
+        method += f"; a --smoke run: a tiny random model of that architecture{data}, a test artefact"
     return method
+
+
+def _scored(summary: dict) -> str:
+    """What the card's scores were measured on, where that is not the model it publishes."""
+    return "; measured on the 4-bit model as trained, before the merge" if summary["quantization"] != "none" else ""
+
+
+def _loss(train) -> str:
+    """The training loss in the card's words: `BCE`, `focal loss (gamma 2.0)`, `asymmetric loss (...)`."""
+    loss = {"bce": "BCE", "focal": f"focal loss (gamma {train.focal_gamma})",
+            "asl": f"asymmetric loss (gamma+ {train.asl_gamma_pos}, gamma- {train.asl_gamma_neg}, clip {train.asl_clip})"}
+    weights = f", positives weighted by label balance (at most {train.pos_weight_cap:g}x)" if train.pos_weight == "balanced" else ""
+    return loss[train.loss] + weights
+
+
+def hub_dataset(dataset: str) -> str | None:
+    """The hub id of the data set a run's summary names (`goemotions`, `goemotions-ekman` for a grouping of
+    it), or None for a local one (a directory's name), which the card names but does not link."""
+    return DATASETS.get(dataset) or DATASETS.get(dataset.split("-", 1)[0])
 
 
 def _plural(count: float, noun: str) -> str:

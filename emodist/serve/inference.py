@@ -20,17 +20,23 @@ texts, and probabilities 1.2e-4 apart on average (at most 0.0096).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from emodist.data import sampling
 from emodist.runtime import process
 from emodist.runtime.errors import UsageError
 from emodist.scoring import thresholds
 
+DEFAULT_LENGTH = 128
+"""Tokens read per text from a directory that says nothing of its own length."""
+LONGEST_RECORDED = 1_000_000
+"""A tokenizer's model_max_length above this is transformers' stand-in for "not set" (1e30)."""
 PRECISIONS = ("auto", "bf16", "fp32")
 """What `Classifier.load` takes: bf16 autocast where the hardware has it, always, or never."""
 
@@ -54,11 +60,12 @@ class Classifier:
         """What messages name the model by: the directory `load` read (an adapter's config names its base)."""
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | torch.device = "cpu", max_length: int = 128,
+    def load(cls, model_dir: str | Path, device: str | torch.device = "cpu", max_length: int | None = None,
              batch_size: int = 64, precision: str = "auto") -> Classifier:
         """The model of `model_dir` with its tuned thresholds (0.5 for every label without them): a torch model
-        directory, or an ONNX export (`launch/export.py --onnx`), served by ONNX Runtime. `precision`: one of
-        PRECISIONS (see the module's text)."""
+        directory, or an ONNX export (`launch/export.py --onnx`), served by ONNX Runtime. `max_length`: tokens
+        read per text, by default as many as the run trained and tuned its thresholds at (`trained_length`).
+        `precision`: one of PRECISIONS (see the module's text)."""
         from emodist.serve import onnx_export
         from emodist.serve.model_dir import load_trained
 
@@ -71,7 +78,8 @@ class Classifier:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         tuned = thresholds.load(Path(model_dir))
         cut = thresholds.for_labels(tuned, labels, Path(model_dir) / thresholds.FILE) if tuned else np.full(len(labels), 0.5)
-        classifier = cls(model, tokenizer, cut, max_length, batch_size, precision)
+        length = max_length or trained_length(Path(model_dir), tokenizer, model.config)
+        classifier = cls(model, tokenizer, cut, length, batch_size, precision)
         classifier.warning = thresholds.warning(tuned) if tuned else None
         classifier.tuned = tuned is not None
         classifier.source = str(model_dir)
@@ -79,8 +87,9 @@ class Classifier:
 
     @torch.inference_mode()
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """Sigmoid probabilities, float32, one row per text (in the order given) and one column per label."""
-        texts = list(texts)
+        """Sigmoid probabilities, float32, one row per text (in the order given) and one column per label. A
+        str is one text (as for transformers.pipeline), not a sequence of one-character texts."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
@@ -105,7 +114,7 @@ class Classifier:
         """How many of `texts` are longer than max_length tokens (their ends are not read). Only texts of more
         UTF-8 bytes than that can be: every token covers at least one byte (a byte-level BPE, or a byte fallback,
         may spend four tokens on one character: an emoji), besides the few special ones."""
-        long = [t for t in texts if len(t.encode("utf-8")) > self.max_length - 4]
+        long = [t for t in ([texts] if isinstance(texts, str) else texts) if len(t.encode("utf-8")) > self.max_length - 4]
         if not long:
             return 0
         return sum(len(ids) > self.max_length for ids in self.tokenizer(long)["input_ids"])
@@ -118,6 +127,19 @@ class Classifier:
         """The labels of each row of `probabilities`: those that reach the label's threshold."""
         chosen = probabilities >= self.cut
         return [[label for label, on in zip(self.labels, row, strict=True) if on] for row in chosen]
+
+
+def trained_length(model_dir: Path, tokenizer, config) -> int:
+    """Tokens per text the model was trained and its thresholds tuned at: data.max_length of the run whose
+    config.yaml lies beside `model_dir` (its model/, or an export inside it), else the tokenizer's
+    model_max_length (emodist saves data.max_length there), else DEFAULT_LENGTH; at most what the model's
+    position embeddings reach."""
+    length = None
+    with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):  # no run there
+        length = yaml.safe_load((model_dir.parent / "config.yaml").read_text(encoding="utf-8"))["data"]["max_length"]
+    if not (isinstance(length, int) and length > 0):
+        length = tokenizer.model_max_length if 0 < tokenizer.model_max_length <= LONGEST_RECORDED else DEFAULT_LENGTH
+    return min(length, getattr(config, "max_position_embeddings", None) or length)
 
 
 def serving_precision(requested: str, device: torch.device, onnx: bool = False) -> str:

@@ -193,4 +193,9 @@ def _save_pretrained(unwrapped, tokenizer, directory: Path, state_dict: dict, cf
         base.config.save_pretrained(directory)
     else:
         unwrapped.save_pretrained(directory, state_dict=state_dict, max_shard_size=cfg.export.max_shard_size)
-    tokenizer.save_pretrained(directory)
+    kept = tokenizer.model_max_length  # the run's tokenizer, still in use: only the saved copy changes
+    tokenizer.model_max_length = cfg.data.max_length  # pipeline(..., truncation=True) reads as many as the run
+    try:
+        tokenizer.save_pretrained(directory)
+    finally:
+        tokenizer.model_max_length = kept

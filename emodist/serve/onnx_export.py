@@ -95,7 +95,7 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
         raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
     _check_runtime()
     test = data.load(cfg.data, seed=cfg.train.seed).splits["test"]  # before the export: a missing data set stops it
-    model, tokenizer = hf_export.merged_model(summary, run_dir / "model", "float32")
+    model, tokenizer = hf_export.merged_model(summary, run_dir / "model", cfg.data.max_length, "float32")
     model = model.float().eval()
     with hf_export.staged(out_dir) as tmp:
         notify(f"exporting {run_dir} to ONNX ({precision_of(quantize)})")
@@ -234,16 +234,21 @@ def summary_line(result: dict) -> str:
 
 def _use(name: str) -> str:
     """The model card's Use section for an ONNX export."""
+    from emodist.serve.export import local_copy
+
+    local = local_copy(name)
     return f"""## Use
 
+On a local copy (`hf download {name} --local-dir {local}` for the hub's):
+
 ```bash
-python launch/predict.py {name} "I can't believe it worked!"        # emodist serves it with ONNX Runtime
+python launch/predict.py {local} "I can't believe it worked!"   # emodist serves it with ONNX Runtime
 ```
 
 ```python
 from emodist.serve.inference import Classifier
 
-classifier = Classifier.load("{name}")         # ONNX Runtime, the tuned thresholds of thresholds.json
+classifier = Classifier.load("{local}")   # ONNX Runtime, the tuned thresholds of thresholds.json
 classifier.predict(["I can't believe it worked!"])
 ```
 
