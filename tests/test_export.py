@@ -14,6 +14,7 @@ import yaml
 from conftest import ROOT, error_lines, read_summary
 
 from emodist import config, data
+from emodist.runtime import files
 from emodist.serve import export
 
 PUSH_ENV = {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "HF_TOKEN_PATH": "/nonexistent/emodist-test/token"}
@@ -93,6 +94,9 @@ def test_the_model_card_carries_the_runs_scores_and_thresholds(exports):
     assert "classify([\"I can't believe it worked!\"], truncation=True)" in card  # reads data.max_length tokens
     assert "512 steps (8 epochs) over 1,024 training examples;" in card  # what was trained, not the config's plan
     assert json.loads((out / "thresholds.json").read_text()) == json.loads((run_dir / "model" / "thresholds.json").read_text())
+    # as open() and mkdir would make them: tempfile's drwx------ kept a shared group out of every export
+    modes = {path.relative_to(out.parent): oct(path.stat().st_mode & 0o777) for path in (out, *out.rglob("*"))}
+    assert set(modes.values()) == {oct(0o777 & ~files.umask()), oct(0o666 & ~files.umask())}, modes
     exported = json.loads((out / "config.json").read_text())
     assert exported["id2label"] == {str(i): label for i, label in enumerate(summary["labels"])}
     assert exported["problem_type"] == "multi_label_classification"

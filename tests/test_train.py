@@ -48,10 +48,11 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
     assert kept == {"step-500", "step-512", f"step-{state['best']['step']}"}  # a new best dev score is saved
     # dev evaluated 8 times (train.eval_every_steps unset): the curves have points to draw
     assert [r["step"] for r in read_metrics(run_dir) if "eval/loss" in r] == list(range(64, 513, 64))
-    # every file as open() would make it: safetensors' own -rw------- would hide models from a shared group
-    mode = 0o666 & ~files.umask()
-    assert {f.relative_to(run_dir): oct(f.stat().st_mode & 0o777) for f in run_dir.rglob("*") if f.is_file()
-            and f.stat().st_mode & 0o777 != mode} == {}
+    # every file as open() would make it, every directory as mkdir: safetensors' own -rw------- and
+    # tempfile's drwx------ would hide models from a shared group
+    mode = {True: 0o666 & ~files.umask(), False: 0o777 & ~files.umask()}
+    assert {f.relative_to(run_dir): oct(f.stat().st_mode & 0o777) for f in run_dir.rglob("*")
+            if f.stat().st_mode & 0o777 != mode[f.is_file()]} == {}
     # the terminal: banner, progress lines, final tables
     assert "emodist" in result.stdout and "step 10/512 (1%)" in result.stdout
     assert "Results" in result.stdout and "Throughput and memory" in result.stdout

@@ -49,15 +49,18 @@ def umask() -> int:
 
 
 def open_to_umask(directory: Path) -> None:
-    """Give every file under `directory` the mode a plain `open()` would have (0o666 minus the umask).
-    safetensors writes its files -rw------- whatever the umask, so a model or checkpoint written on a
-    shared cluster would be unreadable by the group that the user's umask lets read it."""
-    mode = 0o666 & ~umask()
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path) and os.stat(path).st_mode & 0o777 != mode:
-                os.chmod(path, mode)
+    """Give every file under `directory` the mode a plain `open()` would have (0o666 minus the umask), and
+    `directory` and every directory under it the mode of a plain `mkdir` (0o777 minus the umask).
+    safetensors writes its files -rw------- whatever the umask, and tempfile.mkdtemp makes drwx------, so a
+    model, checkpoint or export written on a shared cluster would be unreadable by the group that the user's
+    umask lets read it."""
+    mask = umask()
+    for root, dirs, files in os.walk(directory):
+        for names, mode in ((files, 0o666 & ~mask), ([".", *dirs], 0o777 & ~mask)):
+            for name in names:
+                path = os.path.join(root, name)
+                if not os.path.islink(path) and os.stat(path).st_mode & 0o777 != mode:
+                    os.chmod(path, mode)
 
 
 def finite(value):
