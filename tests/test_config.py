@@ -201,8 +201,11 @@ EDGES = [  # (variant, key, failing, passing, message)
     ("distilbert", "optim.warmup_ratio", "1", "0.999", "must be in [0, 1)"),
     ("distilbert", "optim.warmup_ratio", "-0.001", "0", "must be in [0, 1)"),
     ("distilbert", "optim.max_grad_norm", "-0.001", "0", "must be >= 0 (0 turns clipping off)"),
-    ("distilbert", "train.epochs", "0", "1", "must be >= 1"),
-    ("distilbert", "train.max_steps", "0", "1", "must be >= 1 (or unset)"),
+    ("distilbert", "train.epochs", "0", "1", "must be from 1 to 100,000"),
+    ("distilbert", "train.epochs", "100001", "100000", "must be from 1 to 100,000"),
+    ("distilbert", "train.max_steps", "0", "1", "must be from 1 to 10,000,000,000 (or unset: every epoch)"),
+    ("distilbert", "train.max_steps", "10000000001", "10000000000", "must be from 1 to 10,000,000,000 (or unset: "
+     "every epoch)"),
     ("distilbert", "train.eval_batch_size", "0", "1", "must be >= 1"),
     ("distilbert", "train.eval_batch_size", "99999999999999999999999", "1048576",
      "must be <= 1,048,576 (2**20 examples a batch: more than any machine holds)"),
@@ -210,7 +213,10 @@ EDGES = [  # (variant, key, failing, passing, message)
      "must be <= 1,048,576 (2**20 examples a batch: more than any machine holds)"),
     ("distilbert", "train.pos_weight_cap", "0.999", "1", "must be >= 1"),
     ("distilbert", "train.log_every_steps", "0", "1", "must be >= 1"),
-    ("distilbert", "train.cpu_threads", "0", "1", "must be >= 1 (or unset)"),
+    ("distilbert", "train.cpu_threads", "0", "1", "must be from 1 to 4,096 (or unset: the cores shared among the "
+     "node's processes)"),
+    ("distilbert", "train.cpu_threads", "2147483648", "4096", "must be from 1 to 4,096 (or unset: the cores shared "
+     "among the node's processes)"),
     ("distilbert", "train.eval_every_steps", "-1", "0", "must be >= 0 (0: only at the end; unset: 8 times per run)"),
     ("distilbert", "train.save_every_steps", "-1", "0", "must be >= 0 (0: only at the end)"),
     ("distilbert", "train.keep_last_checkpoints", "0", "1", "must be >= 1"),
@@ -437,7 +443,7 @@ def test_settings_after_an_unknown_key_are_still_checked():
     assert refusal("distilbert", ["optim.lrr=1", "train.epochs=0"]) == (
         "2 problems in the configuration:\n"
         "  - override 'optim.lrr=1': unknown key 'optim.lrr' (did you mean optim.lr?)\n"
-        "  - train.epochs: must be >= 1 [override 'train.epochs=0']")
+        "  - train.epochs: must be from 1 to 100,000 [override 'train.epochs=0']")
 
 
 def test_the_smoke_flag_wins_over_the_files_smoke(tmp_path):

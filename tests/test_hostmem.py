@@ -158,3 +158,16 @@ def test_every_entry_script_sets_the_wait_policy_before_torch_is_imported(script
                             text=True, check=True, env=clean)
     seen, final = result.stdout.splitlines()[-1].rsplit(" ", 1)
     assert final == "PASSIVE" and seen in ("PASSIVE", "torch not imported")
+
+
+def test_more_threads_than_the_cores_is_warned_of(monkeypatch):
+    """train.cpu_threads=64 on a 2-core machine ran on without a word, each step slower for it."""
+    from emodist.runtime import process
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert process.oversubscribed(None) is None  # unset: the cores are shared out
+    assert process.oversubscribed(max(1, cores // 2)) is None
+    assert process.oversubscribed(cores) == (
+        f"train.cpu_threads={cores} in each of 2 process(es) is more threads than the {cores} core(s) they may use: "
+        "the threads take turns and the steps run slower; unset it to share the cores out")

@@ -104,8 +104,9 @@ def is_dir(path: str | Path) -> bool:
 def _train_checks(t) -> list[tuple[str, bool, str]]:
     """The train section's (key, failed, message) checks."""
     return [
-        ("train.epochs", t.epochs < 1, "must be >= 1"),
-        ("train.max_steps", t.max_steps is not None and t.max_steps < 1, "must be >= 1 (or unset)"),
+        ("train.epochs", not 1 <= t.epochs <= MAX_EPOCHS, f"must be from 1 to {MAX_EPOCHS:,}"),
+        ("train.max_steps", t.max_steps is not None and not 1 <= t.max_steps <= MAX_STEPS,
+         f"must be from 1 to {MAX_STEPS:,} (or unset: every epoch)"),
         ("train.micro_batch_size", t.micro_batch_size < 1, "must be >= 1"),
         ("train.eval_batch_size", t.eval_batch_size < 1, "must be >= 1"),
         ("train.pos_weight_cap", t.pos_weight_cap < 1, "must be >= 1"),
@@ -120,7 +121,8 @@ def _train_checks(t) -> list[tuple[str, bool, str]]:
          f"must be a multiple of train.micro_batch_size={t.micro_batch_size}"),
         ("train.global_batch_size", t.global_batch_size < 1, "must be >= 1"),
         ("train.log_every_steps", t.log_every_steps < 1, "must be >= 1"),
-        ("train.cpu_threads", t.cpu_threads is not None and t.cpu_threads < 1, "must be >= 1 (or unset)"),
+        ("train.cpu_threads", t.cpu_threads is not None and not 1 <= t.cpu_threads <= MAX_THREADS,
+         f"must be from 1 to {MAX_THREADS:,} (or unset: the cores shared among the node's processes)"),
         ("train.eval_every_steps", t.eval_every_steps is not None and t.eval_every_steps < 0,
          "must be >= 0 (0: only at the end; unset: 8 times per run)"),
         ("train.save_every_steps", t.save_every_steps < 0, "must be >= 0 (0: only at the end)"),
@@ -133,6 +135,14 @@ def _train_checks(t) -> list[tuple[str, bool, str]]:
 
 MAX_BATCH = 2**20
 """The largest batch size a config may ask for: a larger one was an internal error deep in the loaders."""
+
+MAX_EPOCHS = 100_000
+MAX_STEPS = 10**10
+"""The longest training a config may ask for: 10**20 epochs were accepted, and the warmup (a share of the
+steps) then kept the learning rate at 1e-21 for good."""
+
+MAX_THREADS = 4096
+"""The most threads per process `train.cpu_threads` may ask for (2**31 was an internal error in torch)."""
 
 MAX_BOOTSTRAP = 1000
 """The most resamples `train.threshold_bootstrap` may ask for: 30 take about a second on GoEmotions' dev for

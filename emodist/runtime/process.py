@@ -74,6 +74,18 @@ def for_training(device_type: str, seed: int, cpu_threads: int | None) -> None:
     set_seed(seed)
 
 
+def oversubscribed(cpu_threads: int | None) -> str | None:
+    """A warning when `cpu_threads` threads in each of this node's processes are more than the cores they may
+    use (None otherwise, and when unset: then they are shared out)."""
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0))
+    if not cpu_threads or cpu_threads * local_processes <= cores:
+        return None
+    return (f"train.cpu_threads={cpu_threads} in each of {local_processes} process(es) is more threads than the "
+            f"{cores} core(s) they may use: the threads take turns and the steps run slower; unset it to share the "
+            "cores out")
+
+
 def for_steps(device_type: str, rebuilds_weights: bool = False) -> None:
     """The settings of the training steps, once the model is loaded. On CPUs, the pages the load freed go back
     to the system first: loading interleaves transient buffers with the weights that stay, and glibc returns

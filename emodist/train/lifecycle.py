@@ -226,7 +226,8 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
     shared = data_mod.shared_with_train(data.splits)
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
         cfg, accelerator, topology, built, data, plan, pos_weight, memory_plan, shared))
-    for warning in (data_mod.shared_warning(data.splits, shared), *data_mod.label_warnings(data)):
+    threads = process.oversubscribed(cfg.train.cpu_threads) if accelerator.device.type == "cpu" else None
+    for warning in (data_mod.shared_warning(data.splits, shared), *data_mod.label_warnings(data), threads):
         if warning:
             console.print(f"emodist: warning: {warning}")
     main = accelerator.is_main_process
