@@ -96,6 +96,20 @@ esac
 # --- in the batch shell (once, on the first node) -------------------------------------------------------
 
 [[ -n ${EMODIST_VARIANT:-} ]] || die "EMODIST_VARIANT is not set: use a template (slurm/*.sbatch) or export it"
+# shellcheck disable=SC2206  # as node_main splits it
+own_args=(${EMODIST_TRAIN_ARGS:-})
+for arg in "${own_args[@]}"; do  # launch.sh's own: a second one would win, and requeueing would watch another run
+    case $arg in
+        --output-dir | --output-dir=*) die "EMODIST_TRAIN_ARGS: $arg: the run directory is EMODIST_RUN_DIR's to set" ;;
+        --resume | --resume=*) die "EMODIST_TRAIN_ARGS: $arg: a job resumes its own run (--resume auto); to start over, set a new EMODIST_RUN_DIR" ;;
+        --variant | --variant=*) die "EMODIST_TRAIN_ARGS: $arg: the variant is EMODIST_VARIANT's to set" ;;
+    esac
+done
+[[ ${EMODIST_MAX_REQUEUES:-20} =~ ^[0-9]+$ ]] ||
+    die "EMODIST_MAX_REQUEUES=$EMODIST_MAX_REQUEUES: expected a whole number >= 0 (0: never requeue)"
+if [[ -n ${EMODIST_PORT:-} ]] && ! [[ $EMODIST_PORT =~ ^[1-9][0-9]{0,4}$ && $EMODIST_PORT -le 65535 ]]; then
+    die "EMODIST_PORT=$EMODIST_PORT: expected a TCP port, 1 to 65535"
+fi
 ACCELERATE_CONFIG=${EMODIST_ACCELERATE_CONFIG:-accelerate_configs/multi_gpu.yaml}
 [[ -f $ACCELERATE_CONFIG ]] || die "EMODIST_ACCELERATE_CONFIG=$ACCELERATE_CONFIG: no such file in $HOME_DIR (see accelerate_configs/)"
 [[ $ACCELERATE_CONFIG == /* ]] || ACCELERATE_CONFIG=$HOME_DIR/$ACCELERATE_CONFIG
@@ -196,7 +210,7 @@ fi
 # the evidence is in the run directory, a checkpoint written on stopping, and no summary.json
 stopped_at=$(stop_checkpoint)
 if [[ -n $stop_signal && -n $stopped_at && $stopped_at != "$previous_stop" && ! -f $RUN_DIR/summary.json ]]; then
-    max=${EMODIST_MAX_REQUEUES:-20}
+    max=$((10#${EMODIST_MAX_REQUEUES:-20}))  # checked at the start; base 10 even with a leading 0
     if ((restarts >= max)); then
         log "stopped on SIG$stop_signal at $stopped_at; not requeued: $restarts restarts reached EMODIST_MAX_REQUEUES=$max"
         exit "$EXIT_PREEMPTED"

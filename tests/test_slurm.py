@@ -49,6 +49,18 @@ def test_script_passes_bash_n_and_shellcheck(script: Path):
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.parametrize("template", sorted(SLURM_DIR.glob("*.sbatch")), ids=lambda p: p.name)
+def test_a_template_run_outside_a_job_says_to_submit_it(template: Path):
+    """`bash slurm/distilbert.sbatch` said `/slurm/launch.sh: No such file or directory`, study and sweep an
+    unbound variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "EMODIST_"))}
+    result = subprocess.run(["bash", str(template)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert re.fullmatch(r"emodist-slurm: error: not inside a SLURM job: submit (a template, e\.g\. sbatch "
+                        r"slurm/distilbert\.sbatch|it, sbatch slurm/study\.sbatch|it, python launch/sweep\.py SPEC"
+                        r"\.yaml --slurm)\n", result.stderr), result.stderr
+
+
 def test_every_template_is_submitted_by_a_test():
     templates = {p.name for p in SLURM_DIR.glob("*.sbatch")}
     assert templates == {*SINGLE_RUN_TEMPLATES, "study.sbatch", "sweep.sbatch"}
@@ -339,6 +351,12 @@ def _job_alive(job_id: str) -> bool:
     ("distilbert.sbatch", {"EMODIST_ACCELERATE_CONFIG": "accelerate_configs/nope.yaml"},
      "EMODIST_ACCELERATE_CONFIG=accelerate_configs/nope.yaml: no such file"),
     ("gemma.sbatch", {"EMODIST_PROCS_PER_NODE": "two"}, "EMODIST_PROCS_PER_NODE=two: expected a whole number"),
+    # checked at the start, not when the preemption signal comes (an unbound-variable error then lost the requeue)
+    ("distilbert.sbatch", {"EMODIST_MAX_REQUEUES": "twenty"}, "EMODIST_MAX_REQUEUES=twenty: expected a whole number >= 0"),
+    ("distilbert.sbatch", {"EMODIST_PORT": "99999"}, "EMODIST_PORT=99999: expected a TCP port, 1 to 65535"),
+    # a second --output-dir won, and the job then watched (and requeued for) a run directory training never wrote
+    ("distilbert.sbatch", {"EMODIST_TRAIN_ARGS": "--smoke --output-dir=elsewhere"},
+     "EMODIST_TRAIN_ARGS: --output-dir=elsewhere: the run directory is EMODIST_RUN_DIR's to set"),
     ("study.sbatch", {"EMODIST_STUDY_VARIANTS": "distilbert minilm"},
      "the array has 4 tasks for 2 variants (distilbert minilm): submit with sbatch --array=0-1"),
 ])
