@@ -308,6 +308,19 @@ def test_single_process_configs(tmp_path, cache_dir, config_file):
     assert (summary["num_processes"], summary["distributed_type"], summary["zero_stage"]) == (1, "NO", None)
 
 
+def test_several_processes_asked_of_a_one_process_config_are_warned_of(tmp_path, cache_dir):
+    """`accelerate launch --config_file cpu.yaml --num_processes 2` trained in one process without a word."""
+    result = launch("--variant", "distilbert", "--smoke", "train.max_steps=2", "--output-dir", str(tmp_path / "run"),
+                    config_file="cpu.yaml", num_processes=2, launcher_args=("--main_process_port", "29731"))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert read_summary(tmp_path / "run")["num_processes"] == 1
+    assert ("emodist: warning: accelerate launch was asked for several processes (--num_processes, or its config's) "
+            "and started this one alone") in " ".join(result.stdout.split())
+    alone = launch("--variant", "distilbert", "--smoke", "train.max_steps=2", "--output-dir", str(tmp_path / "one"),
+                   config_file="cpu.yaml")
+    assert alone.returncode == 0 and "asked for several processes" not in alone.stdout + alone.stderr
+
+
 def test_every_config_file_parses_and_is_launched_by_a_test():
     from accelerate.commands.config.config_args import load_config_from_file
 

@@ -34,6 +34,20 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def dropped_processes() -> str | None:
+    """A warning when `accelerate launch` was asked for several processes and started this one alone: its
+    simple launcher (a config with distributed_type NO, or none, on a machine without GPUs) passes on no
+    process count, only the rendezvous address of a group (MASTER_PORT) that no other process joins."""
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ  # every accelerate launcher sets it
+    grouped = any(name in os.environ for name in ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"))
+    if not launched or grouped or "MASTER_PORT" not in os.environ:
+        return None
+    return ("accelerate launch was asked for several processes (--num_processes, or its config's) and started "
+            "this one alone: a config with distributed_type NO (cpu.yaml), or none, starts one process without "
+            "GPUs; for N processes on CPUs (DDP over gloo) launch with --config_file accelerate_configs/multi_gpu.yaml "
+            "--num_processes N")
+
+
 def launched_zero_stage() -> int | None:
     """The ZeRO stage `accelerate launch` asked for (None: not DeepSpeed), read before the Accelerator exists."""
     if not _env_flag("ACCELERATE_USE_DEEPSPEED"):
