@@ -188,3 +188,24 @@ def test_a_launcher_precision_that_the_run_would_ignore_is_refused(monkeypatch, 
 def test_precisions_that_cannot_run_are_refused(requested, onnx, message):
     with pytest.raises(UsageError, match=message):
         inference.serving_precision(requested, torch.device("cpu"), onnx)
+
+
+def test_a_lora_model_directory_loads_with_peft_as_its_readme_says(exported):
+    """A LoRA model/ held peft's empty template, and peft alone loaded the base without the classifier's labels
+    (a size mismatch of the head): its README now gives the recipe, which must load what predict serves."""
+    model_dir, texts = exported
+    if not (model_dir / "adapter_config.json").exists():
+        assert not (model_dir / "README.md").exists()  # a full model/ is transformers' own layout: no card
+        return
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    assert "[More Information Needed]" not in card and "launch/export.py RUN_DIRECTORY" in card
+    scope: dict = {}
+    exec(card.split("```python\n")[1].split("```")[0].replace("THIS_DIRECTORY", str(model_dir)), scope)  # noqa: S102
+    model = scope["model"].eval()
+    classifier = Classifier.load(model_dir, precision="fp32")
+    with torch.no_grad():
+        theirs = np.stack([torch.sigmoid(model(**classifier.tokenizer(text, truncation=True, max_length=classifier.max_length,
+                                                                    return_tensors="pt")).logits.float())[0].numpy()
+                           for text in texts[:8]])
+    np.testing.assert_allclose(theirs, classifier.probabilities(texts[:8]), atol=5e-3)  # a bfloat16 base
+    assert model.config.id2label == dict(enumerate(classifier.labels))

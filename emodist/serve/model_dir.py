@@ -185,12 +185,48 @@ def _replace_model_files(directory: Path, new: Path) -> list[str]:
     return sorted({p.name for p in directory.iterdir()} - written)
 
 
+def adapter_card(cfg: RunConfig) -> str:
+    """README.md of a LoRA model/: what the directory holds and how to load it (peft alone loads the base
+    without the classifier's labels, and transformers alone does not read an adapter directory)."""
+    four_bit = cfg.model.quantization != "none"
+    quantized = (", quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\")"
+                 if four_bit else "")
+    return f"""---
+library_name: peft
+tags: [emodist, lora, multi-label-classification]
+---
+
+# A LoRA adapter of an emodist run ({cfg.variant})
+
+The run's adapter (`adapter_model.safetensors`, `adapter_config.json`, whose base_model_name_or_path names
+the base{", trained on it loaded in 4 bits (QLoRA)" if four_bit else ""}), the classifier's `config.json` (its labels, id2label,
+problem_type), the tokenizer, and `thresholds.json`, the per-label thresholds tuned on dev.
+
+- emodist: `python launch/predict.py THIS_DIRECTORY "I can't believe it worked!"`.
+- One standalone model that `transformers.pipeline` loads (the adapter merged into its base):
+  `python launch/export.py RUN_DIRECTORY`.
+- peft: the base needs the classifier's labels, which the base alone does not have:
+
+```python
+from peft import AutoPeftModelForSequenceClassification
+from transformers import AutoConfig{", BitsAndBytesConfig" if four_bit else ""}
+
+path = "THIS_DIRECTORY"
+labels = AutoConfig.from_pretrained(path)
+model = AutoPeftModelForSequenceClassification.from_pretrained(
+    path, num_labels=labels.num_labels, id2label=labels.id2label, label2id=labels.label2id,
+    problem_type=labels.problem_type{quantized})   # a sigmoid per label: torch.sigmoid(model(**inputs).logits)
+```
+"""
+
+
 def _save_pretrained(unwrapped, tokenizer, directory: Path, state_dict: dict, cfg: RunConfig) -> None:
     if cfg.model.method == "lora":
         unwrapped.save_pretrained(directory, state_dict=state_dict)
         base = unwrapped.get_base_model()
         base.config.architectures = [type(base).__name__]  # the classifier, not the checkpoint it came from
         base.config.save_pretrained(directory)
+        (directory / "README.md").write_text(adapter_card(cfg), encoding="utf-8")  # in place of peft's empty template
     else:
         unwrapped.save_pretrained(directory, state_dict=state_dict, max_shard_size=cfg.export.max_shard_size)
     kept = tokenizer.model_max_length  # the run's tokenizer, still in use: only the saved copy changes
