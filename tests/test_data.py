@@ -63,6 +63,14 @@ def test_goemotions_bad_rows_name_file_and_line(tmp_path, line, message):
         load_dir(directory)
 
 
+def test_goemotions_blank_lines_are_skipped_as_in_jsonl(tmp_path):
+    """A trailing blank line in a .tsv was refused as a row of 1 column, while .jsonl skips blank lines."""
+    directory = write_goemotions(tmp_path / "ge")
+    rows = (directory / "dev.tsv").read_text()
+    (directory / "dev.tsv").write_text(rows.replace("\n", "\n\n", 1) + "\n  \n")
+    assert load_dir(directory).splits["dev"].texts == load_dir(write_goemotions(tmp_path / "plain")).splits["dev"].texts
+
+
 def test_missing_and_empty_files(tmp_path):
     directory = write_goemotions(tmp_path / "ge")
     (directory / "test.tsv").unlink()

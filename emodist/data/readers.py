@@ -79,6 +79,8 @@ def _load_goemotions_dir(directory: Path, cfg: DataConfig) -> EmotionData:
 
 def _goemotions_rows(path: Path, num_labels: int) -> Iterator[tuple[int, str, list[int]]]:
     for lineno, line in enumerate(_read_lines(path), 1):
+        if not line.strip():  # a blank line (often a file's last), skipped as in .jsonl
+            continue
         columns = line.rstrip("\r\n").split("\t")
         if len(columns) not in (2, 3):
             raise _row_error(path, lineno, f"expected 3 tab-separated columns (text, label ids, id), got {len(columns)}")
@@ -111,8 +113,6 @@ def _load_goemotions_hub() -> EmotionData:
 
 
 _SEMEVAL_FILES = {"train": "2018-E-c-En-train.txt", "dev": "2018-E-c-En-dev.txt", "test": "2018-E-c-En-test-gold.txt"}
-
-
 _SEMEVAL_LABELS = ["anger", "anticipation", "disgust", "fear", "joy", "love", "optimism", "pessimism",
                    "sadness", "surprise", "trust"]
 
@@ -160,7 +160,6 @@ def _load_table_dir(directory: Path, cfg: DataConfig) -> EmotionData:
     columns = (cfg.text_column, cfg.label_column)
     records = {split: list(_table_rows(path, _csv_records(path, columns) if fmt == "csv" else _jsonl_records(path), cfg))
                for split, path in files.items()}
-
     labels_file = directory / "labels.txt"
     if labels_file.exists():
         labels = _label_file(labels_file)
@@ -170,7 +169,6 @@ def _load_table_dir(directory: Path, cfg: DataConfig) -> EmotionData:
         raise DataError(f"{files['train']}: no labels in column {cfg.label_column!r}")
     index = {name: i for i, name in enumerate(labels)}
     source = f"{labels_file}" if labels_file.exists() else f"the labels of {files['train'].name}"
-
     splits = {}
     for split, path in files.items():
         rows = []
