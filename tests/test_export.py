@@ -15,6 +15,7 @@ from conftest import ROOT, error_lines, read_summary
 
 from emodist import config, data
 from emodist.runtime import files
+from emodist.serve import card as cards
 from emodist.serve import export
 
 PUSH_ENV = {"HF_TOKEN": None, "HUGGING_FACE_HUB_TOKEN": None, "HF_TOKEN_PATH": "/nonexistent/emodist-test/token"}
@@ -80,7 +81,7 @@ def test_the_model_card_carries_the_runs_scores_and_thresholds(exports):
     assert meta["pipeline_tag"] == "text-classification"
     # a smoke run's weights are random: the hub would list it as a fine-tune of distilbert-base-uncased
     assert "base_model" not in meta and "a tiny randomly initialised model of `distilbert-base-uncased`'s" in card
-    real = export.model_card({**summary, "smoke": False}, config.load(config_file=str(run_dir / "config.yaml")), "x")
+    real = cards.model_card({**summary, "smoke": False}, config.load(config_file=str(run_dir / "config.yaml")), "x")
     assert yaml.safe_load(real.split("---")[1])["base_model"] == summary["base_model"]
     assert "Trained with emodist from `distilbert-base-uncased`" in real
     metrics = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
@@ -275,17 +276,15 @@ def test_a_repo_id_that_is_not_one_and_a_dry_run_without_a_push_are_refused_firs
 
 
 def test_the_model_card_says_what_a_short_run_on_a_subset_trained_on():
-    from emodist.serve import export
-
     cfg = config.load("minilm", overrides=["data.max_train_examples=1000", "train.max_steps=32"])
     summary = {"train": {"steps": 32, "epochs": 1.0, "examples": 1000}, "perf": {"sessions": 3}}
-    assert export._trained_on(summary, cfg) == ("32 steps (1 epoch) over 1,000 training examples (a seeded random "
+    assert cards._trained_on(summary, cfg) == ("32 steps (1 epoch) over 1,000 training examples (a seeded random "
                                                  "subset of the train split, data.max_train_examples=1000)")
-    assert export._sessions(summary) == ", trained in 3 sessions (stopped and resumed)"
+    assert cards._sessions(summary) == ", trained in 3 sessions (stopped and resumed)"
     summary = {"train": {"steps": 1, "epochs": 0.03125, "examples": 32}, "perf": {}}
-    assert export._trained_on(summary, config.load("minilm")) == "1 step (0.03 epochs) over 32 training examples"
-    assert export._sessions(summary) == ""
-    note = export._unlearned({"thresholds": {"per_label": {"joy": 0.02, "anger": 0.4, "fear": 0.3}, "unlearned": ["joy"]}})
+    assert cards._trained_on(summary, config.load("minilm")) == "1 step (0.03 epochs) over 32 training examples"
+    assert cards._sessions(summary) == ""
+    note = cards._unlearned({"thresholds": {"per_label": {"joy": 0.02, "anger": 0.4, "fear": 0.3}, "unlearned": ["joy"]}})
     assert note.startswith("\n\n**Warning from the dev scores:** 1 of 3 labels score on dev no better than labelling")
 
 
@@ -294,20 +293,20 @@ def test_the_model_card_names_the_data_loss_and_what_its_scores_were_measured_on
     data set, the loss went unsaid, and a QLoRA card gave the 4-bit model's scores as the merge's."""
     run_dir, _ = exports("distilbert")
     summary, cfg = read_summary(run_dir), config.load(config_file=str(run_dir / "config.yaml"))
-    assert "tiny random model of that architecture on synthetic data" in export.model_card(summary, cfg, "x")
-    local = export.model_card({**summary, "dataset": "my-posts"}, cfg, "me/emotions")
+    assert "tiny random model of that architecture on synthetic data" in cards.model_card(summary, cfg, "x")
+    local = cards.model_card({**summary, "dataset": "my-posts"}, cfg, "me/emotions")
     meta = yaml.safe_load(local.split("---")[1])
     assert "datasets" not in meta and "synthetic" not in local and "on `my-posts`" in local
     assert meta["model-index"][0]["results"][0]["dataset"] == {"type": "my-posts", "name": "my-posts", "split": "test"}
-    grouped = yaml.safe_load(export.model_card({**summary, "dataset": "goemotions-ekman"}, cfg, "x").split("---")[1])
+    grouped = yaml.safe_load(cards.model_card({**summary, "dataset": "goemotions-ekman"}, cfg, "x").split("---")[1])
     assert grouped["datasets"] == ["google-research-datasets/go_emotions"]
     assert "; BCE; global batch" in local
     asl = config.load(config_file=str(run_dir / "config.yaml"), overrides=["train.loss=asl", "train.pos_weight=balanced"])
     assert ("; asymmetric loss (gamma+ 0.0, gamma- 4.0, clip 0.05), positives weighted by label balance (at most "
-            "10x); global batch") in export.model_card(summary, asl, "x")
+            "10x); global batch") in cards.model_card(summary, asl, "x")
     assert "hf download me/emotions --local-dir emotions" in local and 'predict.py emotions "' in local
     assert "measured on the 4-bit model" not in local
-    qlora = export.model_card({**summary, "quantization": "nf4"}, cfg, "x")
+    qlora = cards.model_card({**summary, "quantization": "nf4"}, cfg, "x")
     assert f"## Scores (test split, {summary['test']['num_examples']} examples; measured on the 4-bit model" in qlora
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from emodist.runtime.errors import UsageError
 from emodist.serve import onnx_graph
+from emodist.serve.card import local_copy, model_card
 
 MANIFEST = "export.json"
 """The file transformers' exporters write beside their graphs: which file holds which component."""
@@ -105,7 +106,7 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
         result = measure_parity(model, tokenizer, tmp, test, cfg.data.max_length, precision_of(quantize))
         (tmp / PARITY).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         title = name or hf_export.run_name(run_dir)  # as the safetensors export's card: the hub repository, else the run
-        card = hf_export.model_card(summary, cfg, title, use=_use(title))
+        card = model_card(summary, cfg, title, use=_use(title))
         (tmp / "README.md").write_text(card + parity_section(result), encoding="utf-8")
         if not result["passed"] and not accept_drift:
             raise UsageError(f"the {precision_of(quantize)} ONNX export misses its tolerances on the test split "
@@ -234,8 +235,6 @@ def summary_line(result: dict) -> str:
 
 def _use(name: str) -> str:
     """The model card's Use section for an ONNX export."""
-    from emodist.serve.export import local_copy
-
     local = local_copy(name)
     return f"""## Use
 
