@@ -208,6 +208,12 @@ def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_p
     result = run_script("export.py", str(tmp_path))
     assert error_lines(result) == [f"emodist: error: {tmp_path}: not a finished run (no summary.json, config.yaml, "
                                    "model/config.json, model/thresholds.json): export a run that ended"]
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    for inside in ("checkpoints/new", "model/sub"):  # a save or a finish rewrites them: the export would be lost there
+        assert error_lines(run_script("export.py", str(run_dir), "--output", str(run_dir / inside))) == [
+            f"emodist: error: --output {run_dir / inside}: inside the run's {inside.split('/')[0]}/, which training "
+            f"rewrites: choose a path outside it (default {run_dir / 'export'})"]
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
 
 
 @pytest.mark.parametrize(("damage", "message"), [
