@@ -166,6 +166,9 @@ def test_a_variant_flag_that_contradicts_the_config_file_is_refused(tmp_path):
     assert str(err.value) == (f"--variant minilm, but {file}:1 sets variant: distilbert: the file's settings are those "
                               "of distilbert; drop --variant, or start from --variant minilm without this file")
     assert config.load("distilbert", str(file)).variant == "distilbert"
+    with pytest.raises(UsageError) as err:  # not a file: the message said "the file's settings"
+        config.load("minilm", overrides=["variant=distilbert"])
+    assert str(err.value) == "--variant minilm, but override 'variant=distilbert' sets variant: distilbert: drop one of them"
 
 
 def test_a_config_directory_is_not_a_config_file(tmp_path):

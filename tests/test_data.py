@@ -496,7 +496,8 @@ def test_a_mapping_file_beside_the_data_wins(tmp_path):
     ({"a": GOEMOTIONS_28[:20]},
      "{where}: no group for optimism, pride, realization, relief, remorse: add them to a group"),
     ({"a": [*GOEMOTIONS_28[:27], "glee"]},
-     "{where}: glee not among the goemotions labels: this grouping is for GoEmotions' 28 emotions (the data has "
+     "{where}: glee not among the goemotions labels: this grouping is for other labels: name the data's own (the "
+     "data has "
      "admiration, amusement, anger, annoyance, approval, ...)"),
     (["not", "a", "mapping"], "data.grouping: {path} must be a JSON object {{group: [label, ...]}}"),
     ({"all": GOEMOTIONS_28[:27], "empty": []},
@@ -711,7 +712,7 @@ def test_refusals_list_up_to_five_of_the_bad_labels(tmp_path):
     path.write_text(json.dumps({"a": [*GOEMOTIONS_28, "glee", "awe", "zeal", "dread", "bliss", "angst"]}))
     assert refusal(directory, grouping=str(path)) == (
         f"data.grouping={path}: angst, awe, bliss, dread, glee not among the goemotions labels: this grouping is "
-        "for GoEmotions' 28 emotions (the data has admiration, amusement, anger, annoyance, approval, ...)")
+        "for other labels: name the data's own (the data has admiration, amusement, anger, annoyance, approval, ...)")
     path.write_text(json.dumps({"a": GOEMOTIONS_28, "b": GOEMOTIONS_28[:6]}))
     assert refusal(directory, grouping=str(path)) == (
         f"data.grouping={path}: labels in more than one group: admiration (a, b); amusement (a, b); anger (a, b); "

@@ -58,8 +58,9 @@ def load(
     name = variant or _last(user, "variant")
     given = next((s for s in reversed(user) if s.key == "variant"), None)
     if variant and given is not None and given.value != variant:
-        raise UsageError(f"--variant {variant}, but {given.where} sets variant: {given.value}: the file's settings are "
-                         f"those of {given.value}; drop --variant, or start from --variant {variant} without this file")
+        fix = ("drop one of them" if given.where.startswith("override") else f"the file's settings are those of "
+               f"{given.value}; drop --variant, or start from --variant {variant} without this file")
+        raise UsageError(f"--variant {variant}, but {given.where} sets variant: {given.value}: {fix}")
     if name is not None and not isinstance(name, str):
         where = next(s.where for s in reversed(user) if s.key == "variant")
         raise UsageError(f"{where}: variant={name!r}: must be the name of a variant ({', '.join(variants.names())})")
