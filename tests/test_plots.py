@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -157,3 +158,14 @@ def test_the_comparison_keeps_names_bubbles_and_title_apart_at_any_run_count(tmp
     assert_readable(figures["curves.png"]["texts"], figures["curves.png"]["figure"])
     heatmap = figures["per_label_f1.png"]["figure"].axes[0]
     assert heatmap.get_title() == "per-label test F1 (thresholds tuned on dev)"
+
+
+def test_label_names_the_font_lacks_draw_without_a_warning_per_glyph(tmp_path):
+    """Japanese label names printed matplotlib's "Glyph ... missing from font" for every glyph of every plot."""
+    labels = ["喜び", "怒り", "悲しみ"]
+    path, scores = run_dir(tmp_path / "run", [{"step": 10, "train/loss": 0.5}], labels=labels)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = plots.run(path, scores)
+    assert len(written) >= 3 and all(p.stat().st_size > 0 for p in written)
+    assert [str(w.message) for w in caught if "Glyph" in str(w.message)] == []

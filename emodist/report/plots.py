@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,9 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    with warnings.catch_warnings():  # label names in a script the font lacks (CJK) draw as boxes: said once per
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")  # glyph per plot, a screenful
+        fig.savefig(path, dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return path
 
