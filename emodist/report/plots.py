@@ -47,8 +47,8 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # label names in a script the font lacks (CJK) draw as boxes: said once per
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")  # glyph per plot, a screenful
+    with warnings.catch_warnings():  # label names in a script the font lacks (CJK) draw as boxes, without
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")  # a warning per glyph per plot
         fig.savefig(path, dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return path
