@@ -72,8 +72,7 @@ node_main() {
         # (emulated nodes share one machine, so every node would think it is the host)
         rendezvous=(--main_process_ip "$HEAD_ADDR" --rdzv_backend c10d --rdzv_conf "is_host=$((rank == 0 ? 1 : 0))")
     fi
-    # shellcheck disable=SC2206  # EMODIST_TRAIN_ARGS is a list of words, split on purpose
-    args=(${EMODIST_TRAIN_ARGS:-})
+    read -r -a args <<<"${EMODIST_TRAIN_ARGS:-}"  # a list of words, split on blanks (and not globbed)
     log "node ${SLURMD_NODENAME:-$(hostname -s)}: machine rank $rank of $NNODES, $PROCS_PER_NODE process(es)"
     # The training processes alone handle the stop signal (checkpoint, exit 75): the launcher above them
     # ignores it, or it would die of it and leave them orphaned. They inherit "ignored" and install
@@ -96,8 +95,7 @@ esac
 # --- in the batch shell (once, on the first node) -------------------------------------------------------
 
 [[ -n ${EMODIST_VARIANT:-} ]] || die "EMODIST_VARIANT is not set: use a template (slurm/*.sbatch) or export it"
-# shellcheck disable=SC2206  # as node_main splits it
-own_args=(${EMODIST_TRAIN_ARGS:-})
+read -r -a own_args <<<"${EMODIST_TRAIN_ARGS:-}"  # as node_main splits it
 for arg in "${own_args[@]}"; do  # launch.sh's own: a second one would win, and requeueing would watch another run
     case $arg in
         --output-dir | --output-dir=*) die "EMODIST_TRAIN_ARGS: $arg: the run directory is EMODIST_RUN_DIR's to set" ;;
