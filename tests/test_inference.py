@@ -48,24 +48,34 @@ def test_probabilities_equal_one_text_at_a_time_in_the_order_given(exported):
     assert len({len(classifier.tokenizer(t)["input_ids"]) for t in texts}) > 3  # the batches did need padding
 
 
-def test_a_run_is_read_at_the_length_it_trained_at_and_a_str_is_one_text(exported, tmp_path):
+def test_a_run_is_read_at_the_length_it_trained_at_and_a_str_is_one_text(exported, tmp_path, monkeypatch):
     """predict read 128 tokens of a run trained and tuned at data.max_length 32; `probabilities("a text")` scored
     each of its characters as a text."""
     model_dir, texts = exported
     classifier = Classifier.load(model_dir, precision="fp32")
     assert classifier.max_length == config.load(config_file=str(model_dir.parent / "config.yaml")).data.max_length == 32
+    assert json.loads((model_dir / "thresholds.json").read_text())["max_length"] == 32  # recorded where it was tuned
     assert Classifier.load(model_dir, max_length=64).max_length == 64  # what the caller asks for
     long = " ".join(texts[:10])
     assert classifier.truncated(long) == classifier.truncated([long]) == 1
     np.testing.assert_array_equal(classifier.probabilities(long), classifier.probabilities([long]))
     assert classifier.predict(long) == classifier.predict([long]) and len(classifier.predict(long)) == 1
-    old = tmp_path / "model"  # a model/ saved before emodist wrote its length into the tokenizer: the run's config says it
+
+    # a model/ written before the length was recorded: its tokenizer holds the base's model_max_length
+    old = tmp_path / "run" / "model"
     shutil.copytree(model_dir, old)
+    unrecorded = {k: v for k, v in json.loads((old / "thresholds.json").read_text()).items() if k != "max_length"}
+    (old / "thresholds.json").write_text(json.dumps(unrecorded))
     settings = json.loads((old / "tokenizer_config.json").read_text())
-    (old / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 512}))
-    assert Classifier.load(old).max_length == 128  # no run beside it: what the tokenizer says, up to the positions
-    shutil.copy(model_dir.parent / "config.yaml", tmp_path / "config.yaml")
+    (old / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 64}))
+    assert Classifier.load(old).max_length == 128  # alone: what it was read at before, not its tokenizer's 64
+    shutil.copy(model_dir.parent / "config.yaml", old.parent / "config.yaml")  # another run's: thresholds differ
+    (old.parent / "thresholds.json").write_text(json.dumps({**unrecorded, "global": 0.25}))
+    assert Classifier.load(old).max_length == 128
+    (old.parent / "thresholds.json").write_text((old / "thresholds.json").read_text())  # its own run
     assert Classifier.load(old).max_length == 32
+    monkeypatch.chdir(old)
+    assert Classifier.load(".").max_length == 32  # "." has no parent of its own: the run is found all the same
 
 
 def test_labels_are_cut_at_the_thresholds_the_run_tuned(exported):

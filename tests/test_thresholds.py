@@ -74,6 +74,10 @@ def test_thresholds_follow_the_label_order_and_refuse_another_label_set(dev, tmp
     ('{"per_label": {"joy": 7}}', "the threshold of joy is 7, not a number from 0 to 1"),
     ('{"per_label": {"joy": NaN}}', "the threshold of joy is nan, not a number from 0 to 1"),
     ('{"per_label": {"joy": null}}', "the threshold of joy is None, not a number from 0 to 1"),
+    ('{"per_label": {"joy": 0.3}, "max_length": "128"}', "max_length is '128', not a number of tokens (the "
+     "data.max_length the thresholds were tuned at)"),
+    ('{"per_label": {"joy": 0.3}, "max_length": 0}', "max_length is 0, not a number of tokens (the data.max_length "
+     "the thresholds were tuned at)"),
 ])
 def test_thresholds_that_cannot_cut_are_refused_naming_the_file(tmp_path, content, problem):
     """They used to end in a traceback (a list, a string) or silently never or always pick a label."""

@@ -29,7 +29,8 @@ GoEmotions, and -0.0004 / +0.0035 for a 1-epoch run (bench/RESULTS.md). On GoEmo
 The file also names the labels the model has not learned: those whose best dev F1 is within
 `UNLEARNED_MARGIN` of labelling every text with them (a threshold at the bottom of the grid does that),
 and those without dev positives, whose threshold says nothing. `warning` turns them into the one line
-that training and predict print.
+that training and predict print. A run's file records `max_length`, the data.max_length the thresholds were
+tuned at: predict reads as many tokens of a text.
 """
 
 from __future__ import annotations
@@ -220,4 +221,7 @@ def _shape_problem(tuned) -> str | None:
     for name, value in values:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             return f"the threshold of {name} is {value!r}, not a number from 0 to 1"
+    length = tuned.get("max_length", 1)
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        return f"max_length is {length!r}, not a number of tokens (the data.max_length the thresholds were tuned at)"
     return None

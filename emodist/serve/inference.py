@@ -34,9 +34,7 @@ from emodist.runtime.errors import UsageError
 from emodist.scoring import thresholds
 
 DEFAULT_LENGTH = 128
-"""Tokens read per text from a directory that says nothing of its own length."""
-LONGEST_RECORDED = 1_000_000
-"""A tokenizer's model_max_length above this is transformers' stand-in for "not set" (1e30)."""
+"""Tokens read per text from a directory that says nothing of its own length (the schema's data.max_length)."""
 PRECISIONS = ("auto", "bf16", "fp32")
 """What `Classifier.load` takes: bf16 autocast where the hardware has it, always, or never."""
 
@@ -78,7 +76,7 @@ class Classifier:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         tuned = thresholds.load(Path(model_dir))
         cut = thresholds.for_labels(tuned, labels, Path(model_dir) / thresholds.FILE) if tuned else np.full(len(labels), 0.5)
-        length = max_length or trained_length(Path(model_dir), tokenizer, model.config)
+        length = max_length or trained_length(Path(model_dir), tuned, model.config)
         classifier = cls(model, tokenizer, cut, length, batch_size, precision)
         classifier.warning = thresholds.warning(tuned) if tuned else None
         classifier.tuned = tuned is not None
@@ -129,17 +127,24 @@ class Classifier:
         return [[label for label, on in zip(self.labels, row, strict=True) if on] for row in chosen]
 
 
-def trained_length(model_dir: Path, tokenizer, config) -> int:
-    """Tokens per text the model was trained and its thresholds tuned at: data.max_length of the run whose
-    config.yaml lies beside `model_dir` (its model/, or an export inside it), else the tokenizer's
-    model_max_length (emodist saves data.max_length there), else DEFAULT_LENGTH; at most what the model's
-    position embeddings reach."""
-    length = None
-    with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):  # no run there
-        length = yaml.safe_load((model_dir.parent / "config.yaml").read_text(encoding="utf-8"))["data"]["max_length"]
-    if not (isinstance(length, int) and length > 0):
-        length = tokenizer.model_max_length if 0 < tokenizer.model_max_length <= LONGEST_RECORDED else DEFAULT_LENGTH
+def trained_length(model_dir: Path, tuned: dict | None, config) -> int:
+    """Tokens per text the model was trained and its thresholds tuned at, at most what its position embeddings
+    reach: the `max_length` its thresholds.json (`tuned`) records; for a model/ written before emodist recorded
+    it, data.max_length of the run it lies in (its model/, or an export there: the run's thresholds.json is
+    theirs); else DEFAULT_LENGTH, what such directories were read at. Not the tokenizer's model_max_length:
+    before, that was the base's (512 for BERT), not the run's."""
+    length = (tuned or {}).get("max_length") or _run_length(Path(model_dir).resolve())
     return min(length, getattr(config, "max_position_embeddings", None) or length)
+
+
+def _run_length(model_dir: Path) -> int:
+    run = model_dir.parent
+    with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        if (run / thresholds.FILE).read_bytes() == (model_dir / thresholds.FILE).read_bytes():
+            length = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["data"]["max_length"]
+            if isinstance(length, int) and length > 0:
+                return length
+    return DEFAULT_LENGTH
 
 
 def serving_precision(requested: str, device: torch.device, onnx: bool = False) -> str:

@@ -33,6 +33,7 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
                             bootstrap=s.cfg.train.threshold_bootstrap, seed=s.cfg.train.seed)
     if untrained := data_mod.untrained_labels(data):  # said beside the labels the dev scores call unlearned
         tuned["no_train_positives"] = untrained
+    tuned["max_length"] = s.cfg.data.max_length  # tuned at this length: predict reads as many tokens
     cut = thresholds.for_labels(tuned, s.labels)
     dev_tuned = evaluation.score(dev_logits, dev_targets, s.labels, cut)  # what model selection reads (sweeps)
     test_tuned = evaluation.score(test_logits, test_targets, s.labels, cut)
