@@ -23,7 +23,9 @@ from emodist.runtime import errors, hub, process, signals
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # no abbreviations: `--output` after a wrapper's own --output-dir (slurm/launch.sh) would silently win
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--variant", help=f"preset to start from: {', '.join(variants.names())}")
     parser.add_argument("--config", help="YAML file of settings (e.g. a run's config.yaml)")
     parser.add_argument("--output-dir", help="run directory (default: runs/<variant>-<date>-<time>)")

@@ -72,7 +72,7 @@ node_main() {
         # (emulated nodes share one machine, so every node would think it is the host)
         rendezvous=(--main_process_ip "$HEAD_ADDR" --rdzv_backend c10d --rdzv_conf "is_host=$((rank == 0 ? 1 : 0))")
     fi
-    read -r -a args <<<"${EMODIST_TRAIN_ARGS:-}"  # a list of words, split on blanks (and not globbed)
+    read -r -d '' -a args <<<"${EMODIST_TRAIN_ARGS:-}" || true  # words, split on blanks and newlines, not globbed
     log "node ${SLURMD_NODENAME:-$(hostname -s)}: machine rank $rank of $NNODES, $PROCS_PER_NODE process(es)"
     # The training processes alone handle the stop signal (checkpoint, exit 75): the launcher above them
     # ignores it, or it would die of it and leave them orphaned. They inherit "ignored" and install
@@ -95,7 +95,7 @@ esac
 # --- in the batch shell (once, on the first node) -------------------------------------------------------
 
 [[ -n ${EMODIST_VARIANT:-} ]] || die "EMODIST_VARIANT is not set: use a template (slurm/*.sbatch) or export it"
-read -r -a own_args <<<"${EMODIST_TRAIN_ARGS:-}"  # as node_main splits it
+read -r -d '' -a own_args <<<"${EMODIST_TRAIN_ARGS:-}" || true  # as node_main splits it
 for arg in "${own_args[@]}"; do  # launch.sh's own: a second one would win, and requeueing would watch another run
     case $arg in
         --output-dir | --output-dir=*) die "EMODIST_TRAIN_ARGS: $arg: the run directory is EMODIST_RUN_DIR's to set" ;;
@@ -103,8 +103,8 @@ for arg in "${own_args[@]}"; do  # launch.sh's own: a second one would win, and 
         --variant | --variant=*) die "EMODIST_TRAIN_ARGS: $arg: the variant is EMODIST_VARIANT's to set" ;;
     esac
 done
-[[ ${EMODIST_MAX_REQUEUES:-20} =~ ^[0-9]+$ ]] ||
-    die "EMODIST_MAX_REQUEUES=$EMODIST_MAX_REQUEUES: expected a whole number >= 0 (0: never requeue)"
+[[ ${EMODIST_MAX_REQUEUES:-20} =~ ^[0-9]{1,9}$ ]] ||
+    die "EMODIST_MAX_REQUEUES=$EMODIST_MAX_REQUEUES: expected a whole number from 0 (never requeue) to 999999999"
 if [[ -n ${EMODIST_PORT:-} ]] && ! [[ $EMODIST_PORT =~ ^[1-9][0-9]{0,4}$ && $EMODIST_PORT -le 65535 ]]; then
     die "EMODIST_PORT=$EMODIST_PORT: expected a TCP port, 1 to 65535"
 fi

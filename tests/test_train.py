@@ -210,6 +210,13 @@ def test_unknown_variant_is_one_line():
         "emodist: error: unknown variant 'nope': choose one of " + ", ".join(variants.names())]
 
 
+def test_an_abbreviated_flag_is_refused_not_taken_for_a_flag():
+    """argparse read `--output` as --output-dir: after slurm/launch.sh's own --output-dir, it silently won."""
+    result = launch("--variant", "distilbert", "--smoke", "--output", "elsewhere", accelerate=False)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "train.py: error: unrecognized arguments: --output")
+
+
 def test_misspelt_config_key_is_one_line(tmp_path):
     file = tmp_path / "run.yaml"
     file.write_text("optim:\n  lr: 2.0e-4\n  warmup_ratoi: 0.1\n")
