@@ -331,6 +331,18 @@ def test_an_export_leaves_everything_beside_it_as_it_was(smoke_runs, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "export.tmp", "notes.txt"]
 
 
+def test_an_export_into_a_group_s_shared_directory_keeps_its_setgid_bit(smoke_runs, tmp_path):
+    """A directory made in a setgid one (a shared group's) inherits the bit, so its files stay the group's:
+    giving the export the mode a mkdir would have must not take the bit away."""
+    run_dir, _ = smoke_runs("distilbert")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o2775)
+    result = run_script("export.py", str(run_dir), "--output", str(shared / "export"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert oct((shared / "export").stat().st_mode & 0o7777) == oct(0o2000 | (0o777 & ~files.umask()))
+
+
 def test_a_sigterm_while_exporting_removes_the_staged_export(tmp_path):
     """A SIGTERM (a scheduler's, `kill`, `timeout`) killed export.py as it was: its staged directory, as large as
     the model, stayed beside the run for good."""

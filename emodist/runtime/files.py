@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from pathlib import Path
 
 
@@ -53,14 +54,15 @@ def open_to_umask(directory: Path) -> None:
     `directory` and every directory under it the mode of a plain `mkdir` (0o777 minus the umask).
     safetensors writes its files -rw------- whatever the umask, and tempfile.mkdtemp makes drwx------, so a
     model, checkpoint or export written on a shared cluster would be unreadable by the group that the user's
-    umask lets read it."""
+    umask lets read it. The setgid bit a directory inherits from a shared group's directory is kept."""
     mask = umask()
     for root, dirs, files in os.walk(directory):
         for names, mode in ((files, 0o666 & ~mask), ([".", *dirs], 0o777 & ~mask)):
             for name in names:
                 path = os.path.join(root, name)
-                if not os.path.islink(path) and os.stat(path).st_mode & 0o777 != mode:
-                    os.chmod(path, mode)
+                now = os.lstat(path).st_mode
+                if not stat.S_ISLNK(now) and now & 0o777 != mode:
+                    os.chmod(path, (now & 0o7000) | mode)
 
 
 def finite(value):
