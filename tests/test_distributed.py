@@ -321,6 +321,23 @@ def test_several_processes_asked_of_a_one_process_config_are_warned_of(tmp_path,
     assert alone.returncode == 0 and "asked for several processes" not in alone.stdout + alone.stderr
 
 
+def test_only_accelerate_s_one_process_launcher_is_taken_for_dropped_processes(monkeypatch):
+    """A plain `python launch/train.py` with accelerate's precision variable and a MASTER_PORT was warned of; an
+    MVAPICH group was not told apart from one process."""
+    for name in ("ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_USE_CPU", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE",
+                 "MV2_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("MASTER_PORT", "29555")
+    assert distributed.dropped_processes(1) is None  # plain python
+    monkeypatch.setenv("ACCELERATE_DYNAMO_BACKEND", "NO")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    assert distributed.dropped_processes(1).startswith("accelerate launch was asked for several processes")
+    assert distributed.dropped_processes(2) is None  # the group did start
+    monkeypatch.setenv("MV2_COMM_WORLD_SIZE", "2")
+    assert distributed.dropped_processes(1) is None
+
+
 def test_every_config_file_parses_and_is_launched_by_a_test():
     from accelerate.commands.config.config_args import load_config_from_file
 

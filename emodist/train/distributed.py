@@ -34,13 +34,15 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def dropped_processes() -> str | None:
-    """A warning when `accelerate launch` was asked for several processes and started this one alone: its
-    simple launcher (a config with distributed_type NO, or none, on a machine without GPUs) passes on no
-    process count, only the rendezvous address of a group (MASTER_PORT) that no other process joins."""
-    launched = "ACCELERATE_MIXED_PRECISION" in os.environ  # every accelerate launcher sets it
-    grouped = any(name in os.environ for name in ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"))
-    if not launched or grouped or "MASTER_PORT" not in os.environ:
+def dropped_processes(num_processes: int) -> str | None:
+    """A warning when `accelerate launch` was asked for several processes and started this one alone
+    (`num_processes`, the Accelerator's, is 1): its simple launcher (a config with distributed_type NO, or none,
+    on a machine without GPUs) passes on no process count, only the rendezvous port of a group (MASTER_PORT)
+    that no other process joins. That launcher is told apart from a plain `python` by ACCELERATE_DYNAMO_BACKEND
+    and ACCELERATE_USE_CPU, which it always sets and a user has no reason to."""
+    launched = all(name in os.environ for name in ("ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_USE_CPU", "MASTER_PORT"))
+    grouped = any(name in os.environ for name in ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"))
+    if num_processes > 1 or not launched or grouped:
         return None
     return ("accelerate launch was asked for several processes (--num_processes, or its config's) and started "
             "this one alone: a config with distributed_type NO (cpu.yaml), or none, starts one process without "
