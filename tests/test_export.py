@@ -313,7 +313,14 @@ def test_the_model_card_names_the_data_loss_and_what_its_scores_were_measured_on
     assert "hf download me/emotions --local-dir emotions" in local and 'predict.py emotions "' in local
     assert "measured on the 4-bit model" not in local
     qlora = cards.model_card({**summary, "quantization": "nf4"}, cfg, "x")
-    assert f"## Scores (test split, {summary['test']['num_examples']} examples; measured on the 4-bit model" in qlora
+    assert f"## Scores (test split, {summary['test']['num_examples']} examples; measured on the 4-bit NF4 model" in qlora
+    assert "(QLoRA adapters trained on the 4-bit NF4 base, merged here into the bfloat16 base;" in " ".join(qlora.split())
+    int8 = " ".join(cards.model_card({**summary, "quantization": "int8", "method": "lora"}, cfg, "x").split())
+    assert "measured on the 8-bit model" in int8 and "(LoRA adapters trained on the 8-bit base," in int8
+    from emodist.serve.model_dir import adapter_card
+
+    recipe = adapter_card(config.load("mistral-qlora", overrides=["model.quantization=int8"]))
+    assert "BitsAndBytesConfig(load_in_8bit=True)" in recipe and "4-bit" not in recipe and "nf4" not in recipe
 
 
 def test_an_export_leaves_everything_beside_it_as_it_was(smoke_runs, tmp_path):

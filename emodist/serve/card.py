@@ -10,6 +10,8 @@ import yaml
 
 DATASETS = {"goemotions": "google-research-datasets/go_emotions", "semeval2018": "SemEvalWorkshop/sem_eval_2018_task_1"}
 """Hub ids of the data sets a card can name."""
+QUANTIZED = {"nf4": "4-bit NF4", "int8": "8-bit"}
+"""model.quantization in a card's words."""
 
 
 def model_card(summary: dict, cfg, name: str, use: str | None = None) -> str:
@@ -113,7 +115,9 @@ def _method(summary: dict) -> str:
     """How the exported weights were trained, in the card's words."""
     method = {"full": "every weight fine-tuned", "lora": "LoRA adapters merged into the base"}[summary["method"]]
     if summary["quantization"] != "none":
-        method = "QLoRA (4-bit NF4 base) adapters, merged here into the bfloat16 base; the adapter is in adapter/"
+        quantization = summary["quantization"]
+        method = (f"{'QLoRA' if quantization == 'nf4' else 'LoRA'} adapters trained on the {QUANTIZED[quantization]} "
+                  "base, merged here into the bfloat16 base; the adapter is in adapter/")
     if summary["smoke"]:
         data = " on synthetic data" if summary["dataset"] == "synthetic" else ""
         method += f"; a --smoke run: a tiny random model of that architecture{data}, a test artefact"
@@ -122,7 +126,8 @@ def _method(summary: dict) -> str:
 
 def _scored(summary: dict) -> str:
     """What the card's scores were measured on, where that is not the model it publishes."""
-    return "; measured on the 4-bit model as trained, before the merge" if summary["quantization"] != "none" else ""
+    quantization = summary["quantization"]
+    return f"; measured on the {QUANTIZED[quantization]} model as trained, before the merge" if quantization != "none" else ""
 
 
 def _loss(train) -> str:

@@ -188,9 +188,12 @@ def _replace_model_files(directory: Path, new: Path) -> list[str]:
 def adapter_card(cfg: RunConfig) -> str:
     """README.md of a LoRA model/: what the directory holds and how to load it (peft alone loads the base
     without the classifier's labels, and transformers alone does not read an adapter directory)."""
-    four_bit = cfg.model.quantization != "none"
-    quantized = (", quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\")"
-                 if four_bit else "")
+    from emodist.serve.card import QUANTIZED
+
+    quantization = cfg.model.quantization
+    bnb = {"nf4": "load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n        bnb_4bit_use_double_quant=True, "
+                  f"bnb_4bit_compute_dtype=torch.{cfg.model.compute_dtype}", "int8": "load_in_8bit=True"}.get(quantization)
+    quantized = f",\n    quantization_config=BitsAndBytesConfig({bnb})" if bnb else ""
     return f"""---
 library_name: peft
 tags: [emodist, lora, multi-label-classification]
@@ -199,7 +202,7 @@ tags: [emodist, lora, multi-label-classification]
 # A LoRA adapter of an emodist run ({cfg.variant})
 
 The run's adapter (`adapter_model.safetensors`, `adapter_config.json`, whose base_model_name_or_path names
-the base{", trained on it loaded in 4 bits (QLoRA)" if four_bit else ""}), the classifier's `config.json` (its labels, id2label,
+the base{f", trained on it loaded in {QUANTIZED[quantization]}" if bnb else ""}), the classifier's `config.json` (its labels, id2label,
 problem_type), the tokenizer, and `thresholds.json`, the per-label thresholds tuned on dev.
 
 - emodist: `python launch/predict.py THIS_DIRECTORY "I can't believe it worked!"`.
@@ -208,8 +211,8 @@ problem_type), the tokenizer, and `thresholds.json`, the per-label thresholds tu
 - peft: the base needs the classifier's labels, which the base alone does not have:
 
 ```python
-from peft import AutoPeftModelForSequenceClassification
-from transformers import AutoConfig{", BitsAndBytesConfig" if four_bit else ""}
+{"import torch" + chr(10) if quantization == "nf4" else ""}from peft import AutoPeftModelForSequenceClassification
+from transformers import AutoConfig{", BitsAndBytesConfig" if bnb else ""}
 
 path = "THIS_DIRECTORY"
 labels = AutoConfig.from_pretrained(path)
