@@ -524,6 +524,10 @@ def test_a_bad_mapping_file_beside_the_data_is_named_with_the_grouping(tmp_path)
     assert refusal(directory, grouping="sentiment") == (
         f"data.grouping=sentiment ({beside}): no group for optimism, pride, realization, relief, remorse: add them "
         "to a group")
+    beside.write_text(json.dumps({"a": [*GOEMOTIONS_28, "glee"]}))  # the data's own file, not the published mapping
+    assert refusal(directory, grouping="sentiment") == (
+        f"data.grouping=sentiment ({beside}): glee not among the goemotions labels: this grouping is for other labels: "
+        "name the data's own (the data has admiration, amusement, anger, annoyance, approval, ...)")
     missing = tmp_path / "nowhere.json"
     assert refusal(directory, grouping=str(missing)) == (
         f"data.grouping: {missing}: unreadable ([Errno 2] No such file or directory: '{missing}')")

@@ -195,7 +195,7 @@ def test_a_run_exported_from_inside_it_is_named_in_its_card(smoke_runs, tmp_path
     result = run_script("export.py", ".", cwd=run_dir)
     assert result.returncode == 0, result.stderr
     card = (run_dir / "export" / "README.md").read_text()
-    assert "\n# my-run\n" in card and 'model = "my-run"' in card
+    assert "\n# my-run\n" in card and 'model = "THIS_DIRECTORY"   # the path of this export' in card
     assert export.run_name(tmp_path / "best") == "best"  # a link to a run keeps the name it was given
     (tmp_path / "best").symlink_to(run_dir)
     assert export.run_name(tmp_path / "best") == "best" and export.run_name(run_dir / "model" / "..") == "my-run"
@@ -304,13 +304,17 @@ def test_the_model_card_names_the_data_loss_and_what_its_scores_were_measured_on
     meta = yaml.safe_load(local.split("---")[1])
     assert "datasets" not in meta and "synthetic" not in local and "on `my-posts`" in local
     assert meta["model-index"][0]["results"][0]["dataset"] == {"type": "my-posts", "name": "my-posts", "split": "test"}
-    grouped = yaml.safe_load(cards.model_card({**summary, "dataset": "goemotions-ekman"}, cfg, "x").split("---")[1])
+    ekman = config.load(config_file=str(run_dir / "config.yaml"), overrides=["data.grouping=ekman"])
+    grouped = yaml.safe_load(cards.model_card({**summary, "dataset": "goemotions-ekman"}, ekman, "x").split("---")[1])
     assert grouped["datasets"] == ["google-research-datasets/go_emotions"]
+    german = yaml.safe_load(cards.model_card({**summary, "dataset": "goemotions-de"}, cfg, "x").split("---")[1])
+    assert "datasets" not in german  # a directory of one's own, named like the hub's data set
     assert "; BCE; global batch" in local
     asl = config.load(config_file=str(run_dir / "config.yaml"), overrides=["train.loss=asl", "train.pos_weight=balanced"])
     assert ("; asymmetric loss (gamma+ 0.0, gamma- 4.0, clip 0.05), positives weighted by label balance (at most "
             "10x); global batch") in cards.model_card(summary, asl, "x")
     assert "hf download me/emotions --local-dir emotions" in local and 'predict.py emotions "' in local
+    assert 'model = "me/emotions"' in local and 'predict.py THIS_DIRECTORY "' in cards.model_card(summary, cfg, "x")
     assert "measured on the 4-bit model" not in local
     qlora = cards.model_card({**summary, "quantization": "nf4"}, cfg, "x")
     assert f"## Scores (test split, {summary['test']['num_examples']} examples; measured on the 4-bit NF4 model" in qlora

@@ -64,7 +64,7 @@ def group(data: EmotionData, grouping: str, data_dir: Path | None) -> EmotionDat
     where = f"data.grouping={grouping}" + (f" ({source})" if source is not None and grouping in GROUPINGS else "")
     unknown = sorted({label for members in mapping.values() for label in members} - set(data.labels))
     if unknown:
-        meant = "for GoEmotions' 28 emotions" if grouping in GROUPINGS else "for other labels: name the data's own"
+        meant = "for GoEmotions' 28 emotions" if source is None else "for other labels: name the data's own"
         raise DataError(f"{where}: {', '.join(unknown[:5])} not among the {data.name} labels: this grouping is "
                         f"{meant} (the data has {', '.join(data.labels[:5])}, ...)")
     owners: dict[str, list[str]] = {}

@@ -6,6 +6,8 @@ use the model, what it was trained on and how, its per-label thresholds, and its
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 DATASETS = {"goemotions": "google-research-datasets/go_emotions", "semeval2018": "SemEvalWorkshop/sem_eval_2018_task_1"}
@@ -17,7 +19,7 @@ QUANTIZED = {"nf4": "4-bit NF4", "int8": "8-bit"}
 def model_card(summary: dict, cfg, name: str, use: str | None = None) -> str:
     """README.md: model-index metadata (the run's test scores) and what the model is, does and does not;
     `use`: the Use section (default: loading it with transformers.pipeline)."""
-    meta = _card_metadata(summary, name)
+    meta = _card_metadata(summary, name, cfg.data.grouping)
     test, tuned, dataset = summary["test"], summary["test_tuned"], summary["dataset"]
     thresholds = summary["thresholds"]["per_label"]
     rows = "\n".join(f"| {label} | {thresholds[label]:.4g} | {summary['test_tuned']['per_label'][label]['f1']:.4f} |"
@@ -65,6 +67,7 @@ domains are not covered by the test scores.{_unlearned(summary)}
 
 
 def _pipeline_use(name: str) -> str:
+    hub = "/" in name  # pushed: the card is read on the hub
     return f"""## Use
 
 ```python
@@ -73,7 +76,7 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 from transformers import pipeline
 
-model = "{name}"   # the hub repository, or the directory of this export
+model = "{name if hub else "THIS_DIRECTORY"}"   # {"its hub repository, or a local copy of it" if hub else "the path of this export"}
 classify = pipeline("text-classification", model=model, top_k=None)   # a sigmoid score per label
 where = Path(model, "thresholds.json") if Path(model).is_dir() else hf_hub_download(model, "thresholds.json")
 thresholds = json.loads(Path(where).read_text())["per_label"]          # tuned on the dev split
@@ -81,17 +84,23 @@ scores = classify(["I can't believe it worked!"], truncation=True)[0]  # reads a
 labels = [s["label"] for s in scores if s["score"] >= thresholds[s["label"]]]
 ```
 
-With emodist, on a local copy (`hf download {name} --local-dir {local_copy(name)}` for the hub's):
-`python launch/predict.py {local_copy(name)} "I can't believe it worked!"`."""
+With emodist, {local_copy(name)}:
+`python launch/predict.py {local_path(name)} "I can't believe it worked!"`."""
+
+
+def local_path(name: str) -> str:
+    """The directory a card's commands name for the model `name`: a hub repository's last part, which
+    `local_copy` fills; THIS_DIRECTORY for a run's name (an export not pushed: the path is the reader's)."""
+    return name.rsplit("/", 1)[-1] if "/" in name else "THIS_DIRECTORY"
 
 
 def local_copy(name: str) -> str:
-    """The directory a card's commands name for the model `name` (a hub repository, or a run's name): the
-    repository's last part, which `hf download NAME --local-dir` fills."""
-    return name.rsplit("/", 1)[-1]
+    """How a card's reader gets the files `local_path` names."""
+    return (f"on a local copy (`hf download {name} --local-dir {local_path(name)}`)" if "/" in name
+            else "on this directory")
 
 
-def _card_metadata(summary: dict, name: str) -> dict:
+def _card_metadata(summary: dict, name: str, grouping: str) -> dict:
     """The model card's YAML header: the hub's model-index with the run's test scores."""
     test, tuned, dataset = summary["test"], summary["test_tuned"], summary["dataset"]
     metrics = [{"type": "f1", "name": f"F1 {avg} (tuned thresholds)", "value": round(tuned[f"f1_{avg}"], 4)}
@@ -102,11 +111,11 @@ def _card_metadata(summary: dict, name: str) -> dict:
     return {
         "library_name": "transformers", "pipeline_tag": "text-classification",
         **({} if summary.get("smoke") else {"base_model": summary["base_model"]}),  # a smoke run's weights are random
-        **({"datasets": [hub_dataset(dataset)]} if hub_dataset(dataset) else {}),
+        **({"datasets": [hub_dataset(dataset, grouping)]} if hub_dataset(dataset, grouping) else {}),
         "tags": ["emodist", "emotion", "multi-label-classification", summary["method"]],
         "model-index": [{"name": name, "results": [{
             "task": {"type": "text-classification", "name": "Multi-label emotion classification"},
-            "dataset": {"type": hub_dataset(dataset) or dataset, "name": dataset, "split": "test"},
+            "dataset": {"type": hub_dataset(dataset, grouping) or dataset, "name": dataset, "split": "test"},
             "metrics": metrics}]}],
     }
 
@@ -138,10 +147,14 @@ def _loss(train) -> str:
     return loss[train.loss] + weights
 
 
-def hub_dataset(dataset: str) -> str | None:
-    """The hub id of the data set a run's summary names (`goemotions`, `goemotions-ekman` for a grouping of
-    it), or None for a local one (a directory's name), which the card names but does not link."""
-    return DATASETS.get(dataset) or DATASETS.get(dataset.split("-", 1)[0])
+def hub_dataset(dataset: str, grouping: str = "none") -> str | None:
+    """The hub id of the data set a run's summary names (`goemotions`; `goemotions-ekman`, its data.grouping=ekman),
+    or None for a local one (a directory's name, e.g. `goemotions-de`), which the card names but does not link."""
+    from emodist.data.grouping import GROUPINGS
+
+    if grouping != "none":
+        dataset = dataset.removesuffix(f"-{grouping if grouping in GROUPINGS else Path(grouping).stem}")
+    return DATASETS.get(dataset)
 
 
 def _plural(count: float, noun: str) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 
 from emodist.runtime.errors import UsageError
 from emodist.serve import onnx_graph
-from emodist.serve.card import local_copy, model_card
+from emodist.serve.card import local_copy, local_path, model_card
 
 MANIFEST = "export.json"
 """The file transformers' exporters write beside their graphs: which file holds which component."""
@@ -235,10 +235,10 @@ def summary_line(result: dict) -> str:
 
 def _use(name: str) -> str:
     """The model card's Use section for an ONNX export."""
-    local = local_copy(name)
+    local = local_path(name)
     return f"""## Use
 
-On a local copy (`hf download {name} --local-dir {local}` for the hub's):
+With emodist, {local_copy(name)}:
 
 ```bash
 python launch/predict.py {local} "I can't believe it worked!"   # emodist serves it with ONNX Runtime

@@ -162,8 +162,7 @@ def check_slurm() -> None:
 def submit_slurm(sweep: Sweep, sbatch_args: list[str], wait: bool = False, submitted=print) -> str:
     """Submit the unfinished trials as one job array of slurm/sweep.sbatch; its job id, also given to `submitted`
     as soon as sbatch prints it. With `wait`, return when the array has ended (sbatch --wait; UsageError if any
-    task failed)."""
-    check_slurm()
+    task failed). `check_slurm` first, before the sweep directory is written."""
     todo = pending(sweep)
     indices = ",".join(str(t.index) for t in todo)
     logs = sweep.output_dir / "logs"
