@@ -59,7 +59,8 @@ def write(args: argparse.Namespace) -> int:
     runs = compare.find_runs(args.runs)
     output = args.output or default_output(args.runs, runs)
     ranked = compare.rank(runs.finished, args.rank_by) if args.rank_by else None  # a bad metric stops before writing
-    earlier = report_dir.claim_output(output)  # a directory of someone else's files stops it too
+    # a directory of someone else's files stops it too, and a default one of another comparison
+    earlier = report_dir.claim_output(output, None if args.output else runs.finished)
     written = compare.write_comparison(runs, output)
     if ranked:
         for place, (run, value) in enumerate(ranked, 1):
@@ -67,7 +68,7 @@ def write(args: argparse.Namespace) -> int:
         winner = output / "winner-config.yaml"
         shutil.copyfile(ranked[0][0] / "config.yaml", winner)
         written.append(winner)
-    report_dir.record_output(output, written, earlier)
+    report_dir.record_output(output, written, earlier, runs.finished)
     print(f"compared {len(runs.finished)} run(s)"
           + (f" ({len(runs.unfinished)} unfinished left out)" if runs.unfinished else "")
           + ": " + ", ".join(str(p) for p in written))

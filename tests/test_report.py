@@ -100,11 +100,33 @@ def test_a_report_directory_is_replaced_only_when_a_comparison_wrote_it(tmp_path
     outside = tmp_path / "outside.txt"
     outside.write_text("keep\n")
     listed = json.loads((report / ".emodist-comparison").read_text())
-    (report / ".emodist-comparison").write_text(json.dumps([*listed, "../../outside.txt"]))  # edited by hand
+    listed["files"].append("../../outside.txt")  # edited by hand
+    (report / ".emodist-comparison").write_text(json.dumps(listed))
     assert compare(str(study)).returncode == 0 and outside.read_text() == "keep\n"
     (report / "notes.txt").write_text("mine\n")  # a file of the user's among the report's: not replaced
     assert compare(str(study)).returncode == errors.EXIT_USAGE and (report / "notes.txt").read_text() == "mine\n"
     assert (report / "report.md").is_file()
+
+
+def test_a_default_report_directory_holding_a_comparison_of_other_runs_is_not_replaced(tmp_path):
+    """`compare.py runs/a runs/b`, then `compare.py runs/c`: both reports default to runs/comparison/, and the
+    second deleted the first without a word."""
+    runs = tmp_path / "runs"
+    first = [write_run(runs / "a", "distilbert", 0.3), write_run(runs / "b", "minilm", 0.2)]
+    assert compare(*map(str, first)).returncode == 0
+    report = runs / "comparison"
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    third = write_run(runs / "c", "distilbert", 0.4)
+    result = compare(str(third))
+    assert result.returncode == errors.EXIT_USAGE and result.stderr.strip().splitlines() == [
+        f"emodist: error: {report} holds the comparison of other runs ({first[0].resolve()}, {first[1].resolve()}): "
+        "nothing was written or replaced; give this one its own --output, or compare those runs with these"]
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before
+    assert compare(*map(str, first)).returncode == 0  # the same runs again: replaced, as before
+    assert compare(str(third), "--output", str(report)).returncode == 0  # asked for by name: replaced
+    old = report / ".emodist-comparison"  # written before the runs were named: a list of its files
+    old.write_text(json.dumps(json.loads(old.read_text())["files"]))
+    assert compare(*map(str, first)).returncode == 0
 
 
 def test_ranking_by_a_score_no_run_reports_lists_those_they_do(tmp_path):
@@ -314,8 +336,9 @@ def test_compare_three_real_smoke_runs(smoke_runs, tmp_path):
          *(f"confusion-{run.name}.png" for run in runs.values())])
     for png in out.glob("*.png"):
         assert_drawn(png)
-    assert json.loads((out / ".emodist-comparison").read_text()) == sorted(
-        p.name for p in out.iterdir() if p.name != ".emodist-comparison")  # what the next one may replace
+    assert json.loads((out / ".emodist-comparison").read_text()) == {  # what the next one may replace, and of what
+        "files": sorted(p.name for p in out.iterdir() if p.name != ".emodist-comparison"),
+        "runs": sorted(str(run.resolve()) for run in runs.values())}
 
     with (out / "comparison.csv").open() as handle:
         rows = {row["variant"]: row for row in csv.DictReader(handle)}
