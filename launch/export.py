@@ -16,7 +16,7 @@ export scores the run's test split beside the torch model it came from and write
 parity.json and its model card; one that misses emodist's tolerances (float32: probabilities within 1e-4;
 int8: the same labels for 99% of the texts, macro-F1 within 0.005) is not kept unless `--accept-drift`
 (see emodist/serve/onnx_export.py). Exit codes: 0 done, 2 refused (one line says why), 65 the run's data
-(which an ONNX export's parity reads) cannot be read.
+(which an ONNX export's parity reads) cannot be read, 130 stopped (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations

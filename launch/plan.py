@@ -50,14 +50,17 @@ def main(argv: list[str] | None = None) -> int:
 def plan(args: argparse.Namespace) -> int:
     if args.labels is not None and not 1 <= args.labels <= 10**6:  # 10**8 ran out of memory building id2label
         raise errors.UsageError(f"--labels {args.labels}: a head of 1 to 1,000,000 labels is planned")
-    cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke)
+    # with --labels given, the data is not read: a finished run's config.yaml plans with its data moved away
+    cfg = config.load(args.variant, args.config, args.overrides, smoke=args.smoke, data_here=args.labels is None)
     process.quiet_libraries()
     from emodist.models import memory, placement
     from emodist.report import memory_table
+    from emodist.train import distributed
 
     target = placement.Target.of(args.gpu_memory)
     where = placement.from_accelerate_config(args.config_file, args.num_processes, args.num_machines, target.device)
     where = dataclasses.replace(where, precision=placement.precision_for(cfg, where.device, where.zero_stage))
+    distributed.check_support(cfg, distributed.Topology.planned(where, args.config_file))  # what training refuses
     labels = args.labels or memory.label_count(cfg)
     planned = memory.plan(cfg, where, labels)
     fits = target.fits(planned)

@@ -225,6 +225,16 @@ def test_plan_as_json_says_what_does_not_fit_and_what_to_change():
      "DeepSpeed ZeRO, and would count FSDP's sharded weights whole): --config_file "
      "accelerate_configs/deepspeed_zero3.yaml plans ZeRO-3, which shards the same weights, gradients and optimizer "
      "states"),
+    # what training refuses, planning refuses too: it had said "fits"
+    (["--variant", "mistral-qlora", "--config_file", "accelerate_configs/deepspeed_zero3_offload.yaml"],
+     "emodist: error: model.quantization=nf4 with DeepSpeed parameter offload (accelerate_configs/"
+     "deepspeed_zero3_offload.yaml): DeepSpeed cannot move packed 4-bit weights to the CPU and back. Use "
+     "accelerate_configs/deepspeed_zero3.yaml (ZeRO-3 shards the 4-bit base, no offload), or --variant mistral-lora "
+     "(a bf16 base) with the offload config"),
+    (["--variant", "minilm", "--config_file", "accelerate_configs/cpu.yaml", "--num_processes", "2"],
+     "emodist: error: --num_processes 2 with accelerate_configs/cpu.yaml (distributed_type NO): accelerate launch "
+     "starts one process; plan several with --config_file accelerate_configs/multi_gpu.yaml (DDP) or a DeepSpeed "
+     "config"),
     (["--variant", "minilm", "model.name_or_path=someone/unknown-model"],
      "emodist: error: model.name_or_path=someone/unknown-model: its shapes are not known here (the variants' bases "
      "ship theirs): point it at a local directory holding the model's config.json"),
@@ -344,3 +354,15 @@ def test_a_real_size_run_peaks_within_15_percent_of_its_plan(tmp_path, cache_dir
     assert 0.85 <= perf["planned_peak_bytes"] / perf["training_peak_memory_bytes"] <= 1.15, perf
     assert 0 < perf["training_peak_memory_bytes"] <= perf["peak_memory_bytes"]
     assert "memory plan" in result.stdout
+
+
+def test_a_finished_run_s_config_plans_with_its_data_moved_away(tmp_path):
+    """`plan.py --config RUN/config.yaml --labels 28` refused once the run's data had moved: the plan reads none."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    config.dump(config.load("minilm", overrides=[f"data.data_dir={data_dir}"]), tmp_path / "config.yaml")
+    data_dir.rmdir()
+    result = plan("--config", str(tmp_path / "config.yaml"), "--labels", "28")
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1].startswith("fits: "), result.stderr
+    assert plan("--config", str(tmp_path / "config.yaml")).stderr.strip() == (  # the labels are the data's to count
+        f"emodist: error: data.data_dir: {data_dir} is not a directory [{tmp_path / 'config.yaml'}:22]")

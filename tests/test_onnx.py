@@ -199,3 +199,10 @@ def test_a_run_whose_test_split_is_gone_is_refused_before_anything_is_exported(s
         f"emodist: error: {tmp_path / 'data' / 'emotions.txt'}: missing file"]
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith("export")]
     assert "exporting" not in result.stdout
+    (tmp_path / "data").rmdir()  # the data moved away: the safetensors export needs none of it
+    result = run_script("export.py", str(run_dir), "--onnx")
+    assert result.returncode == 65 and error_lines(result) == [
+        f"emodist: error: {tmp_path / 'data'}: the run's data (data.data_dir) is not there (moved or deleted?), and an "
+        "ONNX export measures itself on its test split: put the data back, or export without --onnx"]
+    result = run_script("export.py", str(run_dir))
+    assert result.returncode == 0 and (run_dir / "export" / "config.json").is_file(), result.stderr

@@ -40,12 +40,14 @@ def load(
     overrides: typing.Sequence[str] = (),
     smoke: bool | None = None,
     cli: dict[str, Any] | None = None,
+    data_here: bool = True,
 ) -> RunConfig:
     """Build and validate the run config from its layers (see the module docstring).
 
     `cli` maps dotted keys to the command-line flag that set them and its value (e.g.
-    {"output_dir": ("--output-dir", "runs/x")}); None values are skipped. Raises UsageError naming every
-    problem.
+    {"output_dir": ("--output-dir", "runs/x")}); None values are skipped. `data_here=False` reads a config
+    for what it says without its data (a finished run's, to export or plan): data.data_dir need not exist.
+    Raises UsageError naming every problem.
     """
     file_settings = _read_yaml(config_file) if config_file else []
     override_settings = [_parse_override(text) for text in overrides]
@@ -81,7 +83,7 @@ def load(
     where.update(where_later)
     problems += problems_later
     # keys whose value could not be read keep an earlier value: do not report them twice
-    unread = {p.key for p in problems}
+    unread = {p.key for p in problems} | (set() if data_here else {"data.data_dir"})
     messages = [p.message for p in problems] + cfg.problems(where, skip=unread)
     if messages:
         raise UsageError(_join(messages))

@@ -85,6 +85,10 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
                          "plans ZeRO-3, which shards the same weights, gradients and optimizer states")
     processes = num_processes or int(settings.get("num_processes", 1) or 1)
     nodes = num_machines or int(settings.get("num_machines", 1) or 1)
+    if path is not None and kind == "NO" and (num_processes or 1) > 1:  # accelerate starts one, whatever the count
+        raise UsageError(f"--num_processes {num_processes} with {path} (distributed_type NO): accelerate launch starts "
+                         "one process; plan several with --config_file accelerate_configs/multi_gpu.yaml (DDP) or a "
+                         "DeepSpeed config")
     if kind == "NO" and not num_processes:
         processes = 1
     stage, zero = None, {}

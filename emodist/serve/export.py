@@ -93,7 +93,7 @@ def finished_run(run_dir: Path) -> tuple[dict, object]:
     summary = compare.checked_summary(summary_file, content)  # its own one line for a summary of another shape
     fix = f"copy {run_dir / thresholds.FILE} over it (the run wrote both), then export again"
     thresholds.for_labels(thresholds.load(model_dir, fix), summary["labels"], model_dir / thresholds.FILE, fix)
-    cfg = config.load(config_file=str(run_dir / "config.yaml"))
+    cfg = config.load(config_file=str(run_dir / "config.yaml"), data_here=False)  # moved data: the model exports
     try:
         model_card(summary, cfg, run_name(run_dir))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import DataError, UsageError
 from emodist.serve import onnx_graph
 from emodist.serve.card import local_copy, local_path, model_card
 
@@ -95,6 +95,9 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
     if out_dir.exists():
         raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
     _check_runtime()
+    if cfg.data.data_dir is not None and not Path(cfg.data.data_dir).is_dir():  # detect() would call it no layout
+        raise DataError(f"{cfg.data.data_dir}: the run's data (data.data_dir) is not there (moved or deleted?), and an "
+                        "ONNX export measures itself on its test split: put the data back, or export without --onnx")
     test = data.load(cfg.data, seed=cfg.train.seed).splits["test"]  # before the export: a missing data set stops it
     model, tokenizer = hf_export.merged_model(summary, run_dir / "model", cfg.data.max_length, "float32")
     model = model.float().eval()

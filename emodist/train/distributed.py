@@ -104,6 +104,13 @@ class Topology:
     ds_config_file: str | None = None
 
     @classmethod
+    def planned(cls, where: Placement, config_file: str | None) -> Topology:
+        """The topology a plan's Placement (launch/plan.py) would start, for `check_support`."""
+        kind = "DEEPSPEED" if where.zero_stage is not None else ("MULTI_GPU" if where.processes > 1 else "NO")
+        return cls(kind, where.processes, where.nodes, where.zero_stage, "cpu" if where.offload_optimizer else None,
+                   "cpu" if where.offload_params else None, where.max_live_parameters, config_file)
+
+    @classmethod
     def of(cls, accelerator) -> Topology:
         kind = accelerator.distributed_type.value
         local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
