@@ -8,7 +8,9 @@ import time
 import pytest
 import torch
 
+from emodist import config
 from emodist.report import telemetry, tracking
+from emodist.runtime.errors import UsageError
 
 
 def test_step_times_leave_out_paused_time():
@@ -138,6 +140,32 @@ def test_wandb_mode(monkeypatch, tmp_path, setting, env, key, expected):
         monkeypatch.setenv("WANDB_MODE", env)
     mode, notice = tracking.resolve_mode(setting)
     assert (mode, notice is not None) == expected
+
+
+def test_a_wandb_mode_from_the_environment_is_named_as_such_and_a_bad_one_refused(monkeypatch, tmp_path):
+    """WANDB_MODE=online without a key was reported as `track.wandb=online`; WANDB_MODE=bogus said it would log
+    offline, then failed inside wandb's settings."""
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert tracking.resolve_mode("auto") == (
+        "offline", "WANDB_MODE=online but no wandb API key is configured: logging offline instead")
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(UsageError) as refused:
+        tracking.resolve_mode("auto")
+    assert str(refused.value) == ("WANDB_MODE=bogus: not a wandb mode: set it to online, offline or disabled, or unset "
+                                  "it (track.wandb, or --wandb, chooses then)")
+
+
+def test_a_yaml_off_is_the_setting_off(tmp_path):
+    """YAML 1.1 reads `wandb: off` as false: the refusal listed off among the values it takes."""
+    file = tmp_path / "run.yaml"
+    file.write_text("track:\n  wandb: off\n")
+    assert config.load("minilm", str(file)).track.wandb == "off"
+    file.write_text("track:\n  wandb: yes\n")  # true is no setting of track.wandb: refused as before
+    with pytest.raises(UsageError, match="track.wandb=True: must be one of auto, online, offline, off"):
+        config.load("minilm", str(file))
 
 
 def test_run_name_carries_the_slurm_job(monkeypatch):

@@ -182,6 +182,8 @@ def _coerce(value: Any, tp: Any) -> Any:
             return None
         return _coerce(value, next(a for a in args if a is not type(None)))
     if origin is Literal:
+        if isinstance(value, bool) and ("off" if not value else "on") in args:  # YAML 1.1 reads off and on as booleans
+            return "off" if not value else "on"
         if value not in args:
             raise ValueError(f"must be one of {', '.join(map(str, args))}")
         return value

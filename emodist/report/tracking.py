@@ -180,20 +180,29 @@ def summary_metrics(summary: dict) -> dict:
     return out
 
 
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "off")
+"""The WANDB_MODE values wandb (and emodist: `off`) reads; another one failed deep inside wandb's settings."""
+
+
 def resolve_mode(setting: str) -> tuple[str, str | None]:
-    """(online | offline | off, a notice line or None) for track.wandb=`setting`."""
+    """(online | offline | off, a notice line or None) for track.wandb=`setting`; UsageError for a WANDB_MODE
+    that is no wandb mode (checked at the start of a run: `lifecycle.Run.setup`)."""
     env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env and env not in WANDB_MODES:
+        raise UsageError(f"WANDB_MODE={os.environ['WANDB_MODE']}: not a wandb mode: set it to online, offline or "
+                         "disabled, or unset it (track.wandb, or --wandb, chooses then)")
+    said = "track.wandb=online"
     if setting == "auto" and env:
         if env in ("disabled", "off"):
             return "off", None
-        setting = "offline" if env in ("offline", "dryrun") else "online"
+        setting, said = ("offline" if env in ("offline", "dryrun") else "online"), f"WANDB_MODE={env}"
     if setting == "auto":
         setting = "online" if has_credentials() else "offline"
         if setting == "offline":
             return "offline", ("no wandb API key (WANDB_API_KEY or `wandb login`): logging offline; "
                                "upload later with `wandb sync`")
     if setting == "online" and not has_credentials():
-        return "offline", "track.wandb=online but no wandb API key is configured: logging offline instead"
+        return "offline", f"{said} but no wandb API key is configured: logging offline instead"
     return setting, None
 
 

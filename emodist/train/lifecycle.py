@@ -77,6 +77,7 @@ class Lifecycle:
         cfg = self.cfg
         process.quiet_libraries()
         telemetry.peak_override()  # read at the end of the run: a typo there is refused now
+        tracking.resolve_mode(cfg.track.wandb)  # read once the model is loaded: a bad WANDB_MODE is refused now
         with self.phases.measure("load"):
             accelerator = self.accelerator = make_accelerator(cfg)
             topology = distributed.Topology.of(accelerator)
