@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     process.before_torch()  # a QLoRA merge computes on the CPU: OpenMP's idle threads must sleep
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a finished run directory (summary.json, model/)")
-    parser.add_argument("--output", type=Path, help="the export directory (default RUN_DIR/export; must not exist)")
+    parser.add_argument("--output", type=Path, help="the export directory (default RUN_DIR/export; must not exist, but for "
+                        "--push-to-hub, which pushes an export there as it is)")
     parser.add_argument("--max-shard-size", help="largest safetensors shard (default: the run's export.max_shard_size)")
     parser.add_argument("--merge-dtype", choices=("float32", "bfloat16"),
                         help="dtype an adapter is merged in (default: float32 for LoRA, bfloat16 for QLoRA)")

@@ -1,7 +1,7 @@
 """Will this run fit? Its memory per process, planned from the model's shapes: no weights, no network.
 
     python launch/plan.py --variant mistral-qlora --gpu-memory 12GB
-    python launch/plan.py --variant mistral-lora --config_file accelerate_configs/deepspeed_zero3.yaml \
+    python launch/plan.py --variant mistral-lora --config_file accelerate_configs/deepspeed_zero3.yaml \\
         --num_processes 4 --gpu-memory 24GB
     python launch/plan.py --variant gemma-lora train.micro_batch_size=4 --json
 

@@ -14,7 +14,7 @@ data.max_length, the length it was trained and its thresholds tuned at) are read
 default) runs a torch model under bf16 autocast where the hardware computes in bf16 (Ampere or newer GPUs, CPUs with
 AVX512-BF16 or AMX: 1.7-2.0x float32's speed on such a CPU, the same labels for 99.7% of GoEmotions'
 test texts, bench/RESULTS.md); --precision fp32 gives the float32 probabilities. Exit codes: 0 done, 2 refused (one
-line says why).
+line says why), 130 stopped (Ctrl-C, SIGTERM: the output keeps its whole records).
 """
 
 from __future__ import annotations

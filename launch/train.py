@@ -28,7 +28,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      allow_abbrev=False)
     parser.add_argument("--variant", help=f"preset to start from: {', '.join(variants.names())}")
     parser.add_argument("--config", help="YAML file of settings (e.g. a run's config.yaml)")
-    parser.add_argument("--output-dir", help="run directory (default: runs/<variant>-<date>-<time>)")
+    parser.add_argument("--output-dir", help="run directory (default: runs/<variant>-<date>-<time>, "
+                        "runs/smoke-<variant>-... with --smoke)")
     parser.add_argument("--data-dir", help="local data directory; its format is detected from the files")
     parser.add_argument("--dataset", help="data set format or name (sets data.dataset)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model + synthetic data: offline check")

@@ -289,6 +289,8 @@ def test_the_model_card_says_what_a_short_run_on_a_subset_trained_on():
     assert cards._sessions(summary) == ", trained in 3 sessions (stopped and resumed)"
     summary = {"train": {"steps": 1, "epochs": 0.03125, "examples": 32}, "perf": {}}
     assert cards._trained_on(summary, config.load("minilm")) == "1 step (0.03 epochs) over 32 training examples"
+    summary = {"train": {"steps": 6, "epochs": 6 / 1357, "examples": 43410}, "perf": {}}  # a few steps of GoEmotions
+    assert cards._trained_on(summary, config.load("minilm")).startswith("6 steps (0.0044 epochs) over 43,410 training")
     assert cards._sessions(summary) == ""
     note = cards._unlearned({"thresholds": {"per_label": {"joy": 0.02, "anger": 0.4, "fear": 0.3}, "unlearned": ["joy"]}})
     assert note.startswith("\n\n**Warning from the dev scores:** 1 of 3 labels score on dev no better than labelling")

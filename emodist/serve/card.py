@@ -158,7 +158,8 @@ def hub_dataset(dataset: str, grouping: str = "none") -> str | None:
 
 
 def _plural(count: float, noun: str) -> str:
-    shown = f"{count:,}" if isinstance(count, int) else f"{count:,.2f}".rstrip("0").rstrip(".")
+    shown = f"{count:,}" if isinstance(count, int) else (  # a few steps of a long epoch: 0.0047, not 0
+        f"{count:.2g}" if 0 < abs(count) < 0.005 else f"{count:,.2f}".rstrip("0").rstrip("."))
     return f"{shown} {noun}" + ("" if shown == "1" else "s")
 
 
@@ -170,7 +171,7 @@ def _trained_on(summary: dict, cfg) -> str:
     if cfg.data.max_train_examples is not None and examples is not None:
         subset = f" (a seeded random subset of the train split, data.max_train_examples={cfg.data.max_train_examples})"
     over = f" over {_plural(examples, 'training example')}{subset}" if examples is not None else ""
-    return f"{_plural(train['steps'], 'step')} ({_plural(round(train['epochs'], 2), 'epoch')}){over}"
+    return f"{_plural(train['steps'], 'step')} ({_plural(train['epochs'], 'epoch')}){over}"
 
 
 def _sessions(summary: dict) -> str:

@@ -56,9 +56,10 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
             s.console.print(f"emodist: note: kept {', '.join(kept)} in {s.run_dir / 'model'}: files emodist did not "
                             "write, from before this finish")
         if stale := sorted(p.name for p in s.run_dir.glob("export*") if p.is_dir()):  # exported before this finish
-            s.console.print(f"emodist: note: {', '.join(stale)} {'holds' if len(stale) == 1 else 'hold'} the model of "
-                            "an earlier finish of this run, not "
-                            f"this one: delete them and export again (launch/export.py {s.run_dir})")
+            one = len(stale) == 1
+            s.console.print(f"emodist: note: {', '.join(stale)} {'holds' if one else 'hold'} the model of an earlier "
+                            f"finish of this run, not this one: delete {'it' if one else 'them'} and export again "
+                            f"(launch/export.py {s.run_dir})")
         s.console.print(f"run directory: {s.run_dir}")
     return summary
 
