@@ -124,6 +124,9 @@ def test_a_default_report_directory_holding_a_comparison_of_other_runs_is_not_re
     assert {p.name: p.read_bytes() for p in report.iterdir()} == before
     assert compare(*map(str, first)).returncode == 0  # the same runs again: replaced, as before
     assert compare(str(third), "--output", str(report)).returncode == 0  # asked for by name: replaced
+    every = [runs / name for name in ("a", "b", "c")]
+    assert compare(*map(str, every), "--output", str(report)).returncode == 0
+    assert compare(*map(str, sorted(runs.iterdir()))).returncode == 0  # runs/*: its own comparison/ passed over
     old = report / ".emodist-comparison"  # written before the runs were named: a list of its files
     old.write_text(json.dumps(json.loads(old.read_text())["files"]))
     assert compare(*map(str, first)).returncode == 0

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emodist.report import report_dir
 from emodist.rundir.contract import ASIDE
 from emodist.runtime.errors import UsageError
 
@@ -75,11 +76,14 @@ class Runs:
 
 def find_runs(paths: list[Path]) -> Runs:
     """The run directories named, or found one level inside a named directory (a study's runs; not those that
-    --overwrite moved aside, superseded: name one to compare it)."""
+    --overwrite moved aside, superseded: name one to compare it). An earlier comparison's report directory among
+    several paths (`compare.py study/*`) is passed over."""
     runs = Runs()
     for path in paths:
         if not path.is_dir():
             raise UsageError(f"{path}: no such directory: name run directories (runs/<run>) or a directory of runs")
+        if len(paths) > 1 and (path / report_dir.OWN).is_file():
+            continue
         found = [path] if _is_run(path) else sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
         candidates = [run for run in found if run == path or ASIDE not in run.name]
         if found and not candidates:
