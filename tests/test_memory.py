@@ -220,6 +220,8 @@ def test_plan_as_json_says_what_does_not_fit_and_what_to_change():
      "emodist: error: --gpu-memory 0GB: less than 1 MiB; write the memory of one GPU, e.g. 24GB"),
     (["--variant", "minilm", "--num_processes", "0"], "emodist: error: --num_processes 0: must be 1 or more"),
     (["--variant", "minilm", "--num_machines", "-2"], "emodist: error: --num_machines -2: must be 1 or more"),
+    (["--variant", "minilm", "--num_processes", "3", "--num_machines", "2"],
+     "emodist: error: --num_processes 3 over --num_machines 2: give each machine as many processes, a multiple of 2"),
     (["--variant", "mistral-lora", "--config_file", "accelerate_configs/fsdp.yaml"],
      "emodist: error: --config_file accelerate_configs/fsdp.yaml: FSDP is not planned (the plan knows DDP and "
      "DeepSpeed ZeRO, and would count FSDP's sharded weights whole): --config_file "

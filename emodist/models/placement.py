@@ -91,6 +91,9 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
                          "DeepSpeed config")
     if kind == "NO" and not num_processes:
         processes = 1
+    if processes % nodes:  # accelerate starts as many on every node
+        raise UsageError(f"--num_processes {processes} over --num_machines {nodes}: give each machine as many "
+                         f"processes, a multiple of {nodes}")
     stage, zero = None, {}
     if kind == "DEEPSPEED":
         stage, zero = _zero_settings(settings.get("deepspeed_config") or {}, path)

@@ -307,6 +307,9 @@ def exit_code_of(error: BaseException | None) -> int:
 def download_wandb_group(group: str, project: str, entity: str | None, into: Path) -> list[Path]:
     """Fetch summary.json and metrics.jsonl of every run of a wandb group into `into`/<run name>/ (what
     `WandbTracker` saved with each run); return the run directories. Needs the wandb server."""
+    if not has_credentials():  # wandb's own "No API key configured" came as if the server had not answered
+        raise UsageError(f"--wandb-group {group}: no wandb API key here (WANDB_API_KEY or `wandb login`): log in, or "
+                         "compare the run directories")
     import wandb
 
     try:
