@@ -10,10 +10,27 @@
 # When the run finishes, bench/record_goemotions.py writes its numbers (read from summary.json), the exact
 # command, the wall time and the machine into bench/RESULTS.md and the README's results table.
 set -euo pipefail
+usage="usage: bench/goemotions_minilm.sh [RUN_DIR] [KEY=VALUE ...]
+
+Train minilm on the full GoEmotions train split (about an hour on 2 cores) into RUN_DIR (default
+runs/bench-goemotions-minilm, relative to the repository), score it on the test split, and record the
+result into bench/RESULTS.md and the README's results table. KEY=VALUE settings (and any further
+launch/train.py flags) go to launch/train.py, e.g.
+
+  bench/goemotions_minilm.sh runs/bench-minilm-balanced train.pos_weight=balanced
+
+GoEmotions is read from \$EMODIST_GOEMOTIONS (default ../shared/data/goemotions, the original layout)."
+case ${1-} in
+  -h|--help) echo "$usage"; exit 0 ;;
+  -*) echo "emodist: error: $1: RUN_DIR comes first, a directory rather than a flag (launch/train.py's flags may follow it): see bench/goemotions_minilm.sh --help" >&2
+      exit 2 ;;
+  *=*) echo "emodist: error: $1: a setting in RUN_DIR's place: give the run directory first, e.g. bench/goemotions_minilm.sh runs/bench-goemotions-minilm $1" >&2
+      exit 2 ;;
+esac
 cd "$(dirname "$0")/.." || exit 3
 data=${EMODIST_GOEMOTIONS:-../shared/data/goemotions}
 if [ ! -f "$data/train.tsv" ]; then
-  echo "goemotions_minilm: no GoEmotions at $data (set EMODIST_GOEMOTIONS)" >&2
+  echo "emodist: error: no GoEmotions at $data (no train.tsv there): set EMODIST_GOEMOTIONS to its directory" >&2
   exit 2
 fi
 run_dir=${1:-runs/bench-goemotions-minilm}

@@ -33,11 +33,39 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 DEFAULT_DATA = Path(os.environ.get("EMODIST_GOEMOTIONS", ROOT.parent / "shared" / "data" / "goemotions"))
 
+WEIGHTS = ("fp", "channel", "block32")
+ACTIVATIONS = ("fp", "tensor", "token")
 DEFAULT = ("channel:tensor", "channel:fp", "fp:tensor", "fp:token", "channel:token", "fp:token:0.5",
            "channel:token:0.5", "block32:fp")
+
+
+def parse_schemes(text: str) -> list[str]:
+    """The schemes of `--schemes`, each WEIGHTS:ACTIVATIONS[:ALPHA] (see the module's text); UsageError naming
+    the first that is not."""
+    from emodist.runtime.errors import UsageError
+
+    schemes = text.split(",")
+    for scheme in schemes:
+        where = f"--schemes {text}: " + (f"scheme {scheme!r}: " if len(schemes) > 1 else "")
+        parts = scheme.split(":")
+        if len(parts) not in (2, 3):
+            raise UsageError(f"{where}not WEIGHTS:ACTIVATIONS[:ALPHA]: write e.g. channel:token or fp:token:0.5 "
+                             "(several separated by commas)")
+        weights, activations, *alpha = parts
+        if weights not in WEIGHTS:
+            raise UsageError(f"{where}weights {weights!r}: use one of {', '.join(WEIGHTS)}")
+        if activations not in ACTIVATIONS:
+            raise UsageError(f"{where}activations {activations!r}: use one of {', '.join(ACTIVATIONS)}")
+        try:
+            ok = not alpha or 0 <= float(alpha[0]) <= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"{where}ALPHA {alpha[0]!r}: use a number from 0 to 1 (SmoothQuant's alpha, e.g. 0.5)")
+    return schemes
 
 
 def round_weights(w: torch.Tensor, mode: str) -> torch.Tensor:
@@ -105,24 +133,59 @@ def rounded_model(model, scheme: str, maxima: dict[str, torch.Tensor]):
     return model
 
 
+def check_blocks(model, schemes: list[str]) -> None:
+    """UsageError when a block32 scheme meets a linear layer whose inputs are not a multiple of 32."""
+    from emodist.runtime.errors import UsageError
+
+    blocked = [scheme for scheme in schemes if scheme.startswith("block32:")]
+    odd = next(((n, m.in_features) for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear) and m.in_features % 32), None)
+    if blocked and odd:
+        raise UsageError(f"--schemes {blocked[0]}: this model's layer {odd[0]} has {odd[1]} inputs, not a multiple of "
+                         "32: block32 does not apply to it; leave it out, or use channel")
+
+
 def texts_of(data_dir: Path, split: str) -> list[str]:
     with open(data_dir / f"{split}.tsv", encoding="utf-8") as rows:
         return [line.split("\t")[0] for line in rows]
 
 
-def main() -> None:
-    from emodist.serve.inference import Classifier
-
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", type=Path)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="GoEmotions in its original layout")
     parser.add_argument("--schemes", default=",".join(DEFAULT))
     parser.add_argument("--calibration", type=int, default=1024, help="train texts SmoothQuant's maxima are read on")
-    args = parser.parse_args()
-    if not (args.data_dir / "test.tsv").is_file() or not (args.data_dir / "train.tsv").is_file():
-        sys.exit(f"int8_schemes: no GoEmotions train.tsv and test.tsv in {args.data_dir} (--data-dir)")
+    args = parser.parse_args(argv)
+    from emodist.runtime import errors
 
-    classifier = Classifier.load(args.model_dir, precision="fp32")
+    return errors.run_main(lambda: run(args))
+
+
+def torch_model(path: Path) -> Path:
+    """The torch model directory `path` names (a model/ directory, or a run directory holding one); UsageError
+    for no model, or an ONNX export (its layers are not torch's to round)."""
+    from emodist.runtime.errors import UsageError
+    from emodist.serve import onnx_export
+    from emodist.serve.inference import model_dir_of
+
+    if onnx_export.is_onnx_dir(path):
+        raise UsageError(f"{path}: an ONNX export; the schemes are simulated on the torch model: pass the run's "
+                         "model/ directory, or the run directory")
+    return model_dir_of(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    import checks
+
+    schemes = parse_schemes(args.schemes)
+    checks.at_least(1, ("--calibration", args.calibration))
+    model_dir = torch_model(args.model_dir)
+    checks.goemotions(args.data_dir, ("test", "train"))
+    from emodist.serve.inference import Classifier
+
+    classifier = Classifier.load(model_dir, precision="fp32")
+    check_blocks(classifier.model, schemes)
     test = texts_of(args.data_dir, "test")
     reference = classifier.probabilities(test)
     labels = reference >= classifier.cut
@@ -131,7 +194,7 @@ def main() -> None:
     print(f"{len(test)} test texts, {args.model_dir}, thresholds {'tuned' if classifier.tuned else '0.5'}")
     print("| weights:activations[:alpha] | same label sets | largest / mean probability difference | seconds |")
     print("|---|---:|---:|---:|")
-    for scheme in args.schemes.split(","):
+    for scheme in schemes:
         classifier.model = rounded_model(model, scheme, maxima)
         start = time.perf_counter()
         probabilities = classifier.probabilities(test)
@@ -139,7 +202,8 @@ def main() -> None:
         gap = np.abs(probabilities - reference)
         print(f"| {scheme} | {same.all(axis=1).mean():.2%} | {gap.max():.3f} / {gap.mean():.5f} | "
               f"{time.perf_counter() - start:.1f} |", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

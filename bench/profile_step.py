@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from emodist.runtime import errors
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 DEFAULT_DATA = Path(os.environ.get("EMODIST_GOEMOTIONS", ROOT.parent / "shared" / "data" / "goemotions"))
@@ -79,40 +81,78 @@ def report(times: dict[str, float], wall: float, steps: int, gemm_rate: float, t
     return "\n".join(lines)
 
 
+def run_config(args: argparse.Namespace, output_dir: str | None = None):
+    """The profiled run's config (UsageError for an unknown variant or a bad --set, named as config.load names
+    them); `output_dir` None: the run's default, which nothing creates (the check before any work)."""
+    from emodist import config
+
+    settings = [f"data.max_train_examples={args.examples}", "data.max_eval_examples=64", "train.epochs=1",
+                "train.eval_every_steps=0", "train.save_every_steps=0", "track.wandb=off", "track.plots=false",
+                "train.mixed_precision=no", *args.set]  # float32: `auto` is bf16 on CPUs with AVX512-BF16
+    data = {} if args.smoke else {"data.data_dir": ("--data-dir", str(args.data_dir)),
+                                  "data.dataset": ("--dataset", "goemotions")}
+    return config.load(args.variant, None, settings, smoke=args.smoke,
+                       cli={"output_dir": ("--output-dir", output_dir), **data})
+
+
+def check(args: argparse.Namespace) -> None:
+    """UsageError for a bad argument, before any work starts (no model, no temporary directory)."""
+    import checks
+
+    from emodist.config import variants
+
+    checks.at_least(1, ("--steps", args.steps), ("--examples", args.examples))
+    checks.at_least(0, ("--warmup", args.warmup))
+    variants.get(args.variant)  # an unknown one: the ones there are, whether the data is there or not
+    if not args.smoke:
+        checks.goemotions(args.data_dir, ("train",))
+    cfg = run_config(args)
+    batches = -(-args.examples // cfg.train.micro_batch_size)
+    needed = args.warmup + args.steps
+    if batches < needed:
+        raise errors.UsageError(
+            f"--examples {args.examples}: makes {batches} micro-batches of {cfg.train.micro_batch_size}, fewer than "
+            f"the {needed} that --warmup {args.warmup} and --steps {args.steps} need: use --examples "
+            f"{needed * cfg.train.micro_batch_size} or more, or fewer --steps")
+
+
+def next_batch(batches, args: argparse.Namespace) -> dict:
+    """The next micro-batch of the epoch; UsageError when the data ran out (a data set smaller than --examples,
+    or packed batches: fewer of them than --examples / micro_batch_size)."""
+    batch = next(batches, None)
+    if batch is None:
+        raise errors.UsageError(f"--examples {args.examples}: the epoch ran out of micro-batches before --warmup "
+                                f"{args.warmup} and --steps {args.steps} were done: use fewer --steps (or --warmup)")
+    return batch
+
+
 def profile(args) -> tuple[dict[str, float], float, float]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from emodist import config
     from emodist.runtime.signals import StopSignals
     from emodist.train import loop
     from emodist.train.lifecycle import Lifecycle
 
     with tempfile.TemporaryDirectory(prefix="emodist-profile-") as tmp:
-        settings = [f"data.max_train_examples={args.examples}", "data.max_eval_examples=64", "train.epochs=1",
-                    "train.eval_every_steps=0", "train.save_every_steps=0", "track.wandb=off", "track.plots=false",
-                    "train.mixed_precision=no", *args.set]  # float32: `auto` is bf16 on CPUs with AVX512-BF16
-        data = {} if args.smoke else {"data.data_dir": ("--data-dir", str(args.data_dir)),
-                                      "data.dataset": ("--dataset", "goemotions")}
-        cfg = config.load(args.variant, None, settings, smoke=args.smoke,
-                          cli={"output_dir": ("--output-dir", f"{tmp}/run"), **data})
+        cfg = run_config(args, f"{tmp}/run")
         with StopSignals(training=False) as stop, Lifecycle(cfg, stop) as life:
             life.setup()
             s = life.session
             s.model.train()
             batches = loop.epoch_batches(s)
             for _ in range(args.warmup):
-                loop.train_micro_batch(s, next(batches))
+                loop.train_micro_batch(s, next_batch(batches, args))
             with torch_profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
                 started = time.perf_counter()
                 for _ in range(args.steps):
-                    loop.train_micro_batch(s, next(batches))
+                    loop.train_micro_batch(s, next_batch(batches, args))
                 float(s.loss_sum)  # the steps have finished
                 wall = time.perf_counter() - started
     return *operator_times(prof), wall
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="minilm", help="which variant (default minilm)")
     parser.add_argument("--smoke", action="store_true", help="its tiny smoke model and synthetic data")
@@ -122,12 +162,14 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="GoEmotions in its original layout")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an emodist setting")
     parser.add_argument("--record", metavar="NAME", help="write the profile into bench/RESULTS.md as NAME")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not args.smoke and not (args.data_dir / "train.tsv").is_file():
-        print(f"profile_step: no GoEmotions at {args.data_dir} (set EMODIST_GOEMOTIONS or --data-dir)", file=sys.stderr)
-        return 2
+    return errors.run_main(lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    check(args)
     from emodist.runtime import process
 
     process.before_torch()

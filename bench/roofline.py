@@ -66,7 +66,7 @@ def measure(gemms, dtypes) -> tuple[str, dict]:
     return "\n".join(lines), weighted
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="minilm", help="whose shapes (default minilm)")
     parser.add_argument("--smoke", action="store_true", help="the variant's tiny smoke shapes")
@@ -74,8 +74,25 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=32, help="texts of one micro-batch (default 32)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads")
     parser.add_argument("--record", action="store_true", help="write the table into bench/RESULTS.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from emodist.runtime import errors
+
+    return errors.run_main(lambda: run(args))
+
+
+def check(args: argparse.Namespace) -> None:
+    """UsageError for a bad argument, before torch is imported."""
+    import checks
+
+    from emodist import config
+
+    checks.at_least(1, ("--tokens", args.tokens), ("--rows", args.rows), ("--threads", args.threads))
+    config.load(args.variant, None, [], smoke=args.smoke)  # an unknown variant: the ones there are
+
+
+def run(args: argparse.Namespace) -> int:
+    check(args)
     from emodist.runtime import process
 
     process.before_torch()

@@ -62,7 +62,7 @@ def run_once(args: list[str], env: dict, out: Path) -> tuple[float, float]:
     return perf["phase_seconds"]["train"], wall
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 2], help="busy processes beside each run")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps of a smoke run (default 100)")
@@ -71,7 +71,17 @@ def main() -> int:
     parser.add_argument("--record", action="store_true", help="write the table into bench/RESULTS.md")
     parser.add_argument("--spin-counts", type=int, nargs="*", default=[], metavar="N",
                         help="add a setting whose idle threads spin N times before they sleep (GOMP_SPINCOUNT=N)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    from emodist.runtime import errors
+
+    return errors.run_main(lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    import checks
+
+    checks.at_least(0, ("--busy", args.busy), ("--spin-counts", args.spin_counts))
+    checks.at_least(1, ("--steps", args.steps), ("--real-steps", args.real_steps), ("--repeats", args.repeats))
     settings = {**{f"spin{n}": ({"GOMP_SPINCOUNT": str(n)}, []) for n in args.spin_counts}, **SETTINGS}
     for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         os.environ.pop(name, None)  # each setting states its own

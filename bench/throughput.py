@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def run_emodist(data_dir: Path, settings: list[str], work: Path, side: str = "em
     with open(work / f"{side}.log", "w") as log:
         rss_mib, code = peak_rss_mib(subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
     if code:
-        raise subprocess.CalledProcessError(code, command)
+        sys.exit(f"throughput: emodist's launch/train.py failed (exit {code}); its output is in {work / f'{side}.log'}")
     perf = json.loads((run_dir / "summary.json").read_text())["perf"]
     from emodist import data
     from emodist.serve.inference import Classifier
@@ -179,6 +180,10 @@ def peak_rss_mib(child: subprocess.Popen) -> tuple[float, int]:
     return usage.ru_maxrss / 1024, child.returncode
 
 
+class SideFailed(SystemExit):
+    """A side's run failed: the bench ends with this message (exit code 1) and keeps its work directory."""
+
+
 def measure(side: str, args, work: Path) -> dict:
     """Run one side in a child process; its result plus its peak RSS: the process that trained and evaluated
     (emodist's train.py, which the emodist worker starts; the Trainer's worker itself), not the bench's own
@@ -190,7 +195,8 @@ def measure(side: str, args, work: Path) -> dict:
     started = time.perf_counter()
     rss_mib, code = peak_rss_mib(subprocess.Popen(command, cwd=ROOT))
     if code != 0:
-        sys.exit(f"throughput: the {side} run failed (exit {code}); see {work}")
+        raise SideFailed(f"throughput: the {side} run failed (exit {code}): see its messages above; its files are "
+                         f"kept in {work}")
     result = json.loads(out.read_text())
     return {"peak_rss_mib": rss_mib, **result, "wall_seconds": time.perf_counter() - started}
 
@@ -257,7 +263,7 @@ def record_results(rows, summary, args, wall: float) -> None:
            heading="## Training throughput against the HF Trainer")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=4096, help="train examples (default 4096)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating pairs of runs (default 3)")
@@ -272,37 +278,66 @@ def main() -> int:
     parser.add_argument("--record", action="store_true", help="write the results into bench/RESULTS.md")
     parser.add_argument("--worker", choices=(*SIDES, "emodist-packed", COMPILED), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not (args.data_dir / "train.tsv").is_file():
-        print(f"throughput: no GoEmotions at {args.data_dir} (set EMODIST_GOEMOTIONS or --data-dir)", file=sys.stderr)
-        return 2
-    if args.worker:
-        work = args.out.parent
-        settings = data_settings(args.examples, args.eval_examples)
-        if args.worker.startswith("emodist"):
-            packed = PACKED if args.worker == "emodist-packed" else ()
-            result = run_emodist(args.data_dir, [*settings, *args.set, *packed], work, args.worker)
-        else:
-            result = run_trainer(args.data_dir, settings, work, TRAINERS.get(args.worker, "group_by_length"),
-                                 compiled=args.worker == COMPILED)
-        args.out.write_text(json.dumps(result))
-        return 0
+    if args.worker:  # a child of the bench, its arguments checked by the bench
+        return worker(args)
+    from emodist.runtime import errors
 
+    return errors.run_main(lambda: run(args))
+
+
+def check(args: argparse.Namespace) -> None:
+    """UsageError for a bad argument, before any work starts: no temporary directory, no side run yet."""
+    import checks
+
+    from emodist import config
+
+    checks.at_least(1, ("--examples", args.examples), ("--repeats", args.repeats),
+                    ("--eval-examples", args.eval_examples))
+    for packed in ((), *([PACKED] if args.packed else [])):  # the settings of each emodist side, --set among them
+        config.load("minilm", overrides=[*data_settings(args.examples, args.eval_examples), *EMODIST_SETTINGS,
+                                         *args.set, *packed])
+    checks.goemotions(args.data_dir, ("train", "dev"))
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One side's run, in a process of its own; its result goes to --out."""
+    work = args.out.parent
+    settings = data_settings(args.examples, args.eval_examples)
+    if args.worker.startswith("emodist"):
+        packed = PACKED if args.worker == "emodist-packed" else ()
+        result = run_emodist(args.data_dir, [*settings, *args.set, *packed], work, args.worker)
+    else:
+        result = run_trainer(args.data_dir, settings, work, TRAINERS.get(args.worker, "group_by_length"),
+                             compiled=args.worker == COMPILED)
+    args.out.write_text(json.dumps(result))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    check(args)
     started = time.perf_counter()
     rows = []
     sides = (*SIDES, *(["emodist-packed"] if args.packed else []), *([COMPILED] if args.trainer_compile else []))
-    with tempfile.TemporaryDirectory(prefix="emodist-throughput-") as tmp:
+    work = Path(tempfile.mkdtemp(prefix="emodist-throughput-"))
+    try:
         for repeat in range(1, args.repeats + 1):
             turn = repeat % len(sides)
             for side in sides[turn:] + sides[:turn]:  # each side first in turn
-                result = measure(side, args, Path(tmp))
+                result = measure(side, args, work)
                 rows.append((side, repeat, result))
                 print(f"{side:15} repeat {repeat}: {result['examples_per_s']:.1f} examples/s, "
                       f"{result['tokens_per_s']:.0f} tokens/s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
                       f"dev micro-F1 {result['dev_f1_micro']:.4f} (best threshold {result['best_threshold']:.2f}), "
                       f"{result['dev_f1_micro_05']:.4f} at 0.5", flush=True)
+    except SideFailed:
+        raise  # its message names `work`, which stays for its logs
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
     summary = summarize(rows)
     print(table(rows))
     if args.record:

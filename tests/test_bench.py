@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -114,3 +116,103 @@ def test_predict_throughput_runs_the_ladder_and_checks_every_side_against_torch(
     assert int8.startswith("emodist onnx-int8/torch examples/s: ") and "target >= 2.5x" in int8
     assert 0 < float(int8.rsplit("difference ", 1)[1]) < 0.5
     assert pipe.startswith("emodist/pipeline examples/s: ") and "same labels for 96 texts" in pipe
+
+
+# --- bad arguments: refused in one line (exit 2) before any work starts ---------------------------------
+
+BAD_ARGUMENTS = {  # id: (script, its arguments, the start of what it says); {tmp} is the test's tmp_path
+    "roofline-variant": ("roofline.py", ["--variant", "nope"], "unknown variant 'nope': choose one of"),
+    "roofline-tokens": ("roofline.py", ["--tokens", "0"], "--tokens 0: must be 1 or more"),
+    "profile-variant": ("profile_step.py", ["--variant", "nope"], "unknown variant 'nope': choose one of"),
+    "profile-steps": ("profile_step.py", ["--smoke", "--steps", "0"], "--steps 0: must be 1 or more"),
+    "profile-examples": ("profile_step.py", ["--smoke", "--examples", "16"],
+                         "--examples 16: makes 2 micro-batches of 8, fewer than the 25 that --warmup 5 and --steps 20"),
+    "profile-set": ("profile_step.py", ["--smoke", "--set", "optim.lrr=1"], "override 'optim.lrr=1': unknown key"),
+    "predict-texts": ("predict_throughput.py", ["--texts", "0"], "--texts 0: must be 1 or more"),
+    "predict-model": ("predict_throughput.py", ["--model", "{tmp}/nonexistent"],
+                      "--model {tmp}/nonexistent: no model here"),
+    "predict-lora": ("predict_throughput.py", ["--model", "{tmp}/lora/model"],
+                     "--model {tmp}/lora/model: a LoRA adapter"),
+    "int8-schemes": ("int8_schemes.py", ["runs/x/model", "--schemes", "bogus"],
+                     "--schemes bogus: not WEIGHTS:ACTIVATIONS[:ALPHA]"),
+    "int8-weights": ("int8_schemes.py", ["runs/x/model", "--schemes", "channel:token,chan:fp"],
+                     "--schemes channel:token,chan:fp: scheme 'chan:fp': weights 'chan': use one of fp, channel"),
+    "int8-alpha": ("int8_schemes.py", ["runs/x/model", "--schemes", "fp:token:2"],
+                   "--schemes fp:token:2: ALPHA '2': use a number from 0 to 1"),
+    "int8-model": ("int8_schemes.py", ["{tmp}/nonexistent"], "{tmp}/nonexistent: no model here"),
+    "threads-busy": ("threads.py", ["--busy", "-1", "--steps", "1", "--real-steps", "0"],
+                     "--busy -1: must be 0 or more"),
+    "throughput-repeats": ("throughput.py", ["--repeats", "0"], "--repeats 0: must be 1 or more"),
+    "throughput-examples": ("throughput.py", ["--examples", "0"], "--examples 0: must be 1 or more"),
+    "throughput-set": ("throughput.py", ["--set", "optim.lrr=1", "--examples", "64", "--repeats", "1"],
+                       "override 'optim.lrr=1': unknown key 'optim.lrr' (did you mean optim.lr?)"),
+}
+
+
+def refused(command: list[str], cwd: Path, tmp: Path) -> str:
+    """The one line `command` is refused with (exit 2, nothing else on stderr); its temporary files go to
+    `tmp`/tmp, which must stay empty: the refusal comes before any work."""
+    temp = tmp / "tmp"
+    temp.mkdir(exist_ok=True)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "TMPDIR": str(temp), "EMODIST_CACHE": str(tmp / "cache")})
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emodist: error: "), done.stderr[-3000:]
+    assert not list(temp.iterdir())
+    return lines[0].removeprefix("emodist: error: ")
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_benchmarks_refuse_a_bad_argument_in_one_line_before_any_work(case, tmp_path):
+    script, arguments, says = BAD_ARGUMENTS[case]
+    lora = tmp_path / "lora" / "model"  # an adapter's model/: its config and adapter_config.json (not read)
+    lora.mkdir(parents=True)
+    for name in ("config.json", "adapter_config.json"):
+        (lora / name).write_text("{}")
+    line = refused([sys.executable, str(ROOT / "bench" / script), *(a.format(tmp=tmp_path) for a in arguments)],
+                   ROOT, tmp_path)
+    assert line.startswith(says.format(tmp=tmp_path)), line
+
+
+def test_goemotions_minilm_explains_itself_and_takes_no_flag_for_its_run_directory(tmp_path):
+    """`--help` was taken as the run directory: dirname's help text became directories in the repository."""
+    script = str(ROOT / "bench" / "goemotions_minilm.sh")
+    before = {p for p in ROOT.iterdir() if p.is_dir()}
+    for flag in ("--help", "-h"):
+        done = subprocess.run([script, flag], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        assert done.stdout.startswith("usage: bench/goemotions_minilm.sh [RUN_DIR] [KEY=VALUE ...]")
+    line = refused([script, "--bogus"], tmp_path, tmp_path)
+    assert line.startswith("--bogus: RUN_DIR comes first, a directory rather than a flag")
+    line = refused([script, "train.pos_weight=balanced"], tmp_path, tmp_path)
+    assert line.startswith("train.pos_weight=balanced: a setting in RUN_DIR's place")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]  # the refusals' own (empty) TMPDIR alone
+    assert {p for p in ROOT.iterdir() if p.is_dir()} == before
+
+
+def test_throughput_keeps_the_work_directory_a_failed_side_names(tmp_path, monkeypatch):
+    """It said "see /tmp/emodist-throughput-..." of a directory it had just deleted."""
+    import tempfile
+
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.tsv").write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def failed(side, _args, work):
+        raise throughput.SideFailed(f"throughput: the {side} run failed (exit 1): see its messages above; its files "
+                                    f"are kept in {work}")
+
+    monkeypatch.setattr(throughput, "measure", failed)
+    args = ["--examples", "64", "--repeats", "1", "--data-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as stop:
+        throughput.main(args)
+    work = Path(str(stop.value.code).rsplit("kept in ", 1)[1])
+    assert work.parent == tmp_path and work.is_dir()
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(throughput, "measure", interrupted)  # any other end: nothing is left behind
+    assert throughput.main(args) == 130
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == [work]
