@@ -288,6 +288,12 @@ def test_hub_model_offline_is_one_line_pointing_to_local_models(tmp_path, cache_
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("emodist: error: model 'distilbert-base-uncased' is on the HuggingFace hub")
     assert "local model directory" in last and "--smoke" in last
+    # the run directory this refused start made is gone: each try left an unfinished run (config.yaml, marker)
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "mine").mkdir()  # one that was there before stays, as it was
+    result = launch("--variant", "distilbert", "--data-dir", str(directory), "--output-dir", str(tmp_path / "mine"),
+                    accelerate=False)
+    assert result.returncode == 2 and (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / ".emodist-lock").exists()
 
 
 def test_a_max_length_beyond_the_model_s_positions_is_one_line(tmp_path, cache_dir):

@@ -36,9 +36,11 @@ class RunLock:
     HEARTBEAT_S = 30.0
     STALE_S = 300.0
 
-    def __init__(self, path: Path, token: str):
+    def __init__(self, path: Path, token: str, made_dir: bool = False):
         self.path = path
         self.token = token
+        self.made_dir = made_dir
+        """Whether this launch created the run directory (it was not there before `acquire`)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="emodist-run-lock", daemon=True)
         self._thread.start()
@@ -46,6 +48,7 @@ class RunLock:
     @classmethod
     def acquire(cls, run_dir: Path, notify=print) -> RunLock:
         """Create `run_dir` if needed and lock it; UsageError when it cannot be made, written, or is in use."""
+        made = not run_dir.exists()
         _make_dir(run_dir)
         path = run_dir / LOCK
         holder = _holder()
@@ -67,7 +70,7 @@ class RunLock:
                                  "--output-dir") from None
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(holder, handle)
-            return cls(path, holder["token"])
+            return cls(path, holder["token"], made)
         raise UsageError(f"--output-dir {run_dir}: could not take its lock ({path}): another launch is starting there")
 
     def release(self) -> None:

@@ -10,11 +10,14 @@
 run directory (and its lock), the model and its tokens, the loop's state (`Session`) and the tracker.
 `close` lets go of all of it, in this order and each whatever the others did: the tracker (wandb learns
 the run's exit code; metrics.jsonl is closed), the signal handlers (a launcher's SIGTERM then ends a rank
-that is only reporting an error), the run directory's lock, the model and the process group.
+that is only reporting an error), the run directory's lock, the model and the process group. A start refused
+before it trained removes the run directory it made (`abandon`): a directory that was there stays.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from pathlib import Path
 
 import torch
@@ -31,6 +34,7 @@ from emodist.models.shapes import model_shapes
 from emodist.report import telemetry, tracking
 from emodist.report.console import Console
 from emodist.rundir import contract
+from emodist.rundir.lock import LOCK
 from emodist.runtime import hostmem, process
 from emodist.runtime.errors import UsageError, format_bytes
 from emodist.runtime.signals import StopSignals
@@ -121,6 +125,7 @@ class Lifecycle:
     def close(self, error: BaseException | None = None) -> None:
         """Let go of everything the run holds (the module's docstring says in which order); `error`: what ended
         the run, if anything (wandb records its exit code). Safe to call twice."""
+        refused_at_start = self.session is None and isinstance(error, UsageError)
         try:
             logger = self.session.logger if self.session is not None else None
             self.session = None  # the model and optimizer it holds go with the accelerator's below
@@ -132,11 +137,34 @@ class Lifecycle:
             self.stop.restore()
             try:
                 if self.run is not None:
+                    if refused_at_start:
+                        abandon(self.run)
                     self.run.close()
             finally:
                 accelerator, self.accelerator = self.accelerator, None
                 if accelerator is not None:
                     distributed.shut_down(accelerator)
+
+
+def abandon(run: contract.Run) -> None:
+    """A start refused before it trained (a model that is not cached, a setting found wrong once the model is
+    known): remove the run directory this launch made, when it holds nothing but the start's own files, so that
+    each refused try leaves no unfinished run behind. A directory that was there before is left as it is. Only
+    the lock's holder (the main process) removes anything, and only while it holds the lock."""
+    if run.lock is None or not run.lock.made_dir:
+        return
+    names = {p.name for p in run.path.iterdir()} - {LOCK}
+    if not names <= set(contract.START_FILES):
+        return
+    for name in names:
+        target = run.path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    run.close()
+    with contextlib.suppress(OSError):  # something appeared there meanwhile: it stays
+        run.path.rmdir()
 
 
 def build(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology, dataset: data_mod.EmotionData,
