@@ -153,18 +153,18 @@ def abandon(run: contract.Run) -> None:
     the lock's holder (the main process) removes anything, and only while it holds the lock."""
     if run.lock is None or not run.lock.made_dir:
         return
-    names = {p.name for p in run.path.iterdir()} - {LOCK}
-    if not names <= set(contract.START_FILES):
-        return
-    for name in names:
-        target = run.path / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
-    run.close()
-    with contextlib.suppress(OSError):  # something appeared there meanwhile: it stays
-        run.path.rmdir()
+    with contextlib.suppress(OSError):  # a directory gone or unwritable: the refusal is what is reported
+        names = {p.name for p in run.path.iterdir()} - {LOCK}
+        if not names <= set(contract.START_FILES):
+            return
+        for name in names:
+            target = run.path / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        run.close()
+        run.path.rmdir()  # fails, leaving it, if something appeared there meanwhile
 
 
 def build(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology, dataset: data_mod.EmotionData,
