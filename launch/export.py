@@ -76,10 +76,7 @@ def run(args: argparse.Namespace) -> int:
     process.quiet_libraries()
     default = "export-onnx" + (f"-{args.quantize}" if args.quantize else "") if args.onnx else "export"
     out_dir = args.output or args.run_dir / default
-    for managed in ("model", "checkpoints"):  # a finish and every save rewrite these: an export there is lost in them
-        if out_dir.resolve().is_relative_to((args.run_dir / managed).resolve()):
-            raise errors.UsageError(f"--output {out_dir}: inside the run's {managed}/, which training rewrites: "
-                                    f"choose a path outside it (default {args.run_dir / default})")
+    export.check_output(args.run_dir, out_dir, args.run_dir / default)
     if not (args.push_to_hub and (out_dir / "README.md").is_file()):  # an export to push is pushed as it is
         name = args.push_to_hub or args.run_dir.name
         if args.onnx:

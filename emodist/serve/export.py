@@ -74,6 +74,15 @@ def staged(out_dir: Path):
         raise
 
 
+def check_output(run_dir: Path, out_dir: Path, default: Path) -> None:
+    """UsageError when `out_dir` lies inside the run's model/ or checkpoints/: a finish and every save rewrite
+    them, and an export there would be lost in them."""
+    for managed in ("model", "checkpoints"):
+        if out_dir.resolve().is_relative_to((run_dir / managed).resolve()):
+            raise UsageError(f"--output {out_dir}: inside the run's {managed}/, which training rewrites: choose a "
+                             f"path outside it (default {default})")
+
+
 def finished_run(run_dir: Path) -> tuple[dict, object]:
     """(summary, config) of the finished run in `run_dir`; UsageError saying what is missing or broken."""
     from emodist import config
