@@ -448,3 +448,19 @@ def test_under_accelerate_launch_q_emodist_s_line_is_the_last_one():
 def test_a_run_on_a_cpu_prints_no_deepspeed_accelerator_notice(smoke_runs):
     _, result = smoke_runs("distilbert")  # save_pretrained imports DeepSpeed through accelerate
     assert "Setting accelerator to CPU" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_qlora_run_on_a_cpu_steps_its_paged_optimizer_unpaged_without_a_warning(smoke_runs):
+    """mistral-qlora's preset asks for paged_adamw_8bit; paging needs CUDA, so on a CPU the run steps
+    bitsandbytes' non-paged AdamW8bit (what bitsandbytes falls back to) instead of warning once per run."""
+    import torch
+
+    from emodist.config import OptimConfig
+    from emodist.train.optim import build_optimizer
+
+    model = torch.nn.Linear(4, 2)
+    paged, unpaged = (type(build_optimizer(model, OptimConfig(name="paged_adamw_8bit"), [], paged=p))
+                      for p in (True, False))
+    assert (paged.__name__, unpaged.__name__) == ("PagedAdamW8bit", "AdamW8bit")
+    _, result = smoke_runs("mistral-qlora")
+    assert "Paged optimizers are not supported" not in result.stderr and "Traceback" not in result.stderr

@@ -244,7 +244,8 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
         loaders = dict(zip(loaders, accelerator.prepare(*loaders.values()), strict=True))
         plan = Plan.make(cfg, len(loaders["train"]), accelerator.gradient_accumulation_steps)
         optimizer = build_optimizer(built.model, cfg.optim, cfg.model.head_modules,
-                                    fused=accelerator.state.deepspeed_plugin is None)
+                                    fused=accelerator.state.deepspeed_plugin is None,
+                                    paged=accelerator.device.type == "cuda")
         scheduler = build_scheduler(optimizer, cfg.optim, plan, accelerator.num_processes)
         if cfg.train.compile:  # in place, before DDP wraps the model: the first steps compile
             models.compile_blocks(built.model)

@@ -27,11 +27,14 @@ def positive_weights(cfg: RunConfig, data: data_mod.EmotionData, device: torch.d
     return torch.tensor(np.clip(ratio, 1.0, cfg.train.pos_weight_cap), dtype=torch.float32, device=device)
 
 
-def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: list[str], fused: bool = True):
+def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: list[str], fused: bool = True,
+                    paged: bool = True):
     """The configured AdamW over the trainable parameters, in up to four groups: body/head x decay/no decay.
 
     `fused`: torch's AdamW updates all parameters in one kernel per group (CPU and GPU) instead of a loop
     of small ones; off under DeepSpeed, which steps the optimizer over its own flat partitions.
+    `paged`: whether a paged bitsandbytes optimizer may page (CUDA only); without it, `paged_adamw*` is its
+    non-paged twin, which is what bitsandbytes falls back to on a CPU anyway, without its warning per run.
 
     The body groups come first, so `get_last_lr()[0]` is the body's rate. Biases and norm weights
     (1-D tensors) get no weight decay. Under DeepSpeed optimizer offload, accelerate turns this AdamW
@@ -49,15 +52,16 @@ def build_optimizer(model: torch.nn.Module, optim: OptimConfig, head_modules: li
     ]
     if optim.name == "adamw":
         return torch.optim.AdamW(param_groups, lr=optim.lr, fused=fused or None)
-    return _optimizer_class(optim.name)(param_groups, lr=optim.lr)
+    return _optimizer_class(optim.name, paged)(param_groups, lr=optim.lr)
 
 
-def _optimizer_class(name: str):
-    """bitsandbytes' optimizer called `name`."""
+def _optimizer_class(name: str, paged: bool = True):
+    """bitsandbytes' optimizer called `name`; a paged one's non-paged twin unless `paged`."""
     import bitsandbytes as bnb  # imported only when asked for: it is slow to import
 
-    return {"adamw_8bit": bnb.optim.AdamW8bit, "paged_adamw": bnb.optim.PagedAdamW,
-            "paged_adamw_8bit": bnb.optim.PagedAdamW8bit}[name]
+    return {"adamw_8bit": bnb.optim.AdamW8bit,
+            "paged_adamw": bnb.optim.PagedAdamW if paged else bnb.optim.AdamW,
+            "paged_adamw_8bit": bnb.optim.PagedAdamW8bit if paged else bnb.optim.AdamW8bit}[name]
 
 
 def build_scheduler(optimizer, optim: OptimConfig, plan: Plan, num_processes: int):
