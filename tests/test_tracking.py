@@ -87,30 +87,51 @@ def test_a_new_service_logs_again_what_the_stopped_one_lost(tmp_path, capsys, ow
     assert logged["summary"]["test/f1_micro"] == 0.4
 
 
-def test_a_run_does_not_use_a_wandb_service_it_inherited(tmp_path):
-    """A job submitted while its parent held a wandb service inherits WANDB_SERVICE; that service can be gone
-    when the job starts (it was, in a CI run: the preempted SLURM job's wandb turned off, both sessions)."""
-    import subprocess
-    import sys
-
-    script = """
+TRACKED_RUN = """
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 from emodist import config
 from emodist.report.console import Console
 from emodist.report.tracking import start_wandb
-cfg = config.load("distilbert", smoke=True, overrides=["track.wandb=offline"])
+cfg = config.load("distilbert", smoke=True, overrides=["track.wandb=" + sys.argv[2]])
 topology = SimpleNamespace(num_processes=1, num_nodes=1, distributed_type="NO", zero_stage=None,
                            identity=lambda: {"num_processes": 1})
 tracker = start_wandb(cfg, Path(sys.argv[1]), ["joy"], topology, Console(True))
 tracker.log({"step": 1, "train/loss": 0.5})
 tracker.finish(None, [], 0)
 """
+"""A run's tracking in a process of its own (argv: the run directory, track.wandb), logging one record."""
+
+
+def tracked_run(run_dir, wandb: str, env: dict):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", TRACKED_RUN, str(run_dir), wandb], env=env, capture_output=True,
+                          text=True, timeout=150)
+
+
+def test_a_run_does_not_use_a_wandb_service_it_inherited(tmp_path):
+    """A job submitted while its parent held a wandb service inherits WANDB_SERVICE; that service can be gone
+    when the job starts (it was, in a CI run: the preempted SLURM job's wandb turned off, both sessions)."""
     gone = f"3-{os.getpid()}-unix-{tmp_path / 'gone' / 'socket'}"  # the address of a service that has ended
-    env = {**os.environ, "WANDB_SERVICE": gone, "WANDB_MODE": "offline"}
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = tracked_run(tmp_path / "run", "offline", {**os.environ, "WANDB_SERVICE": gone, "WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "could not start" not in result.stdout
+    assert [r["train/loss"] for r in wandb_run(tmp_path / "run")["history"]] == [0.5]
+
+
+def test_an_unreachable_wandb_server_is_seen_before_wandb_waits_for_it(tmp_path):
+    """With a key but no route to the server (a compute node without internet), wandb.init waited 90 s at every
+    launch and requeue before it failed; a TCP probe sees it at once and the run logs offline from the start."""
+    from test_hub import free_port
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "HTTPS_PROXY", "https_proxy")}
+    env.update(WANDB_API_KEY="a" * 40, WANDB_BASE_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    result = tracked_run(tmp_path / "run", "online", env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "emodist: the wandb server 127.0.0.1 is unreachable from here: logging offline; upload later with " \
+           "`wandb sync`" in result.stdout
+    assert "online failed" not in result.stdout  # what wandb's own failure, 90 s later, printed
     assert [r["train/loss"] for r in wandb_run(tmp_path / "run")["history"]] == [0.5]

@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 from emodist.report.console import Console
 from emodist.runtime.errors import UsageError
+from emodist.runtime.hub import reachable
 from emodist.scoring.metrics import HEADLINE
 
 RUN_FILE = "emodist-run.json"
@@ -231,6 +232,10 @@ def start_wandb(cfg, run_dir: Path, labels: list[str], topology, console: Consol
     mode, notice = resolve_mode(cfg.track.wandb)
     if mode == "off":
         return Tracker()
+    server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    if mode == "online" and not reachable(server):  # wandb.init would wait 90 s before it gave up
+        mode, notice = "offline", (f"the wandb server {urlparse(server).hostname} is unreachable from here: logging "
+                                   "offline; upload later with `wandb sync`")
     if notice:
         console.print(f"emodist: {notice}")
     # wandb.init in a process exports its service's address (WANDB_SERVICE) for that process's children; a

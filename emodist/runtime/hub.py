@@ -5,7 +5,7 @@
 Without this, a machine with no route to the hub spends ~25-50 s in retries before transformers or
 datasets give up. With it, both libraries run in offline mode from the start: a locally cached model or
 data set still loads, anything else fails at once and emodist turns that into one line
-(`unreachable()`).
+(`unreachable()`). `reachable` is the probe, which the wandb tracker asks about its server too.
 """
 
 from __future__ import annotations
@@ -59,16 +59,28 @@ def go_offline_if_unreachable(timeout_s: float = 3.0) -> bool:
     Must run before `huggingface_hub` is imported: it reads the variable once, at import.
     A configured HTTPS proxy is trusted (the direct probe would be wrong behind it).
     """
-    if is_offline() or os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
-        return is_offline()
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
-            return False
-    except OSError:
-        os.environ["HF_HUB_OFFLINE"] = "1"
+    if is_offline():
         return True
+    if reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout_s):
+        return False
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return True
+
+
+def reachable(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to `url`'s host and port opens within `timeout_s` (the hub's, wandb's server).
+
+    A configured HTTPS proxy is trusted: True (the direct probe would be wrong behind it).
+    """
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return True
+    endpoint = urlparse(url)
+    try:
+        port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout_s):
+            return True
+    except (OSError, ValueError, TypeError):  # no route, no such host, no host or port in the url
+        return False
 
 
 def unreachable(kind: str, name: str, instead: str) -> str:
