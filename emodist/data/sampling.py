@@ -91,9 +91,15 @@ class LengthGroupedBatches:
 
     def _split(self, mega: np.ndarray) -> list[np.ndarray]:
         """Consecutive batches of at most micro_batch_size, as many as a multiple of per_step, their sizes
-        differing by at most one (full mega-batches split into full batches)."""
+        differing by at most one (full mega-batches split into full batches).
+
+        Micro-batches of one that cannot fill whole steps (16 per step and 803 examples) would leave some
+        batches empty: the last mega-batch then holds one step fewer, and its shortest texts go in pairs.
+        """
         count = math.ceil(len(mega) / self.micro_batch_size)
         count = math.ceil(count / self.per_step) * self.per_step
+        if count > len(mega):  # only with batches of one; the mega-batch holds at least one step's worth
+            return np.array_split(mega[::-1], len(mega) // self.per_step * self.per_step)[::-1]
         return np.array_split(mega, count)
 
 
