@@ -10,7 +10,7 @@ import pytest
 
 from emodist import data
 from emodist.config import DataConfig
-from emodist.data import readers
+from emodist.data import tables
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
 
@@ -590,7 +590,7 @@ def test_semeval_files_with_windows_line_ends_read_as_the_same_data(tmp_path):
     ([], []),
 ])
 def test_a_label_cell_is_a_list_or_separated_names(cell, names):
-    assert readers._label_names(cell, Path("t.csv"), 7) == names
+    assert tables.label_names(cell, Path("t.csv"), 7) == names
 
 
 @pytest.mark.parametrize("cell, message", [
@@ -601,7 +601,7 @@ def test_a_label_cell_is_a_list_or_separated_names(cell, names):
 ])
 def test_a_label_cell_of_anything_else_names_its_line(cell, message):
     with pytest.raises(UsageError) as caught:
-        readers._label_names(cell, Path("t.csv"), 7)
+        tables.label_names(cell, Path("t.csv"), 7)
     assert str(caught.value) == f"t.csv:7: {message}"
 
 

@@ -17,7 +17,8 @@ Sources (data.dataset):
 Every bad input (missing file, malformed row, unknown label, empty text, empty split, bad encoding)
 raises one UsageError naming the file and line.
 
-The modules: `sets` (splits in memory, their fingerprints), `readers` (every source), `synthetic`,
+The modules: `sets` (splits in memory, their fingerprints), `readers` (every source: `tables` reads csv and
+jsonl, `rows` is what every file reader shares), `synthetic`,
 `grouping` (coarser labels), `tokens` (tokenized splits and their cache, batches), `sampling` (batches of
 similar lengths), `packing` (batches without padding). Imports `emodist.config` and `emodist.runtime` only.
 """

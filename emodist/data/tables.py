@@ -1,0 +1,134 @@
+"""The user's own tables: {train,dev,test}.csv or .jsonl, a text column and a label column of names (a JSON
+list, or names separated by , ; or | in a CSV cell), and an optional labels.txt fixing the label set and
+its order; each bad row refused naming its file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from emodist.config import DataConfig
+from emodist.data.rows import collect, label_file, read_lines, row_error
+from emodist.data.sets import SPLITS, EmotionData
+from emodist.runtime.errors import DataError
+
+_SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "val"), "test": ("test",)}
+
+
+def load_table_dir(directory: Path, cfg: DataConfig, fmt: str) -> EmotionData:
+    """The splits of a directory of {train,dev,test}.`fmt` files (csv or jsonl) and its optional labels.txt."""
+    files = {split: _find_split_file(directory, split, fmt) for split in SPLITS}
+    columns = (cfg.text_column, cfg.label_column)
+    records = {split: list(_table_rows(path, _csv_records(path, columns) if fmt == "csv" else _jsonl_records(path), cfg))
+               for split, path in files.items()}
+    labels_file = directory / "labels.txt"
+    if labels_file.exists():
+        labels = label_file(labels_file)
+    else:
+        labels = sorted({name for _, _, names in records["train"] for name in names})
+    if not labels:
+        raise DataError(f"{files['train']}: no labels in column {cfg.label_column!r}")
+    index = {name: i for i, name in enumerate(labels)}
+    source = f"{labels_file}" if labels_file.exists() else f"the labels of {files['train'].name}"
+    splits = {}
+    for split, path in files.items():
+        rows = []
+        for lineno, text, names in records[split]:
+            unknown = [n for n in names if n not in index]
+            if unknown:
+                raise row_error(path, lineno, f"unknown label {unknown[0]!r}: not in {source}")
+            rows.append((lineno, text, [index[n] for n in names]))
+        splits[split] = collect(path, iter(rows), len(labels), allow_no_label=True)
+    return EmotionData(directory.name or fmt, labels, splits)
+
+
+def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
+    found = [directory / f"{name}.{fmt}" for name in _SPLIT_NAMES[split] if (directory / f"{name}.{fmt}").exists()]
+    if len(found) != 1:  # none, or dev.csv beside validation.csv: one of them would be read without a word
+        raise DataError(f"{directory}: {' and '.join(p.name for p in found)} are both a {split} split: keep one"
+                        if found else f"{directory}: missing {' or '.join(f'{n}.{fmt}' for n in _SPLIT_NAMES[split])}")
+    return found[0]
+
+
+def _csv_records(path: Path, columns: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+    """(line, {column: value}) of each row; DataError for a bad row, or a header naming one of `columns` twice."""
+    csv.field_size_limit(2**31 - 1)  # a long text is a text: csv's default refuses fields over 128 KiB
+    read = 0  # lines handed to the reader: on an error its line_num can still be the line before
+
+    def lines() -> Iterator[str]:
+        nonlocal read
+        for read, line in enumerate(read_lines(path), 1):  # noqa: B007 (read is the count the error names)
+            yield line
+
+    reader = csv.DictReader(lines())
+    try:
+        _check_header(path, reader.fieldnames or [], columns)
+        for row in reader:
+            if None in row:  # DictReader's place for the fields beyond the header's
+                width = len(reader.fieldnames)
+                raise row_error(path, reader.line_num, f"{width} columns in the header, {width + len(row[None])} "
+                                 'fields here: quote a text that holds a comma, e.g. "I love it, really"')
+            yield reader.line_num, row
+    except csv.Error as err:  # csv's advice for a lone \r, "open the file in universal-newline mode", is not the user's
+        raise row_error(path, read, f"not valid CSV ({err})" if "new-line character" not in str(err) else "a carriage "
+                         "return (\\r) outside quotes (old Mac line endings?): save the file with \\n line endings") from None
+
+
+def _check_header(path: Path, names: list[str], columns: tuple[str, ...]) -> None:
+    """DataError for a header that names one of `columns` twice (DictReader keeps the last one's values,
+    unsaid) or that is one field holding tabs or semicolons (a file separated by them, read as one column)."""
+    twice = [name for name in columns if names.count(name) > 1]
+    if twice:
+        raise row_error(path, 1, f"the header names {', '.join(map(repr, twice))} more than once: rename all but "
+                                  "one, or remove the extra columns")
+    if len(names) == 1 and ("\t" in names[0] or ";" in names[0]):
+        raise row_error(path, 1, f"the header is one column, {names[0]!r}: its fields are separated by "
+                                  f"{'tabs' if chr(9) in names[0] else 'semicolons'}, and a .csv file's by commas: "
+                                  "save it comma-separated")
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
+    for lineno, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise row_error(path, lineno, f"invalid JSON: {err.msg}") from None
+        if not isinstance(row, dict):
+            raise row_error(path, lineno, "each line must be a JSON object")
+        yield lineno, row
+
+
+def _table_rows(path: Path, records: Iterator[tuple[int, dict]], cfg: DataConfig):
+    for lineno, row in records:
+        for column in (cfg.text_column, cfg.label_column):
+            if column not in row:
+                raise row_error(path, lineno, f"no column {column!r} (set data.text_column / data.label_column)")
+            if row[column] is None:  # csv: a row shorter than the header; jsonl: null
+                raise row_error(path, lineno, f"no value in column {column!r}: " + (
+                    "it is null" if path.suffix == ".jsonl" else "the row has fewer fields than the header"))
+        text = row[cfg.text_column]
+        if not isinstance(text, str):
+            raise row_error(path, lineno, f"the text column {cfg.text_column!r} holds {text!r}, not a string: "
+                                           "quote it as text")
+        yield lineno, text, label_names(row[cfg.label_column], path, lineno)
+
+
+def label_names(value, path: Path, lineno: int) -> list[str]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise row_error(path, lineno, f"label list {text!r} is not valid JSON") from None
+        else:
+            text = text.replace(";", ",").replace("|", ",")
+            return [name.strip() for name in text.split(",") if name.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    raise row_error(path, lineno, f"labels must be a list of label names, got {value!r}")
