@@ -54,27 +54,43 @@ def _find_split_file(directory: Path, split: str, fmt: str) -> Path:
 
 
 def _csv_records(path: Path, columns: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
-    """(line, {column: value}) of each row; DataError for a bad row, or a header naming one of `columns` twice."""
+    """(line the row starts on, {column: value}) of each row; DataError for a bad row (an unclosed quote
+    included: read leniently, it swallowed the rest of the split into one field), or a header naming one of
+    `columns` twice."""
     csv.field_size_limit(2**31 - 1)  # a long text is a text: csv's default refuses fields over 128 KiB
-    read = 0  # lines handed to the reader: on an error its line_num can still be the line before
+    read, start = 0, None  # lines handed to the reader (its line_num lags on an error); the row's first line
 
     def lines() -> Iterator[str]:
-        nonlocal read
+        nonlocal read, start
         for read, line in enumerate(read_lines(path), 1):  # noqa: B007 (read is the count the error names)
+            if start is None and line.strip():
+                start = read
             yield line
 
-    reader = csv.DictReader(lines())
+    def spans() -> str:
+        return f" (the row runs from line {start} to {read}: is a quote (\") there left open?)" if read > start else ""
+
+    reader = csv.DictReader(lines(), strict=True)
     try:
         _check_header(path, reader.fieldnames or [], columns)
+        start = None
         for row in reader:
             if None in row:  # DictReader's place for the fields beyond the header's
                 width = len(reader.fieldnames)
-                raise row_error(path, reader.line_num, f"{width} columns in the header, {width + len(row[None])} "
-                                 'fields here: quote a text that holds a comma, e.g. "I love it, really"')
-            yield reader.line_num, row
+                raise row_error(path, start, f"{width} columns in the header, {width + len(row[None])} fields "
+                                f'here{spans()}: quote a text that holds a comma, e.g. "I love it, really"')
+            missing = [name for name in columns if row.get(name, "") is None]  # a row shorter than the header
+            if missing:
+                raise row_error(path, start, f"no value in column {missing[0]!r}: the row has fewer fields than the "
+                                f"header{spans()}")
+            yield start, row
+            start = None
     except csv.Error as err:  # csv's advice for a lone \r, "open the file in universal-newline mode", is not the user's
-        raise row_error(path, read, f"not valid CSV ({err})" if "new-line character" not in str(err) else "a carriage "
-                         "return (\\r) outside quotes (old Mac line endings?): save the file with \\n line endings") from None
+        if "new-line character" in str(err):
+            raise row_error(path, read, "a carriage return (\\r) outside quotes (old Mac line endings?): save the "
+                            "file with \\n line endings") from None
+        raise row_error(path, start or read, f"not valid CSV ({err}){spans() if start else ''}: a quote inside a "
+                        'text is written twice, e.g. "she said ""hi""", in a quoted text') from None
 
 
 def _check_header(path: Path, names: list[str], columns: tuple[str, ...]) -> None:
