@@ -300,7 +300,8 @@ def test_two_files_for_one_split_or_two_formats_are_refused(tmp_path):
     assert refusal(directory) == f"{directory}: dev.csv and validation.csv are both a dev split: keep one"
     (directory / "validation.csv").unlink()
     (directory / "train.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n')  # a CSV set, one JSONL file
-    assert refusal(directory).startswith(f"data directory {directory}: holds both train.jsonl and train.csv")
+    assert refusal(directory).startswith(f"data directory {directory}: holds more than one data set (train.jsonl "
+                                         "(jsonl), train.csv (csv))")
     assert load_dir(directory, dataset="csv").splits["train"].texts == ["yay"]
 
 
@@ -680,13 +681,24 @@ def test_a_chosen_table_format_is_read_even_where_another_is_beside_it(tmp_path)
     for split in ("train", "dev", "test"):
         (directory / f"{split}.jsonl").write_text('{"text": "from jsonl", "labels": ["joy"]}\n')
         (directory / f"{split}.csv").write_text("text,labels\nfrom csv,joy\n")
-    both = (f"data directory {directory}: holds both train.jsonl and train.csv: set data.dataset=jsonl or "
-            "data.dataset=csv, or keep one data set in the directory")
+    both = (f"data directory {directory}: holds more than one data set (train.jsonl (jsonl), train.csv (csv)): set "
+            "data.dataset=jsonl or data.dataset=csv, or keep one data set in the directory")
     assert refusal(directory) == both  # not detected: which one is the user's to say
     assert load_dir(directory, dataset="csv").splits["train"].texts == ["from csv"]
     assert load_dir(directory, dataset="jsonl").splits["train"].texts == ["from jsonl"]
     (directory / "emotions.txt").write_text("joy\n")  # GoEmotions' label file alone is not its layout
     assert refusal(directory) == both
+    for split in ("train", "dev", "test"):  # a whole GoEmotions set beside them: it was read, the others unsaid
+        (directory / f"{split}.tsv").write_text("from tsv\t0\tid1\n")
+    assert refusal(directory) == (
+        f"data directory {directory}: holds more than one data set (train.tsv (goemotions), train.jsonl (jsonl), "
+        "train.csv (csv)): set data.dataset=goemotions or data.dataset=jsonl or data.dataset=csv, or keep one data "
+        "set in the directory")
+    assert load_dir(directory, dataset="goemotions").splits["train"].texts == ["from tsv"]
+    (directory / "train.jsonl").unlink()
+    (directory / "train.csv").rename(directory / "2018-E-c-En-train.txt")
+    assert refusal(directory).startswith(f"data directory {directory}: holds more than one data set (train.tsv "
+                                         "(goemotions), 2018-E-c-En-train.txt (semeval2018)): set")
 
 
 def test_a_byte_order_mark_is_dropped_from_the_first_line_only(tmp_path):

@@ -40,17 +40,15 @@ def load(cfg: DataConfig, seed: int) -> EmotionData:
 
 
 def detect(directory: Path) -> str:
-    """The format of the files in `directory`; DataError listing what was looked for otherwise."""
-    if (directory / "train.tsv").exists() and (directory / "emotions.txt").exists():
-        return "goemotions"
-    if (directory / _SEMEVAL_FILES["train"]).exists():
-        return "semeval2018"
-    tables = [fmt for fmt in ("jsonl", "csv") if (directory / f"train.{fmt}").exists()]
-    if len(tables) > 1:  # which one the user means is theirs to say
-        raise DataError(f"data directory {directory}: holds both train.jsonl and train.csv: set data.dataset=jsonl or "
-                        "data.dataset=csv, or keep one data set in the directory")
-    if tables:
-        return tables[0]
+    """The format of the files in `directory`; DataError listing what was looked for otherwise, or naming the
+    formats when it holds more than one (which one the user means is theirs to say)."""
+    found = [name for name, files in _LAYOUTS.items() if all((directory / file).exists() for file in files)]
+    if len(found) > 1:
+        names = ", ".join(f"{_LAYOUTS[name][0]} ({name})" for name in found)
+        raise DataError(f"data directory {directory}: holds more than one data set ({names}): set " + " or ".join(
+            f"data.dataset={name}" for name in found) + ", or keep one data set in the directory")
+    if found:
+        return found[0]
     raise DataError(f"data directory {directory}: no known data layout: expected GoEmotions (train.tsv + emotions.txt), "
                     f"SemEval-2018 E-c ({_SEMEVAL_FILES['train']}) or train.csv / train.jsonl")
 
@@ -58,8 +56,7 @@ def detect(directory: Path) -> str:
 def _check_layout(directory: Path, name: str) -> None:
     """DataError when `directory` lacks data.dataset=`name`'s layout and holds another (e.g. data.data_dir set
     without --data-dir, which keeps the default goemotions), naming it."""
-    own = {"goemotions": ("train.tsv", "emotions.txt"), "semeval2018": (_SEMEVAL_FILES["train"],)}.get(name, (f"train.{name}",))
-    if all((directory / file).exists() for file in own):
+    if all((directory / file).exists() for file in _LAYOUTS[name]):
         return  # the named layout is there (whatever else the directory holds)
     try:
         there = detect(directory)
@@ -115,6 +112,9 @@ def _load_goemotions_hub() -> EmotionData:
 
 
 _SEMEVAL_FILES = {"train": "2018-E-c-En-train.txt", "dev": "2018-E-c-En-dev.txt", "test": "2018-E-c-En-test-gold.txt"}
+_LAYOUTS = {"goemotions": ("train.tsv", "emotions.txt"), "semeval2018": (_SEMEVAL_FILES["train"],),
+            "jsonl": ("train.jsonl",), "csv": ("train.csv",)}
+"""The files that make each directory layout (data.dataset), the first one the file a refusal names."""
 _SEMEVAL_LABELS = ["anger", "anticipation", "disgust", "fear", "joy", "love", "optimism", "pessimism",
                    "sadness", "surprise", "trust"]
 
