@@ -78,10 +78,6 @@ def predict(args: argparse.Namespace) -> int:
                                  precision=args.precision)
     if classifier.warning:
         print(f"emodist: warning: {classifier.warning}", file=sys.stderr)
-    longest = getattr(classifier.model.config, "max_position_embeddings", None)
-    if longest and args.max_length and args.max_length > longest:
-        raise errors.UsageError(f"--max-length {args.max_length}: this model reads at most {longest} tokens: "
-                                f"use --max-length {longest} or less")
     if args.top_k > len(classifier.labels):
         raise errors.UsageError(f"--top-k {args.top_k}: this model has {len(classifier.labels)} labels: use "
                                 f"--top-k {len(classifier.labels)} or less")

@@ -183,6 +183,20 @@ def test_columns_named_twice_that_are_not_read_are_no_matter(tmp_path):
     assert load_dir(directory).splits["train"].texts == ["yay"]
 
 
+def test_half_a_surrogate_pair_in_a_jsonl_text_or_label_is_refused_naming_the_line(tmp_path):
+    """json reads "\\ud800" as a str that UTF-8 cannot encode: the splits' fingerprint failed, an internal error."""
+    directory = write_jsonl(tmp_path / "j")
+    dev = directory / "dev.jsonl"
+    dev.write_text('{"text": "yay", "labels": ["joy"]}\n{"text": "bad \\ud800 x", "labels": ["joy"]}\n')
+    assert refusal(directory) == (f"{dev}:2: the text column 'text' holds \\ud800, half of a UTF-16 surrogate pair, "
+                                  "which is no character on its own: write the character itself, or both halves of "
+                                  "its escape (\\ud83d\\ude00 is one emoji)")
+    dev.write_text('{"text": "yay", "labels": ["joy", "s\\udc80d"]}\n')
+    assert refusal(directory).startswith(f"{dev}:1: a label name holds \\udc80, half of a UTF-16 surrogate pair")
+    dev.write_text('{"text": "so glad \\ud83d\\ude00", "labels": ["joy"]}\n')  # a whole pair is one emoji
+    assert load_dir(directory).splits["dev"].texts == ["so glad \U0001f600"]
+
+
 def test_a_jsonl_null_is_named_as_null(tmp_path):
     directory = write_jsonl(tmp_path / "j")
     (directory / "dev.jsonl").write_text('{"text": "yay", "labels": null}\n')

@@ -109,6 +109,38 @@ def test_no_texts_no_rows(exported):
     assert classifier.predict([]) == []
 
 
+def test_what_no_tokenizer_reads_is_refused_naming_the_text(exported):
+    """None, bytes, a dict (whose keys were labelled as texts) and a lone surrogate reached the tokenizer, which
+    failed with a TypeError of its own or labelled the wrong thing."""
+    classifier = Classifier.load(exported[0])
+    for texts, message in [
+        (None, "Classifier: texts must be a str or a sequence of str, not NoneType"),
+        (b"so glad", "Classifier: texts must be a str or a sequence of str, not bytes: decode the bytes first"),
+        ({"so glad": 1}, "Classifier: texts must be a str or a sequence of str, not dict"),
+        (["fine", None], "Classifier: text 1 is NoneType None, not a text"),
+        (["fine", "bad \ud800 x"], "Classifier: text 1 holds \\ud800, half of a UTF-16 surrogate pair, which is no "
+                                    "character on its own"),
+    ]:
+        with pytest.raises(UsageError) as error:
+            classifier.predict(texts)
+        assert str(error.value) == message
+    assert classifier.predict(("fine", "so glad")) == classifier.predict(["fine", "so glad"])  # any sequence
+
+
+def test_a_length_or_batch_the_model_cannot_take_is_refused_and_a_run_directory_serves_its_model(exported):
+    model_dir, texts = exported
+    for kwargs, message in [({"max_length": 0}, "max_length 0: must be a whole number, at least 8"),
+                            ({"max_length": 10**6}, "max_length 1000000: this model reads at most 128 tokens: use "
+                                                    "128 or less"),  # a tensor-size RuntimeError at the first text
+                            ({"batch_size": 0}, "batch_size 0: must be a whole number, at least 1")]:
+        with pytest.raises(UsageError) as error:
+            Classifier.load(model_dir, **kwargs)
+        assert str(error.value) == message
+    by_run = Classifier.load(model_dir.parent, precision="fp32")  # transformers failed on its tokenizer
+    assert by_run.source == str(model_dir)
+    assert np.array_equal(by_run.probabilities(texts[:8]), Classifier.load(model_dir, precision="fp32").probabilities(texts[:8]))
+
+
 def test_bf16_autocast_is_what_it_says(exported):
     model_dir, texts = exported
     exact = Classifier.load(model_dir, precision="fp32")

@@ -154,6 +154,10 @@ def test_refusals_are_one_line_and_an_existing_output_is_kept(smoke_runs, tmp_pa
     assert error_lines(result) == [f"emodist: error: {latin}:2: not UTF-8 text (byte 0xe9); convert it first, "
                                    f"e.g. iconv -f latin1 -t utf-8 {latin}"]
     assert result.stdout == ""
+    latin_argument = subprocess.run([sys.executable, str(ROOT / "launch" / "predict.py"), str(run_dir / "model"),
+                                     "fine", b"caf\xe9 au lait"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert error_lines(latin_argument) == ["emodist: error: text argument 2 holds the byte 0xe9, which is not UTF-8: "
+                                           "set the terminal to UTF-8, or give the texts in a UTF-8 file with --file"]
 
 
 def test_a_model_whose_tokenizer_knows_no_words_is_refused(tmp_path):
@@ -197,7 +201,7 @@ def test_no_text_and_a_missing_gpu_are_one_line_each(smoke_runs, tmp_path):
     assert error_lines(predict(model, "hello", "--device", "tpu7")) == [
         "emodist: error: --device tpu7: not a device: use cpu, cuda or cuda:N"]
     assert error_lines(predict(model, "hello", "--max-length", "100000")) == [
-        "emodist: error: --max-length 100000: this model reads at most 128 tokens: use --max-length 128 or less"]
+        "emodist: error: max_length 100000: this model reads at most 128 tokens: use 128 or less"]
 
 
 def test_options_that_cannot_apply_are_refused_and_texts_may_follow_them(smoke_runs, tmp_path):
@@ -347,6 +351,10 @@ def test_lines_end_at_a_newline_alone_and_a_long_csv_field_is_a_text(tmp_path):
     ("a.txt", "we felt sad\n".encode("utf-16-le"), "{path}: UTF-16 text, not UTF-8 (UTF-8 decodes it as text full of "
      "NUL bytes); convert it first, e.g. iconv -f utf-16 -t utf-8 {path}"),
     ("a.txt", gzip.compress(b"we felt sad\n"), "{path}: gzip-compressed, not text: decompress it first, e.g. gunzip -c {path}"),
+    # half of an emoji's escape pair: a TypeError of the tokenizer's, an internal error
+    ("a.jsonl", '{"body": "fine"}\n{"body": "bad \\ud800 x"}\n', "{path}:2: field 'body' holds \\ud800, half of a "
+     "UTF-16 surrogate pair, which is no character on its own: write the character itself, or both halves of its "
+     "escape (\\ud83d\\ude00 is one emoji)"),
 ])
 def test_bad_files_name_the_file_and_line(tmp_path, name, content, message):
     path = tmp_path / name

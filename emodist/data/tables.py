@@ -13,7 +13,7 @@ from pathlib import Path
 from emodist.config import DataConfig
 from emodist.data.rows import collect, label_file, read_lines, row_error
 from emodist.data.sets import SPLITS, EmotionData
-from emodist.runtime.errors import DataError
+from emodist.runtime.errors import DataError, not_text
 
 _SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "val"), "test": ("test",)}
 
@@ -131,7 +131,12 @@ def _table_rows(path: Path, records: Iterator[tuple[int, dict]], cfg: DataConfig
         if not isinstance(text, str):
             raise row_error(path, lineno, f"the text column {cfg.text_column!r} holds {text!r}, not a string: "
                                            "quote it as text")
-        yield lineno, text, label_names(row[cfg.label_column], path, lineno)
+        names = label_names(row[cfg.label_column], path, lineno)
+        for what, value in ((f"the text column {cfg.text_column!r}", text), *(("a label name", n) for n in names)):
+            if why := not_text(value):  # a JSON escape of half a pair: the fingerprint's UTF-8 failed deep inside
+                raise row_error(path, lineno, f"{what} holds {why}: write the character itself, or both halves of "
+                                "its escape (\\ud83d\\ude00 is one emoji)")
+        yield lineno, text, names
 
 
 def label_names(value, path: Path, lineno: int) -> list[str]:

@@ -165,6 +165,23 @@ def utf8_text(raw: bytes, source: str, fix: str) -> str:
         raise UsageError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); {fix}") from None
 
 
+def not_text(value, argument: bool = False) -> str | None:
+    """What makes `value` no text a tokenizer reads (None: it is one), for a message: not a str, or a str holding
+    a lone surrogate, which UTF-8 cannot encode: half of a JSON pair escape (\\ud83d without \\ude00), or, in a
+    command-line `argument`, a byte that was not UTF-8 (Python keeps it as U+DC80-U+DCFF)."""
+    if not isinstance(value, str):
+        shown = repr(value)
+        return f"{type(value).__name__} {shown if len(shown) <= 40 else shown[:37] + '...'}, not a text"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        code = ord(value[err.start])
+        if argument and 0xDC80 <= code <= 0xDCFF:
+            return f"the byte 0x{code - 0xDC00:02x}, which is not UTF-8"
+        return f"\\u{code:04x}, half of a UTF-16 surrogate pair, which is no character on its own"
+    return None
+
+
 def no_space(err: OSError) -> NoSpace:
     """The one-line NoSpace for an OSError that says the disk is full (ENOSPC, EDQUOT)."""
     quota = " (or over its quota)" if err.errno == errno.EDQUOT else ""

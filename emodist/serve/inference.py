@@ -21,7 +21,8 @@ texts, and probabilities 1.2e-4 apart on average (at most 0.0096).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ import yaml
 
 from emodist.data import sampling
 from emodist.runtime import process
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import UsageError, not_text
 from emodist.scoring import thresholds
 
 DEFAULT_LENGTH = 128
@@ -42,6 +43,12 @@ PRECISIONS = ("auto", "bf16", "fp32")
 class Classifier:
     def __init__(self, model, tokenizer, cut: np.ndarray, max_length: int = 128, batch_size: int = 64,
                  precision: str = "fp32"):
+        for name, value, least in (("max_length", max_length, 8), ("batch_size", batch_size, 1)):
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < least:
+                raise UsageError(f"{name} {value!r}: must be a whole number, at least {least}")
+        longest = getattr(model.config, "max_position_embeddings", None)
+        if longest and max_length > longest:  # past it, the position embeddings fail on a tensor size
+            raise UsageError(f"max_length {max_length}: this model reads at most {longest} tokens: use {longest} or less")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -67,6 +74,7 @@ class Classifier:
         from emodist.serve import onnx_export
         from emodist.serve.model_dir import load_trained
 
+        model_dir = model_dir_of(Path(model_dir))  # a run directory serves its model/, as for launch/predict.py
         onnx = onnx_export.is_onnx_dir(Path(model_dir))
         precision = serving_precision(precision, torch.device(device), onnx)
         if onnx:
@@ -76,7 +84,7 @@ class Classifier:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         tuned = thresholds.load(Path(model_dir))
         cut = thresholds.for_labels(tuned, labels, Path(model_dir) / thresholds.FILE) if tuned else np.full(len(labels), 0.5)
-        length = max_length or trained_length(Path(model_dir), tuned, model.config)
+        length = trained_length(Path(model_dir), tuned, model.config) if max_length is None else max_length
         classifier = cls(model, tokenizer, cut, length, batch_size, precision)
         classifier.warning = thresholds.warning(tuned) if tuned else None
         classifier.tuned = tuned is not None
@@ -87,7 +95,7 @@ class Classifier:
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """Sigmoid probabilities, float32, one row per text (in the order given) and one column per label. A
         str is one text (as for transformers.pipeline), not a sequence of one-character texts."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = self._texts(texts)
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
@@ -107,6 +115,19 @@ class Classifier:
                              "its weights hold NaN or inf (a damaged file, or a run that diverged): serve another "
                              "export or checkpoint")
         return out
+
+    @staticmethod
+    def _texts(texts: str | Sequence[str]) -> list[str]:
+        """`texts` as a list; UsageError (a ValueError) for what no tokenizer reads, naming which entry it is."""
+        if isinstance(texts, (bytes, bytearray, Mapping)) or not isinstance(texts, (str, Iterable)):
+            raise UsageError(f"Classifier: texts must be a str or a sequence of str, not {type(texts).__name__}"
+                             + (": decode the bytes first" if isinstance(texts, (bytes, bytearray)) else ""))
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for number, text in enumerate(texts):
+            if why := not_text(text):
+                raise UsageError(f"Classifier: text {number} is {why}" if not isinstance(text, str) else
+                                 f"Classifier: text {number} holds {why}")
+        return texts
 
     def truncated(self, texts: Sequence[str]) -> int:
         """How many of `texts` are longer than max_length tokens (their ends are not read). Only texts of more

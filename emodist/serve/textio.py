@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from emodist.runtime.errors import UsageError, utf8_text
+from emodist.runtime.errors import UsageError, not_text, utf8_text
 
 if TYPE_CHECKING:
     from emodist.serve.inference import Classifier
@@ -53,6 +53,10 @@ def texts_of(arguments: list[str], path: str | None, column: str | None = None) 
                          ".csv or .jsonl file (--column names the text column of one)")
     column = column or "text"
     if arguments:  # an empty argument is skipped as an empty line is: it holds nothing to label
+        for number, argument in enumerate(arguments, 1):
+            if why := not_text(argument, argument=True):  # Python keeps a byte that is not UTF-8 as a lone surrogate
+                raise UsageError(f"text argument {number} holds {why}: set the terminal to UTF-8, or give the texts "
+                                 "in a UTF-8 file with --file")
         kept = [a for a in arguments if a.strip()]
         inputs = Texts(kept, len(arguments) - len(kept), "the arguments", "argument")
     else:
@@ -179,6 +183,9 @@ def _jsonl_field(text: str, key: str, source: str) -> list[str]:
                              "choose one with --column")
         if not isinstance(record[key], str):
             raise UsageError(f"{source}:{number}: field {key!r} holds {record[key]!r}, not a text")
+        if why := not_text(record[key]):
+            raise UsageError(f"{source}:{number}: field {key!r} holds {why}: write the character itself, or both "
+                             "halves of its escape (\\ud83d\\ude00 is one emoji)")
         values.append(record[key])
     return values
 
