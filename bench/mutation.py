@@ -59,7 +59,7 @@ MODULES = {
               "runtime/files.py": ["cache_root"]}),
     # completeness and fingerprints (saving and loading need a launch: tests/test_resume.py)
     "checkpointing": (["tests/test_checkpointing.py", "tests/test_fuzz.py"],
-                      {"rundir/checkpoints.py": ["_step_of", "read_state", "unusable", "latest_checkpoint", "fingerprint",
+                      {"rundir/timeline.py": None, "rundir/checkpoints.py": ["read_state", "unusable", "latest_checkpoint", "fingerprint",
                                             "fingerprint_hash", "_flatten", "differences", "check_resumable", "_short",
                                             "_describe_file", "_digest"]}),
     # what each way of starting may do with the files there (open_run's broadcast needs a launch)

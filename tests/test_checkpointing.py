@@ -149,6 +149,41 @@ def test_sizes_only_takes_a_checkpoint_whose_content_changed(tmp_path):
     assert newest.name == "step-10" and [p.name for p, _ in skipped] == ["step-20"]
 
 
+def test_the_rotation_keeps_the_checkpoint_it_follows_and_drops_older_leftovers(tmp_path):
+    """A save used to keep the newest `keep_last` by step number: with later checkpoints of an abandoned timeline
+    there, the one just written was deleted in its own save (a requeued job came back to step 192 forever)."""
+    from emodist.rundir.timeline import rotate
+
+    root = tmp_path / "checkpoints"
+    for step in (100, 192, 300, 500, 512):
+        make_checkpoint(tmp_path, step)
+    (root / "step-100" / STATE_FILE).unlink()  # a deletion a kill cut short: never resumable, as large as the rest
+    (root / ".step-600.tmp").mkdir()  # not the rotation's: the next save clears it
+    dropped = rotate(root, root / "step-300", keep_last=1, best_step=192)
+    assert sorted(p.name for p in dropped) == ["step-100"]
+    assert sorted(p.name for p in root.iterdir()) == [".step-600.tmp", "step-192", "step-300", "step-500", "step-512"]
+    make_checkpoint(tmp_path, 600)
+    assert [p.name for p in rotate(root, root / "step-600", keep_last=2, best_step=None)] == ["step-192", "step-300", "step-500"]
+
+
+def test_a_resume_sets_the_later_checkpoints_aside_whole_where_nothing_reads_them(tmp_path):
+    from emodist.rundir.timeline import set_aside_after
+
+    root = tmp_path / "checkpoints"
+    for step in (10, 20, 30):
+        make_checkpoint(tmp_path, step)
+    (root / "step-30" / "weights.bin").write_bytes(b"54")  # damaged: skipped by --resume auto, kept for a look
+    (root / "step-40").mkdir()  # incomplete
+    before = {p.relative_to(root / "step-30"): p.read_bytes() for p in (root / "step-30").rglob("*") if p.is_file()}
+    assert set_aside_after(root, 30) is not None  # step-40 only
+    aside = set_aside_after(root, 10)
+    assert aside.parent == root and aside.name.startswith("superseded-")
+    assert sorted(p.name for p in aside.iterdir()) == ["step-20", "step-30"]
+    assert {p.relative_to(aside / "step-30"): p.read_bytes() for p in (aside / "step-30").rglob("*") if p.is_file()} == before
+    assert latest_checkpoint(tmp_path) == (root / "step-10", [])
+    assert set_aside_after(root, 10) is None
+
+
 def test_no_checkpoint_at_all(tmp_path):
     assert latest_checkpoint(tmp_path) == (None, [])
     make_checkpoint(tmp_path, 5)

@@ -104,10 +104,18 @@ def test_resuming_a_checkpoint_into_its_own_run_rewinds_it_and_keeps_the_summary
     """--resume PATH into its own run directory: the run goes back to that step and trains on to the same end
     (exact resume: the same losses), its history after the step replaced; the old summary is kept aside."""
     old_summary = (run_copy / "summary.json").read_text()
+    old_step_20 = (run_copy / "checkpoints" / "step-20" / checkpoints.STATE_FILE).read_bytes()
     result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, "--resume",
                     str(run_copy / "checkpoints" / "step-10"), accelerate=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_copy / "summary.step-20.json").read_text() == old_summary
+    # the old step-20 was deleted by the new one's save; a later checkpoint outnumbering the new ones deleted
+    # each new checkpoint in the save that wrote it, and `--resume auto` continued from the old steps
+    [aside] = (run_copy / "checkpoints").glob("superseded-*")
+    assert (aside / "step-20" / checkpoints.STATE_FILE).read_bytes() == old_step_20
+    assert (f"emodist: the checkpoints after step 10 (step-20) belong to steps this run leaves behind: moved to "
+            f"{aside}, which nothing reads; delete it when you no longer need them") in " ".join(result.stdout.split())
+    assert checkpoints.latest_checkpoint(run_copy)[0] == run_copy / "checkpoints" / "step-20"
     losses = {r["step"]: r["train/loss"] for r in read_metrics(run_copy) if "train/loss" in r}
     assert losses == {r["step"]: r["train/loss"] for r in read_metrics(finished) if "train/loss" in r}
     assert list(losses) == [5, 10, 15, 20]
@@ -212,6 +220,9 @@ def test_a_corrupt_checkpoint_is_skipped_in_one_line_and_the_run_goes_on_from_th
     assert (f"emodist: skipped checkpoint {weights.parent}: model.safetensors does not match the hash taken when it "
             "was saved (corrupted or changed since)") in result.stdout
     assert f"resumed from {run_copy / 'checkpoints' / 'step-10'} at step 10" in result.stdout
+    [aside] = (run_copy / "checkpoints").glob("superseded-*")  # the corrupt one, kept for a look, read by nothing
+    assert (aside / "step-20" / "model.safetensors").read_bytes() == bytes(corrupt)
+    assert {"step-20", "step-30", aside.name} <= {p.name for p in (run_copy / "checkpoints").iterdir()}
     assert read_summary(run_copy)["train"]["steps"] == 30
     assert json.loads((run_copy / "summary.step-20.json").read_text())["train"]["steps"] == 20  # kept, renamed
 

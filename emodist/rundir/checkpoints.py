@@ -16,7 +16,7 @@ half-written one never carries the name. Before it is trusted, every file is che
 manifest, content included (`unusable`): a file cut short, changed or corrupted, or an edited
 state.json, makes it skipped, and `latest_checkpoint` falls back to the one before. Older checkpoints
 are deleted only after a new one is complete; the newest `keep_last` and the best (by dev f1_micro) are
-kept. A save the disk has no room for stops the run in one line (`NoSpace`), its partial files removed
+kept (`timeline`, which also sets aside the checkpoints after the step a resume continues from). A save the disk has no room for stops the run in one line (`NoSpace`), its partial files removed
 and the last complete checkpoint kept. Under LoRA, frozen base weights (a 4-bit QLoRA base included)
 are not saved: a resume rebuilds them from the base model.
 """
@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 from emodist.config import RunConfig
+from emodist.rundir.timeline import STATE_FILE, rotate, step_of
 from emodist.runtime.errors import (
     NoSpace,
     UsageError,
@@ -38,7 +39,6 @@ from emodist.runtime.errors import (
 )
 from emodist.runtime.files import finite, open_to_umask, sha256_of, write_json
 
-STATE_FILE = "state.json"
 # Settings a resumed run must share with its checkpoint: they change the model, the data or the
 # optimizer state it is restored into (the length of training may change).
 RESUME_INVARIANT = ("model.", "data.", "optim.", "train.seed", "train.global_batch_size", "train.micro_batch_size",
@@ -100,11 +100,7 @@ def save_checkpoint(accelerator, run_dir: Path, progress: dict, keep_last: int, 
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        complete = sorted((p for p in root.glob("step-*") if (p / STATE_FILE).exists()), key=_step_of)
-        keep = set(complete[-keep_last:]) | {root / f"step-{best_step}"}
-        for old in complete:
-            if old not in keep:
-                shutil.rmtree(old)
+        rotate(root, final, keep_last, best_step)
     accelerator.wait_for_everyone()
     return final
 
@@ -193,10 +189,6 @@ def _digest(state: dict) -> str:
 # Finding and checking checkpoints
 
 
-def _step_of(path: Path) -> int:
-    return int(path.name.split("-")[1])
-
-
 def read_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
 
@@ -244,7 +236,7 @@ def latest_checkpoint(run_dir: Path, content: bool = True) -> tuple[Path | None,
     """
     candidates = [p for p in (run_dir / "checkpoints").glob("step-*") if p.name.split("-")[1].isdigit()]
     skipped = []
-    for checkpoint in sorted(candidates, key=_step_of, reverse=True):
+    for checkpoint in sorted(candidates, key=step_of, reverse=True):
         reason = unusable(checkpoint, content)
         if reason is None:
             return checkpoint, skipped

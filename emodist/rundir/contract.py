@@ -36,7 +36,7 @@ from pathlib import Path
 
 from emodist import config as config_mod
 from emodist.config import RunConfig
-from emodist.rundir import checkpoints
+from emodist.rundir import checkpoints, timeline
 from emodist.rundir.lock import LOCK, RunLock
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
@@ -69,11 +69,13 @@ class Run:
     stopped before it wrote summary.json (killed while it finished)."""
     lock: RunLock | None = field(default=None, repr=False)
 
-    def restored(self, cfg: RunConfig, step: int, finishing: bool = False) -> None:
+    def restored(self, cfg: RunConfig, step: int, finishing: bool = False) -> Path | None:
         """Main process, once `checkpoint` has loaded: drop what the run logged after `step` (it is trained and
         logged again; `finishing`, the run only finishes: also the final evaluation's records of `step`), keep
-        the summary of a finished run that trains on as `summary.step-N.json` (never over an earlier one), and
-        write the config of this launch."""
+        the summary of a finished run that trains on as `summary.step-N.json` (never over an earlier one), move
+        the checkpoints after `step` aside (`timeline.set_aside_after`: returns where), and write the config of
+        this launch."""
+        aside = timeline.set_aside_after(self.path / "checkpoints", step)
         metrics = self.path / "metrics.jsonl"
         if self.fork_of is not None and (self.fork_of / "metrics.jsonl").is_file():
             shutil.copy2(self.fork_of / "metrics.jsonl", metrics)
@@ -82,6 +84,7 @@ class Run:
         if summary.exists():
             os.replace(summary, _unused(self.path / f"summary.step-{_finished_step(summary)}.json"))
         config_mod.dump(cfg, self.path / "config.yaml")
+        return aside
 
     def close(self) -> None:
         if self.lock is not None:

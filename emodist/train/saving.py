@@ -30,11 +30,14 @@ def restore(s: Session, checkpoint: Path) -> None:
     last_loss = state.get("last_loss")  # checkpoints from before it was recorded: NaN
     s.last_loss = float(last_loss) if isinstance(last_loss, (int, float)) else float("nan")
     s.meter.carry_over(state.get("perf"))
-    if s.accelerator.is_main_process:
-        s.run.restored(s.cfg, s.step, finishing)
+    aside = s.run.restored(s.cfg, s.step, finishing) if s.accelerator.is_main_process else None
     s.accelerator.wait_for_everyone()
     s.console.print(f"resumed from {checkpoint} at step {s.step} (epoch {s.epoch}, batch {s.batches_in_epoch})"
                     + (": the run's last step, so it only finishes (evaluation, thresholds, model)" if finishing else ""))
+    if aside is not None:
+        s.console.print(f"emodist: the checkpoints after step {s.step} ({', '.join(sorted(p.name for p in aside.iterdir()))}"
+                        f") belong to steps this run leaves behind: moved to {aside}, which nothing reads; delete it "
+                        "when you no longer need them")
 
 
 def progress(s: Session) -> dict:

@@ -1,0 +1,61 @@
+"""Which checkpoints a run keeps: one line of steps, from step 0 to the newest checkpoint.
+
+    dropped = rotate(root, final, keep_last=2, best_step=80)   # after a save: what went, never `final`
+    aside = set_aside_after(root, step=192)                     # a resume from step 192: the later ones
+
+A resume continues from a checkpoint; any checkpoint after its step belongs to steps the run leaves behind:
+those of a rewind (`--resume checkpoints/step-192` of a run at 512), or those `--resume auto` passed over
+because they do not verify. Left among the run's checkpoints, they outnumbered the new ones, so the rotation
+deleted each new checkpoint in the save that wrote it (a requeued job came back to step 192 forever), and a
+later `--resume auto` continued from the abandoned steps without a word. `set_aside_after` moves them, whole
+and untouched, to `checkpoints/superseded-<date>-<time>/`, which nothing reads, for the user to inspect or
+delete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+STATE_FILE = "state.json"
+"""What a complete checkpoint holds besides accelerate's files: written last, before its rename into place."""
+
+
+def step_of(path: Path) -> int:
+    return int(path.name.split("-")[1])
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    """The `step-N` directories of `root`, complete or not, oldest first."""
+    found = [p for p in root.glob("step-*") if p.name.split("-")[1].isdigit() and p.is_dir()]
+    return sorted(found, key=step_of)
+
+
+def rotate(root: Path, final: Path, keep_last: int, best_step: int | None) -> list[Path]:
+    """After `final` was saved: delete all but the newest `keep_last` complete checkpoints, the one of
+    `best_step` and `final` itself, and the incomplete ones before `final` (a deletion that a kill cut short
+    leaves a checkpoint without its state.json: never resumable, and as large as the others); return them."""
+    complete = [p for p in _checkpoints(root) if (p / STATE_FILE).exists()]
+    keep = {*complete[-keep_last:], root / f"step-{best_step}", final}
+    dropped = [p for p in _checkpoints(root) if p not in keep and step_of(p) < step_of(final)]
+    for old in dropped:
+        shutil.rmtree(old)
+    return dropped
+
+
+def set_aside_after(root: Path, step: int) -> Path | None:
+    """Move every checkpoint after `step` (complete or not) into `root/superseded-<date>-<time>/`; return
+    that directory, or None when there were none."""
+    later = [p for p in _checkpoints(root) if step_of(p) > step]
+    if not later:
+        return None
+    aside = root / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+    number = 1
+    while aside.exists():  # a second rewind within the same second
+        number += 1
+        aside = root / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}-{number}"
+    aside.mkdir()
+    for checkpoint in later:
+        checkpoint.rename(aside / checkpoint.name)
+    return aside
