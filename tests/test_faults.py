@@ -223,3 +223,21 @@ def test_a_full_disk_while_tokenizing_or_exporting_names_the_cache_or_the_export
         (staged / "model.safetensors").write_bytes(b"part of it")
         raise Exception("No space left on device (os error 28)")
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_reader_of_the_output_that_goes_away_costs_the_printing_not_the_run(tmp_path, cache_dir):
+    """`train.py ... | head` (or a `tee` ended by a hangup): rich ended the run with exit 1, no line and no
+    checkpoint of the steps since the last one (found by a new user). Now the printing stops, the run does not."""
+    from conftest import launch_command, read_summary
+
+    run_dir = tmp_path / "run"
+    command, environ = launch_command(*SMOKE, "--output-dir", str(run_dir), accelerate=True)
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ)
+    proc.stdout.read(200)  # the banner's first line, then the reader is gone
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=600) == 0, stderr[-3000:]
+    assert ("emodist: warning: standard output is gone (the program that read it ended): the run goes on without "
+            "printing; metrics.jsonl holds every record") in stderr
+    assert read_summary(run_dir)["train"]["steps"] == 40 and (run_dir / "model" / "config.json").is_file()
+    assert_no_noise(stderr)

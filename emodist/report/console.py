@@ -11,6 +11,9 @@ the same fields come as one plain line per logged step:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,10 +60,23 @@ def _clock(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+class _Terminal(RichConsole):
+    """rich's Console, but a reader of standard output that goes away (`| head`, a `tee` ended by a hangup)
+    no longer ends the process: rich's own answer is exit 1, no line, and no checkpoint of the steps since
+    the last one. What would be printed is dropped, one warning goes to stderr, the run goes on."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # print() and the exit's flush too
+        with contextlib.suppress(OSError):
+            sys.stderr.write("emodist: warning: standard output is gone (the program that read it ended): the run goes "
+                             "on without printing; metrics.jsonl holds every record\n")
+
+
 class Console:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self.rich = RichConsole(highlight=False)
+        self.rich = _Terminal(highlight=False)
         self._progress: Progress | None = None
         self._plan: _Plan | None = None
 
