@@ -168,8 +168,10 @@ def test_sigterm_then_sigkill_then_resume_ends_like_the_uninterrupted_run(refere
     assert "Traceback" not in stderr and "ConnectionResetError" not in stderr  # the stopped wandb service too
 
 
-def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir):
-    """Run directly (no launcher in between), a SIGTERM ends the process with EXIT_PREEMPTED (75)."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir, sig):
+    """Run directly (no launcher in between), a SIGTERM ends the process with EXIT_PREEMPTED (75); so does the
+    SIGHUP of an ssh session that dropped, which killed the run with the steps since its last checkpoint."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "distilbert", "--smoke",
            "--output-dir", str(run_dir), "train.max_steps=400", "train.save_every_steps=10"]
@@ -177,9 +179,25 @@ def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir):
     while not (run_dir / "checkpoints" / "step-10" / checkpoints.STATE_FILE).exists():
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     assert proc.wait(timeout=120) == errors.EXIT_PREEMPTED
-    assert checkpoints.read_state(checkpoints.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGTERM"
+    assert checkpoints.read_state(checkpoints.latest_checkpoint(run_dir)[0])["stopped_by"] == sig.name
+
+
+def test_a_hangup_ignored_by_nohup_is_left_ignored():
+    from emodist.runtime.signals import StopSignals
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with StopSignals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with StopSignals():
+            assert callable(signal.getsignal(signal.SIGHUP))
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def catches(pid: int, sig: signal.Signals) -> bool:

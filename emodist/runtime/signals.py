@@ -1,4 +1,5 @@
-"""Stop signals: a scheduler's SIGTERM or SIGUSR1 (or a Ctrl-C) becomes a checkpoint and a clean stop.
+"""Stop signals: a scheduler's SIGTERM or SIGUSR1 (or a Ctrl-C, or a terminal's hangup) becomes a checkpoint
+and a clean stop.
 
     with StopSignals() as stop:   # in the entry script, before the model loads
         ...                       # loading: SIGTERM / SIGUSR1 are remembered, Ctrl-C interrupts at once
@@ -10,6 +11,7 @@ is signalled while its 7B model loads is not lost, it stops after its first step
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -28,7 +30,9 @@ class StopSignals:
     never have sent one. (A scheduler's SIGTERM looks the same from here, so the stop line names only the signal.)
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP)
+    """SIGHUP: the terminal of an ssh session that dropped; by default it killed the run with the steps since its
+    last checkpoint. Left alone under `nohup` (which ignores it)."""
 
     def __init__(self, training: bool = True) -> None:
         self.received: str | None = None
@@ -42,10 +46,13 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+            if not _ignored(sig):
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            _leave_the_terminal()
         if signum == signal.SIGINT and not self.training:
             raise KeyboardInterrupt
         if signum == signal.SIGINT and self.finishing and self.received is not None:  # asked twice: it stops now
@@ -60,7 +67,8 @@ class StopSignals:
             else:
                 what = "the run is still loading: it stops after its first training step, with a checkpoint"
             # os.write: a print here could re-enter the stream the interrupted code was writing to
-            os.write(2, f"emodist: received {self._described(signum)}: {what}\n".encode())
+            with contextlib.suppress(OSError):
+                os.write(2, f"emodist: received {self._described(signum)}: {what}\n".encode())
         self.received = self.received or signal.Signals(signum).name
 
     def _described(self, signum: int) -> str:
@@ -77,6 +85,22 @@ class StopSignals:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def _ignored(sig: signal.Signals) -> bool:
+    """Whether `sig` is ignored (SIGHUP under `nohup`): a run started that way is not to be stopped by it."""
+    return sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN
+
+
+def _leave_the_terminal() -> None:
+    """After a hangup, standard output and error on the terminal that hung up fail with EIO: point them at
+    /dev/null so that the stop and its checkpoint go on (a file or a pipe they were sent to stays)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _accelerate_launched() -> bool:
@@ -97,6 +121,10 @@ def interrupt_on_sigterm() -> None:
     removed (a killed one stayed beside the run, as large as the model) and a prediction file cut back to
     its whole records."""
     def stop(signum, frame):
+        if signum == signal.SIGHUP:
+            _leave_the_terminal()
         raise KeyboardInterrupt(f"stopped ({signal.Signals(signum).name})")
 
-    signal.signal(signal.SIGTERM, stop)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if not _ignored(sig):
+            signal.signal(sig, stop)
