@@ -214,6 +214,11 @@ def test_the_fingerprint_holds_the_settings_that_shape_the_state_and_not_the_oth
     assert differences(print_, fingerprint(other, ["joy", "anger"])) == "model.lora.r=16 there, 4 here"
     asl = fingerprint(config.load("gemma-lora", smoke=True, overrides=["train.loss=asl"]), ["joy", "anger"])
     assert differences(print_, asl) == 'train.loss="bce" there, "asl" here'  # the loss shapes the optimizer state
+    # recomputing activations changes memory, not numbers: what lets a requeued job fit a smaller GPU (a
+    # checkpoint saved when the key was in the fingerprint resumes too)
+    assert cfg.model.gradient_checkpointing and "model.gradient_checkpointing" not in print_
+    lighter = config.load("gemma-lora", smoke=True, overrides=["model.gradient_checkpointing=false"])
+    assert differences({**print_, "model.gradient_checkpointing": True}, fingerprint(lighter, ["joy", "anger"])) == ""
 
 
 def test_a_checkpoint_older_than_a_setting_resumes_when_the_setting_is_at_its_default():

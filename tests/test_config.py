@@ -187,7 +187,9 @@ def test_a_runs_config_yaml_leaves_the_run_directory_out(tmp_path):
 # Every rule of the validation at its edge: the first value that fails gives exactly its line, the last value
 # that passes gives none (on distilbert, a full fine-tune, or gemma-lora where the rule is LoRA's).
 EDGES = [  # (variant, key, failing, passing, message)
-    ("gemma-lora", "model.lora.r", "0", "1", "must be >= 1"),
+    ("gemma-lora", "model.lora.r", "0", "1", "must be from 1 to 65,536 (a rank past the layers' width adds nothing)"),
+    ("gemma-lora", "model.lora.r", "65537", "65536",
+     "must be from 1 to 65,536 (a rank past the layers' width adds nothing)"),
     ("gemma-lora", "model.lora.alpha", "0", "1", "must be > 0"),
     ("gemma-lora", "model.lora.target_modules", "[]", "[q_proj]", "is empty: name the Linear layers that get adapters"),
     ("distilbert", "model.lora.dropout", "1", "0.999", "must be in [0, 1)"),

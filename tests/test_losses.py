@@ -78,9 +78,11 @@ def test_confident_logits_give_finite_losses_and_gradients(loss):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("train.focal_gamma=-1", "train.focal_gamma: must be >= 0"),
+    ("train.focal_gamma=-1", "train.focal_gamma: must be from 0 to 100 (0: BCE)"),
+    ("train.focal_gamma=1e300", "train.focal_gamma: must be from 0 to 100 (0: BCE)"),  # was NaN, "lower optim.lr"
     ("train.asl_clip=1", "train.asl_clip: must be in [0, 1)"),
-    ("train.asl_gamma_neg=-2", "train.asl_gamma_neg: must be >= 0"),
+    ("train.asl_gamma_neg=-2", "train.asl_gamma_neg: must be from 0 to 100"),
+    ("train.asl_gamma_pos=100.5", "train.asl_gamma_pos: must be from 0 to 100"),
     ("train.loss=mse", "train.loss"),
 ])
 def test_bad_loss_settings_are_refused_naming_the_key(override, message):

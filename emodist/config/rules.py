@@ -30,7 +30,8 @@ def problems(cfg: RunConfig) -> list[tuple[str, str]]:
          f"train.mixed_precision=auto or {_HALF_PRECISION.get(m.dtype)}, or model.dtype=float32"),
         ("model.lora.target_modules", m.method == "lora" and not m.lora.target_modules,
          "is empty: name the Linear layers that get adapters"),
-        ("model.lora.r", m.method == "lora" and m.lora.r < 1, "must be >= 1"),
+        ("model.lora.r", m.method == "lora" and not 1 <= m.lora.r <= MAX_LORA_RANK,
+         f"must be from 1 to {MAX_LORA_RANK:,} (a rank past the layers' width adds nothing)"),
         ("model.lora.alpha", m.method == "lora" and m.lora.alpha <= 0, "must be > 0"),
         ("model.lora.dropout", not 0 <= m.lora.dropout < 1, "must be in [0, 1)"),
         ("data.max_length", not 8 <= d.max_length <= 32768, "must be in [8, 32768]"),
@@ -110,9 +111,9 @@ def _train_checks(t) -> list[tuple[str, bool, str]]:
         ("train.micro_batch_size", t.micro_batch_size < 1, "must be >= 1"),
         ("train.eval_batch_size", t.eval_batch_size < 1, "must be >= 1"),
         ("train.pos_weight_cap", t.pos_weight_cap < 1, "must be >= 1"),
-        ("train.focal_gamma", t.focal_gamma < 0, "must be >= 0 (0: BCE)"),
-        ("train.asl_gamma_pos", t.asl_gamma_pos < 0, "must be >= 0"),
-        ("train.asl_gamma_neg", t.asl_gamma_neg < 0, "must be >= 0"),
+        ("train.focal_gamma", not 0 <= t.focal_gamma <= MAX_GAMMA, f"must be from 0 to {MAX_GAMMA} (0: BCE)"),
+        ("train.asl_gamma_pos", not 0 <= t.asl_gamma_pos <= MAX_GAMMA, f"must be from 0 to {MAX_GAMMA}"),
+        ("train.asl_gamma_neg", not 0 <= t.asl_gamma_neg <= MAX_GAMMA, f"must be from 0 to {MAX_GAMMA}"),
         ("train.asl_clip", not 0 <= t.asl_clip < 1, "must be in [0, 1) (0: no margin)"),
         ("train.threshold_bootstrap", not 0 <= t.threshold_bootstrap <= MAX_BOOTSTRAP,
          f"must be from 0 to {MAX_BOOTSTRAP} (0: thresholds tuned on dev itself; each resample tunes them all again, "
@@ -132,6 +133,13 @@ def _train_checks(t) -> list[tuple[str, bool, str]]:
                              ("train.global_batch_size", t.global_batch_size))),
     ]
 
+
+MAX_LORA_RANK = 65536
+"""The largest LoRA rank a config may ask for: 10**20 was an internal error in peft (and a plan of 3e17 GiB)."""
+
+MAX_GAMMA = 100
+"""The largest focusing exponent of the focal and asymmetric losses (the papers use 0-4): 1e300 made the loss
+NaN, reported as a learning rate too high."""
 
 MAX_BATCH = 2**20
 """The largest batch size a config may ask for: a larger one was an internal error deep in the loaders."""

@@ -43,7 +43,9 @@ from emodist.runtime.files import finite, open_to_umask, sha256_of, write_json
 # optimizer state it is restored into (the length of training may change).
 RESUME_INVARIANT = ("model.", "data.", "optim.", "train.seed", "train.global_batch_size", "train.micro_batch_size",
                     "train.pos_weight", "train.loss", "train.focal_gamma", "train.asl_")
-RESUME_FREE = ("data.cache_dir",)
+RESUME_FREE = ("data.cache_dir", "model.gradient_checkpointing")
+"""Keys under RESUME_INVARIANT that a resume may change: where the cache is, and recomputing activations in the
+backward pass (the same numbers, less memory: what lets a requeued job fit a smaller GPU)."""
 SPLIT_KEY = "data.split."
 """The fingerprint's keys of the splits' identity (`emodist.data.identity`)."""
 REQUIRED = ("step", "epoch", "batches_in_epoch", "best", "loss_sum_per_rank", "loss_count", "num_processes",
@@ -275,7 +277,7 @@ def differences(saved: dict, current: dict) -> str:
     elif any(k.startswith(SPLIT_KEY) for k in current):  # the data's content decides, wherever it is read from
         saved, current = ({k: v for k, v in d.items() if k != "data.data_dir"} for d in (saved, current))
     keys = sorted(set(saved) | set(current), key=lambda k: (k.startswith(SPLIT_KEY), k))  # settings first: they say why
-    changed = [k for k in keys if saved.get(k) != current.get(k)]
+    changed = [k for k in keys if saved.get(k) != current.get(k) and k not in RESUME_FREE]  # older saves hold them
     shown = "; ".join(_labels_change(saved[k], current[k]) if k == "labels" and isinstance(saved.get(k), list)
                       and isinstance(current.get(k), list) else f"{k}={_short(saved.get(k))} there, "
                       f"{_short(current.get(k))} here" for k in changed[:3])
