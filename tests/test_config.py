@@ -413,6 +413,21 @@ def test_a_config_file_value_that_cannot_be_read_names_its_line(tmp_path, yaml_t
     assert refusal(variant, config_file=str(file)) == message.format(file=file)
 
 
+def test_a_value_of_nested_yaml_aliases_is_named_in_a_line_of_its_own_size(tmp_path):
+    """373 bytes of aliases (8 levels of 10) are a list of 10**8 strings: its whole repr took 9 s and 2.8 GB,
+    and made a one-line refusal of 722 MB (found by a new user)."""
+    lines, previous = ["a: &a [" + ", ".join(["lol"] * 10) + "]"], "a"
+    for name in "bcdefgh":
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 10) + "]")
+        previous = name
+    file = tmp_path / "laughs.yaml"
+    file.write_text("\n".join([*lines, "train: {epochs: *h}"]) + "\n")
+    message = refusal("distilbert", config_file=str(file))  # 8 unknown keys (a to h), then this one
+    assert message.endswith(f"{file}:9: train.epochs=[[[...], [...], [...], [...], [...], [...], ...], " + ", ".join(
+        ["[[...], [...], [...], [...], [...], [...], ...]"] * 5) + ", ...]: must be a whole number")
+    assert len(message) < 10 * (len(str(file)) + 100)
+
+
 def test_without_a_variant_the_load_lists_them(tmp_path):
     listed = "no variant given: pass --variant NAME (one of distilbert, gemma-lora, mistral-lora, mistral-qlora, minilm)"
     assert refusal(None) == listed

@@ -24,7 +24,7 @@ import yaml
 from emodist.config import variants
 from emodist.config.rules import is_dir, is_file
 from emodist.config.schema import RunConfig
-from emodist.runtime.errors import UsageError, utf8_text
+from emodist.runtime.errors import UsageError, shown, utf8_text
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _apply(cfg: RunConfig, settings: list[Setting]) -> tuple[RunConfig, dict[str
         try:
             value = _coerce(s.value, schema[s.key][0])
         except ValueError as err:
-            problems.append(_Problem(s.key, f"{s.where}: {s.key}={s.value!r}: {err}"))
+            problems.append(_Problem(s.key, f"{s.where}: {s.key}={shown(s.value)}: {err}"))
             continue
         section, _, name = s.key.rpartition(".")
         setattr(_resolve(cfg, section), name, value)

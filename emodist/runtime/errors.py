@@ -39,6 +39,7 @@ import contextlib
 import errno
 import json
 import os
+import reprlib
 import sys
 import tempfile
 import time
@@ -163,6 +164,15 @@ def utf8_text(raw: bytes, source: str, fix: str) -> str:
     except UnicodeDecodeError as err:
         line = raw[:err.start].count(b"\n") + 1
         raise UsageError(f"{source}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x}); {fix}") from None
+
+
+def shown(value) -> str:
+    """`repr(value)` cut to a message's size: a YAML file of nested aliases (a few hundred bytes) is a value
+    whose full repr took 9 s and 2.8 GB to build into a one-line error of 722 MB."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 2, 120, 120
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    return short.repr(value)
 
 
 def not_text(value, argument: bool = False) -> str | None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from emodist import config
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import UsageError, shown
 
 KEYS = ("variant", "name", "output_dir", "method", "trials", "seed", "smoke", "fixed", "parameters", "metric",
         "max_parallel")
@@ -159,19 +159,19 @@ def _mapping(value, where: str, key: str) -> dict:
 
 def _bool(value, where: str, key: str) -> bool:
     if not isinstance(value, bool):
-        raise UsageError(f"{where}: {key}: {value!r}: write true or false")
+        raise UsageError(f"{where}: {key}: {shown(value)}: write true or false")
     return value
 
 
 def _count(value, where: str, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{where}: {key}: {value!r}: expected a whole number >= 1")
+        raise UsageError(f"{where}: {key}: {shown(value)}: expected a whole number >= 1")
     return value
 
 
 def _metric(value, where: str) -> str:
     if not isinstance(value, str) or not value.startswith(("dev.", "dev_tuned.")):
-        raise UsageError(f"{where}: metric: {value!r}: trials are selected on dev only: use dev.KEY or dev_tuned.KEY "
+        raise UsageError(f"{where}: metric: {shown(value)}: trials are selected on dev only: use dev.KEY or dev_tuned.KEY "
                          f"(e.g. {DEFAULT_METRIC})")
     return value
 
@@ -189,7 +189,7 @@ def _random(parameters: dict, trials: int, seed, where: str) -> list[dict]:
     max: 4}), else rounded to 3 significant digits (more where a narrow range needs them) so that names and
     configs stay readable. A combination drawn already is drawn again: two such trials would train the same model."""
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UsageError(f"{where}: seed: {seed!r}: expected a whole number")
+        raise UsageError(f"{where}: seed: {shown(seed)}: expected a whole number")
     for key, spec in parameters.items():
         if isinstance(spec, dict):
             spec.update({bound: _as_number(spec[bound]) for bound in ("min", "max") if bound in spec})
