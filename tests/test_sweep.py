@@ -74,6 +74,19 @@ def test_random_draws_are_seeded_within_their_ranges(tmp_path):
     ({"parameters": {"optim.lr": {"min": 1e-3, "max": 1e-5}}, "method": "random", "trials": 2},
      "a range is {min: LOW, max: HIGH"),
     ({"parameters": {"optim.lr": [1e-4]}, "method": "random"}, "trials: None: expected a whole number >= 1"),
+    # found by a new user: internal errors, settings passed over without a word, a typo found after every trial
+    ({"parameters": {"optim.lr": [1e-4]}, "output_dir": 5}, "output_dir: 5: expected a directory path"),
+    ({"parameters": {1: [1e-4]}}, "parameters: 1 is no config key: write dotted keys, e.g. optim.lr"),
+    ({"parameters": {"optim.lr": [1e-4]}, "name": "a" * 101}, "name: 'aaaaaa"),
+    ({"parameters": {"optim.lr": [1e-4]}, "trials": 4}, "trials: applies to method: random (a grid runs every "
+     "combination): remove it, or set method: random"),
+    ({"parameters": {"optim.lr": [1e-4]}, "seed": 4}, "seed: applies to method: random"),
+    ({"parameters": {"optim.lr": [1e-4]}, "fixed": {"output_dir": "x"}}, "fixed.output_dir: each trial's run directory "
+     "is the sweep's output_dir/<trial>: set the spec's output_dir: instead"),
+    ({"parameters": {"optim.lr": ["1e-4", 0.0001]}}, "trials 000-lr=1e-4 and 001-lr=0.0001 set the same config: remove "
+     "one of the values"),
+    ({"parameters": {"optim.lr": [1e-4]}, "metric": "dev.f1_macroo"}, "metric: dev.f1_macroo: no such score: KEY is "
+     "one of f1_micro, f1_macro, precision_micro"),
 ])
 def test_a_bad_spec_is_refused_in_one_line_naming_the_file_and_key(tmp_path, content, message):
     path = write_spec(tmp_path, **content)
@@ -81,6 +94,28 @@ def test_a_bad_spec_is_refused_in_one_line_naming_the_file_and_key(tmp_path, con
         spec.load(path)
     assert str(refused.value).startswith(str(path)) and message in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_a_spec_may_nest_a_section_s_keys_as_a_config_file_does(tmp_path):
+    """`fixed: {optim: {lr: ...}}` was refused as "a value with spaces", and nested parameters as no list."""
+    nested = spec.load(write_spec(tmp_path, fixed={"train": {"max_steps": 5}, "model": {"lora": {"dropout": 0.1}}},
+                                  parameters={"optim": {"lr": [1e-4, 3e-4]}}))
+    dotted = spec.load(write_spec(tmp_path, fixed={"train.max_steps": 5, "model.lora.dropout": 0.1},
+                                  parameters={"optim.lr": [1e-4, 3e-4]}))
+    assert [t.overrides for t in nested.trials] == [t.overrides for t in dotted.trials]
+    assert nested.trials[1].overrides[:3] == ["train.max_steps=5", "model.lora.dropout=0.1", "optim.lr=0.0003"]
+    ranged = spec.load(write_spec(tmp_path, method="random", trials=2, parameters={
+        "optim": {"lr": {"min": 1e-5, "max": 1e-4}}}))  # a range stays a range
+    assert all(1e-5 <= float(t.overrides[0].split("=")[1]) <= 1e-4 for t in ranged.trials)
+
+
+def test_every_score_a_run_reports_is_one_a_spec_may_rank_by():
+    import numpy as np
+
+    from emodist.scoring.metrics import SCORES, multilabel_metrics
+
+    reported = multilabel_metrics(np.eye(2), np.eye(2), ["a", "b"])
+    assert sorted(SCORES) == sorted(k for k in reported if k not in ("num_examples", "per_label", "confusion"))
 
 
 def test_random_draws_stay_within_narrow_ranges_are_whole_for_whole_number_keys_and_never_repeat(tmp_path):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 HEADLINE = ("f1_micro", "f1_macro", "precision_micro", "recall_micro", "subset_accuracy", "jaccard_samples")
+SCORES = (*HEADLINE, "hamming_loss", "f1_weighted", "f1_samples", "precision_macro", "recall_macro")
+"""Every number `multilabel_metrics` reports of a split (with `num_examples`); a run's summary adds its `loss`."""
 
 
 def multilabel_metrics(targets: np.ndarray, probabilities: np.ndarray, labels: list[str],

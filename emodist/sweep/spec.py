@@ -30,6 +30,7 @@ import yaml
 
 from emodist import config
 from emodist.runtime.errors import UsageError, shown
+from emodist.scoring.metrics import SCORES
 
 KEYS = ("variant", "name", "output_dir", "method", "trials", "seed", "smoke", "fixed", "parameters", "metric",
         "max_parallel")
@@ -59,6 +60,7 @@ class Sweep:
 SPEC_LEVEL = {
     "variant": "a sweep trains one variant, the one its variant: key names; sweep another variant with a spec of its own",
     "smoke": "the spec's smoke: key sets it for every trial",
+    "output_dir": "each trial's run directory is the sweep's output_dir/<trial>: set the spec's output_dir: instead",
 }
 """Config keys a sweep sets once for all its trials, at the top of its spec, with why."""
 
@@ -75,12 +77,18 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
     if not isinstance(variant, str) or not variant:
         raise UsageError(f"{where}: variant: missing: name the variant every trial trains (launch/train.py --list-variants)")
     name = str(raw.get("name") or path.stem)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise UsageError(f"{where}: name: {name!r}: use letters, digits, '.', '_' and '-' (it names the sweep "
-                         "directory and the wandb group)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise UsageError(f"{where}: name: {shown(name)}: use up to 100 letters, digits, '.', '_' and '-' (it names the "
+                         "sweep directory and the wandb group)")
     method = raw.get("method", "grid")
     if method not in METHODS:
-        raise UsageError(f"{where}: method: {method!r}: use grid or random")
+        raise UsageError(f"{where}: method: {shown(method)}: use grid or random")
+    for key in ("trials", "seed"):
+        if method == "grid" and key in raw:  # a grid runs every combination, in order: both were passed over
+            raise UsageError(f"{where}: {key}: applies to method: random (a grid runs every combination): remove it, "
+                             "or set method: random")
+    if not isinstance(raw.get("output_dir", ""), str):
+        raise UsageError(f"{where}: output_dir: {shown(raw['output_dir'])}: expected a directory path")
     sweep = Sweep(path=path, variant=variant, name=name,
                   output_dir=Path(output_dir or raw.get("output_dir") or Path("runs") / "sweeps" / name),
                   smoke=_bool(raw.get("smoke", False), where, "smoke"),
@@ -105,8 +113,11 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
         overrides = [*fixed_overrides, *(f"{key}={_text(value)}" for key, value in chosen.items()),
                      f"track.group={name}"]
         sweep.trials.append(Trial(index, _trial_name(index, chosen), overrides))
+    loaded: dict[str, str] = {}
     for trial in sweep.trials:
-        _validate(sweep, trial)
+        same = loaded.setdefault(repr(_validate(sweep, trial)), trial.name)
+        if same != trial.name:  # `optim.lr: [1e-4, 0.0001]`: one model, trained twice
+            raise UsageError(f"{where}: trials {same} and {trial.name} set the same config: remove one of the values")
     return sweep
 
 
@@ -152,9 +163,20 @@ def _read(path: Path) -> dict:
 
 
 def _mapping(value, where: str, key: str) -> dict:
+    """`fixed:` or `parameters:` as {dotted config key: value}; a section's keys may be nested in YAML, as in a
+    config file (`optim: {lr: [...]}`), and a parameter's range stays a mapping ({min, max, log})."""
     if not isinstance(value, dict):
         raise UsageError(f"{where}: {key}: expected a mapping of config keys to values, e.g. {{optim.lr: [1e-5, 1e-4]}}")
-    return value
+    sections = {name.rpartition(".")[0] for name in config.field_docs()}
+    flat: dict = {}
+    for name, inner in value.items():
+        if not isinstance(name, str):
+            raise UsageError(f"{where}: {key}: {shown(name)} is no config key: write dotted keys, e.g. optim.lr")
+        if isinstance(inner, dict) and any(f"{name}.{k}".rpartition(".")[0] in sections for k in inner):
+            flat.update(_mapping({f"{name}.{k}": v for k, v in inner.items()}, where, key))
+        else:
+            flat[name] = inner
+    return flat
 
 
 def _bool(value, where: str, key: str) -> bool:
@@ -173,6 +195,8 @@ def _metric(value, where: str) -> str:
     if not isinstance(value, str) or not value.startswith(("dev.", "dev_tuned.")):
         raise UsageError(f"{where}: metric: {shown(value)}: trials are selected on dev only: use dev.KEY or dev_tuned.KEY "
                          f"(e.g. {DEFAULT_METRIC})")
+    if value.partition(".")[2] not in (*SCORES, "loss"):  # a typo was found by the ranking, after every trial
+        raise UsageError(f"{where}: metric: {value}: no such score: KEY is one of {', '.join((*SCORES, 'loss'))}")
     return value
 
 
@@ -270,13 +294,13 @@ def _trial_name(index: int, chosen: dict) -> str:
     return name[:100]
 
 
-def _validate(sweep: Sweep, trial: Trial) -> None:
-    """The trial's config loads as launch/train.py would load it; UsageError naming the spec and trial."""
+def _validate(sweep: Sweep, trial: Trial) -> dict:
+    """The trial's config as launch/train.py would load it (as a dict); UsageError naming the spec and trial."""
     bad = next((override for override in trial.overrides if re.search(r"\s", override)), None)
     if bad is not None:
         raise UsageError(f"{sweep.path}: {bad!r}: a value with spaces cannot travel to a SLURM job's command line; "
                          "rename the path or value without spaces")
     try:
-        config.load(sweep.variant, overrides=trial.overrides, smoke=sweep.smoke or None)
+        return config.load(sweep.variant, overrides=trial.overrides, smoke=sweep.smoke or None).to_dict()
     except UsageError as err:
         raise UsageError(f"{sweep.path}: trial {trial.name}: {err}") from None
