@@ -161,3 +161,18 @@ def test_a_real_size_smoke_base_has_the_real_model_shape(tmp_path):
     assert models.smoke_base_dir(cfg, tmp_path / "other-run", texts) == directory  # shared by runs
     tiny = config.load("distilbert", smoke=True)
     assert models.smoke_base_dir(tiny, tmp_path / "run", texts) == tmp_path / "run" / "smoke-base"
+
+
+def test_a_classifier_for_another_number_of_labels_is_a_base_with_a_new_head(smoke_runs):
+    """Fine-tuning an emodist model/ (6 labels) on data of 3 was an internal error in from_pretrained."""
+    run_dir, _ = smoke_runs("distilbert")
+    cfg = config.load("distilbert", smoke=True)
+    trained = models.build_model(cfg.model, LABELS, str(run_dir / "model"), torch.device("cpu"))
+    assert trained.notes == []  # the same labels: its head is kept
+    three = ["x", "y", "z"]
+    built = models.build_model(cfg.model, three, str(run_dir / "model"), torch.device("cpu"))
+    assert built.notes == [f"{run_dir / 'model'} holds a classification head for another number of labels: a new one "
+                           "for the data's 3 labels replaces it (its body's weights are kept)"]
+    assert built.model.config.id2label == dict(enumerate(three)) and built.model.classifier.out_features == 3
+    body, kept = built.model.state_dict(), trained.model.state_dict()
+    assert all(torch.equal(body[k], kept[k]) for k in kept if not k.startswith("classifier."))

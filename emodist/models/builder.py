@@ -11,7 +11,7 @@ run exactly as they do on the real model.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +31,8 @@ class BuiltModel:
     params_trainable: int
     source: str
     """Where the base weights were read from (a path or a hub id)."""
+    notes: list[str] = field(default_factory=list)
+    """What the build changed of the base that the user should hear of (a replaced head)."""
 
 
 def base_path(cfg: ModelConfig) -> str:
@@ -67,11 +69,18 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
         kwargs = {"quantization_config": _bnb_config(cfg, quant_storage)}
         if deepspeed_stage != 3:  # ZeRO-3 places the weights itself (and refuses a device_map)
             kwargs["device_map"] = {"": device}
-    model = load_pretrained(
-        AutoModelForSequenceClassification.from_pretrained, source, dtype=DTYPES[cfg.dtype],
-        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
-        problem_type="multi_label_classification", **kwargs,
-    )
+    kwargs.update(dtype=DTYPES[cfg.dtype], num_labels=len(labels), id2label=dict(enumerate(labels)),
+                  label2id={n: i for i, n in enumerate(labels)}, problem_type="multi_label_classification")
+    notes = []
+    try:
+        model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, source, **kwargs)
+    except RuntimeError as err:  # a classifier's head (an emodist model/, say) for another number of labels
+        if "ignore_mismatched_sizes" not in str(err):
+            raise
+        model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, source,
+                                ignore_mismatched_sizes=True, **kwargs)
+        notes.append(f"{source} holds a classification head for another number of labels: a new one for the data's "
+                     f"{len(labels)} labels replaces it (its body's weights are kept)")
     if model.config.model_type != cfg.architecture:
         raise UsageError(f"model.architecture={cfg.architecture} but {source} is a {model.config.model_type} "
                          f"model: set model.architecture={model.config.model_type}")
@@ -91,7 +100,7 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
     if cfg.method == "lora":
         model = _add_lora(model, cfg, float32_trainable=deepspeed_stage is None)
     total, trainable = count_parameters(model)
-    return BuiltModel(model, tokenizer, total, trainable, source)
+    return BuiltModel(model, tokenizer, total, trainable, source, notes)
 
 
 def compile_blocks(model: torch.nn.Module) -> int:

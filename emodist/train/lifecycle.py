@@ -257,7 +257,7 @@ def make_session(cfg: RunConfig, accelerator: Accelerator, topology: distributed
     console.banner(f"emodist · {cfg.variant}{' (smoke)' if cfg.smoke else ''}", banner_rows(
         cfg, accelerator, topology, built, data, plan, pos_weight, memory_plan, shared))
     threads = process.oversubscribed(cfg.train.cpu_threads) if accelerator.device.type == "cpu" else None
-    for warning in (data_mod.shared_warning(data.splits, shared), *data_mod.label_warnings(data), threads,
+    for warning in (*built.notes, data_mod.shared_warning(data.splits, shared), *data_mod.label_warnings(data), threads,
                     distributed.dropped_processes(accelerator.num_processes)):
         if warning:
             console.print(f"emodist: warning: {warning}")
