@@ -208,6 +208,17 @@ def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_p
     result = run_script("export.py", str(tmp_path))
     assert error_lines(result) == [f"emodist: error: {tmp_path}: not a finished run (no summary.json, config.yaml, "
                                    "model/config.json, model/thresholds.json): export a run that ended"]
+    assert error_lines(run_script("export.py", str(run_dir / "model"))) == [  # "not a finished run"
+        f"emodist: error: {run_dir / 'model'}: the model of a run: export the run directory, {run_dir}"]
+    stopped = tmp_path / "stopped"  # a run killed at step 200: it said "export a run that ended", not how
+    stopped.mkdir()
+    for name in (".emodist-run", "config.yaml"):
+        (stopped / name).write_text("")
+    for command, then in (("export.py", "export it"), ("predict.py", "predict")):
+        assert error_lines(run_script(command, str(stopped), *(["hello"] if command == "predict.py" else []))) == [
+            f"emodist: error: {stopped}: a run that has not finished (no summary.json, so no model yet): finish it with "
+            f"`accelerate launch launch/train.py --config {stopped / 'config.yaml'} --output-dir {stopped} --resume "
+            f"auto`, then {then}"]
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
     for inside in ("checkpoints/new", "model/sub"):  # a save or a finish rewrites them: the export would be lost there
         assert error_lines(run_script("export.py", str(run_dir), "--output", str(run_dir / inside))) == [

@@ -123,6 +123,16 @@ def test_missing_local_model_says_what_to_do(tmp_path, path, what):
         "save_pretrained wrote (config.json and the weights), a hub id reads owner/name")
 
 
+def test_a_directory_without_a_model_says_so_not_that_its_tokenizer_failed(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = config.load("distilbert", overrides=[f"model.name_or_path={tmp_path / 'empty'}"])
+    with pytest.raises(UsageError) as err:
+        models.build_model(cfg.model, LABELS, cfg.model.name_or_path, torch.device("cpu"))
+    assert str(err.value) == (
+        f"model.name_or_path={tmp_path / 'empty'}: this directory holds no config.json, so no model (transformers "
+        "blamed its tokenizer): a local model is the directory that save_pretrained wrote (config.json and the weights)")
+
+
 def test_smoke_tokenizer_knows_the_frequent_words():
     tokenizer = models.smoke_tokenizer(["Happy happy joy", "sad joy"])
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("HAPPY joy zebra")["input_ids"])

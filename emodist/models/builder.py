@@ -168,6 +168,10 @@ def load_pretrained(loader, source: str, setting: str | None = "model.name_or_pa
     """Call a `from_pretrained`, turning 'not found' and a local directory that does not load into one line that
     says what to do. `setting`: what the line names `source` by (None: the path alone, as serving does)."""
     named = f"{setting}={source}" if setting else source
+    if Path(source).is_dir() and not any((Path(source) / name).is_file() for name in ("config.json", "adapter_config.json")):
+        raise UsageError(f"{named}: this directory holds no config.json, so no model (transformers blamed its "
+                         "tokenizer): a local model is the directory that save_pretrained wrote (config.json and the "
+                         "weights)")
     if not Path(source).is_dir() and (source.startswith(("/", "./", "../", "~")) or source.count("/") > 1):
         what = "is a file" if Path(source).expanduser().is_file() else "does not exist"
         raise UsageError(f"{named}: this local path {what}; a local model is the directory "

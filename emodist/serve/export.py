@@ -94,6 +94,12 @@ def finished_run(run_dir: Path) -> tuple[dict, object]:
                                         ("model/config.json", (model_dir / "config.json").is_file()),
                                         ("model/thresholds.json", (model_dir / "thresholds.json").is_file())) if not there]
     if missing:
+        from emodist.serve.inference import unfinished_run
+
+        if run_dir.name == "model" and (run_dir.parent / "summary.json").is_file():
+            raise UsageError(f"{run_dir}: the model of a run: export the run directory, {run_dir.parent}")
+        if unfinished := unfinished_run(run_dir):
+            raise UsageError(f"{unfinished}, then export it")
         raise UsageError(f"{run_dir}: not a finished run (no {', '.join(missing)}): export a run that ended")
     try:
         content = json.loads(summary_file.read_text(encoding="utf-8"))

@@ -213,5 +213,19 @@ def model_dir_of(path: Path) -> Path:
     for candidate in (path, path / "model"):
         if (candidate / "config.json").is_file():
             return candidate
+    if unfinished := unfinished_run(path):
+        raise UsageError(f"{unfinished}, then predict")
     raise UsageError(f"{path}: no model here (no config.json in it or in {path / 'model'}): pass a run's model/ "
                      "directory, a run directory, or an exported model")
+
+
+def unfinished_run(path: Path) -> str | None:
+    """The one line for `path`, a run directory (or its model/ directory) of a run that has not finished, with
+    the command that finishes it; None for anything else."""
+    from emodist.rundir.contract import MARKER
+
+    run = path.parent if path.name == "model" else path
+    if not (run / MARKER).is_file() or (run / "summary.json").is_file():
+        return None
+    return (f"{run}: a run that has not finished (no summary.json, so no model yet): finish it with `accelerate launch "
+            f"launch/train.py --config {run / 'config.yaml'} --output-dir {run} --resume auto`")
