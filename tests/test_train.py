@@ -296,6 +296,23 @@ def test_hub_model_offline_is_one_line_pointing_to_local_models(tmp_path, cache_
     assert result.returncode == 2 and (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / ".emodist-lock").exists()
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, errors.NoSpace])
+def test_a_start_stopped_while_it_loads_removes_the_run_directory_it_made(tmp_path, cache_dir, monkeypatch, stop):
+    """A Ctrl-C while the model loaded said "nothing was saved" and left runs/<variant>-<date>-<time>/ with its
+    config.yaml, marker and smoke base, which compare then listed as an unfinished run (found by a new user)."""
+    from conftest import train_in_process
+
+    from emodist import models
+
+    def interrupted(*args, **kwargs):
+        raise stop("no space left on the disk of the cache" if stop is errors.NoSpace else "")
+
+    monkeypatch.setattr(models, "build_model", interrupted)
+    code, _, stderr = train_in_process("--variant", "minilm", "--smoke", "--output-dir", str(tmp_path / "run"))
+    assert code == (130 if stop is KeyboardInterrupt else errors.EXIT_NO_SPACE), stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_max_length_beyond_the_model_s_positions_is_one_line(tmp_path, cache_dir):
     """It used to fail in the first batch with a long text, deep in the embeddings (internal error); then it was
     refused only once `--overwrite` had moved the run in --output-dir aside."""

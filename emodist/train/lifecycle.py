@@ -11,7 +11,7 @@ run directory (and its lock), the model and its tokens, the loop's state (`Sessi
 `close` lets go of all of it, in this order and each whatever the others did: the tracker (wandb learns
 the run's exit code; metrics.jsonl is closed), the signal handlers (a launcher's SIGTERM then ends a rank
 that is only reporting an error), the run directory's lock, the model and the process group. A start refused
-before it trained removes the run directory it made (`abandon`): a directory that was there stays.
+or stopped before it trained removes the run directory it made (`abandon`): a directory that was there stays.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from emodist.report.console import Console
 from emodist.rundir import contract
 from emodist.rundir.lock import LOCK
 from emodist.runtime import hostmem, process
-from emodist.runtime.errors import UsageError, format_bytes
+from emodist.runtime.errors import NoSpace, UsageError, format_bytes
 from emodist.runtime.signals import StopSignals
 from emodist.train import distributed, loop, losses
 from emodist.train.accelerator import check_data_fits, make_accelerator
@@ -125,7 +125,8 @@ class Lifecycle:
     def close(self, error: BaseException | None = None) -> None:
         """Let go of everything the run holds (the module's docstring says in which order); `error`: what ended
         the run, if anything (wandb records its exit code). Safe to call twice."""
-        refused_at_start = self.session is None and isinstance(error, UsageError)
+        # refused, interrupted (Ctrl-C while loading) or out of space (the tokenized cache) before training
+        refused_at_start = self.session is None and isinstance(error, (UsageError, KeyboardInterrupt, NoSpace))
         try:
             logger = self.session.logger if self.session is not None else None
             self.session = None  # the model and optimizer it holds go with the accelerator's below
