@@ -21,7 +21,7 @@ from emodist import config, data
 from emodist.config import DataConfig
 from emodist.data import readers
 from emodist.report import compare
-from emodist.rundir import checkpoints, contract
+from emodist.rundir import checkpoints, contract, timeline
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
 from emodist.serve.textio import read_texts
@@ -232,7 +232,7 @@ def test_any_metrics_jsonl_is_truncated_without_error(lines, step):
         path = Path(folder) / "metrics.jsonl"
         path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
         plots._records(Path(folder))
-        contract.truncate_metrics(path, after_step=step)
+        timeline.truncate_metrics(path, after_step=step)
         assert all(json.loads(line)["step"] <= step for line in path.read_text().splitlines())
 
 

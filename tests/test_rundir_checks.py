@@ -14,7 +14,7 @@ from conftest import snapshot
 from test_checkpointing import TOPOLOGY, make_checkpoint
 
 from emodist import config
-from emodist.rundir import checkpoints, contract
+from emodist.rundir import checkpoints, contract, timeline
 from emodist.rundir.contract import MARKER, Contents
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
@@ -266,12 +266,12 @@ def test_a_named_checkpoint_forks_into_a_new_directory_but_never_over_a_run(tmp_
 def test_truncating_metrics_keeps_the_steps_up_to_the_checkpoint_and_stops_at_a_cut_line(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 2, "x": 1}\n')
-    contract.truncate_metrics(metrics, after_step=2)
+    timeline.truncate_metrics(metrics, after_step=2)
     assert metrics.read_text() == '{"step": 1}\n{"step": 2}\n{"step": 2, "x": 1}\n'
     metrics.write_text('{"step": 1}\n{"ste')  # killed mid-line
-    contract.truncate_metrics(metrics, after_step=5)
+    timeline.truncate_metrics(metrics, after_step=5)
     assert metrics.read_text() == '{"step": 1}\n'
-    contract.truncate_metrics(tmp_path / "none.jsonl", after_step=1)
+    timeline.truncate_metrics(tmp_path / "none.jsonl", after_step=1)
     assert not (tmp_path / "none.jsonl").exists()
 
 
@@ -381,7 +381,7 @@ def test_json_is_written_indented_for_people_to_read(tmp_path):
 def test_truncating_metrics_reads_past_bytes_that_are_not_utf8(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_bytes(b'{"step": 1, "note": "caf\xe9"}\n{"step": 2}\n')
-    contract.truncate_metrics(metrics, after_step=1)
+    timeline.truncate_metrics(metrics, after_step=1)
     assert metrics.read_text(encoding="utf-8") == '{"step": 1, "note": "caf\ufffd"}\n'
 
 
@@ -394,6 +394,24 @@ def test_moving_aside_gives_up_after_100_names_in_one_second(tmp_path, monkeypat
         contract.move_aside(tmp_path / "run")
     assert str(error.value) == f"--overwrite: could not find a free name beside {tmp_path / 'run'} to move it to"
     assert (tmp_path / "run").is_dir()
+
+
+def test_a_run_directory_that_cannot_be_moved_aside_is_refused_in_one_line(tmp_path, monkeypatch):
+    """--overwrite of a run directory that is a mount point was an internal error (OSError: EBUSY)."""
+    import errno
+    import os
+
+    def busy(source, target):
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(source))
+
+    monkeypatch.setattr(contract.time, "strftime", lambda _: "20261203-120000")
+    monkeypatch.setattr(contract.os, "rename", busy)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(UsageError) as error:
+        contract.move_aside(tmp_path / "run")
+    assert str(error.value) == (f"--overwrite: cannot move {tmp_path / 'run'} aside to run.replaced-20261203-120000 "
+                                "(Device or resource busy): nothing was changed; choose a new --output-dir, or move or "
+                                "empty it yourself")
 
 
 def test_a_listing_shows_five_names_and_counts_the_rest(tmp_path):

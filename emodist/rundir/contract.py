@@ -38,7 +38,6 @@ from emodist import config as config_mod
 from emodist.config import RunConfig
 from emodist.rundir import checkpoints, timeline
 from emodist.rundir.lock import LOCK, RunLock
-from emodist.runtime import files
 from emodist.runtime.errors import UsageError
 
 MARKER = ".emodist-run"
@@ -79,7 +78,7 @@ class Run:
         metrics = self.path / "metrics.jsonl"
         if self.fork_of is not None and (self.fork_of / "metrics.jsonl").is_file():
             shutil.copy2(self.fork_of / "metrics.jsonl", metrics)
-        truncate_metrics(metrics, after_step=step, training_only_at_step=finishing)
+        timeline.truncate_metrics(metrics, after_step=step, training_only_at_step=finishing)
         summary = self.path / "summary.json"
         if summary.exists():
             os.replace(summary, _unused(self.path / f"summary.step-{_finished_step(summary)}.json"))
@@ -317,7 +316,11 @@ def move_aside(path: Path) -> Path:
     for attempt in range(100):
         aside = path.with_name(f"{path.name}{ASIDE}{stamp}" + (f"-{attempt}" if attempt else ""))
         if not aside.exists():
-            os.rename(path, aside)
+            try:
+                os.rename(path, aside)
+            except OSError as err:  # a mount point (EBUSY), a parent that is not writable
+                raise UsageError(f"--overwrite: cannot move {path} aside to {aside.name} ({err.strerror}): nothing "
+                                 "was changed; choose a new --output-dir, or move or empty it yourself") from None
             return aside
     raise UsageError(f"--overwrite: could not find a free name beside {path} to move it to")
 
@@ -329,22 +332,3 @@ def _remove(run_dir: Path, names) -> None:
             shutil.rmtree(target)
         elif target.exists() or target.is_symlink():
             target.unlink()
-
-
-def truncate_metrics(path: Path, after_step: int, training_only_at_step: bool = False) -> None:
-    """Drop the records logged after `after_step`: a resumed run logs those steps again. `training_only_at_step`:
-    of the records of `after_step` itself, keep only the training's (train/loss), not a final evaluation's."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-            if record["step"] < after_step or (record["step"] == after_step and (
-                    not training_only_at_step or "train/loss" in record)):
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            break  # a line cut short by a kill: everything from here was after the checkpoint
-    files.write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-

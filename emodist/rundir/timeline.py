@@ -1,7 +1,9 @@
-"""Which checkpoints a run keeps: one line of steps, from step 0 to the newest checkpoint.
+"""A run's one line of steps, from step 0 to its newest checkpoint: which checkpoints it keeps, and what a
+resume drops of what came after the step it goes on from (checkpoints set aside, records of metrics.jsonl).
 
     dropped = rotate(root, final, keep_last=2, best_step=80)   # after a save: what went, never `final`
     aside = set_aside_after(root, step=192)                     # a resume from step 192: the later ones
+    truncate_metrics(run_dir / "metrics.jsonl", after_step=192) # and the records logged after it
 
 A resume continues from a checkpoint; any checkpoint after its step belongs to steps the run leaves behind:
 those of a rewind (`--resume checkpoints/step-192` of a run at 512), or those `--resume auto` passed over
@@ -14,9 +16,12 @@ delete.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
+
+from emodist.runtime.files import write_text_atomic
 
 STATE_FILE = "state.json"
 """What a complete checkpoint holds besides accelerate's files: written last, before its rename into place."""
@@ -59,3 +64,20 @@ def set_aside_after(root: Path, step: int) -> Path | None:
     for checkpoint in later:
         checkpoint.rename(aside / checkpoint.name)
     return aside
+
+
+def truncate_metrics(path: Path, after_step: int, training_only_at_step: bool = False) -> None:
+    """Drop the records logged after `after_step`: a resumed run logs those steps again. `training_only_at_step`:
+    of the records of `after_step` itself, keep only the training's (train/loss), not a final evaluation's."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            if record["step"] < after_step or (record["step"] == after_step and (
+                    not training_only_at_step or "train/loss" in record)):
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            break  # a line cut short by a kill: everything from here was after the checkpoint
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
