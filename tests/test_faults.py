@@ -241,3 +241,33 @@ def test_a_reader_of_the_output_that_goes_away_costs_the_printing_not_the_run(tm
             "printing; metrics.jsonl holds every record") in stderr
     assert read_summary(run_dir)["train"]["steps"] == 40 and (run_dir / "model" / "config.json").is_file()
     assert_no_noise(stderr)
+
+
+def test_a_disk_that_fills_between_checkpoints_names_the_run_and_how_to_go_on(small_disk, cache_dir):
+    """metrics.jsonl's write failed with "no space left on a disk this command writes to ... then run again", which
+    named no directory and no checkpoint, and a plain run again is refused: the directory holds a run."""
+    import time
+
+    from conftest import launch_command
+
+    run_dir = small_disk(8000) / "run"
+    command, environ = launch_command(*SMOKE, "train.max_steps=2000", "train.log_every_steps=1", "--output-dir",
+                                      str(run_dir), accelerate=False)
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ)
+    while not (run_dir / "checkpoints" / "step-10" / checkpoints.STATE_FILE).exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    with open(run_dir.parent / "filler", "wb", buffering=0) as filler:  # the rest of the disk, as another job's would
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+        except OSError:
+            pass
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == errors.EXIT_NO_SPACE, stderr[-3000:]
+    line = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"emodist: error: no space left on the disk of {re.escape(str(run_dir))}: step-\d+, the last "
+                        r"complete checkpoint, is kept: free some space, then continue the run with the same command "
+                        r"and --resume auto", line), line  # metrics.jsonl's write names no file
+    assert_no_noise(stderr)
+    assert not list(run_dir.glob("*.tmp"))  # no half-written temporary file left beside the run's files

@@ -296,7 +296,8 @@ class MetricLogger:
 
     def close(self, summary: dict | None = None, files: list[Path] = (), exit_code: int = 0) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # a full disk: the write that failed first says so, not this flush
+                self._file.close()
             self._file = None
         self.tracker.finish(summary, list(files), exit_code)
         self.tracker = Tracker()

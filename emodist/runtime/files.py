@@ -31,8 +31,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` (UTF-8) so that a reader sees the old file or the new one, never half of one; launches
     writing the same file at once each write their own temporary file."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a Ctrl-C: no half-written temporary file stays beside it
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def umask() -> int:

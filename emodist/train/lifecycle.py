@@ -33,10 +33,10 @@ from emodist.models.placement import Target
 from emodist.models.shapes import model_shapes
 from emodist.report import telemetry, tracking
 from emodist.report.console import Console
-from emodist.rundir import contract
+from emodist.rundir import checkpoints, contract
 from emodist.rundir.lock import LOCK
 from emodist.runtime import hostmem, process
-from emodist.runtime.errors import NoSpace, UsageError, format_bytes
+from emodist.runtime.errors import NO_SPACE_ERRNOS, NoSpace, UsageError, format_bytes
 from emodist.runtime.signals import StopSignals
 from emodist.train import distributed, loop, losses
 from emodist.train.accelerator import check_data_fits, make_accelerator
@@ -74,6 +74,8 @@ class Lifecycle:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(exc)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS and self.run_dir is not None:
+            raise run_out_of_space(self.run_dir, exc) from None  # metrics.jsonl, summary.json: not a checkpoint's
 
     def setup(self, overwrite: bool = False, resume: str = "none") -> bool:
         """Open the accelerator, the data, the run directory, the model and its tokens, then the loop state.
@@ -145,6 +147,16 @@ class Lifecycle:
                 accelerator, self.accelerator = self.accelerator, None
                 if accelerator is not None:
                     distributed.shut_down(accelerator)
+
+
+def run_out_of_space(run_dir: Path, err: OSError) -> NoSpace:
+    """The one line for a full disk under the run's own files (a checkpoint's save says its own): where, what
+    is kept, and how to go on (a plain start again was refused: the directory holds a run)."""
+    last, _ = checkpoints.latest_checkpoint(run_dir, content=False)
+    kept = f"{last.name}, the last complete checkpoint, is kept" if last else "no checkpoint was complete yet"
+    writing = f" while writing {Path(err.filename).name}" if err.filename else ""
+    return NoSpace(f"no space left on the disk of {run_dir}{writing}: {kept}: free some space, then continue the run "
+                   "with the same command and --resume auto")
 
 
 def abandon(run: contract.Run) -> None:
