@@ -271,3 +271,25 @@ def test_a_disk_that_fills_between_checkpoints_names_the_run_and_how_to_go_on(sm
                         r"and --resume auto", line), line  # metrics.jsonl's write names no file
     assert_no_noise(stderr)
     assert not list(run_dir.glob("*.tmp"))  # no half-written temporary file left beside the run's files
+
+
+def test_a_lock_the_full_disk_cut_short_is_not_left_behind(small_disk):
+    """The lock's write failed after its creation: the empty .emodist-lock read as "in use by another emodist
+    launch (a lock being written)" for a minute after the space was freed (found by a new user)."""
+    from emodist.rundir.lock import LOCK, RunLock
+
+    disk = small_disk(64)
+    (disk / "run").mkdir()
+    with open(disk / "filler", "wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError:
+            pass
+    with pytest.raises(errors.NoSpace) as full:
+        RunLock.acquire(disk / "run")
+    assert str(full.value) == (f"no space left on the disk of {disk / 'run'} for its lock ({LOCK}): nothing was "
+                               "started; free some space, then run the same command again")
+    assert not (disk / "run" / LOCK).exists()
+    (disk / "filler").unlink()
+    RunLock.acquire(disk / "run").release()

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from emodist.runtime.errors import UsageError
+from emodist.runtime.errors import NO_SPACE_ERRNOS, NoSpace, UsageError
 
 LOCK = ".emodist-lock"
 """Present in a run directory while a launch works in it."""
@@ -68,8 +68,16 @@ class RunLock:
             except OSError as err:
                 raise UsageError(f"--output-dir {run_dir}: cannot write there ({err.strerror}): choose a writable "
                                  "--output-dir") from None
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(holder, handle)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(holder, handle)
+            except OSError as err:  # a full disk: an empty lock read as "being written" for a minute
+                path.unlink(missing_ok=True)
+                if err.errno in NO_SPACE_ERRNOS:
+                    raise NoSpace(f"no space left on the disk of {run_dir} for its lock ({LOCK}): nothing was started; "
+                                  "free some space, then run the same command again") from None
+                raise UsageError(f"--output-dir {run_dir}: cannot write its lock ({err.strerror}): choose a writable "
+                                 "--output-dir") from None
             return cls(path, holder["token"], made)
         raise UsageError(f"--output-dir {run_dir}: could not take its lock ({path}): another launch is starting there")
 
