@@ -293,3 +293,15 @@ def test_a_lock_the_full_disk_cut_short_is_not_left_behind(small_disk):
     assert not (disk / "run" / LOCK).exists()
     (disk / "filler").unlink()
     RunLock.acquire(disk / "run").release()
+
+
+def test_a_disk_too_small_for_the_smoke_base_stops_the_start_with_one_line_and_nothing_left(small_disk, cache_dir):
+    """safetensors' "No space left on device" was an internal error, and smoke-base.tmp and the run directory
+    stayed (found by a new user)."""
+    disk = small_disk(200)
+    result = launch(*SMOKE, "--output-dir", str(disk / "run"), accelerate=False)
+    assert result.returncode == errors.EXIT_NO_SPACE, result.stderr[-3000:]
+    assert error_lines(result) == [f"emodist: error: no space left on the disk of {disk / 'run'} for the smoke base "
+                                   "(smoke-base): free some space, or choose another --output-dir, then run again"]
+    assert list(disk.iterdir()) == []  # the start's directory removed with what it held
+    assert_no_noise(result.stderr)

@@ -6,12 +6,14 @@ loading code reads them as it reads a real model.
 from __future__ import annotations
 
 import re
+import shutil
 from collections import Counter
 from pathlib import Path
 
 import torch
 
 from emodist.runtime import files
+from emodist.runtime.errors import NoSpace, out_of_space
 
 # The tiny shapes `--smoke` builds, per architecture: small enough to train in seconds on a CPU, with the
 # real layer structure (GQA for Gemma/Mistral, DistilBERT's and BERT's own layer names). No dropout: with
@@ -81,8 +83,15 @@ def make_smoke_base(architecture: str, texts: list[str], directory: Path, seed: 
         finally:
             torch.set_default_dtype(default_dtype)
     tmp = directory.with_name(directory.name + ".tmp")
-    model.save_pretrained(tmp, max_shard_size="5GB")  # in shards, as the hub serves a 7B model
-    tokenizer.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp, max_shard_size="5GB")  # in shards, as the hub serves a 7B model
+        tokenizer.save_pretrained(tmp)
+    except Exception as err:  # a full disk (safetensors' own error among them): no half-written base stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        if out_of_space(err, tmp.parent):
+            raise NoSpace(f"no space left on the disk of {tmp.parent} for the smoke base ({directory.name}): free some "
+                          "space, or choose another --output-dir, then run again") from None
+        raise
     files.open_to_umask(tmp)
     tmp.rename(directory)
     return directory
