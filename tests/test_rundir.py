@@ -123,6 +123,23 @@ def test_resuming_a_checkpoint_into_its_own_run_rewinds_it_and_keeps_the_summary
     assert summary["train"]["steps"] == 20 and summary["perf"]["sessions"] == 2
 
 
+def test_a_resume_in_another_precision_says_so_and_the_summary_names_both(finished, run_copy):
+    """A resume may change train.mixed_precision (`auto` on another GPU, or an override); summary.json named only
+    the last session's, for a run that trained most of its steps in the other (found by a new user)."""
+    first = read_summary(finished)["mixed_precision"]
+    other = "no" if first == "bf16" else "bf16"
+    result = launch(*SMOKE, "--output-dir", str(run_copy), *SHORT, f"train.mixed_precision={other}", "--resume",
+                    str(run_copy / "checkpoints" / "step-10"), accelerate=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = {"no": "fp32"}
+    assert (f"emodist: warning: {run_copy / 'checkpoints' / 'step-10'} trained in {shown.get(first, first)}, this "
+            f"session trains in {shown.get(other, other)}: the run's steps mix precisions (summary.json says "
+            f"{first}+{other}); set train.mixed_precision={first} to keep one") in " ".join(
+                result.stdout.split())
+    assert read_summary(run_copy)["mixed_precision"] == f"{first}+{other}"
+    assert checkpoints.read_state(run_copy / "checkpoints" / "step-20")["precisions"] == [first, other]
+
+
 def test_resuming_at_the_last_step_has_nothing_to_train_and_changes_nothing(finished, run_copy, tmp_path):
     """A finished run, or a fork that would only evaluate, used to be finished again: a summary with NaN loss and
     zero throughput, metrics logged twice. (A run killed while it finished does finish: the test below.)"""

@@ -15,7 +15,7 @@ from emodist.report import roofline, telemetry
 from emodist.runtime import files
 from emodist.scoring import thresholds
 from emodist.serve import model_dir
-from emodist.train import evaluation
+from emodist.train import evaluation, saving
 from emodist.train.evaluation import log_scores, run_eval
 from emodist.train.loop import diverged_at
 from emodist.train.state import Session
@@ -120,7 +120,7 @@ def summarize(s: Session, built: BuiltModel, data: data_mod.EmotionData, dev: di
         "num_nodes": s.topology.num_nodes,
         "distributed_type": s.topology.distributed_type,
         "zero_stage": s.topology.zero_stage,
-        "mixed_precision": acc.mixed_precision,
+        "mixed_precision": saving.trained_in(s),
         "params": {"total": built.params_total, "trainable": built.params_trainable},
         "train": {"steps": s.step, "epochs": s.epochs_done,
                   "examples": len(data.splits["train"]), "global_batch_size": cfg.train.global_batch_size,

@@ -30,6 +30,12 @@ def restore(s: Session, checkpoint: Path) -> None:
     last_loss = state.get("last_loss")  # checkpoints from before it was recorded: NaN
     s.last_loss = float(last_loss) if isinstance(last_loss, (int, float)) else float("nan")
     s.meter.carry_over(state.get("perf"))
+    s.precisions = list(state.get("precisions") or [])  # a checkpoint from before they were recorded: unknown
+    if s.precisions and s.precisions[-1] != s.accelerator.mixed_precision:  # `auto` on another GPU, or an override
+        then, now = (_shown(p) for p in (s.precisions[-1], s.accelerator.mixed_precision))
+        s.console.print(f"emodist: warning: {checkpoint} trained in {then}, this session trains in {now}: the run's "
+                        f"steps mix precisions (summary.json says {trained_in(s)}); set train.mixed_precision="
+                        f"{s.precisions[-1]} to keep one")
     aside = s.run.restored(s.cfg, s.step, finishing) if s.accelerator.is_main_process else None
     s.accelerator.wait_for_everyone()
     s.console.print(f"resumed from {checkpoint} at step {s.step} (epoch {s.epoch}, batch {s.batches_in_epoch})"
@@ -38,6 +44,16 @@ def restore(s: Session, checkpoint: Path) -> None:
         s.console.print(f"emodist: the checkpoints after step {s.step} ({', '.join(sorted(p.name for p in aside.iterdir()))}"
                         f") belong to steps this run leaves behind: moved to {aside}, which nothing reads; delete it "
                         "when you no longer need them")
+
+
+def trained_in(s: Session) -> str:
+    """The mixed precision of every session so far, in order, joined by '+' (one session: accelerate's name)."""
+    seen = [*s.precisions, s.accelerator.mixed_precision]
+    return "+".join(p for i, p in enumerate(seen) if i == 0 or p != seen[i - 1])
+
+
+def _shown(precision: str) -> str:
+    return "fp32" if precision == "no" else precision
 
 
 def progress(s: Session) -> dict:
@@ -54,6 +70,7 @@ def progress(s: Session) -> dict:
         "fingerprint": (fp := checkpoints.fingerprint(s.cfg, s.labels, s.data_identity)),
         "config_hash": checkpoints.fingerprint_hash(fp),
         "stopped_by": s.stop.received,
+        "precisions": trained_in(s).split("+"),
         "perf": s.meter.carried(s.accelerator),  # the next session adds its own to these
     }
 

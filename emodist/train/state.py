@@ -63,6 +63,8 @@ class Session:
     loss_count: int = 0
     best: dict | None = None
     """The best dev score during training: {"metric", "value", "step"}."""
+    precisions: list[str] = field(default_factory=list)
+    """The mixed precisions the run trained in before this session, in order (a resumed checkpoint's)."""
     started_at: int = 0
     """The step this session (this launch) started from."""
     pending_check: tuple | None = None
