@@ -221,6 +221,40 @@ def test_the_fingerprint_holds_the_settings_that_shape_the_state_and_not_the_oth
     assert differences({**print_, "model.gradient_checkpointing": True}, fingerprint(lighter, ["joy", "anger"])) == ""
 
 
+def test_other_base_weights_under_the_same_adapters_are_refused_naming_the_base(tmp_path):
+    """A LoRA checkpoint holds the adapters only: a base written over (or a new hub snapshot) was trained on
+    without a word (found by a new user)."""
+    from emodist.models import base_identity
+
+    base = tmp_path / "base"
+    base.mkdir()
+    weights = bytes(range(256)) * 9000  # 2.3 MB: its first and last MiB are read
+    (base / "model.safetensors").write_bytes(weights)
+    (base / "config.json").write_text("{}")
+    (base / "tokenizer.json").write_text("{}")  # not the weights
+    first = base_identity(str(base))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for file in base.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    assert base_identity(str(copy)) == first  # where it lies does not matter, its bytes do
+    (copy / "tokenizer.json").write_text('{"a": 1}')
+    assert base_identity(str(copy)) == first
+    (base / "model.safetensors").write_bytes(b"\1" + weights[1:])  # noise in the weights, same size
+    assert base_identity(str(base)) != first
+    assert base_identity("nobody/not-cached-here") is None and base_identity(str(tmp_path / "none")) is None
+
+    saved = {"model.name_or_path": str(base), "model.base": first, "labels": ["joy"]}
+    current = {**saved, "model.base": base_identity(str(base))}
+    with pytest.raises(UsageError) as refused:
+        check_resumable(Path("ck"), {"fingerprint": saved, **TOPOLOGY}, current, TOPOLOGY)
+    assert str(refused.value) == (f"--resume ck: it holds LoRA adapters trained on other base weights than {base} has "
+                                  "now (a new hub snapshot, or files written over): resume on the base it trained on "
+                                  "(model.name_or_path=its directory), or start a new run in a new --output-dir")
+    older = {k: v for k, v in saved.items() if k != "model.base"}  # saved before the base was identified
+    check_resumable(Path("ck"), {"fingerprint": older, **TOPOLOGY}, current, TOPOLOGY)
+
+
 def test_a_checkpoint_older_than_a_setting_resumes_when_the_setting_is_at_its_default():
     """A checkpoint written before train.loss existed trained with BCE: it resumes into a BCE run, not an ASL one."""
     cfg = config.load("minilm", smoke=True)

@@ -442,3 +442,26 @@ def test_a_live_lock_is_never_released_by_another_holder(tmp_path):
     finally:
         mine.release()
     assert not path.exists()
+
+
+def test_a_lora_run_resumes_on_its_base_and_is_refused_on_other_base_weights(finished, tmp_path):
+    """A LoRA checkpoint holds the adapters only: on a base written over since, it trained on without a word."""
+    base = tmp_path / "base"
+    shutil.copytree(finished / "smoke-base", base)
+    run_dir = tmp_path / "lora"
+    lora = ["--variant", "distilbert", f"model.name_or_path={base}", "model.method=lora",
+            "model.lora.target_modules=[q_lin,v_lin]", "data.dataset=synthetic", "--output-dir", str(run_dir),
+            "train.save_every_steps=10", "train.log_every_steps=5"]
+    assert launch(*lora, "train.max_steps=20", accelerate=False).returncode == 0
+    on = launch(*lora, "train.max_steps=30", "--resume", "auto", accelerate=False)  # the same base: it trains on
+    assert on.returncode == 0 and read_summary(run_dir)["train"]["steps"] == 30, on.stderr[-3000:]
+    weights = base / "model.safetensors"
+    content = bytearray(weights.read_bytes())
+    content[-64:] = bytes(64)  # the last weights' bytes: the same size, another model
+    weights.write_bytes(bytes(content))
+    before = snapshot(run_dir)
+    line = refusal(*train_in_process(*lora, "train.max_steps=40", "--resume", "auto")[::2])
+    assert line == (f"emodist: error: --resume auto: {run_dir / 'checkpoints' / 'step-30'} holds LoRA adapters trained "
+                    f"on other base weights than {base} has now (a new hub snapshot, or files written over): resume on "
+                    "the base it trained on (model.name_or_path=its directory), or start a new run in a new --output-dir")
+    assert snapshot(run_dir) == before

@@ -11,6 +11,7 @@ belong to `emodist.serve.model_dir`.
 from emodist.models.builder import (
            DTYPES,
            BuiltModel,
+           base_identity,
            base_path,
            build_model,
            compile_blocks,
@@ -20,6 +21,6 @@ from emodist.models.builder import (
 from emodist.models.packing import POOL, accept_packed
 from emodist.models.smoke import REAL_SIZES, TINY_SIZES, make_smoke_base, smoke_base_dir, smoke_tokenizer
 
-__all__ = ["DTYPES", "POOL", "REAL_SIZES", "TINY_SIZES", "BuiltModel", "accept_packed", "base_path", "build_model",
+__all__ = ["DTYPES", "POOL", "REAL_SIZES", "TINY_SIZES", "BuiltModel", "accept_packed", "base_identity", "base_path", "build_model",
            "compile_blocks", "count_parameters", "is_head_parameter", "make_smoke_base", "smoke_base_dir",
            "smoke_tokenizer"]

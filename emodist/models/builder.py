@@ -35,6 +35,36 @@ class BuiltModel:
     """What the build changed of the base that the user should hear of (a replaced head)."""
 
 
+def base_identity(source: str) -> str | None:
+    """What identifies the weights of the base `source` (a local directory, or a hub id's cached snapshot), cheaply:
+    each weight file's name and size and the SHA-256 of its first and last MiB, and config.json. None when it is
+    not on this machine. A LoRA checkpoint holds only the adapters: resumed on other base weights (a new hub
+    snapshot, a directory written over), they would go on training without a word."""
+    import hashlib
+
+    directory = Path(source)
+    if not directory.is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(source, "config.json")
+        except ValueError:  # no hub id (a path that does not exist): loading says so
+            return None
+        if not isinstance(cached, str):
+            return None
+        directory = Path(cached).parent
+    digest = hashlib.sha256()
+    files = sorted(p for p in directory.iterdir() if p.name == "config.json" or p.suffix in (".safetensors", ".bin"))
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(2**20))
+            handle.seek(max(0, size - 2**20))
+            digest.update(handle.read(2**20))
+    return digest.hexdigest()[:16] if files else None
+
+
 def base_path(cfg: ModelConfig) -> str:
     """Where to load the base from: a local directory, a package that ships the weights, or the hub id."""
     if Path(cfg.name_or_path).is_dir():  # absolute: an exported adapter names its base from anywhere

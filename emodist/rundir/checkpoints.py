@@ -46,6 +46,9 @@ RESUME_INVARIANT = ("model.", "data.", "optim.", "train.seed", "train.global_bat
 RESUME_FREE = ("data.cache_dir", "model.gradient_checkpointing")
 """Keys under RESUME_INVARIANT that a resume may change: where the cache is, and recomputing activations in the
 backward pass (the same numbers, less memory: what lets a requeued job fit a smaller GPU)."""
+BASE_KEY = "model.base"
+"""The fingerprint's key of a LoRA run's frozen base weights (`emodist.models.base_identity`): its checkpoints
+hold only the adapters, which other base weights would go on training without a word."""
 SPLIT_KEY = "data.split."
 """The fingerprint's keys of the splits' identity (`emodist.data.identity`)."""
 REQUIRED = ("step", "epoch", "batches_in_epoch", "best", "loss_sum_per_rank", "loss_count", "num_processes",
@@ -272,6 +275,8 @@ def differences(saved: dict, current: dict) -> str:
     """The settings that differ between two fingerprints, e.g. `model.lora.r=16 there, 8 here`; "" if none."""
     defaults = _flatten(RunConfig().to_dict())  # a checkpoint older than a setting was trained at its default
     saved, current = {**defaults, **saved}, {**defaults, **current}
+    if BASE_KEY not in saved:  # saved before emodist identified the base, or a base not on this machine then
+        current = {k: v for k, v in current.items() if k != BASE_KEY}
     if not any(k.startswith(SPLIT_KEY) for k in saved):  # saved before emodist hashed the data: its path decides
         current = {k: v for k, v in current.items() if not k.startswith(SPLIT_KEY)}
     elif any(k.startswith(SPLIT_KEY) for k in current):  # the data's content decides, wherever it is read from
@@ -292,6 +297,10 @@ def check_resumable(checkpoint: Path, state: dict, current: dict, topology: dict
     """
     said = f"--resume {checkpoint}: it" if resume in (None, str(checkpoint)) else f"--resume {resume}: {checkpoint}"
     changed = differences(state["fingerprint"], current)
+    if changed.startswith(f"{BASE_KEY}=") and "; " not in changed:
+        raise UsageError(f"{said} holds LoRA adapters trained on other base weights than {current.get('model.name_or_path')}"
+                         " has now (a new hub snapshot, or files written over): resume on the base it trained on "
+                         "(model.name_or_path=its directory), or start a new run in a new --output-dir")
     if changed and all(part.startswith(SPLIT_KEY) for part in changed.split("; ")):
         raise UsageError(f"{said} was trained on other data: {changed}: resume with the data it was trained on, or "
                          "start a new run in a new --output-dir")

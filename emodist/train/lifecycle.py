@@ -93,6 +93,8 @@ class Lifecycle:
             check_data_fits(cfg, dataset, accelerator)
             planned = plan_memory(cfg, accelerator, topology, len(dataset.labels))  # before the run dir and weights
             identity = data_mod.identity(dataset.splits)  # hashed once: the resume check and every checkpoint
+            if cfg.model.method == "lora" and not cfg.smoke and (base := models.base_identity(models.base_path(cfg.model))):
+                identity[checkpoints.BASE_KEY] = base  # its checkpoints hold the adapters only
             run = self.run = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), overwrite, resume,
                                                notify=console.print, data=identity)
             if run.finished:
