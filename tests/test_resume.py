@@ -184,6 +184,35 @@ def test_a_stop_signal_exits_with_the_documented_code(tmp_path, cache_dir, sig):
     assert checkpoints.read_state(checkpoints.latest_checkpoint(run_dir)[0])["stopped_by"] == sig.name
 
 
+def test_a_terminal_that_hangs_up_stops_the_run_with_a_checkpoint(tmp_path, cache_dir):
+    """An ssh session that drops: the terminal is hung up before SIGHUP arrives, so writing the progress failed
+    with EIO, an internal error (exit 70), and a hangup while finishing would have lost the evaluation."""
+    import os
+    import pty
+    import select
+
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "distilbert", "--smoke", "--output-dir",
+               str(run_dir), "train.max_steps=400", "train.save_every_steps=10", "train.log_every_steps=1",
+               "track.plots=false"]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the run, on the terminal, its stderr kept in a file for the assertions
+        os.dup2(os.open(tmp_path / "stderr.txt", os.O_WRONLY | os.O_CREAT), 2)
+        os.chdir(ROOT)
+        os.execv(sys.executable, command)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "step-10" / checkpoints.STATE_FILE).exists():
+        if select.select([terminal], [], [], 0.2)[0]:
+            os.read(terminal, 65536)  # what it prints, read as a terminal would
+        assert time.monotonic() < deadline, (tmp_path / "stderr.txt").read_text()[-3000:]
+    os.close(terminal)  # the connection drops: the kernel hangs the terminal up and sends SIGHUP
+    _, status = os.waitpid(pid, 0)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert os.waitstatus_to_exitcode(status) == errors.EXIT_PREEMPTED, stderr[-3000:]
+    assert checkpoints.read_state(checkpoints.latest_checkpoint(run_dir)[0])["stopped_by"] == "SIGHUP"
+    assert "Traceback" not in stderr and "internal error" not in stderr
+
+
 def test_a_hangup_ignored_by_nohup_is_left_ignored():
     from emodist.runtime.signals import StopSignals
 

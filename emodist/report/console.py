@@ -12,6 +12,7 @@ the same fields come as one plain line per logged step:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -61,9 +62,17 @@ def _clock(seconds: float | None) -> str:
 
 
 class _Terminal(RichConsole):
-    """rich's Console, but a reader of standard output that goes away (`| head`, a `tee` ended by a hangup)
-    no longer ends the process: rich's own answer is exit 1, no line, and no checkpoint of the steps since
+    """rich's Console, but a reader of standard output that goes away (`| head`, a `tee` ended by a hangup, a
+    terminal hung up: EIO) no longer ends the process: rich's own answer is exit 1, no line, and no checkpoint of the steps since
     the last one. What would be printed is dropped, one warning goes to stderr, the run goes on."""
+
+    def _check_buffer(self) -> None:
+        try:
+            super()._check_buffer()
+        except OSError as err:  # EIO: the terminal hung up (the SIGHUP's own handler may come after this write)
+            if err.errno != errno.EIO:
+                raise
+            self.on_broken_pipe()
 
     def on_broken_pipe(self) -> None:
         self.quiet = True

@@ -45,6 +45,7 @@ class StopSignals:
         self._previous: dict = {}
 
     def __enter__(self) -> StopSignals:
+        _note_the_terminal()
         for sig in self.SIGNALS:
             if not _ignored(sig):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -92,14 +93,25 @@ def _ignored(sig: signal.Signals) -> bool:
     return sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN
 
 
+_ON_A_TERMINAL: set[int] = set()
+"""Which of standard output and error were a terminal when the handlers went in: after a hangup `isatty` no
+longer says (the kernel has hung the terminal up: EIO)."""
+
+
+def _note_the_terminal() -> None:
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                _ON_A_TERMINAL.add(fd)
+
+
 def _leave_the_terminal() -> None:
     """After a hangup, standard output and error on the terminal that hung up fail with EIO: point them at
     /dev/null so that the stop and its checkpoint go on (a file or a pipe they were sent to stays)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in (1, 2):
+    for fd in _ON_A_TERMINAL:
         with contextlib.suppress(OSError):
-            if os.isatty(fd):
-                os.dup2(devnull, fd)
+            os.dup2(devnull, fd)
     os.close(devnull)
 
 
@@ -125,6 +137,7 @@ def interrupt_on_sigterm() -> None:
             _leave_the_terminal()
         raise KeyboardInterrupt(f"stopped ({signal.Signals(signum).name})")
 
+    _note_the_terminal()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if not _ignored(sig):
             signal.signal(sig, stop)
