@@ -144,15 +144,15 @@ def test_a_csv_whose_columns_do_not_line_up_is_refused_naming_the_line(tmp_path,
 
 @pytest.mark.parametrize(("content", "message"), [
     # read leniently, the open quote took lines 4-6 into row 3's id: 2 dev texts, no word (found by a new user)
-    ('text,labels,id\nyay,joy,1\nmeh,joy,"r3\nfine,joy,4\nok,joy,5\ngood,joy,6\n', '{dev}:3: not valid CSV (unexpected end '
-     'of data) (the row runs from line 3 to 6: is a quote (") there left open?): a quote inside a text is written '
-     'twice, e.g. "she said ""hi""", in a quoted text'),
+    ('text,labels,id\nyay,joy,1\nmeh,joy,"r3\nfine,joy,4\nok,joy,5\ngood,joy,6\n', "{dev}:3: not valid CSV (unexpected end "
+     'of data) (the row runs from line 3 to 6: is a quote (") there left open?): ' + tables.QUOTES),
     # the quote in the text column closed on line 4: the refusal named line 3 and a short row
     ('text,labels\nyay,joy\n"meh,joy\nfine,joy\n"ok",joy\n', "{dev}:3: not valid CSV (',' expected after '\"') (the row "
-     'runs from line 3 to 5: is a quote (") there left open?): a quote inside a text is written twice, e.g. "she '
-     'said ""hi""", in a quoted text'),
+     'runs from line 3 to 5: is a quote (") there left open?): ' + tables.QUOTES),
+    ('text,labels\nyay,joy\n"so glad, really" ,joy\n', "{dev}:3: not valid CSV (',' expected after '\"'): " + tables.QUOTES),
     ('text,labels\nyay,joy\n"meh\nfine,joy\n"\n', "{dev}:3: no value in column 'labels': the row has fewer fields than the "
      'header (the row runs from line 3 to 5: is a quote (") there left open?)'),
+    ('text,labels\nyay,joy\n \n', "{dev}:3: no value in column 'labels': the row has fewer fields than the header"),
 ])
 def test_an_unclosed_quote_is_refused_naming_the_line_it_opens_on(tmp_path, content, message):
     directory = tmp_path / "c"

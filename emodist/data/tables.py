@@ -75,6 +75,7 @@ def _csv_records(path: Path, columns: tuple[str, ...] = ()) -> Iterator[tuple[in
         _check_header(path, reader.fieldnames or [], columns)
         start = None
         for row in reader:
+            start = read if start is None else start  # a line of spaces alone is a row too
             if None in row:  # DictReader's place for the fields beyond the header's
                 width = len(reader.fieldnames)
                 raise row_error(path, start, f"{width} columns in the header, {width + len(row[None])} fields "
@@ -89,8 +90,11 @@ def _csv_records(path: Path, columns: tuple[str, ...] = ()) -> Iterator[tuple[in
         if "new-line character" in str(err):
             raise row_error(path, read, "a carriage return (\\r) outside quotes (old Mac line endings?): save the "
                             "file with \\n line endings") from None
-        raise row_error(path, start or read, f"not valid CSV ({err}){spans() if start else ''}: a quote inside a "
-                        'text is written twice, e.g. "she said ""hi""", in a quoted text') from None
+        raise row_error(path, start or read, f"not valid CSV ({err}){spans() if start else ''}: {QUOTES}") from None
+
+
+QUOTES = ('only a comma or the end of the line may follow a closing quote, and a quote inside a quoted text is '
+          'written twice, e.g. "she said ""hi"""')
 
 
 def _check_header(path: Path, names: list[str], columns: tuple[str, ...]) -> None:
