@@ -334,6 +334,10 @@ def test_the_data_s_content_decides_not_the_path_it_is_read_from():
                                   '"500 texts, eb34" here: resume with the data it was trained on, or start a new run in '
                                   "a new --output-dir")
     check_resumable(Path("c"), state, {"data.data_dir": "../../data/emo", "labels": ["joy"], **train}, TOPOLOGY)
+    # started with --data-dir (data.dataset=auto) in a directory that now holds a second data set, which detection
+    # refuses: resumed with data.dataset named, it was refused as "other settings", with no way out but moving files
+    detected = _state(fingerprint={"data.dataset": "auto", "labels": ["joy"], **train})
+    check_resumable(Path("c"), detected, {"data.dataset": "goemotions", "labels": ["joy"], **train}, TOPOLOGY)
     older = _state(fingerprint={"data.data_dir": "/data/emo", "labels": ["joy"]})
     check_resumable(Path("c"), older, {"data.data_dir": "/data/emo", "labels": ["joy"], **train}, TOPOLOGY)
     with pytest.raises(UsageError, match='data.data_dir="/data/emo" there, "/data/other" here'):

@@ -279,8 +279,9 @@ def differences(saved: dict, current: dict) -> str:
         current = {k: v for k, v in current.items() if k != BASE_KEY}
     if not any(k.startswith(SPLIT_KEY) for k in saved):  # saved before emodist hashed the data: its path decides
         current = {k: v for k, v in current.items() if not k.startswith(SPLIT_KEY)}
-    elif any(k.startswith(SPLIT_KEY) for k in current):  # the data's content decides, wherever it is read from
-        saved, current = ({k: v for k, v in d.items() if k != "data.data_dir"} for d in (saved, current))
+    elif any(k.startswith(SPLIT_KEY) for k in current):  # the data's content decides, wherever it is read from and
+        # whichever name detected its layout (a directory that now holds two data sets needs data.dataset named)
+        saved, current = ({k: v for k, v in d.items() if k not in ("data.data_dir", "data.dataset")} for d in (saved, current))
     keys = sorted(set(saved) | set(current), key=lambda k: (k.startswith(SPLIT_KEY), k))  # settings first: they say why
     changed = [k for k in keys if saved.get(k) != current.get(k) and k not in RESUME_FREE]  # older saves hold them
     shown = "; ".join(_labels_change(saved[k], current[k]) if k == "labels" and isinstance(saved.get(k), list)
