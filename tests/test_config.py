@@ -422,6 +422,9 @@ def test_a_value_of_nested_yaml_aliases_is_named_in_a_line_of_its_own_size(tmp_p
         previous = name
     file = tmp_path / "laughs.yaml"
     file.write_text("\n".join([*lines, "train: {epochs: *h}"]) + "\n")
+    file.with_name("variant.yaml").write_text("\n".join([*lines, "variant: *h"]) + "\n")
+    for variant in (None, "distilbert"):  # the variant's value, in either message, was shown whole too
+        assert len(refusal(variant, config_file=str(file.with_name("variant.yaml")))) < 2000
     message = refusal("distilbert", config_file=str(file))  # 8 unknown keys (a to h), then this one
     assert message.endswith(f"{file}:9: train.epochs=[[[...], [...], [...], [...], [...], [...], ...], " + ", ".join(
         ["[[...], [...], [...], [...], [...], [...], ...]"] * 5) + ", ...]: must be a whole number")

@@ -60,12 +60,13 @@ def load(
     name = variant or _last(user, "variant")
     given = next((s for s in reversed(user) if s.key == "variant"), None)
     if variant and given is not None and given.value != variant:
+        value = given.value if isinstance(given.value, str) else shown(given.value)
         fix = ("drop one of them" if given.where.startswith("override") else f"the file's settings are those of "
-               f"{given.value}; drop --variant, or start from --variant {variant} without this file")
-        raise UsageError(f"--variant {variant}, but {given.where} sets variant: {given.value}: {fix}")
+               f"{value}; drop --variant, or start from --variant {variant} without this file")
+        raise UsageError(f"--variant {variant}, but {given.where} sets variant: {value}: {fix}")
     if name is not None and not isinstance(name, str):
         where = next(s.where for s in reversed(user) if s.key == "variant")
-        raise UsageError(f"{where}: variant={name!r}: must be the name of a variant ({', '.join(variants.names())})")
+        raise UsageError(f"{where}: variant={shown(name)}: must be the name of a variant ({', '.join(variants.names())})")
     if not name:
         raise UsageError(f"no variant given: pass --variant NAME (one of {', '.join(variants.names())})")
     preset = variants.get(name)
