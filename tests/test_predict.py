@@ -429,3 +429,21 @@ def test_an_output_that_is_a_device_is_written_and_never_removed(smoke_runs, tmp
     finally:
         os.close(reader)
     assert pipe.exists()
+
+
+def test_predictions_read_by_head_end_quietly(smoke_runs, tmp_path):
+    """`predict.py MODEL --file texts.txt | head -2`: the reader goes away, and the write failing with
+    BrokenPipeError was an internal error (found by review); the listing of train.py ends the same way."""
+    import os
+
+    run_dir, _ = smoke_runs("distilbert")
+    texts = tmp_path / "texts.txt"
+    texts.write_text("so happy today\n" * 500)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first line, as head's after it has its lines
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "launch" / "predict.py"), str(run_dir / "model"), "--file",
+                                 str(texts)], cwd=ROOT, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (0, "")

@@ -243,6 +243,10 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
         if is_global_main_process():
             say_last(f"emodist: {str(stop) or interrupted}")  # a stop that knows more says it
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout read by `| head`, which stopped reading: it has what it asked for
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail
+        return 0
     except OSError as err:
         if err.errno in NO_SPACE_ERRNOS:
             return report(no_space(err))
