@@ -75,7 +75,7 @@ def predict(args: argparse.Namespace) -> int:
     device = device_of(args.device)
     inputs = textio.texts_of(args.texts, args.file, args.column)
     classifier = Classifier.load(model_dir, device, max_length=args.max_length, batch_size=args.batch_size,
-                                 precision=args.precision)
+                                 precision=args.precision, length_name="--max-length")
     if classifier.warning:
         print(f"emodist: warning: {classifier.warning}", file=sys.stderr)
     if args.top_k > len(classifier.labels):

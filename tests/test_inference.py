@@ -131,7 +131,7 @@ def test_a_length_or_batch_the_model_cannot_take_is_refused_and_a_run_directory_
     model_dir, texts = exported
     for kwargs, message in [({"max_length": 0}, "max_length 0: must be a whole number, at least 8"),
                             ({"max_length": 10**6}, "max_length 1000000: this model reads at most 128 tokens: use "
-                                                    "128 or less"),  # a tensor-size RuntimeError at the first text
+                                                    "max_length 128 or less"),  # a tensor-size RuntimeError
                             ({"batch_size": 0}, "batch_size 0: must be a whole number, at least 1")]:
         with pytest.raises(UsageError) as error:
             Classifier.load(model_dir, **kwargs)
@@ -251,3 +251,21 @@ def test_a_lora_model_directory_loads_with_peft_as_its_readme_says(exported):
                            for text in texts[:8]])
     np.testing.assert_allclose(theirs, classifier.probabilities(texts[:8]), atol=5e-3)  # a bfloat16 base
     assert model.config.id2label == dict(enumerate(classifier.labels))
+
+
+def test_a_roberta_model_reads_two_positions_fewer_than_its_table_holds():
+    """RoBERTa's positions start past its padding index: max_length=34 on a table of 34 passed the check, then
+    failed on the first long text (index 34 is out of bounds; found by review)."""
+    from transformers import BertConfig, RobertaConfig, RobertaForSequenceClassification
+
+    from emodist.models import readable_tokens
+
+    assert readable_tokens(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
+    assert readable_tokens(BertConfig(max_position_embeddings=512)) == 512
+    tiny = RobertaForSequenceClassification(RobertaConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=34, pad_token_id=1, num_labels=2))
+    with pytest.raises(UsageError) as error:
+        Classifier(tiny, None, np.full(2, 0.5), max_length=33)
+    assert str(error.value) == "max_length 33: this model reads at most 32 tokens: use max_length 32 or less"
+    assert Classifier(tiny, None, np.full(2, 0.5), max_length=32).max_length == 32

@@ -201,7 +201,7 @@ def test_no_text_and_a_missing_gpu_are_one_line_each(smoke_runs, tmp_path):
     assert error_lines(predict(model, "hello", "--device", "tpu7")) == [
         "emodist: error: --device tpu7: not a device: use cpu, cuda or cuda:N"]
     assert error_lines(predict(model, "hello", "--max-length", "100000")) == [
-        "emodist: error: max_length 100000: this model reads at most 128 tokens: use 128 or less"]
+        "emodist: error: --max-length 100000: this model reads at most 128 tokens: use --max-length 128 or less"]
 
 
 def test_options_that_cannot_apply_are_refused_and_texts_may_follow_them(smoke_runs, tmp_path):

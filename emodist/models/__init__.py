@@ -17,10 +17,11 @@ from emodist.models.builder import (
            compile_blocks,
            count_parameters,
            is_head_parameter,
+           readable_tokens,
 )
 from emodist.models.packing import POOL, accept_packed
 from emodist.models.smoke import REAL_SIZES, TINY_SIZES, make_smoke_base, smoke_base_dir, smoke_tokenizer
 
 __all__ = ["DTYPES", "POOL", "REAL_SIZES", "TINY_SIZES", "BuiltModel", "accept_packed", "base_identity", "base_path", "build_model",
-           "compile_blocks", "count_parameters", "is_head_parameter", "make_smoke_base", "smoke_base_dir",
+           "compile_blocks", "count_parameters", "is_head_parameter", "make_smoke_base", "readable_tokens", "smoke_base_dir",
            "smoke_tokenizer"]

@@ -65,6 +65,15 @@ def base_identity(source: str) -> str | None:
     return digest.hexdigest()[:16] if files else None
 
 
+def readable_tokens(config) -> int | None:
+    """The most tokens per text the position table of a transformers `config` reads (None: it names none). The
+    RoBERTa family's positions start past its padding index: 514 positions read 512 tokens."""
+    longest = getattr(config, "max_position_embeddings", None)
+    if longest and getattr(config, "model_type", None) in ("roberta", "xlm-roberta", "camembert"):
+        return longest - (getattr(config, "pad_token_id", None) or 0) - 1
+    return longest
+
+
 def base_path(cfg: ModelConfig) -> str:
     """Where to load the base from: a local directory, a package that ships the weights, or the hub id."""
     if Path(cfg.name_or_path).is_dir():  # absolute: an exported adapter names its base from anywhere

@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from emodist.data import sampling
+from emodist.models import readable_tokens
 from emodist.runtime import process
 from emodist.runtime.errors import UsageError, not_text
 from emodist.scoring import thresholds
@@ -42,13 +43,14 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 class Classifier:
     def __init__(self, model, tokenizer, cut: np.ndarray, max_length: int = 128, batch_size: int = 64,
-                 precision: str = "fp32"):
-        for name, value, least in (("max_length", max_length, 8), ("batch_size", batch_size, 1)):
+                 precision: str = "fp32", length_name: str = "max_length"):
+        for name, value, least in ((length_name, max_length, 8), ("batch_size", batch_size, 1)):
             if not isinstance(value, Integral) or isinstance(value, bool) or value < least:
                 raise UsageError(f"{name} {value!r}: must be a whole number, at least {least}")
-        longest = getattr(model.config, "max_position_embeddings", None)
+        longest = readable_tokens(model.config)
         if longest and max_length > longest:  # past it, the position embeddings fail on a tensor size
-            raise UsageError(f"max_length {max_length}: this model reads at most {longest} tokens: use {longest} or less")
+            raise UsageError(f"{length_name} {max_length}: this model reads at most {longest} tokens: use {length_name} "
+                             f"{longest} or less")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -66,7 +68,7 @@ class Classifier:
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str | torch.device = "cpu", max_length: int | None = None,
-             batch_size: int = 64, precision: str = "auto") -> Classifier:
+             batch_size: int = 64, precision: str = "auto", length_name: str = "max_length") -> Classifier:
         """The model of `model_dir` with its tuned thresholds (0.5 for every label without them): a torch model
         directory, or an ONNX export (`launch/export.py --onnx`), served by ONNX Runtime. `max_length`: tokens
         read per text, by default as many as the run trained and tuned its thresholds at (`trained_length`).
@@ -85,7 +87,7 @@ class Classifier:
         tuned = thresholds.load(Path(model_dir))
         cut = thresholds.for_labels(tuned, labels, Path(model_dir) / thresholds.FILE) if tuned else np.full(len(labels), 0.5)
         length = trained_length(Path(model_dir), tuned, model.config) if max_length is None else max_length
-        classifier = cls(model, tokenizer, cut, length, batch_size, precision)
+        classifier = cls(model, tokenizer, cut, length, batch_size, precision, length_name)
         classifier.warning = thresholds.warning(tuned) if tuned else None
         classifier.tuned = tuned is not None
         classifier.source = str(model_dir)
@@ -155,7 +157,7 @@ def trained_length(model_dir: Path, tuned: dict | None, config) -> int:
     theirs); else DEFAULT_LENGTH, what such directories were read at. Not the tokenizer's model_max_length:
     before, that was the base's (512 for BERT), not the run's."""
     length = (tuned or {}).get("max_length") or _run_length(Path(model_dir).resolve())
-    return min(length, getattr(config, "max_position_embeddings", None) or length)
+    return min(length, readable_tokens(config) or length)
 
 
 def _run_length(model_dir: Path) -> int:

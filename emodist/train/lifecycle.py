@@ -202,10 +202,14 @@ def build(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topolo
 def check_max_length(cfg: RunConfig, config) -> None:
     """UsageError when `data.max_length` is longer than the position table of the model's transformers `config`
     (BERT, DistilBERT; decoders rotate their positions): else the first long batch fails in the embeddings."""
-    longest = getattr(config, "max_position_embeddings", None)
-    if config.model_type in ("bert", "distilbert") and longest and cfg.data.max_length > longest:
+    longest = models.readable_tokens(config)
+    if config.model_type in ABSOLUTE_POSITIONS and longest and cfg.data.max_length > longest:
         raise UsageError(f"data.max_length={cfg.data.max_length}: the model reads at most {longest} tokens (its "
                          f"max_position_embeddings): set data.max_length={longest} or less")
+
+
+ABSOLUTE_POSITIONS = ("bert", "distilbert", "roberta", "xlm-roberta", "camembert")
+"""Encoders whose position table bounds the tokens per text (decoders rotate their positions)."""
 
 
 def plan_memory(cfg: RunConfig, accelerator: Accelerator, topology: distributed.Topology,
