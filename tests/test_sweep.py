@@ -109,6 +109,29 @@ def test_a_spec_may_nest_a_section_s_keys_as_a_config_file_does(tmp_path):
     assert all(1e-5 <= float(t.overrides[0].split("=")[1]) <= 1e-4 for t in ranged.trials)
 
 
+def test_a_sweep_begun_before_a_refusal_existed_goes_on_as_it_began(tmp_path):
+    """Specs that loaded before (duplicate grid values, fixed.output_dir, trials: under a grid) are refused for
+    a new sweep; one already begun must go on: editing its spec would change its trials (found by review)."""
+    out = tmp_path / "out"
+    path = write_spec(tmp_path, output_dir=str(out), trials=3, fixed={"output_dir": "x", "train.max_steps": 5},
+                      parameters={"optim.lr": ["1e-4", 0.0001]})
+    with pytest.raises(UsageError, match="trials: applies to method: random"):
+        spec.load(path)
+    out.mkdir()
+    (out / runner.MANIFEST).write_text("{}")  # begun (with what trials.json holds compared by the runner)
+    begun = spec.load(path)
+    assert [t.name for t in begun.trials] == ["000-lr=1e-4", "001-lr=0.0001"]
+    (out / runner.MANIFEST).write_text(json.dumps(runner._manifest(begun)))
+    assert runner.started(spec.load(path))
+
+
+def test_a_key_set_both_dotted_and_nested_is_refused_as_in_a_config_file(tmp_path):
+    path = write_spec(tmp_path, fixed={"optim.lr": 1e-4, "optim": {"lr": 3e-4}}, parameters={"train.loss": ["bce"]})
+    with pytest.raises(UsageError) as refused:
+        spec.load(path)
+    assert str(refused.value) == f"{path}: fixed: optim.lr is set twice (dotted and nested): keep one of them"
+
+
 def test_every_score_a_run_reports_is_one_a_spec_may_rank_by():
     import numpy as np
 

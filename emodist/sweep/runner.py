@@ -26,9 +26,8 @@ from pathlib import Path
 
 from emodist.runtime import files
 from emodist.runtime.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED, UsageError
-from emodist.sweep.spec import Sweep, Trial
+from emodist.sweep.spec import MANIFEST, Sweep, Trial
 
-MANIFEST = "trials.json"
 STOPPED = (EXIT_PREEMPTED, EXIT_INTERRUPTED)
 """launch/train.py's exit statuses for a run stopped by a signal (checkpoint saved) or by Ctrl-C while loading."""
 ROOT = Path(__file__).resolve().parents[2]

@@ -36,6 +36,8 @@ KEYS = ("variant", "name", "output_dir", "method", "trials", "seed", "smoke", "f
         "max_parallel")
 METHODS = ("grid", "random")
 DEFAULT_METRIC = "dev_tuned.f1_macro"
+MANIFEST = "trials.json"
+"""In the sweep directory: the trials a sweep began with (`emodist.sweep.runner`), which a rerun must match."""
 
 
 @dataclass
@@ -77,16 +79,12 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
     if not isinstance(variant, str) or not variant:
         raise UsageError(f"{where}: variant: missing: name the variant every trial trains (launch/train.py --list-variants)")
     name = str(raw.get("name") or path.stem)
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
-        raise UsageError(f"{where}: name: {shown(name)}: use up to 100 letters, digits, '.', '_' and '-' (it names the "
-                         "sweep directory and the wandb group)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UsageError(f"{where}: name: {shown(name)}: use letters, digits, '.', '_' and '-' (it names the sweep "
+                         "directory and the wandb group)")
     method = raw.get("method", "grid")
     if method not in METHODS:
         raise UsageError(f"{where}: method: {shown(method)}: use grid or random")
-    for key in ("trials", "seed"):
-        if method == "grid" and key in raw:  # a grid runs every combination, in order: both were passed over
-            raise UsageError(f"{where}: {key}: applies to method: random (a grid runs every combination): remove it, "
-                             "or set method: random")
     if not isinstance(raw.get("output_dir", ""), str):
         raise UsageError(f"{where}: output_dir: {shown(raw['output_dir'])}: expected a directory path")
     sweep = Sweep(path=path, variant=variant, name=name,
@@ -94,13 +92,22 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
                   smoke=_bool(raw.get("smoke", False), where, "smoke"),
                   metric=_metric(raw.get("metric", DEFAULT_METRIC), where),
                   max_parallel=_count(raw.get("max_parallel", 4), where, "max_parallel"))
+    # a sweep started before these were refused goes on as it began: its trials must stay the ones it listed
+    new = not (sweep.output_dir / MANIFEST).is_file()
+    if new and len(name) > 100:  # a name of 300 characters was an internal error (a file name too long)
+        raise UsageError(f"{where}: name: {shown(name)}: use at most 100 characters")
+    for key in ("trials", "seed"):
+        if new and method == "grid" and key in raw:  # a grid runs every combination, in order: both were passed over
+            raise UsageError(f"{where}: {key}: applies to method: random (a grid runs every combination): remove it, "
+                             "or set method: random")
     fixed = _mapping(raw.get("fixed") or {}, where, "fixed")
     parameters = _mapping(raw.get("parameters"), where, "parameters")
     if not parameters:
         raise UsageError(f"{where}: parameters: empty: name at least one config key and its values")
     for section, keys in (("fixed", fixed), ("parameters", parameters)):
         for key in set(keys) & set(SPEC_LEVEL):
-            raise UsageError(f"{where}: {section}.{key}: {SPEC_LEVEL[key]}")
+            if new or key != "output_dir":  # fixed.output_dir was passed over: its trials list it
+                raise UsageError(f"{where}: {section}.{key}: {SPEC_LEVEL[key]}")
     for key in sorted(set(fixed) & set(parameters)):  # the parameter's value would win, unsaid
         raise UsageError(f"{where}: {key} is both fixed and a parameter: keep it in one of them")
     if method == "grid":
@@ -116,7 +123,7 @@ def load(path: Path, output_dir: Path | None = None) -> Sweep:
     loaded: dict[str, str] = {}
     for trial in sweep.trials:
         same = loaded.setdefault(repr(_validate(sweep, trial)), trial.name)
-        if same != trial.name:  # `optim.lr: [1e-4, 0.0001]`: one model, trained twice
+        if new and same != trial.name:  # `optim.lr: [1e-4, 0.0001]`: one model, trained twice
             raise UsageError(f"{where}: trials {same} and {trial.name} set the same config: remove one of the values")
     return sweep
 
@@ -172,10 +179,12 @@ def _mapping(value, where: str, key: str) -> dict:
     for name, inner in value.items():
         if not isinstance(name, str):
             raise UsageError(f"{where}: {key}: {shown(name)} is no config key: write dotted keys, e.g. optim.lr")
-        if isinstance(inner, dict) and any(f"{name}.{k}".rpartition(".")[0] in sections for k in inner):
-            flat.update(_mapping({f"{name}.{k}": v for k, v in inner.items()}, where, key))
-        else:
-            flat[name] = inner
+        nested = isinstance(inner, dict) and any(f"{name}.{k}".rpartition(".")[0] in sections for k in inner)
+        for dotted, setting in (_mapping({f"{name}.{k}": v for k, v in inner.items()}, where, key) if nested
+                                else {name: inner}).items():
+            if dotted in flat:  # `optim.lr: 1e-4` beside `optim: {lr: 3e-4}`: as a config file, refused
+                raise UsageError(f"{where}: {key}: {dotted} is set twice (dotted and nested): keep one of them")
+            flat[dotted] = setting
     return flat
 
 
