@@ -114,7 +114,8 @@ def test_resuming_a_checkpoint_into_its_own_run_rewinds_it_and_keeps_the_summary
     [aside] = (run_copy / "checkpoints").glob("superseded-*")
     assert (aside / "step-20" / checkpoints.STATE_FILE).read_bytes() == old_step_20
     assert (f"emodist: the checkpoints after step 10 (step-20) belong to steps this run leaves behind: moved to "
-            f"{aside}, which nothing reads; delete it when you no longer need them") in " ".join(result.stdout.split())
+            f"{aside}, which nothing reads (to go back to them, stop this run and move them back into checkpoints/); "
+            "delete it when you no longer need them") in " ".join(result.stdout.split())
     assert checkpoints.latest_checkpoint(run_copy)[0] == run_copy / "checkpoints" / "step-20"
     losses = {r["step"]: r["train/loss"] for r in read_metrics(run_copy) if "train/loss" in r}
     assert losses == {r["step"]: r["train/loss"] for r in read_metrics(finished) if "train/loss" in r}

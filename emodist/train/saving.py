@@ -42,8 +42,9 @@ def restore(s: Session, checkpoint: Path) -> None:
                     + (": the run's last step, so it only finishes (evaluation, thresholds, model)" if finishing else ""))
     if aside is not None:
         s.console.print(f"emodist: the checkpoints after step {s.step} ({', '.join(sorted(p.name for p in aside.iterdir()))}"
-                        f") belong to steps this run leaves behind: moved to {aside}, which nothing reads; delete it "
-                        "when you no longer need them")
+                        f") belong to steps this run leaves behind: moved to {aside}, which nothing reads (to go back "
+                        "to them, stop this run and move them back into checkpoints/); delete it when you no longer "
+                        "need them")
 
 
 def trained_in(s: Session) -> str:
