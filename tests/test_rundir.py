@@ -466,3 +466,36 @@ def test_a_lora_run_resumes_on_its_base_and_is_refused_on_other_base_weights(fin
                     f"on other base weights than {base} has now (a new hub snapshot, or files written over): resume on "
                     "the base it trained on (model.name_or_path=its directory), or start a new run in a new --output-dir")
     assert snapshot(run_dir) == before
+
+
+def test_a_fork_killed_before_its_first_checkpoint_starts_again_from_what_it_forked(finished, tmp_path):
+    """Its fork command was refused (the copied history counted as trained) and --resume auto started a new run
+    from step 0, the fork lost without a word but one line (found by a new user)."""
+    source = finished / "checkpoints" / "step-10"
+
+    def killed_fork(fork: Path) -> list[str]:
+        fork_args = [*SMOKE, "--output-dir", str(fork), "train.save_every_steps=1000", "train.log_every_steps=1",
+                     "--resume", str(source)]
+        proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "train.py"), *fork_args, "train.max_steps=4000",
+                                 "track.plots=false"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while not ((fork / "metrics.jsonl").exists() and any(r["step"] > 12 for r in read_metrics(fork))):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # two steps past the source's 10, none saved yet
+        proc.wait()
+        assert not list(fork.glob("checkpoints/step-*"))
+        return fork_args
+
+    for how in ("the fork command", "--resume auto"):
+        fork = tmp_path / how.replace(" ", "-")
+        fork_args = killed_fork(fork)
+        again = fork_args if how == "the fork command" else [*fork_args[:-2], "--resume", "auto"]
+        result = launch(*again, "train.max_steps=20", accelerate=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        if how == "--resume auto":
+            assert (f"emodist: {fork} stopped before its first checkpoint: starting it again from {source}, its "
+                    "source") in " ".join(result.stdout.split())
+        assert f"resumed from {source} at step 10" in " ".join(result.stdout.split())
+        assert read_summary(fork)["train"]["steps"] == 20
+        assert [r for r in read_metrics(fork) if r["step"] <= 10] == [r for r in read_metrics(finished) if r["step"] <= 10]

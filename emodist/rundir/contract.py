@@ -187,7 +187,8 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
             _remove(path, [*START_FILES, *EXPENDABLE])
             config_mod.dump(cfg, path / "config.yaml")
         if not run.finished:  # what is in the directory from now on is this run's
-            (path / MARKER).write_text(json.dumps({"emodist_run": 1}) + "\n")
+            fork = {"fork_of": str(run.checkpoint.resolve())} if run.fork_of else {}  # a restart goes back there
+            (path / MARKER).write_text(json.dumps({"emodist_run": 1, **fork}) + "\n")
         return run
     except BaseException:
         lock.release()
@@ -199,7 +200,8 @@ def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents:
     """The Run this launch makes of `path` (no file is changed here); UsageError if it cannot."""
     trained = contents.trained()
     if named is not None:
-        if forked and trained:  # only a fork that stopped before it trained may be started again
+        again = _fork_source(path) == named.resolve() and set(trained) <= set(EXPENDABLE)  # stopped before a save
+        if forked and trained and not again:  # only a fork that stopped before its first checkpoint starts again
             raise UsageError(f"--resume {named} starts a new run in --output-dir {path}, which already holds "
                              f"{contents.listing()}: choose a new or empty --output-dir, or pass --overwrite to "
                              "move that aside")
@@ -241,8 +243,22 @@ def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents:
                 raise UsageError(f"--resume auto: no complete checkpoint in {path} ({why}), and it holds "
                                  f"{', '.join(kept) or 'no config.yaml'}: nothing was changed; start a new run in a new "
                                  "--output-dir, or pass --overwrite to move this one aside and start again")
+            fork = _fork_source(path)
+            if fork is not None:  # a fork killed before its first checkpoint: from step 0 it lost what it forked
+                checkpoints.check_resumable(fork, checkpoints.read_state(fork), current, topology, "auto")
+                notify(f"emodist: {path} stopped before its first checkpoint: starting it again from {fork}, its source")
+                return Run(path, fork, fork_of=fork.parent.parent)
             notify(f"emodist: {path} stopped before its first checkpoint: starting it again from step 0")
     return Run(path, checkpoint)
+
+
+def _fork_source(path: Path) -> Path | None:
+    """The usable checkpoint the run in `path` was forked from (its marker records it), or None."""
+    try:
+        source = Path(json.loads((path / MARKER).read_text(encoding="utf-8"))["fork_of"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return source if checkpoints.unusable(source) is None else None
 
 
 def _saved_config(path: Path) -> RunConfig | None:
