@@ -539,6 +539,9 @@ def test_a_mapping_file_beside_the_data_wins(tmp_path):
     assert mine.splits["train"].targets.min() == 1  # every text has one of the 28 labels, so "all"
 
 
+EACH_GROUP = "each group has a name and lists one or more label names, as strings, each once"
+
+
 @pytest.mark.parametrize("mapping, message", [
     ({"a": GOEMOTIONS_28[:20], "b": GOEMOTIONS_28[19:27]}, "{where}: labels in more than one group: nervousness (a, b)"),
     ({"a": GOEMOTIONS_28[:20]},
@@ -549,9 +552,17 @@ def test_a_mapping_file_beside_the_data_wins(tmp_path):
      "admiration, amusement, anger, annoyance, approval, ...)"),
     (["not", "a", "mapping"], "data.grouping: {path} must be a JSON object {{group: [label, ...]}}"),
     ({"all": GOEMOTIONS_28[:27], "empty": []},
-     "data.grouping: {path}: group 'empty' lists []: each group lists one or more label names, as strings"),
+     "data.grouping: {path}: group 'empty' lists []: " + EACH_GROUP),
     ({"all": GOEMOTIONS_28[:27], "nums": [1, 2]},
-     "data.grouping: {path}: group 'nums' lists [1, 2]: each group lists one or more label names, as strings"),
+     "data.grouping: {path}: group 'nums' lists [1, 2]: " + EACH_GROUP),
+    # found by a new user: a label twice in one group read as in two groups, a group named twice merged unsaid, a
+    # group without a name became a label '', a byte order mark made the file unreadable
+    ({"all": [*GOEMOTIONS_28[:27], "joy"]}, "data.grouping: {path}: group 'all' lists ['admiration', 'amusement', "
+     "'anger', 'annoyance', 'approval', 'caring', ...]: " + EACH_GROUP),
+    ('{"a": ' + json.dumps(GOEMOTIONS_28[:20]) + ', "a": ' + json.dumps(GOEMOTIONS_28[20:27]) + "}",
+     "data.grouping: {path}: group 'a' is named twice: list its labels once, under one name"),
+    ({"": GOEMOTIONS_28[:27]}, "data.grouping: {path}: group '' lists ['admiration', 'amusement', 'anger', "
+     "'annoyance', 'approval', 'caring', ...]: " + EACH_GROUP),
     ({"neutral": GOEMOTIONS_28[:10], "other": GOEMOTIONS_28[10:27]},
      "{where}: group 'neutral' has the name of a label kept as itself (neutral, which no group lists): rename the "
      "group, or list neutral in a group"),
@@ -563,6 +574,13 @@ def test_a_bad_mapping_is_one_line(tmp_path, mapping, message):
     path = tmp_path / "map.json"
     path.write_text(mapping if isinstance(mapping, str) else json.dumps(mapping))
     assert refusal(directory, grouping=str(path)) == message.format(where=f"data.grouping={path}", path=path)
+
+
+def test_a_mapping_file_with_a_byte_order_mark_reads_as_data_files_do(tmp_path):
+    directory = write_goemotions_28(tmp_path / "ge", {"train": 56, "dev": 28, "test": 28})
+    path = tmp_path / "map.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"all": GOEMOTIONS_28[:27]}).encode())  # Notepad's UTF-8
+    assert load_dir(directory, grouping=str(path)).labels == ["all", "neutral"]
 
 
 def test_a_bad_mapping_file_beside_the_data_is_named_with_the_grouping(tmp_path):

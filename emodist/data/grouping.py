@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from emodist.data.sets import EmotionData, Split
-from emodist.runtime.errors import DataError
+from emodist.runtime.errors import DataError, not_text, shown
 
 # The mapping files published with GoEmotions (github.com/google-research/google-research, goemotions/data,
 # Apache-2.0): used when the data directory does not hold them (the hub copy of the data set lacks them).
@@ -33,6 +33,19 @@ GROUPINGS = {
 }
 
 
+class _Twice(ValueError):
+    pass
+
+
+def _unique_groups(pairs: list[tuple]) -> dict:
+    """json's object_pairs_hook: a key named twice is an error (json keeps the last one's labels, unsaid)."""
+    names = [key for key, _ in pairs]
+    twice = next((key for key in names if names.count(key) > 1), None)
+    if twice is not None:
+        raise _Twice(twice)
+    return dict(pairs)
+
+
 KEPT_AS_IS = ("neutral",)
 """Labels a grouping keeps under their own name when no group lists them (GoEmotions' neutral)."""
 
@@ -50,17 +63,20 @@ def group(data: EmotionData, grouping: str, data_dir: Path | None) -> EmotionDat
     else:
         source = Path(grouping)
     if source is not None:
-        try:
-            mapping = json.loads(source.read_text(encoding="utf-8"))
+        try:  # a byte order mark is read as data files read it; a group named twice is refused, not merged
+            mapping = json.loads(source.read_text(encoding="utf-8-sig"), object_pairs_hook=_unique_groups)
+        except _Twice as twice:
+            raise DataError(f"data.grouping: {source}: group {str(twice)!r} is named twice: list its labels once, "
+                            "under one name") from None
         except (OSError, ValueError) as err:
             raise DataError(f"data.grouping: {source}: unreadable ({err})") from None
         if not (isinstance(mapping, dict) and all(isinstance(v, list) for v in mapping.values())):
             raise DataError(f"data.grouping: {source} must be a JSON object {{group: [label, ...]}}")
-        bad = next((name for name, members in mapping.items()
-                    if not members or not all(isinstance(m, str) for m in members)), None)
+        bad = next((name for name, members in mapping.items() if not name.strip() or not_text(name) or not members
+                    or not all(isinstance(m, str) for m in members) or len(set(members)) < len(members)), None)
         if bad is not None:
-            raise DataError(f"data.grouping: {source}: group {bad!r} lists {mapping[bad]!r}: each group lists one or "
-                            "more label names, as strings")
+            raise DataError(f"data.grouping: {source}: group {bad!r} lists {shown(mapping[bad])}: each group has a "
+                            "name and lists one or more label names, as strings, each once")
     where = f"data.grouping={grouping}" + (f" ({source})" if source is not None and grouping in GROUPINGS else "")
     unknown = sorted({label for members in mapping.values() for label in members} - set(data.labels))
     if unknown:
