@@ -343,9 +343,22 @@ def test_table_errors_name_file_and_line(tmp_path):
     (directory / "test.csv").write_text("text,labels\nyay,joy\nhmm,confusion\n")
     with pytest.raises(UsageError, match=r"test.csv:3: unknown label 'confusion': not in the labels of train.csv"):
         load_dir(directory)
-    (directory / "dev.csv").write_text("sentence,labels\nyay,joy\n")
-    with pytest.raises(UsageError, match=r"dev.csv:2: no column 'text' \(set data.text_column"):
-        load_dir(directory)
+    (directory / "dev.csv").write_text("sentence,labels\nyay,joy\n")  # named on line 2, without the columns
+    assert refusal(directory) == (f"{directory / 'dev.csv'}:1: no column 'text' in the header (its columns: "
+                                  "['sentence', 'labels']): name the columns in the first line, or set "
+                                  "data.text_column / data.label_column")
+    (directory / "dev.csv").write_text("Text,Labels\nyay,joy\n")
+    assert refusal(directory).endswith(": did you mean 'Text'? name the columns in the first line, or set "
+                                       "data.text_column / data.label_column")
+    (directory / "dev.csv").write_text("text,labels\n")  # a header alone: "no labels in column 'labels'" for train
+    assert refusal(directory) == f"{directory / 'dev.csv'}: no examples (the split is empty)"
+    (directory / "dev.csv").write_text("")
+    assert refusal(directory) == (f"{directory / 'dev.csv'}:1: no header: a .csv split's first line names its "
+                                  "columns (e.g. text,labels)")
+    for bom in (True, False):  # UTF-16: "not UTF-8 (invalid start byte)", or without its mark, "no column 'text'"
+        (directory / "dev.csv").write_bytes("text,labels\nyay,joy\n".encode("utf-16" if bom else "utf-16-le"))
+        assert refusal(directory) == (f"{directory / 'dev.csv'}:1: UTF-16 text, not UTF-8 (a NUL at every other "
+                                      f"byte): convert it first, e.g. iconv -f utf-16 -t utf-8 {directory / 'dev.csv'}")
 
 
 def test_subset_is_seeded_and_keeps_order(tmp_path):
@@ -643,6 +656,9 @@ def test_semeval_files_with_windows_line_ends_read_as_the_same_data(tmp_path):
         assert windows.splits[split].texts == unix.splits[split].texts
         np.testing.assert_array_equal(windows.splits[split].targets, unix.splits[split].targets)
     assert unix.splits["dev"].texts == ["I am scared"] and unix.splits["dev"].targets[0].nonzero()[0].tolist() == [3]
+    for path in directory.iterdir():  # blank lines, a file's last often: "expected 13 tab-separated columns, got 1"
+        path.write_bytes(path.read_bytes() + b"\r\n\n")
+    assert load_dir(directory).splits["dev"].texts == ["I am scared"]
 
 
 @pytest.mark.parametrize("cell, names", [

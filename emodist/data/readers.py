@@ -133,6 +133,8 @@ def _semeval_rows(path: Path) -> Iterator[tuple[int, str, list[int]]]:
     if header[2:] != _SEMEVAL_LABELS:
         raise row_error(path, 1, f"expected the header ID, Tweet, {', '.join(_SEMEVAL_LABELS)}")
     for lineno, line in enumerate(lines, 2):
+        if not line.strip():  # a blank line (often a file's last), skipped as in the other formats
+            continue
         columns = line.rstrip("\r\n").split("\t")
         if len(columns) != len(header):
             raise row_error(path, lineno, f"expected {len(header)} tab-separated columns, got {len(columns)}")

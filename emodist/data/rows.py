@@ -52,6 +52,9 @@ def read_lines(path: Path) -> Iterator[str]:
         raise DataError(f"{path}: missing file")
     with path.open("rb") as handle:  # decoded line by line, so an error names its line
         for lineno, raw in enumerate(handle, 1):
+            if lineno == 1 and (raw.startswith((b"\xff\xfe", b"\xfe\xff")) or raw.count(0) > len(raw) // 4):
+                raise row_error(path, 1, f"UTF-16 text, not UTF-8 (a NUL at every other byte): convert it first, e.g. "
+                                         f"iconv -f utf-16 -t utf-8 {path}")
             try:
                 yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as err:

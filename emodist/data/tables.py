@@ -13,7 +13,7 @@ from pathlib import Path
 from emodist.config import DataConfig
 from emodist.data.rows import collect, label_file, read_lines, row_error
 from emodist.data.sets import SPLITS, EmotionData
-from emodist.runtime.errors import DataError, not_text
+from emodist.runtime.errors import DataError, not_text, shown
 
 _SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "val"), "test": ("test",)}
 
@@ -24,6 +24,9 @@ def load_table_dir(directory: Path, cfg: DataConfig, fmt: str) -> EmotionData:
     columns = (cfg.text_column, cfg.label_column)
     records = {split: list(_table_rows(path, _csv_records(path, columns) if fmt == "csv" else _jsonl_records(path), cfg))
                for split, path in files.items()}
+    for split, path in files.items():
+        if not records[split]:  # a header alone, or nothing: said as the labels' absence before
+            raise DataError(f"{path}: no examples (the split is empty)")
     labels_file = directory / "labels.txt"
     if labels_file.exists():
         labels = label_file(labels_file)
@@ -98,16 +101,25 @@ QUOTES = ('only a comma or the end of the line may follow a closing quote, and a
 
 
 def _check_header(path: Path, names: list[str], columns: tuple[str, ...]) -> None:
-    """DataError for a header that names one of `columns` twice (DictReader keeps the last one's values,
-    unsaid) or that is one field holding tabs or semicolons (a file separated by them, read as one column)."""
-    twice = [name for name in columns if names.count(name) > 1]
-    if twice:
-        raise row_error(path, 1, f"the header names {', '.join(map(repr, twice))} more than once: rename all but "
-                                  "one, or remove the extra columns")
+    """DataError for a header that is missing, one field holding tabs or semicolons (a file separated by them,
+    read as one column), names one of `columns` twice (DictReader keeps the last one's values, unsaid) or lacks
+    one (named on line 1 with the columns there are, not on the first row)."""
+    if not names:
+        raise row_error(path, 1, "no header: a .csv split's first line names its columns (e.g. text,labels)")
     if len(names) == 1 and ("\t" in names[0] or ";" in names[0]):
         raise row_error(path, 1, f"the header is one column, {names[0]!r}: its fields are separated by "
                                   f"{'tabs' if chr(9) in names[0] else 'semicolons'}, and a .csv file's by commas: "
                                   "save it comma-separated")
+    twice = [name for name in columns if names.count(name) > 1]
+    if twice:
+        raise row_error(path, 1, f"the header names {', '.join(map(repr, twice))} more than once: rename all but "
+                                  "one, or remove the extra columns")
+    missing = [name for name in columns if name not in names]
+    if missing:
+        near = [n for n in names if n.strip().lower() == missing[0].lower()]
+        raise row_error(path, 1, f"no column {missing[0]!r} in the header (its columns: {shown(names)})"
+                        + (f": did you mean {near[0]!r}? " if near else ": ")
+                        + "name the columns in the first line, or set data.text_column / data.label_column")
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
