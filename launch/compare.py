@@ -58,7 +58,7 @@ def write(args: argparse.Namespace) -> int:
         tracking.download_wandb_group(args.wandb_group, args.wandb_project, args.wandb_entity, into)
     runs = compare.find_runs(args.runs)
     output = args.output or default_output(args.runs, runs)
-    ranked = compare.rank(runs.finished, args.rank_by) if args.rank_by else None  # a bad metric stops before writing
+    ranked = compare.rank(runs.finished, args.rank_by) if args.rank_by is not None else None  # before writing
     # a directory of someone else's files stops it too, and a default one of another comparison
     earlier = report_dir.claim_output(output, None if args.output else runs.finished)
     written = compare.write_comparison(runs, output)

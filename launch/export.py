@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
         raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and KB, "
                                 "MB, GB, KiB, MiB or GiB, e.g. 2GB")
+    if args.push_to_hub is not None and not args.push_to_hub.strip():  # an empty variable in a script
+        raise errors.UsageError("--push-to-hub '': give the hub repository, e.g. --push-to-hub me/emotions")
     for flag, given, what in (("--dry-run", args.dry_run, "shows what --push-to-hub would upload"),
                               ("--private", args.private, "makes the repository --push-to-hub creates private")):
         if given and not args.push_to_hub:

@@ -437,6 +437,18 @@ def test_without_a_variant_the_load_lists_them(tmp_path):
     file = tmp_path / "run.yaml"
     file.write_text("train:\n  epochs: 2\n")
     assert refusal(None, config_file=str(file)) == listed
+    file.write_text("variant:\ntrain:\n  epochs: 2\n")  # named, but empty: the line says where
+    assert refusal(None, config_file=str(file)) == f"{file}:1: variant is empty: " + listed.split(": ", 1)[1]
+
+
+def test_a_path_that_is_no_directory_says_what_may_be_wrong_with_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert refusal("distilbert", overrides=["data.data_dir=~/emotions"]) == (
+        "data.data_dir: ~/emotions is not a directory (~ is not expanded in a config: write the full path) "
+        "[override 'data.data_dir=~/emotions']")
+    assert refusal("distilbert", overrides=["data.data_dir=emotions"]) == (
+        f"data.data_dir: emotions is not a directory (a relative path is read from the directory the command runs in, "
+        f"{tmp_path}) [override 'data.data_dir=emotions']")
 
 
 def test_config_files_that_are_not_there_are_named(tmp_path):

@@ -289,6 +289,8 @@ def test_a_repo_id_that_is_not_one_and_a_dry_run_without_a_push_are_refused_firs
         "emodist: error: --dry-run shows what --push-to-hub would upload: add --push-to-hub REPO_ID"]
     assert error_lines(run_script("export.py", str(tmp_path), "--private")) == [
         "emodist: error: --private makes the repository --push-to-hub creates private: add --push-to-hub REPO_ID"]
+    assert error_lines(run_script("export.py", str(tmp_path), "--push-to-hub", "", "--dry-run")) == [  # "$REPO" unset
+        "emodist: error: --push-to-hub '': give the hub repository, e.g. --push-to-hub me/emotions"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -159,6 +159,18 @@ def test_ranking_by_a_score_no_run_reports_lists_those_they_do(tmp_path):
                                        "written before emodist reported it?)")
 
 
+def test_a_summary_file_named_instead_of_its_run_and_an_empty_rank_by_are_refused(tmp_path):
+    """`compare.py runs/a/summary.json` said "no such directory" of a file that is there; `--rank-by ""` (an
+    unset variable in a script) was passed over without a word (found by a new user)."""
+    run = write_run(tmp_path / "a", "minilm", 0.5)
+    result = compare(str(run / "summary.json"))
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        f"emodist: error: {run / 'summary.json'}: a file, not a run directory: name the directory that holds it, {run}")
+    result = compare(str(run), "--rank-by", "", "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and "--rank-by : rank on a dev score" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_runs_of_another_label_set_are_refused_in_one_line(tmp_path):
     a = write_run(tmp_path / "a", "distilbert", 0.3)
     b = write_run(tmp_path / "b", "minilm", 0.2, labels=["positive", "negative"])

@@ -68,7 +68,8 @@ def load(
         where = next(s.where for s in reversed(user) if s.key == "variant")
         raise UsageError(f"{where}: variant={shown(name)}: must be the name of a variant ({', '.join(variants.names())})")
     if not name:
-        raise UsageError(f"no variant given: pass --variant NAME (one of {', '.join(variants.names())})")
+        empty = f"{given.where}: variant is empty: " if given is not None else "no variant given: "
+        raise UsageError(f"{empty}pass --variant NAME (one of {', '.join(variants.names())})")
     preset = variants.get(name)
     # The variant and smoke choose the presets below them, so they are settled first; the command line wins.
     smoke_settings = [s for s in user if s.key == "smoke"]

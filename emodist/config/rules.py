@@ -47,7 +47,7 @@ def problems(cfg: RunConfig) -> list[tuple[str, str]]:
          "is set but data.dataset=synthetic builds its data itself (--smoke's): set data.dataset=auto to read the "
          "directory, as --data-dir does, or drop data.data_dir"),
         ("data.data_dir", d.data_dir is not None and not is_dir(d.data_dir),
-         f"{d.data_dir} is not a directory"),
+         f"{d.data_dir} is not a directory" + _path_hint(d.data_dir)),
         ("data.text_column", d.text_column == d.label_column,
          f"is data.label_column too ({d.text_column!r}): a model given its labels as its text learns nothing to use; "
          "name the column that holds the texts"),
@@ -93,6 +93,16 @@ def is_file(path: str | Path) -> bool:
         return Path(path).is_file()
     except (OSError, ValueError):
         return False
+
+
+def _path_hint(value: str | None) -> str:
+    """What may be wrong with a path a config names: YAML does not expand `~`, and a relative path is read from
+    the directory the command runs in (not the config file's)."""
+    if value and value.startswith("~"):
+        return " (~ is not expanded in a config: write the full path)"
+    if value and not Path(value).is_absolute():
+        return f" (a relative path is read from the directory the command runs in, {Path.cwd()})"
+    return ""
 
 
 def is_dir(path: str | Path) -> bool:

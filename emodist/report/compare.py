@@ -81,6 +81,8 @@ def find_runs(paths: list[Path]) -> Runs:
     runs = Runs()
     for path in paths:
         if not path.is_dir():
+            if path.is_file():
+                raise UsageError(f"{path}: a file, not a run directory: name the directory that holds it, {path.parent}")
             raise UsageError(f"{path}: no such directory: name run directories (runs/<run>) or a directory of runs")
         if len(paths) > 1 and (path / report_dir.OWN).is_file():
             continue
