@@ -132,7 +132,8 @@ def test_a_length_or_batch_the_model_cannot_take_is_refused_and_a_run_directory_
     for kwargs, message in [({"max_length": 0}, "max_length 0: must be a whole number, at least 8"),
                             ({"max_length": 10**6}, "max_length 1000000: this model reads at most 128 tokens: use "
                                                     "max_length 128 or less"),  # a tensor-size RuntimeError
-                            ({"batch_size": 0}, "batch_size 0: must be a whole number, at least 1")]:
+                            ({"batch_size": 0}, "batch_size 0: must be a whole number, at least 1"),
+                            ({"device": "tpu"}, "device 'tpu': not a device: use cpu, cuda or cuda:N")]:
         with pytest.raises(UsageError) as error:
             Classifier.load(model_dir, **kwargs)
         assert str(error.value) == message

@@ -257,6 +257,28 @@ def test_a_scheduler_signal_while_the_model_loads_stops_the_run_after_its_first_
     assert checkpoint.name == "step-1" and checkpoints.read_state(checkpoint)["stopped_by"] == "SIGUSR1"
 
 
+def test_a_signal_while_a_run_that_only_finishes_loads_is_answered_by_what_happens(tmp_path, cache_dir):
+    """A run killed while it finished only finishes on --resume auto: a scheduler's signal while it loaded was
+    acknowledged as "it stops after its first training step, with a checkpoint", then the run finished and
+    exited 0 without a word of that (found by a new user)."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "launch" / "train.py"), "--variant", "distilbert", "--smoke", "--output-dir",
+           str(run_dir), "train.max_steps=20", "train.save_every_steps=10", "track.plots=false"]
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    (run_dir / "summary.json").unlink()  # killed while it finished: its last checkpoint holds all of the training
+    proc = subprocess.Popen([*cmd, "--resume", "auto"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    while not catches(proc.pid, signal.SIGUSR1):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGUSR1)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert ("emodist: the SIGUSR1 came once training had reached its last step: finishing its evaluation and export "
+            "first (a Ctrl-C stops now, and --resume auto finishes later)") in " ".join(stdout.split())
+    assert read_summary(run_dir)["train"]["steps"] == 20
+
+
 def test_a_ctrl_c_to_accelerate_s_launcher_alone_is_named_as_what_reaches_training(tmp_path, cache_dir):
     """The launcher turns its own SIGINT into SIGTERM to the training process: the stop line says so,
     instead of a bare SIGTERM that the user never sent."""

@@ -78,7 +78,11 @@ class Classifier:
 
         model_dir = model_dir_of(Path(model_dir))  # a run directory serves its model/, as for launch/predict.py
         onnx = onnx_export.is_onnx_dir(Path(model_dir))
-        precision = serving_precision(precision, torch.device(device), onnx)
+        try:
+            device = torch.device(device)
+        except RuntimeError:  # torch's "Expected one of cpu, cuda, ... device type at start of device string"
+            raise UsageError(f"device {device!r}: not a device: use cpu, cuda or cuda:N") from None
+        precision = serving_precision(precision, device, onnx)
         if onnx:
             model, tokenizer = onnx_export.load(Path(model_dir), device)
         else:

@@ -122,6 +122,10 @@ class Lifecycle:
     def finish(self) -> dict:
         """Evaluate on dev and test, export `model/`, write `summary.json` and `plots/`; return the summary."""
         self.stop.finishing = True
+        if self.stop.received is not None and self.session is not None:  # it came as the last step ended or saved
+            self.session.console.print(f"emodist: the {self.stop.received} came once training had reached its last "
+                                       "step: finishing its evaluation and export first (a Ctrl-C stops now, and "
+                                       "--resume auto finishes later)")
         hostmem.release()  # the training steps' freed pages: evaluation and export start from what is live
         self.summary = finish(self.session, self.built, self.data)
         return self.summary
