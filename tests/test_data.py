@@ -197,6 +197,13 @@ def test_half_a_surrogate_pair_in_a_jsonl_text_or_label_is_refused_naming_the_li
     assert load_dir(directory).splits["dev"].texts == ["so glad \U0001f600"]
 
 
+def test_a_jsonl_key_given_twice_is_refused_as_a_csv_column_named_twice_is(tmp_path):
+    directory = write_jsonl(tmp_path / "j")
+    (directory / "dev.jsonl").write_text('{"text": "yay", "labels": ["joy"]}\n{"text": "grr", "labels": ["joy"], '
+                                         '"labels": ["anger"]}\n')  # json kept the last, unsaid
+    assert refusal(directory) == f"{directory / 'dev.jsonl'}:2: the key 'labels' is given twice: keep one"
+
+
 def test_a_jsonl_null_is_named_as_null(tmp_path):
     directory = write_jsonl(tmp_path / "j")
     (directory / "dev.jsonl").write_text('{"text": "yay", "labels": null}\n')
@@ -283,7 +290,7 @@ def test_labels_no_train_example_carries_are_named(tmp_path):
     (directory / "labels.txt").write_text("joy\nanger\ndisgust\n")
     (directory / "train.csv").write_text("text,labels\nyay,joy\ngrr,anger\n")
     for split in ("dev", "test"):
-        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\newww,disgust\n")
+        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\newww,disgust\ngrr,anger\n")
     loaded = load_dir(directory)
     assert data.untrained_labels(loaded) == ["disgust"]
     assert data.label_warnings(loaded) == [
@@ -301,8 +308,25 @@ def test_label_names_that_differ_only_in_case_are_warned_of(tmp_path):
     for split in ("dev", "test"):
         (directory / f"{split}.csv").write_text("text,labels\nyay,joy\ngrr,anger\n")
     assert data.label_warnings(load_dir(directory)) == [
-        "labels 'Anger' and 'anger' differ only in case: each is a label of its own; if one is a typo, write it as "
-        "the other in the data"]
+        "1 of 3 labels have no test examples (Anger): their test F1 is 0 whatever the model does, which lowers test "
+        "macro-F1",
+        "labels 'Anger' and 'anger' differ only in case or Unicode form: each is a label of its own; if one is a "
+        "typo, write it as the other in the data"]
+
+
+def test_labels_one_unicode_form_apart_and_texts_taught_two_answers_are_warned_of(tmp_path):
+    """"café" typed two ways (é, or e and a combining accent) made two labels that look the same; a train text
+    with two label sets teaches both; neither was said (found by a new user)."""
+    directory = tmp_path / "j"
+    directory.mkdir()
+    rows = [("so glad", ["café"]), ("so glad", ["sad"]), ("meh", ["cafe\u0301"]), ("grr", ["sad"])]
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps({"text": t, "labels": ls}) + "\n" for t, ls in rows))
+    assert data.label_warnings(load_dir(directory)) == [
+        "labels 'cafe\\u0301' and 'caf\\xe9' differ only in case or Unicode form: each is a label of its own; if one "
+        "is a typo, write it as the other in the data",
+        "1 train texts (33.3%) appear more than once with different labels: the model is taught both answers; merge "
+        "their labels, or keep one of each"]
 
 
 def test_two_files_for_one_split_or_two_formats_are_refused(tmp_path):

@@ -5,6 +5,7 @@ and fingerprints that tell two copies of a split apart.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,13 +94,33 @@ def label_warnings(data: EmotionData) -> list[str]:
         warnings.append(f"{len(untrained)} of {len(data.labels)} labels have no train examples ({shown}): the model "
                         "cannot learn them, and they score 0 F1; add train examples of them, or leave them out of the "
                         "label set")
+    absent = [label for label, n in zip(data.labels, data.splits["test"].targets.sum(axis=0), strict=True) if not n]
+    if absent and set(absent) != set(untrained):  # dev's are said with the thresholds; train's above
+        warnings.append(f"{len(absent)} of {len(data.labels)} labels have no test examples (" + ", ".join(absent[:5])
+                        + (f" and {len(absent) - 5} more" if len(absent) > 5 else "") + "): their test F1 is 0 "
+                        "whatever the model does, which lowers test macro-F1")
     folded: dict[str, list[str]] = {}
-    for label in data.labels:
-        folded.setdefault(label.casefold(), []).append(label)
-    if twins := [" and ".join(map(repr, names)) for names in folded.values() if len(names) > 1]:
-        warnings.append(f"labels {'; '.join(twins)} differ only in case: each is a label of its own; if one is a "
-                        "typo, write it as the other in the data")
+    for label in data.labels:  # NFKC: "café" typed two ways (é, or e and a combining accent) looks the same
+        folded.setdefault(unicodedata.normalize("NFKC", label).casefold(), []).append(label)
+    if twins := [" and ".join(map(ascii, names)) for names in folded.values() if len(names) > 1]:
+        warnings.append(f"labels {'; '.join(twins)} differ only in case or Unicode form: each is a label of its own; "
+                        "if one is a typo, write it as the other in the data")
+    if conflicting := _conflicting(data.splits["train"]):
+        share = conflicting / len(set(data.splits["train"].texts))
+        if share > SHARED_WARNING:  # GoEmotions' own: 58 of 43,227 texts (0.13%)
+            warnings.append(f"{conflicting} train texts ({share:.1%}) appear more than once with different labels: "
+                            "the model is taught both answers; merge their labels, or keep one of each")
     return warnings
+
+
+def _conflicting(split: Split) -> int:
+    """How many distinct texts of `split` come with more than one label set."""
+    seen: dict[str, bytes] = {}
+    conflicting: set[str] = set()
+    for text, row in zip(split.texts, split.targets, strict=True):
+        if seen.setdefault(text, row.tobytes()) != row.tobytes():
+            conflicting.add(text)
+    return len(conflicting)
 
 
 def _fingerprint(*parts: str | bytes) -> str:

@@ -127,12 +127,24 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_pairs)
         except json.JSONDecodeError as err:
             raise row_error(path, lineno, f"invalid JSON: {err.msg}") from None
         if not isinstance(row, dict):
             raise row_error(path, lineno, "each line must be a JSON object")
+        if twice := row.pop(_TWICE, None):  # json keeps the last value, unsaid; a CSV header naming it twice is refused
+            raise row_error(path, lineno, f"the key {twice!r} is given twice: keep one")
         yield lineno, row
+
+
+_TWICE = "\0twice"
+
+
+def _pairs(pairs: list[tuple]) -> dict:
+    """json's object_pairs_hook: the object, marked with the first key it names twice (`_TWICE`)."""
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    return {**dict(pairs), **({_TWICE: twice} if twice is not None else {})}
 
 
 def _table_rows(path: Path, records: Iterator[tuple[int, dict]], cfg: DataConfig):
