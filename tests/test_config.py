@@ -451,6 +451,22 @@ def test_a_path_that_is_no_directory_says_what_may_be_wrong_with_it(tmp_path, mo
         f"{tmp_path}) [override 'data.data_dir=emotions']")
 
 
+def test_a_config_read_from_a_pipe_or_dev_null_loads(tmp_path):
+    """`--config <(...)` (a pipe) and `--config /dev/null` were "no such file" (found by a new user)."""
+    import os
+
+    assert config.load("minilm", config_file=os.devnull).variant == "minilm"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = os.fork()
+    if writer == 0:  # what the shell's process substitution does
+        with open(fifo, "w") as out:
+            out.write("train:\n  epochs: 2\n")
+        os._exit(0)
+    assert config.load("minilm", config_file=str(fifo)).train.epochs == 2
+    os.waitpid(writer, 0)
+
+
 def test_config_files_that_are_not_there_are_named(tmp_path):
     missing = tmp_path / "nope.yaml"
     assert refusal("distilbert", config_file=str(missing)) == (

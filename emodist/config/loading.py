@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from emodist.config import variants
-from emodist.config.rules import is_dir, is_file
+from emodist.config.rules import exists, is_dir, is_file
 from emodist.config.schema import RunConfig
 from emodist.runtime.errors import UsageError, shown, utf8_text
 
@@ -259,7 +259,7 @@ def _parse_override(text: str) -> Setting:
 def _read_yaml(path_text: str) -> list[Setting]:
     """Settings of a YAML file, each with its file:line."""
     path = Path(path_text)
-    if not is_file(path):
+    if not is_file(path) and (is_dir(path) or not exists(path)):  # a pipe (--config <(...)) or /dev/null reads
         kind = "a directory, not a file" if is_dir(path) else "no such file"
         raise UsageError(f"--config {path}: {kind}: name a YAML file, e.g. a run's config.yaml")
     try:

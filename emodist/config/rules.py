@@ -112,6 +112,14 @@ def is_dir(path: str | Path) -> bool:
         return False
 
 
+def exists(path: str | Path) -> bool:
+    """Whether anything is at `path` (a file, a directory, a pipe, a device); False for a name that cannot be."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _train_checks(t) -> list[tuple[str, bool, str]]:
     """The train section's (key, failed, message) checks."""
     return [
