@@ -179,6 +179,10 @@ def test_a_classifier_for_another_number_of_labels_is_a_base_with_a_new_head(smo
     cfg = config.load("distilbert", smoke=True)
     trained = models.build_model(cfg.model, LABELS, str(run_dir / "model"), torch.device("cpu"))
     assert trained.notes == []  # the same labels: its head is kept
+    renamed = [f"x{i}" for i in range(len(LABELS))]  # as many labels, other names: its rows mean other labels
+    assert models.build_model(cfg.model, renamed, str(run_dir / "model"), torch.device("cpu")).notes == [
+        f"{run_dir / 'model'} holds a classification head for other labels ({', '.join(LABELS[:4])}, ...): the data's "
+        "(x0, x1, x2, x3, ...) train on from its rows in that order"]
     three = ["x", "y", "z"]
     built = models.build_model(cfg.model, three, str(run_dir / "model"), torch.device("cpu"))
     assert built.notes == [f"{run_dir / 'model'} holds a classification head for another number of labels: a new one "

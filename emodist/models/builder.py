@@ -11,6 +11,7 @@ run exactly as they do on the real model.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,20 @@ def base_identity(source: str) -> str | None:
     return digest.hexdigest()[:16] if files else None
 
 
+def _head_labels(source: str) -> list[str] | None:
+    """The label names a local classifier's head was trained for (its config.json's id2label), or None: no such
+    head, transformers' placeholder names (LABEL_0, ...), or a base that is not a local directory."""
+    import json
+
+    try:
+        config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+        names = [config["id2label"][key] for key in sorted(config["id2label"], key=int)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    classifier = any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+    return names if classifier and not all(re.fullmatch(r"LABEL_\d+", str(n)) for n in names) else None
+
+
 def readable_tokens(config) -> int | None:
     """The most tokens per text the position table of a transformers `config` reads (None: it names none). The
     RoBERTa family's positions start past its padding index: 514 positions read 512 tokens."""
@@ -111,6 +126,10 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
     kwargs.update(dtype=DTYPES[cfg.dtype], num_labels=len(labels), id2label=dict(enumerate(labels)),
                   label2id={n: i for i, n in enumerate(labels)}, problem_type="multi_label_classification")
     notes = []
+    trained_for = _head_labels(source)
+    if trained_for and len(trained_for) == len(labels) and trained_for != list(labels):
+        notes.append(f"{source} holds a classification head for other labels ({', '.join(trained_for[:4])}, ...): the "
+                     f"data's ({', '.join(labels[:4])}, ...) train on from its rows in that order")
     try:
         model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, source, **kwargs)
     except RuntimeError as err:  # a classifier's head (an emodist model/, say) for another number of labels
