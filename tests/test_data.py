@@ -94,6 +94,14 @@ def test_a_label_file_lists_each_name_once_in_id_order(tmp_path, names, message)
         load_dir(directory)
 
 
+def write_csv(directory: Path, content: str = "text,labels\nyay,joy\n") -> Path:
+    """A CSV data set: each split's file holds `content`."""
+    directory.mkdir()
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.csv").write_text(content)
+    return directory
+
+
 def write_jsonl(directory: Path, line: str = '{"text": "yay", "labels": ["joy"]}') -> Path:
     """A JSON-lines data set of one example per split."""
     directory.mkdir()
@@ -132,17 +140,6 @@ def test_a_csv_with_a_long_text_loads_and_a_short_row_names_its_column(tmp_path)
      "tabs, and a .csv file's by commas: save it comma-separated"),
     ("text;labels\nyay;joy\n", "{dev}:1: the header is one column, 'text;labels': its fields are separated by "
      "semicolons, and a .csv file's by commas: save it comma-separated"),
-])
-def test_a_csv_whose_columns_do_not_line_up_is_refused_naming_the_line(tmp_path, content, message):
-    directory = tmp_path / "c"
-    directory.mkdir()
-    for split in ("train", "dev", "test"):
-        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
-    (directory / "dev.csv").write_text(content)
-    assert refusal(directory) == message.format(dev=directory / "dev.csv")
-
-
-@pytest.mark.parametrize(("content", "message"), [
     # read leniently, the open quote took lines 4-6 into row 3's id: 2 dev texts, no word (found by a new user)
     ('text,labels,id\nyay,joy,1\nmeh,joy,"r3\nfine,joy,4\nok,joy,5\ngood,joy,6\n', "{dev}:3: not valid CSV (unexpected end "
      'of data) (the row runs from line 3 to 6: is a quote (") there left open?): ' + tables.QUOTES),
@@ -154,20 +151,14 @@ def test_a_csv_whose_columns_do_not_line_up_is_refused_naming_the_line(tmp_path,
      'header (the row runs from line 3 to 5: is a quote (") there left open?)'),
     ('text,labels\nyay,joy\n \n', "{dev}:3: no value in column 'labels': the row has fewer fields than the header"),
 ])
-def test_an_unclosed_quote_is_refused_naming_the_line_it_opens_on(tmp_path, content, message):
-    directory = tmp_path / "c"
-    directory.mkdir()
-    for split in ("train", "dev", "test"):
-        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
+def test_a_csv_whose_columns_do_not_line_up_is_refused_naming_the_line(tmp_path, content, message):
+    directory = write_csv(tmp_path / "c")
     (directory / "dev.csv").write_text(content)
     assert refusal(directory) == message.format(dev=directory / "dev.csv")
 
 
 def test_a_quoted_text_over_several_lines_is_named_by_its_first_line(tmp_path):
-    directory = tmp_path / "c"
-    directory.mkdir()
-    for split in ("train", "dev", "test"):
-        (directory / f"{split}.csv").write_text('text,labels\n\n"so\nvery\nglad",joy\n\n"yay",joy\n')
+    directory = write_csv(tmp_path / "c", 'text,labels\n\n"so\nvery\nglad",joy\n\n"yay",joy\n')
     (directory / "labels.txt").write_text("joy\n")
     assert load_dir(directory).splits["dev"].texts == ["so\nvery\nglad", "yay"]
     (directory / "dev.csv").write_text('text,labels\n\n"so\nvery\nglad",nosuch\n')
@@ -360,10 +351,7 @@ def test_a_data_dir_of_another_layout_than_the_data_set_names_it(tmp_path):
 
 
 def test_table_errors_name_file_and_line(tmp_path):
-    directory = tmp_path / "c"
-    directory.mkdir()
-    for split in ("train", "dev", "test"):
-        (directory / f"{split}.csv").write_text("text,labels\nyay,joy\n")
+    directory = write_csv(tmp_path / "c")
     (directory / "test.csv").write_text("text,labels\nyay,joy\nhmm,confusion\n")
     with pytest.raises(UsageError, match=r"test.csv:3: unknown label 'confusion': not in the labels of train.csv"):
         load_dir(directory)

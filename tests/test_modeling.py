@@ -112,25 +112,21 @@ def test_missing_head_and_targets_are_refused(bases):
                               "Linear layers are down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")
 
 
-@pytest.mark.parametrize(("path", "what"), [("nowhere", "does not exist"), ("weights.safetensors", "is a file")])
+LOCAL = "a local model is the directory that save_pretrained wrote (config.json and the weights)"
+
+
+@pytest.mark.parametrize(("path", "what"), [
+    ("nowhere", f"this local path does not exist; {LOCAL}, a hub id reads owner/name"),
+    ("weights.safetensors", f"this local path is a file; {LOCAL}, a hub id reads owner/name"),
+    ("empty", f"this directory holds no config.json, so no model (transformers blamed its tokenizer): {LOCAL}"),
+])
 def test_missing_local_model_says_what_to_do(tmp_path, path, what):
     (tmp_path / "weights.safetensors").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
     cfg = config.load("distilbert", overrides=[f"model.name_or_path={tmp_path / path}"])
     with pytest.raises(UsageError) as err:
         models.build_model(cfg.model, LABELS, cfg.model.name_or_path, torch.device("cpu"))
-    assert str(err.value) == (
-        f"model.name_or_path={tmp_path / path}: this local path {what}; a local model is the directory that "
-        "save_pretrained wrote (config.json and the weights), a hub id reads owner/name")
-
-
-def test_a_directory_without_a_model_says_so_not_that_its_tokenizer_failed(tmp_path):
-    (tmp_path / "empty").mkdir()
-    cfg = config.load("distilbert", overrides=[f"model.name_or_path={tmp_path / 'empty'}"])
-    with pytest.raises(UsageError) as err:
-        models.build_model(cfg.model, LABELS, cfg.model.name_or_path, torch.device("cpu"))
-    assert str(err.value) == (
-        f"model.name_or_path={tmp_path / 'empty'}: this directory holds no config.json, so no model (transformers "
-        "blamed its tokenizer): a local model is the directory that save_pretrained wrote (config.json and the weights)")
+    assert str(err.value) == f"model.name_or_path={tmp_path / path}: {what}"
 
 
 def test_smoke_tokenizer_knows_the_frequent_words():
