@@ -16,8 +16,9 @@ half-written one never carries the name. Before it is trusted, every file is che
 manifest, content included (`unusable`): a file cut short, changed or corrupted, or an edited
 state.json, makes it skipped, and `latest_checkpoint` falls back to the one before. Older checkpoints
 are deleted only after a new one is complete; the newest `keep_last` and the best (by dev f1_micro) are
-kept (`timeline`, which also sets aside the checkpoints after the step a resume continues from). A save the disk has no room for stops the run in one line (`NoSpace`), its partial files removed
-and the last complete checkpoint kept. Under LoRA, frozen base weights (a 4-bit QLoRA base included)
+kept (`timeline`, which also sets aside the checkpoints after the step a resume continues from). A save
+the disk has no room for stops the run in one line (`NoSpace`), its partial files removed and the last
+complete checkpoint kept. Under LoRA, frozen base weights (a 4-bit QLoRA base included)
 are not saved: a resume rebuilds them from the base model.
 """
 
@@ -47,8 +48,7 @@ RESUME_FREE = ("data.cache_dir", "model.gradient_checkpointing")
 """Keys under RESUME_INVARIANT that a resume may change: where the cache is, and recomputing activations in the
 backward pass (the same numbers, less memory: what lets a requeued job fit a smaller GPU)."""
 BASE_KEY = "model.base"
-"""The fingerprint's key of a LoRA run's frozen base weights (`emodist.models.base_identity`): its checkpoints
-hold only the adapters, which other base weights would go on training without a word."""
+"""The fingerprint's key of a LoRA run's frozen base weights (`emodist.models.base_identity`): not saved."""
 SPLIT_KEY = "data.split."
 """The fingerprint's keys of the splits' identity (`emodist.data.identity`)."""
 REQUIRED = ("step", "epoch", "batches_in_epoch", "best", "loss_sum_per_rank", "loss_count", "num_processes",

@@ -200,7 +200,7 @@ def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents:
     """The Run this launch makes of `path` (no file is changed here); UsageError if it cannot."""
     trained = contents.trained()
     if named is not None:
-        again = _fork_source(path) == named.resolve() and set(trained) <= set(EXPENDABLE)  # stopped before a save
+        again = _forked_from(path) == named.resolve() and set(trained) <= set(EXPENDABLE)  # stopped before a save
         if forked and trained and not again:  # only a fork that stopped before its first checkpoint starts again
             raise UsageError(f"--resume {named} starts a new run in --output-dir {path}, which already holds "
                              f"{contents.listing()}: choose a new or empty --output-dir, or pass --overwrite to "
@@ -243,8 +243,8 @@ def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents:
                 raise UsageError(f"--resume auto: no complete checkpoint in {path} ({why}), and it holds "
                                  f"{', '.join(kept) or 'no config.yaml'}: nothing was changed; start a new run in a new "
                                  "--output-dir, or pass --overwrite to move this one aside and start again")
-            fork = _fork_source(path)
-            if fork is not None:  # a fork killed before its first checkpoint: from step 0 it lost what it forked
+            fork = _forked_from(path)
+            if fork is not None and checkpoints.unusable(fork) is None:  # from step 0 it lost what it forked
                 checkpoints.check_resumable(fork, checkpoints.read_state(fork), current, topology, "auto")
                 notify(f"emodist: {path} stopped before its first checkpoint: starting it again from {fork}, its source")
                 return Run(path, fork, fork_of=fork.parent.parent)
@@ -252,13 +252,12 @@ def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents:
     return Run(path, checkpoint)
 
 
-def _fork_source(path: Path) -> Path | None:
-    """The usable checkpoint the run in `path` was forked from (its marker records it), or None."""
+def _forked_from(path: Path) -> Path | None:
+    """The checkpoint the run in `path` was forked from (its marker records it), or None."""
     try:
-        source = Path(json.loads((path / MARKER).read_text(encoding="utf-8"))["fork_of"]).resolve()
+        return Path(json.loads((path / MARKER).read_text(encoding="utf-8"))["fork_of"]).resolve()
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return source if checkpoints.unusable(source) is None else None
 
 
 def _saved_config(path: Path) -> RunConfig | None:
