@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             export.export(args.run_dir, out_dir, args.max_shard_size, name=name, merge_dtype=args.merge_dtype)
         print(f"exported {args.run_dir} to {out_dir}")
     else:
-        export.check_pushable(out_dir, args.run_dir)
+        export.check_pushable(out_dir, args.run_dir, args.onnx, {"--merge-dtype": args.merge_dtype,
+                                                                 "--max-shard-size": args.max_shard_size})
     if args.push_to_hub:
         files = export.push(out_dir, args.push_to_hub, private=args.private, dry_run=args.dry_run)
         verb = "would upload" if args.dry_run else "uploaded"

@@ -175,10 +175,21 @@ def test_a_push_sends_only_an_export_of_the_run_as_it_is_now(exports, tmp_path):
     label = next(iter(tuned["per_label"]))
     tuned["per_label"][label] = round(1 - tuned["per_label"][label], 4)  # the thresholds of another finish
     (stale / "thresholds.json").write_text(json.dumps(tuned))
-    assert error_lines(dry_run(stale)) == [
-        f"emodist: error: {stale}: not an export of {run_dir} as it is now: its thresholds.json is not the run's "
-        "model/thresholds.json (an export of an earlier finish, or of another run): export the run into a new "
-        "--output and push that"]
+    stale_message = [f"emodist: error: {stale}: not an export of {run_dir} as it is now: its thresholds.json is not "
+                     "the run's model/thresholds.json (an export of an earlier finish, or of another run): export the "
+                     "run into a new --output and push that"]
+    assert error_lines(dry_run(stale)) == stale_message
+    # trained further, the run's tuned thresholds (on a grid of 0.01) often come out the same: the step-512 weights
+    # were pushed as the step-640 model (found by a new user); each finish records itself there
+    tuned = json.loads((out / "thresholds.json").read_text())
+    assert tuned["finished"].startswith("step ") and tuned == json.loads((run_dir / "model" / "thresholds.json").read_text())
+    (stale / "thresholds.json").write_text(json.dumps({**tuned, "finished": "step 512, 2026-12-07T10:00:00"}))
+    assert error_lines(dry_run(stale)) == stale_message
+    for flags, asked in ((["--merge-dtype", "bfloat16"], "--merge-dtype"), (["--onnx"], "--onnx")):
+        assert error_lines(run_script("export.py", str(run_dir), "--output", str(out), *flags, "--push-to-hub",
+                                      "me/emotions", "--dry-run")) == [
+            f"emodist: error: {asked}: {out} exists and is pushed as it is, written otherwise: export into a new "
+            "--output with them, and push that"]  # the float32 safetensors export went up without a word
     qlora_run, qlora_out = exports("mistral-qlora")  # a QLoRA export keeps its adapter in adapter/
     result = dry_run(qlora_out, qlora_run)
     assert result.returncode == 0, result.stderr

@@ -30,7 +30,8 @@ The file also names the labels the model has not learned: those whose best dev F
 `UNLEARNED_MARGIN` of labelling every text with them (a threshold at the bottom of the grid does that),
 and those without dev positives, whose threshold says nothing. `warning` turns them into the one line
 that training and predict print. A run's file records `max_length`, the data.max_length the thresholds were
-tuned at: predict reads as many tokens of a text.
+tuned at: predict reads as many tokens of a text; and `finished`, the step and time of the finish that wrote it,
+which tells an export of one finish from another's.
 """
 
 from __future__ import annotations

@@ -180,11 +180,20 @@ def check_token(repo_id: str) -> None:
                          "be uploaded")
 
 
-def check_pushable(out_dir: Path, run_dir: Path) -> None:
+def check_pushable(out_dir: Path, run_dir: Path, onnx: bool = False, options: dict | None = None) -> None:
     """UsageError unless the existing `out_dir` is an export of `run_dir` as the run is now: nothing in it but
     files and a QLoRA export's adapter/ (no other folder, no hidden file: a repository's .git, a home
     directory), and its thresholds.json the run's (an export of an earlier finish, or of another run, has
-    others)."""
+    others); and of the kind asked for (`onnx`), with none of the export `options` ({flag: value}) given, which
+    it would be pushed without."""
+    from emodist.serve.onnx_export import is_onnx_dir
+
+    asked = [flag for flag, value in (options or {}).items() if value]
+    if onnx != is_onnx_dir(out_dir):
+        asked.append("--onnx" if onnx else "no --onnx")
+    if asked:
+        raise UsageError(f"{' and '.join(asked)}: {out_dir} exists and is pushed as it is, written otherwise: export "
+                         "into a new --output with them, and push that")
     foreign = sorted(p.name for p in out_dir.iterdir() if p.is_dir() and p.name != "adapter" or p.name.startswith("."))
     if foreign:
         raise UsageError(f"{out_dir}: holds {', '.join(foreign[:5])}, which no export does: --push-to-hub sends an "

@@ -5,6 +5,7 @@ summary.json, the end tables and plots/.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from scipy.special import expit
@@ -34,6 +35,9 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     if untrained := data_mod.untrained_labels(data):  # said beside the labels the dev scores call unlearned
         tuned["no_train_positives"] = untrained
     tuned["max_length"] = s.cfg.data.max_length  # tuned at this length: predict reads as many tokens
+    # which finish: an export carries it, so a push of an earlier finish's export is told apart (tuned thresholds,
+    # on a grid of 0.01, often come out the same after more training)
+    tuned["finished"] = f"step {s.step}, {time.strftime('%Y-%m-%dT%H:%M:%S')}"
     cut = thresholds.for_labels(tuned, s.labels)
     dev_tuned = evaluation.score(dev_logits, dev_targets, s.labels, cut)  # what model selection reads (sweeps)
     test_tuned = evaluation.score(test_logits, test_targets, s.labels, cut)
