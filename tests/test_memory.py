@@ -134,6 +134,30 @@ def test_an_accelerate_config_of_a_topology_emodist_does_not_launch_is_refused(t
 
 
 @pytest.mark.parametrize(("content", "said"), [
+    # found by a new user: -2 processes planned as "fits" with a negative size; 'two', a deepspeed_config of 3 and
+    # half a machine internal errors; a run's config.yaml planned as one process
+    ("distributed_type: MULTI_GPU\nnum_processes: -4\n", "num_processes: -4: must be a whole number, 1 or more"),
+    ("distributed_type: MULTI_GPU\nnum_processes: two\n", "num_processes: 'two': must be a whole number, 1 or more"),
+    ("distributed_type: MULTI_GPU\nnum_processes: 2.7\n", "num_processes: 2.7: must be a whole number, 1 or more"),
+    ("distributed_type: MULTI_GPU\nnum_processes: 2\nnum_machines: 0.5\n",
+     "num_machines: 0.5: must be a whole number, 1 or more"),
+    ("distributed_type: DEEPSPEED\nnum_processes: 2\ndeepspeed_config: 3\n",
+     "deepspeed_config: 3: must be a mapping of DeepSpeed settings (zero_stage: 3, ...), as accelerate config writes it"),
+    ("variant: minilm\ntrain:\n  epochs: 2\n",
+     "not an accelerate config (no distributed_type): an emodist run config goes to --config"),
+    ("distributed_type: MULTI_GPU\nnum_processes: 3\nnum_machines: 2\n",
+     "3 num_processes ({file}) over 2 num_machines ({file}): give each machine as many processes, a multiple of 2"),
+])
+def test_an_accelerate_config_s_bad_values_are_refused_naming_the_file_and_key(tmp_path, content, said):
+    file = tmp_path / "accelerate.yaml"
+    file.write_text(content)
+    with pytest.raises(errors.UsageError) as refused:
+        from_accelerate_config(str(file))
+    said = said.format(file=file)
+    assert str(refused.value) == (said if said[0].isdigit() else f"--config_file {file}: {said}")
+
+
+@pytest.mark.parametrize(("content", "said"), [
     ('{"zero_optimization": {"sta', "the DeepSpeed config does not read as JSON (Unterminated string"),
     ('{"zero_optimization": {"stage": "two"}}', "zero_optimization.stage is 'two': ZeRO's stages are 0, 1, 2 and 3"),
     ('{"zero_optimization": []}', "zero_optimization is [], not a mapping of ZeRO's settings"),

@@ -71,6 +71,14 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
                              f"({getattr(err, 'problem', None) or type(err).__name__}): fix that line") from None
         if not isinstance(settings, dict):
             raise UsageError(f"--config_file {path}: not an accelerate config (a YAML mapping of its settings)")
+        if "distributed_type" not in settings:  # an emodist run config (train:, model:, ...) planned as one process
+            raise UsageError(f"--config_file {path}: not an accelerate config (no distributed_type)"
+                             + (": an emodist run config goes to --config" if {"train", "model", "data"} & set(settings)
+                                else ": name one of accelerate_configs/"))
+    for key in ("num_processes", "num_machines"):
+        value = settings.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # -2 planned, 'two' an internal error
+            raise UsageError(f"--config_file {path}: {key}: {value!r}: must be a whole number, 1 or more")
     kind = str(settings.get("distributed_type", "NO")).upper()
     known = ("NO", "MULTI_CPU", "MULTI_GPU", "DEEPSPEED", "FSDP")
     if kind not in known:
@@ -83,8 +91,8 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
         raise UsageError(f"--config_file {path}: FSDP is not planned (the plan knows DDP and DeepSpeed ZeRO, and "
                          "would count FSDP's sharded weights whole): --config_file accelerate_configs/deepspeed_zero3.yaml "
                          "plans ZeRO-3, which shards the same weights, gradients and optimizer states")
-    processes = num_processes or int(settings.get("num_processes", 1) or 1)
-    nodes = num_machines or int(settings.get("num_machines", 1) or 1)
+    processes = num_processes or settings.get("num_processes", 1)
+    nodes = num_machines or settings.get("num_machines", 1)
     if path is not None and kind == "NO" and (num_processes or 1) > 1:  # accelerate starts one, whatever the count
         raise UsageError(f"--num_processes {num_processes} with {path} (distributed_type NO): accelerate launch starts "
                          "one process; plan several with --config_file accelerate_configs/multi_gpu.yaml (DDP) or a "
@@ -92,11 +100,17 @@ def from_accelerate_config(path: str | None, num_processes: int | None = None, n
     if kind == "NO" and not num_processes:
         processes = 1
     if processes % nodes:  # accelerate starts as many on every node
-        raise UsageError(f"--num_processes {processes} over --num_machines {nodes}: give each machine as many "
-                         f"processes, a multiple of {nodes}")
+        said = [f"{flag} {value}" if given else f"{value} {key} ({path})" for flag, key, value, given in (
+            ("--num_processes", "num_processes", processes, num_processes), ("--num_machines", "num_machines", nodes,
+                                                                            num_machines))]
+        raise UsageError(f"{said[0]} over {said[1]}: give each machine as many processes, a multiple of {nodes}")
     stage, zero = None, {}
     if kind == "DEEPSPEED":
-        stage, zero = _zero_settings(settings.get("deepspeed_config") or {}, path)
+        deepspeed = settings.get("deepspeed_config") or {}
+        if not isinstance(deepspeed, dict):  # `deepspeed_config: 3` was an internal error
+            raise UsageError(f"--config_file {path}: deepspeed_config: {deepspeed!r}: must be a mapping of DeepSpeed "
+                             "settings (zero_stage: 3, ...), as accelerate config writes it")
+        stage, zero = _zero_settings(deepspeed, path)
     if settings.get("use_cpu"):
         device = "cpu"
     return Placement(processes=processes, nodes=nodes, zero_stage=stage,
