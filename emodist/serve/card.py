@@ -16,15 +16,17 @@ QUANTIZED = {"nf4": "4-bit NF4", "int8": "8-bit"}
 """model.quantization in a card's words."""
 
 
-def model_card(summary: dict, cfg, name: str, use: str | None = None) -> str:
+def model_card(summary: dict, cfg, name: str, use: str | None = None, merged_in: str | None = None,
+               adapter_kept: bool = True) -> str:
     """README.md: model-index metadata (the run's test scores) and what the model is, does and does not;
-    `use`: the Use section (default: loading it with transformers.pipeline)."""
+    `use`: the Use section (default: loading it with transformers.pipeline); `merged_in`: the dtype a QLoRA
+    adapter was merged into its base in (default bfloat16), `adapter_kept`: whether adapter/ is beside it."""
     meta = _card_metadata(summary, name, cfg.data.grouping)
     test, tuned, dataset = summary["test"], summary["test_tuned"], summary["dataset"]
     thresholds = summary["thresholds"]["per_label"]
     rows = "\n".join(f"| {label} | {thresholds[label]:.4g} | {summary['test_tuned']['per_label'][label]['f1']:.4f} |"
                      for label in summary["labels"])
-    method = _method(summary)
+    method = _method(summary, merged_in or "bfloat16", adapter_kept)
     t, o = cfg.train, cfg.optim
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
@@ -120,13 +122,13 @@ def _card_metadata(summary: dict, name: str, grouping: str) -> dict:
     }
 
 
-def _method(summary: dict) -> str:
+def _method(summary: dict, merged_in: str = "bfloat16", adapter_kept: bool = True) -> str:
     """How the exported weights were trained, in the card's words."""
     method = {"full": "every weight fine-tuned", "lora": "LoRA adapters merged into the base"}[summary["method"]]
     if summary["quantization"] != "none":
         quantization = summary["quantization"]
         method = (f"{'QLoRA' if quantization == 'nf4' else 'LoRA'} adapters trained on the {QUANTIZED[quantization]} "
-                  "base, merged here into the bfloat16 base; the adapter is in adapter/")
+                  f"base, merged here into the {merged_in} base" + ("; the adapter is in adapter/" if adapter_kept else ""))
     if summary["smoke"]:
         data = " on synthetic data" if summary["dataset"] == "synthetic" else ""
         method += f"; a --smoke run: a tiny random model of that architecture{data}, a test artefact"

@@ -35,7 +35,7 @@ def export(run_dir: Path, out_dir: Path, max_shard_size: str | None = None, name
     model_dir = run_dir / "model"
     if out_dir.exists():
         raise UsageError(f"{out_dir} exists: choose a new --output (nothing is overwritten)")
-    card = model_card(summary, cfg, name or run_name(run_dir))
+    card = model_card(summary, cfg, name or run_name(run_dir), merged_in=merge_dtype)
     with staged(out_dir) as tmp:
         _write(summary, cfg, model_dir, tmp, card, max_shard_size, merge_dtype)
     return out_dir
