@@ -348,7 +348,8 @@ def test_the_model_card_names_the_data_loss_and_what_its_scores_were_measured_on
     # an ONNX export and a float32 merge said "the bfloat16 base; the adapter is in adapter/" (found by a new user)
     onnx = " ".join(cards.model_card({**summary, "quantization": "nf4"}, cfg, "x", merged_in="float32",
                                      adapter_kept=False).split())
-    assert "(QLoRA adapters trained on the 4-bit NF4 base, merged here into the float32 base)" in onnx
+    assert "(QLoRA adapters trained on the 4-bit NF4 base, merged here into the float32 base;" in onnx
+    assert "adapter/" not in onnx.split("merged here into")[1].split(")")[0]
     int8 = " ".join(cards.model_card({**summary, "quantization": "int8", "method": "lora"}, cfg, "x").split())
     assert "measured on the 8-bit model" in int8 and "(LoRA adapters trained on the 8-bit base," in int8
     from emodist.serve.model_dir import adapter_card
