@@ -215,7 +215,13 @@ def test_a_directory_of_another_sweep_or_of_anything_else_is_refused_untouched(t
     longer = write_spec(tmp_path, "a", parameters={"optim.lr": [1e-4, 3e-4]}, fixed={"train.max_steps": 8})
     listed = sweep_script(str(longer), "--list", "--output-dir", str(out))  # the same trial names, other settings
     assert listed.returncode == 2 and "finished" not in listed.stdout
-    assert "holds another sweep (trial 000-lr=0.0001 there is 000-lr=0.0001 with train.max_steps=8" in listed.stderr
+    assert "holds another sweep (trial 000-lr=0.0001 there is 000-lr=0.0001 with train.max_steps=8 here)" in \
+        listed.stderr  # the setting that differs, not every override of the trial
+    two = {"train.max_steps": 5, "optim.weight_decay": 0.1}
+    ordered = spec.load(write_spec(tmp_path, "o", parameters={"optim.lr": [1e-4]}, fixed=two), tmp_path / "o")
+    runner.prepare(ordered)  # the same settings in another order of keys: the same sweep (it was "another sweep")
+    assert runner.started(spec.load(write_spec(tmp_path, "o", parameters={"optim.lr": [1e-4]},
+                                               fixed=dict(reversed(two.items()))), tmp_path / "o"))
     assert runner.started(first) and not runner.started(spec.load(write_spec(tmp_path, "c", parameters={"optim.lr": [1e-4]}), tmp_path / "new"))
     elsewhere = tmp_path / "mine"
     elsewhere.mkdir()

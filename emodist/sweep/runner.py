@@ -64,20 +64,29 @@ def started(sweep: Sweep) -> bool:
     except (OSError, ValueError) as err:
         raise UsageError(f"{manifest}: unreadable ({err}): restore it, or start the sweep in a new output_dir") from None
     expected = _manifest(sweep)
-    if there != expected:
+    if _settled(there) != _settled(expected):
         raise UsageError(f"{directory} holds another sweep ({_difference(there, expected)}): nothing was changed; "
                          "run its own spec again to continue it, or give this one a new name or --output-dir")
     return True
+
+
+def _settled(manifest: dict) -> dict:
+    """`manifest` with each trial's overrides in one order: a spec rewritten in another order of keys (the same
+    settings) is the same sweep; each key is set once, so the order changes nothing."""
+    trials = [{**t, "overrides": sorted(t.get("overrides") or [])} if isinstance(t, dict) else t
+              for t in manifest.get("trials") or []]
+    return {**manifest, "trials": trials}
 
 
 def _difference(there: dict, expected: dict) -> str:
     for key in ("name", "variant", "smoke"):
         if there.get(key) != expected[key]:
             return f"{key} {there.get(key)!r} there, {expected[key]!r} in this spec"
-    theirs, ours = there.get("trials") or [], expected["trials"]
+    theirs, ours = _settled(there)["trials"], _settled(expected)["trials"]
     for old, new in zip(theirs, ours, strict=False):
         if old != new:
-            return f"trial {old.get('name')} there is {new['name']} with {' '.join(new['overrides'])} here"
+            changed = sorted(set(new["overrides"]) - set(old.get("overrides") or [])) or new["overrides"]
+            return f"trial {old.get('name')} there is {new['name']} with {' '.join(changed)} here"
     return f"{len(theirs)} trials there, {len(ours)} in this spec"
 
 
