@@ -78,7 +78,11 @@ def write(args: argparse.Namespace) -> int:
 def default_output(named: list[Path], runs: compare.Runs) -> Path:
     if len(named) == 1 and named[0] not in runs.finished:  # one directory of runs: the report goes inside it
         return named[0] / "comparison"
-    return Path(os.path.commonpath([p.resolve().parent for p in runs.finished])) / "comparison"
+    common = Path(os.path.commonpath([p.resolve().parent for p in runs.finished]))
+    if common.parent == common:  # the file system's root: a report written there, as root, without a word
+        raise errors.UsageError(f"the runs compared lie in no directory of their own (their common one is {common}): "
+                                "choose where the report goes with --output")
+    return common / "comparison"
 
 
 if __name__ == "__main__":

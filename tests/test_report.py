@@ -169,6 +169,30 @@ def test_a_summary_file_named_instead_of_its_run_and_an_empty_rank_by_are_refuse
     result = compare(str(run), "--rank-by", "", "--output", str(tmp_path / "out"))
     assert result.returncode == 2 and "--rank-by : rank on a dev score" in result.stderr
     assert not (tmp_path / "out").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    other = write_run(tmp_path / "b", "minilm", 0.6)
+    dev = {k: v for k, v in summary["dev"].items() if k != "f1_macro"}  # written before emodist reported it
+    (other / "summary.json").write_text(json.dumps({**summary, "dev": dev}))
+    result = compare(str(run), str(other), "--rank-by", "dev.f1_macro", "--output", str(tmp_path / "out"))
+    assert result.stderr.strip().splitlines()[-1] == (  # it suggested the very key it refused
+        f"emodist: error: {other / 'summary.json'} has no number at dev.f1_macro (a run written before emodist "
+        f"reported it?): rank by a dev score it has, e.g. dev.{next(k for k in dev if k != 'num_examples')}, or "
+        "compare without it")
+
+
+def test_runs_whose_only_common_directory_is_the_root_need_an_output(tmp_path):
+    """`compare.py /dev/shm/x /tmp/y` wrote /comparison/, as root (found by a new user)."""
+    import tempfile
+
+    elsewhere = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        result = compare(str(write_run(tmp_path / "a", "minilm", 0.5)), str(write_run(elsewhere / "b", "minilm", 0.6)))
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+            "emodist: error: the runs compared lie in no directory of their own (their common one is /): choose where "
+            "the report goes with --output")
+        assert not Path("/comparison").exists()
+    finally:
+        shutil.rmtree(elsewhere)
 
 
 def test_runs_of_another_label_set_are_refused_in_one_line(tmp_path):

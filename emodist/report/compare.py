@@ -248,8 +248,10 @@ def rank(runs: list[Path], metric: str) -> list[tuple[Path, float]]:
     for run, summary in zip(runs, summaries, strict=True):
         value = (summary.get(split) or {}).get(key)
         if not _is_number(value):
+            has = [f"{part}.{name}" for part in ("dev", "dev_tuned") for name, number in (summary.get(part) or {}).items()
+                   if _is_number(number) and name != "num_examples"]
             raise UsageError(f"{run / SUMMARY} has no number at {metric} (a run written before emodist reported it?): "
-                             "rank by another dev score, e.g. dev.f1_macro")
+                             f"rank by a dev score it has{f', e.g. {has[0]}' if has else ''}, or compare without it")
         scored.append((run, float(value)))
     return sorted(scored, key=lambda item: item[1] if key in LOWER_IS_BETTER else -item[1])
 
