@@ -310,7 +310,7 @@ def test_the_model_card_says_what_a_short_run_on_a_subset_trained_on():
     summary = {"train": {"steps": 32, "epochs": 1.0, "examples": 1000}, "perf": {"sessions": 3}}
     assert cards._trained_on(summary, cfg) == ("32 steps (1 epoch) over 1,000 training examples (a seeded random "
                                                  "subset of the train split, data.max_train_examples=1000)")
-    assert cards._sessions(summary) == ", trained in 3 sessions (stopped and resumed)"
+    assert cards._sessions(summary) == ", trained in 3 sessions (stopped and resumed, or trained further)"
     summary = {"train": {"steps": 1, "epochs": 0.03125, "examples": 32}, "perf": {}}
     assert cards._trained_on(summary, config.load("minilm")) == "1 step (0.03 epochs) over 32 training examples"
     summary = {"train": {"steps": 6, "epochs": 6 / 1357, "examples": 43410}, "perf": {}}  # a few steps of GoEmotions

@@ -178,7 +178,7 @@ def _trained_on(summary: dict, cfg) -> str:
 
 def _sessions(summary: dict) -> str:
     sessions = summary.get("perf", {}).get("sessions") or 1
-    return f", trained in {sessions} sessions (stopped and resumed)" if sessions > 1 else ""
+    return f", trained in {sessions} sessions (stopped and resumed, or trained further)" if sessions > 1 else ""
 
 
 def _unlearned(summary: dict) -> str:
