@@ -499,3 +499,21 @@ def test_a_fork_killed_before_its_first_checkpoint_starts_again_from_what_it_for
         assert f"resumed from {source} at step 10" in " ".join(result.stdout.split())
         assert read_summary(fork)["train"]["steps"] == 20
         assert [r for r in read_metrics(fork) if r["step"] <= 10] == [r for r in read_metrics(finished) if r["step"] <= 10]
+    # killed while its checkpoint loaded (no config.yaml yet), and its source gone since (found by review): the
+    # first was refused for want of a config.yaml; the second started from step 0, the copied history deleted
+    loading = tmp_path / "loading"
+    loading.mkdir()
+    (loading / ".emodist-run").write_text(json.dumps({"emodist_run": 1, "fork_of": str(source)}))
+    auto = [*SMOKE, "--output-dir", str(loading), "--resume", "auto", "train.max_steps=20"]
+    assert f"starting it again from {source}, its source" in " ".join(train_in_process(*auto)[1].split())
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / ".emodist-run").write_text(json.dumps({"emodist_run": 1, "fork_of": str(tmp_path / "nowhere" / "step-10")}))
+    (gone / "metrics.jsonl").write_text('{"step": 1, "train/loss": 0.7}\n')
+    before = snapshot(gone)
+    line = refusal(*train_in_process(*SMOKE, "--output-dir", str(gone), "--resume", "auto")[::2])
+    assert line.startswith(f"emodist: error: --resume auto: {gone} is a fork of {tmp_path / 'nowhere' / 'step-10'}, "
+                           "stopped before its first checkpoint, and that checkpoint cannot be read (")
+    assert line.endswith("): nothing was changed; fork another checkpoint (--resume PATH), or pass --overwrite to "
+                         "start afresh")
+    assert snapshot(gone) == before

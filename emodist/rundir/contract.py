@@ -12,20 +12,21 @@ A user who trains for hours never loses a run to a mistyped command:
   the directories it makes with `MARKER`.
 - A plain start refuses a directory that holds a run; `--overwrite` moves that run aside, whole, to
   `<dir>.replaced-<time>` (its wandb run with it: the new run is a new wandb run), and says where.
-- `--resume auto` goes on from the newest checkpoint whose every file matches the hash written when it
-  was saved; one that does not is skipped, in one line saying why. A directory with nothing to resume
-  is refused unless it holds nothing of value (an attempt stopped before its first checkpoint, with the
-  same settings: it starts again from step 0). A finished run with the same length is left as it is.
-- `--resume PATH` into another directory starts a new run there from that checkpoint (a fork); the
-  target must be new, empty, or a fork that stopped before it trained (or moved aside by `--overwrite`).
-  A checkpoint at the run's last step has nothing left to train and is refused (`training.restore`), except
-  in its own run when that run has no summary.json (killed while finishing): the run then only finishes.
+- `--resume auto` goes on from the newest checkpoint that matches its hashes (one that does not is skipped,
+  in one line). With none, it starts again only what holds nothing of value: a start stopped before its
+  first checkpoint, from step 0, or a fork, from the checkpoint its marker records. A finished run with the
+  same length is left as it is.
+- `--resume PATH` into another directory starts a new run there from that checkpoint (a fork); the target
+  must be new, empty, or that fork stopped before its first checkpoint (or moved aside by `--overwrite`). A
+  checkpoint at the run's last step has nothing left to train and is refused (`training.restore`), but in its
+  own run without summary.json (killed while finishing): the run then only finishes.
 - Nothing of a run is changed before the checkpoint it resumes from has loaded (`Run.restored`).
 - One launch at a time: the main process holds the directory's lock (`emodist.rundir.lock`) for the whole run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -48,8 +49,7 @@ START_FILES = ("config.yaml", "smoke-base", MARKER)
 """What every start writes again (a start that failed before training leaves only these)."""
 EXPENDABLE = ("metrics.jsonl", "wandb")
 """What a run stopped before its first checkpoint leaves: a start over with the same settings replaces it."""
-LENGTH_KEYS = ("train.epochs", "train.max_steps")
-"""How long a run trains: a finished run resumed with other values trains on from its last checkpoint."""
+LENGTH_KEYS = ("train.epochs", "train.max_steps")  # a finished run resumed with other values trains on
 
 
 @dataclass
@@ -64,16 +64,14 @@ class Run:
     fork_of: Path | None = None
     """The run directory of `checkpoint`, when it is another one (its history is copied at `restored`)."""
     may_only_finish: bool = False
-    """A checkpoint at the plan's last step only finishes this run (`training.restore`): its own run, not a fork,
-    stopped before it wrote summary.json (killed while it finished)."""
+    """A checkpoint at the plan's last step only finishes this run (`training.restore`): its own, killed while it
+    finished (no summary.json)."""
     lock: RunLock | None = field(default=None, repr=False)
 
     def restored(self, cfg: RunConfig, step: int, finishing: bool = False) -> Path | None:
-        """Main process, once `checkpoint` has loaded: drop what the run logged after `step` (it is trained and
-        logged again; `finishing`, the run only finishes: also the final evaluation's records of `step`), keep
-        the summary of a finished run that trains on as `summary.step-N.json` (never over an earlier one), move
-        the checkpoints after `step` aside (`timeline.set_aside_after`: returns where), and write the config of
-        this launch."""
+        """Main process, once `checkpoint` has loaded: move the checkpoints after `step` aside (returns where),
+        drop the records logged after it (`finishing`: also the final evaluation's of `step`), keep a finished
+        run's summary as `summary.step-N.json` (never over an earlier one), and write this launch's config."""
         aside = timeline.set_aside_after(self.path / "checkpoints", step)
         metrics = self.path / "metrics.jsonl"
         if self.fork_of is not None and (self.fork_of / "metrics.jsonl").is_file():
@@ -237,27 +235,29 @@ def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents:
                 raise UsageError(f"--resume auto: {path} holds a finished run and no complete checkpoint to train "
                                  "on from: leave train.epochs / train.max_steps as they were, or start a new run in "
                                  "a new --output-dir (nothing was changed)")
-            kept = [name for name in trained if name not in EXPENDABLE]
+            kept, fork = [name for name in trained if name not in EXPENDABLE], _forked_from(path)
+            if fork is not None and not kept:  # a fork stopped before its first checkpoint (or while it loaded)
+                if reason := checkpoints.unusable(fork):  # from step 0 it would lose what it forked
+                    raise UsageError(f"--resume auto: {path} is a fork of {fork}, stopped before its first checkpoint, "
+                                     f"and that checkpoint cannot be read ({reason}): nothing was changed; fork "
+                                     "another checkpoint (--resume PATH), or pass --overwrite to start afresh")
+                checkpoints.check_resumable(fork, checkpoints.read_state(fork), current, topology, "auto")
+                notify(f"emodist: {path} stopped before its first checkpoint: starting it again from {fork}, its source")
+                return Run(path, fork, fork_of=fork.parent.parent)
             if kept or earlier is None:
                 why = "; ".join(f"{c.name}: {r}" for c, r in skipped) or "there is none"
                 raise UsageError(f"--resume auto: no complete checkpoint in {path} ({why}), and it holds "
                                  f"{', '.join(kept) or 'no config.yaml'}: nothing was changed; start a new run in a new "
                                  "--output-dir, or pass --overwrite to move this one aside and start again")
-            fork = _forked_from(path)
-            if fork is not None and checkpoints.unusable(fork) is None:  # from step 0 it lost what it forked
-                checkpoints.check_resumable(fork, checkpoints.read_state(fork), current, topology, "auto")
-                notify(f"emodist: {path} stopped before its first checkpoint: starting it again from {fork}, its source")
-                return Run(path, fork, fork_of=fork.parent.parent)
             notify(f"emodist: {path} stopped before its first checkpoint: starting it again from step 0")
     return Run(path, checkpoint)
 
 
 def _forked_from(path: Path) -> Path | None:
     """The checkpoint the run in `path` was forked from (its marker records it), or None."""
-    try:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return Path(json.loads((path / MARKER).read_text(encoding="utf-8"))["fork_of"]).resolve()
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return None
 
 
 def _saved_config(path: Path) -> RunConfig | None:
