@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported {args.run_dir} to {out_dir}")
     else:
         export.check_pushable(out_dir, args.run_dir, args.onnx, {"--merge-dtype": args.merge_dtype,
-                                                                 "--max-shard-size": args.max_shard_size})
+                                                                 "--max-shard-size": args.max_shard_size}, args.quantize)
     if args.push_to_hub:
         files = export.push(out_dir, args.push_to_hub, private=args.private, dry_run=args.dry_run)
         verb = "would upload" if args.dry_run else "uploaded"

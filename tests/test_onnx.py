@@ -124,6 +124,14 @@ def test_an_int8_export_records_its_drift_and_is_served(onnx_exports):
     assert "parity on" in result.stdout
     served, _ = scores_of(run_script("predict.py", str(out), "what a wonderful surprise"))
     assert served.shape == (1, len(read_summary(run_dir)["labels"]))
+    from emodist.runtime.errors import UsageError
+    from emodist.serve import export
+
+    export.check_pushable(out, run_dir, onnx=True, quantize="int8")  # the int8 export, asked for as such
+    with pytest.raises(UsageError, match="^no --quantize: .* exists and is pushed as it is, written otherwise"):
+        export.check_pushable(out, run_dir, onnx=True)  # the int8 export went up as the float32 one asked for
+    with pytest.raises(UsageError, match="^--quantize int8: "):
+        export.check_pushable(onnx_exports("distilbert")[1], run_dir, onnx=True, quantize="int8")
 
 
 def test_an_export_outside_its_tolerances_is_refused_and_leaves_nothing(smoke_runs, tmp_path, monkeypatch):

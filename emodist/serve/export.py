@@ -180,17 +180,22 @@ def check_token(repo_id: str) -> None:
                          "be uploaded")
 
 
-def check_pushable(out_dir: Path, run_dir: Path, onnx: bool = False, options: dict | None = None) -> None:
+def check_pushable(out_dir: Path, run_dir: Path, onnx: bool = False, options: dict | None = None,
+                   quantize: str | None = None) -> None:
     """UsageError unless the existing `out_dir` is an export of `run_dir` as the run is now: nothing in it but
     files and a QLoRA export's adapter/ (no other folder, no hidden file: a repository's .git, a home
     directory), and its thresholds.json the run's (an export of an earlier finish, or of another run, has
-    others); and of the kind asked for (`onnx`), with none of the export `options` ({flag: value}) given, which
-    it would be pushed without."""
-    from emodist.serve.onnx_export import is_onnx_dir
+    others); and of the kind asked for (`onnx`, `quantize`), with none of the export `options` ({flag: value})
+    given, which it would be pushed without."""
+    from emodist.serve.onnx_export import PARITY, is_onnx_dir, precision_of
 
     asked = [flag for flag, value in (options or {}).items() if value]
     if onnx != is_onnx_dir(out_dir):
         asked.append("--onnx" if onnx else "no --onnx")
+    elif onnx:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # an export without its parity: as before
+            if json.loads((out_dir / PARITY).read_text(encoding="utf-8")).get("precision") != precision_of(quantize):
+                asked.append(f"--quantize {quantize}" if quantize else "no --quantize")
     if asked:
         raise UsageError(f"{' and '.join(asked)}: {out_dir} exists and is pushed as it is, written otherwise: export "
                          "into a new --output with them, and push that")
