@@ -444,8 +444,8 @@ def test_without_a_variant_the_load_lists_them(tmp_path):
 def test_a_path_that_is_no_directory_says_what_may_be_wrong_with_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert refusal("distilbert", overrides=["data.data_dir=~/emotions"]) == (
-        "data.data_dir: ~/emotions is not a directory (~ is not expanded in a config: write the full path) "
-        "[override 'data.data_dir=~/emotions']")
+        "data.data_dir: ~/emotions is not a directory (~ is expanded by a shell, not in a config value or a quoted "
+        "argument: write the full path) [override 'data.data_dir=~/emotions']")
     assert refusal("distilbert", overrides=["data.data_dir=emotions"]) == (
         f"data.data_dir: emotions is not a directory (a relative path is read from the directory the command runs in, "
         f"{tmp_path}) [override 'data.data_dir=emotions']")
@@ -465,6 +465,9 @@ def test_a_config_read_from_a_pipe_or_dev_null_loads(tmp_path):
         os._exit(0)
     assert config.load("minilm", config_file=str(fifo)).train.epochs == 2
     os.waitpid(writer, 0)
+    assert refusal("minilm", config_file="/dev/fd/63") == (  # under accelerate launch, which closes the shell's pipes
+        "--config /dev/fd/63: a pipe that does not reach this process (accelerate launch starts it without the "
+        "shell's pipes): name a YAML file, e.g. a run's config.yaml")
 
 
 def test_config_files_that_are_not_there_are_named(tmp_path):

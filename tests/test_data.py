@@ -314,7 +314,7 @@ def test_labels_one_unicode_form_apart_and_texts_taught_two_answers_are_warned_o
     for split in ("train", "dev", "test"):
         (directory / f"{split}.jsonl").write_text("".join(json.dumps({"text": t, "labels": ls}) + "\n" for t, ls in rows))
     assert data.label_warnings(load_dir(directory)) == [
-        "labels 'cafe\\u0301' and 'caf\\xe9' differ only in case or Unicode form: each is a label of its own; if one "
+        "labels 'cafe\u0301' (cafe\\u0301) and 'caf\xe9' (caf\\xe9) differ only in case or Unicode form: each is a label of its own; if one "
         "is a typo, write it as the other in the data",
         "1 train texts (33.3%) appear more than once with different labels: the model is taught both answers; merge "
         "their labels, or keep one of each"]

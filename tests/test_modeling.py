@@ -179,6 +179,10 @@ def test_a_classifier_for_another_number_of_labels_is_a_base_with_a_new_head(smo
     assert models.build_model(cfg.model, renamed, str(run_dir / "model"), torch.device("cpu")).notes == [
         f"{run_dir / 'model'} holds a classification head for other labels ({', '.join(LABELS[:4])}, ...): the data's "
         "(x0, x1, x2, x3, ...) train on from its rows in that order"]
+    swapped = [LABELS[1], LABELS[0], *LABELS[2:]]  # the same labels, two rows swapped: it read as "other labels"
+    assert models.build_model(cfg.model, swapped, str(run_dir / "model"), torch.device("cpu")).notes == [
+        f"{run_dir / 'model'} holds a classification head for the same labels in another order: {LABELS[1]} (its row "
+        f"of {LABELS[0]}), {LABELS[0]} (its row of {LABELS[1]}) train on from another label's row"]
     three = ["x", "y", "z"]
     built = models.build_model(cfg.model, three, str(run_dir / "model"), torch.device("cpu"))
     assert built.notes == [f"{run_dir / 'model'} holds a classification head for another number of labels: a new one "

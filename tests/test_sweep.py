@@ -219,6 +219,11 @@ def test_a_directory_of_another_sweep_or_of_anything_else_is_refused_untouched(t
         listed.stderr  # the setting that differs, not every override of the trial
     two = {"train.max_steps": 5, "optim.weight_decay": 0.1}
     ordered = spec.load(write_spec(tmp_path, "o", parameters={"optim.lr": [1e-4]}, fixed=two), tmp_path / "o")
+    grid = {"optim.lr": [1e-4, 3e-4], "train.loss": ["bce", "asl"]}
+    runner.prepare(spec.load(write_spec(tmp_path, "g", parameters=grid), tmp_path / "g"))
+    with pytest.raises(UsageError, match=r"\(the same trials, its parameters in another order: trial names follow "
+                                         r"that order; keep the one it began with\)"):  # listed every override
+        runner.prepare(spec.load(write_spec(tmp_path, "g", parameters=dict(reversed(grid.items()))), tmp_path / "g"))
     runner.prepare(ordered)  # the same settings in another order of keys: the same sweep (it was "another sweep")
     assert runner.started(spec.load(write_spec(tmp_path, "o", parameters={"optim.lr": [1e-4]},
                                                fixed=dict(reversed(two.items()))), tmp_path / "o"))

@@ -261,6 +261,8 @@ def _read_yaml(path_text: str) -> list[Setting]:
     path = Path(path_text)
     if not is_file(path) and (is_dir(path) or not exists(path)):  # a pipe (--config <(...)) or /dev/null reads
         kind = "a directory, not a file" if is_dir(path) else "no such file"
+        if str(path).startswith(("/dev/fd/", "/proc/self/fd/")):  # accelerate launch closes the shell's pipe
+            kind = "a pipe that does not reach this process (accelerate launch starts it without the shell's pipes)"
         raise UsageError(f"--config {path}: {kind}: name a YAML file, e.g. a run's config.yaml")
     try:
         raw = path.read_bytes()

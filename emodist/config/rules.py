@@ -99,7 +99,7 @@ def _path_hint(value: str | None) -> str:
     """What may be wrong with a path a config names: YAML does not expand `~`, and a relative path is read from
     the directory the command runs in (not the config file's)."""
     if value and value.startswith("~"):
-        return " (~ is not expanded in a config: write the full path)"
+        return " (~ is expanded by a shell, not in a config value or a quoted argument: write the full path)"
     if value and not Path(value).is_absolute():
         return f" (a relative path is read from the directory the command runs in, {Path.cwd()})"
     return ""

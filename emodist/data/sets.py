@@ -102,7 +102,8 @@ def label_warnings(data: EmotionData) -> list[str]:
     folded: dict[str, list[str]] = {}
     for label in data.labels:  # NFKC: "café" typed two ways (é, or e and a combining accent) looks the same
         folded.setdefault(unicodedata.normalize("NFKC", label).casefold(), []).append(label)
-    if twins := [" and ".join(map(ascii, names)) for names in folded.values() if len(names) > 1]:
+    if twins := [" and ".join(repr(n) if n.isascii() else f"{n!r} ({ascii(n)[1:-1]})" for n in names)
+                 for names in folded.values() if len(names) > 1]:
         warnings.append(f"labels {'; '.join(twins)} differ only in case or Unicode form: each is a label of its own; "
                         "if one is a typo, write it as the other in the data")
     if conflicting := _conflicting(data.splits["train"]):

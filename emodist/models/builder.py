@@ -10,6 +10,7 @@ run exactly as they do on the real model.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 from dataclasses import dataclass, field
@@ -67,12 +68,19 @@ def base_identity(source: str) -> str | None:
 
 
 def _head_labels(source: str) -> list[str] | None:
-    """The label names a local classifier's head was trained for (its config.json's id2label), or None: no such
-    head, transformers' placeholder names (LABEL_0, ...), or a base that is not a local directory."""
+    """The label names a classifier base's head was trained for (its config.json's id2label: a local directory's,
+    or a hub id's cached one), or None: no such head, or transformers' placeholder names (LABEL_0, ...)."""
     import json
 
+    path = Path(source) / "config.json"
+    if not Path(source).is_dir():  # a hub id: its cached config, if any
+        from huggingface_hub import try_to_load_from_cache
+
+        with contextlib.suppress(ValueError):
+            cached = try_to_load_from_cache(source, "config.json")
+            path = Path(cached) if isinstance(cached, str) else path
     try:
-        config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
         names = [config["id2label"][key] for key in sorted(config["id2label"], key=int)]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -128,8 +136,12 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
     notes = []
     trained_for = _head_labels(source)
     if trained_for and len(trained_for) == len(labels) and trained_for != list(labels):
-        notes.append(f"{source} holds a classification head for other labels ({', '.join(trained_for[:4])}, ...): the "
-                     f"data's ({', '.join(labels[:4])}, ...) train on from its rows in that order")
+        moved = [f"{a} (its row of {b})" for a, b in zip(labels, trained_for, strict=True) if a != b]
+        notes.append(f"{source} holds a classification head for " + (
+            f"the same labels in another order: {', '.join(moved[:4])}{', ...' if len(moved) > 4 else ''} train on "
+            "from another label's row" if set(trained_for) == set(labels) else
+            f"other labels ({', '.join(trained_for[:4])}, ...): the data's ({', '.join(labels[:4])}, ...) train on from "
+            "its rows in that order"))
     try:
         model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, source, **kwargs)
     except RuntimeError as err:  # a classifier's head (an emodist model/, say) for another number of labels

@@ -83,6 +83,8 @@ def _difference(there: dict, expected: dict) -> str:
         if there.get(key) != expected[key]:
             return f"{key} {there.get(key)!r} there, {expected[key]!r} in this spec"
     theirs, ours = _settled(there)["trials"], _settled(expected)["trials"]
+    if sorted(map(str, (t.get("overrides") for t in theirs))) == sorted(map(str, (t["overrides"] for t in ours))):
+        return "the same trials, its parameters in another order: trial names follow that order; keep the one it began with"
     for old, new in zip(theirs, ours, strict=False):
         if old != new:
             changed = sorted(set(new["overrides"]) - set(old.get("overrides") or [])) or new["overrides"]
