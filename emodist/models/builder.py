@@ -67,6 +67,20 @@ def base_identity(source: str) -> str | None:
     return digest.hexdigest()[:16] if files else None
 
 
+def _head_notes(source: str, labels: list[str]) -> list[str]:
+    """What to say of a classifier base whose head was trained for as many labels as the data's, but others (or
+    in another order): its rows train on as the data's labels, in order."""
+    trained_for = _head_labels(source)
+    if not trained_for or len(trained_for) != len(labels) or trained_for == list(labels):
+        return []
+    moved = [f"{a} (its row of {b})" for a, b in zip(labels, trained_for, strict=True) if a != b]
+    return [f"{source} holds a classification head for " + (
+        f"the same labels in another order: {', '.join(moved[:4])}{', ...' if len(moved) > 4 else ''} train on "
+        "from another label's row" if set(trained_for) == set(labels) else
+        f"other labels ({', '.join(trained_for[:4])}, ...): the data's ({', '.join(labels[:4])}, ...) train on from "
+        "its rows in that order")]
+
+
 def _head_labels(source: str) -> list[str] | None:
     """The label names a classifier base's head was trained for (its config.json's id2label: a local directory's,
     or a hub id's cached one), or None: no such head, or transformers' placeholder names (LABEL_0, ...)."""
@@ -133,15 +147,7 @@ def build_model(cfg: ModelConfig, labels: list[str], source: str, device: torch.
             kwargs["device_map"] = {"": device}
     kwargs.update(dtype=DTYPES[cfg.dtype], num_labels=len(labels), id2label=dict(enumerate(labels)),
                   label2id={n: i for i, n in enumerate(labels)}, problem_type="multi_label_classification")
-    notes = []
-    trained_for = _head_labels(source)
-    if trained_for and len(trained_for) == len(labels) and trained_for != list(labels):
-        moved = [f"{a} (its row of {b})" for a, b in zip(labels, trained_for, strict=True) if a != b]
-        notes.append(f"{source} holds a classification head for " + (
-            f"the same labels in another order: {', '.join(moved[:4])}{', ...' if len(moved) > 4 else ''} train on "
-            "from another label's row" if set(trained_for) == set(labels) else
-            f"other labels ({', '.join(trained_for[:4])}, ...): the data's ({', '.join(labels[:4])}, ...) train on from "
-            "its rows in that order"))
+    notes = _head_notes(source, labels)
     try:
         model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, source, **kwargs)
     except RuntimeError as err:  # a classifier's head (an emodist model/, say) for another number of labels

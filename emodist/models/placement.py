@@ -52,33 +52,38 @@ class Placement:
                 + (f", {' and '.join(offload)} offloaded to the host" if offload else ""))
 
 
-def from_accelerate_config(path: str | None, num_processes: int | None = None, num_machines: int | None = None,
-                           device: str = "cuda", precision: str = "bf16") -> Placement:
-    """The Placement an accelerate config file (and the launcher's overrides) starts. None: one process."""
+def _accelerate_settings(path: str) -> dict:
+    """The settings of the accelerate config file `path`; UsageError naming the file (and the key) for one that
+    does not read, is no accelerate config, or counts processes or machines otherwise than in whole numbers."""
     import yaml
 
-    settings: dict = {}
-    if path is not None:
-        try:
-            settings = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as err:
-            raise UsageError(f"--config_file {path}: cannot read it ({err.strerror or err})") from None
-        except UnicodeDecodeError as err:
-            raise UsageError(f"--config_file {path}: not UTF-8 (byte {err.start}): save it as UTF-8") from None
-        except yaml.YAMLError as err:  # its own text spans lines: the line and the problem, on one
-            mark = getattr(err, "problem_mark", None)
-            raise UsageError(f"--config_file {path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
-                             f"({getattr(err, 'problem', None) or type(err).__name__}): fix that line") from None
-        if not isinstance(settings, dict):
-            raise UsageError(f"--config_file {path}: not an accelerate config (a YAML mapping of its settings)")
-        if "distributed_type" not in settings:  # an emodist run config (train:, model:, ...) planned as one process
-            raise UsageError(f"--config_file {path}: not an accelerate config (no distributed_type)"
-                             + (": an emodist run config goes to --config" if {"train", "model", "data"} & set(settings)
-                                else ": name one of accelerate_configs/"))
+    try:
+        settings = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise UsageError(f"--config_file {path}: cannot read it ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"--config_file {path}: not UTF-8 (byte {err.start}): save it as UTF-8") from None
+    except yaml.YAMLError as err:  # its own text spans lines: the line and the problem, on one
+        mark = getattr(err, "problem_mark", None)
+        raise UsageError(f"--config_file {path}{f':{mark.line + 1}' if mark else ''}: not valid YAML "
+                         f"({getattr(err, 'problem', None) or type(err).__name__}): fix that line") from None
+    if not isinstance(settings, dict):
+        raise UsageError(f"--config_file {path}: not an accelerate config (a YAML mapping of its settings)")
+    if "distributed_type" not in settings:  # an emodist run config (train:, model:, ...) planned as one process
+        raise UsageError(f"--config_file {path}: not an accelerate config (no distributed_type)"
+                         + (": an emodist run config goes to --config" if {"train", "model", "data"} & set(settings)
+                            else ": name one of accelerate_configs/"))
     for key in ("num_processes", "num_machines"):
         value = settings.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # -2 planned, 'two' an internal error
             raise UsageError(f"--config_file {path}: {key}: {value!r}: must be a whole number, 1 or more")
+    return settings
+
+
+def from_accelerate_config(path: str | None, num_processes: int | None = None, num_machines: int | None = None,
+                           device: str = "cuda", precision: str = "bf16") -> Placement:
+    """The Placement an accelerate config file (and the launcher's overrides) starts. None: one process."""
+    settings = _accelerate_settings(path) if path is not None else {}
     kind = str(settings.get("distributed_type", "NO")).upper()
     known = ("NO", "MULTI_CPU", "MULTI_GPU", "DEEPSPEED", "FSDP")
     if kind not in known:
