@@ -169,6 +169,7 @@ def test_a_real_size_smoke_base_has_the_real_model_shape(tmp_path):
     assert models.smoke_base_dir(tiny, tmp_path / "run", texts) == tmp_path / "run" / "smoke-base"
 
 
+@pytest.mark.slow  # kept out of CI's 25 minutes; `pytest` runs it
 def test_a_classifier_for_another_number_of_labels_is_a_base_with_a_new_head(smoke_runs):
     """Fine-tuning an emodist model/ (6 labels) on data of 3 was an internal error in from_pretrained."""
     run_dir, _ = smoke_runs("distilbert")

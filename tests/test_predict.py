@@ -431,6 +431,7 @@ def test_an_output_that_is_a_device_is_written_and_never_removed(smoke_runs, tmp
     assert pipe.exists()
 
 
+@pytest.mark.slow  # kept out of CI's 25 minutes; `pytest` runs it
 def test_predictions_read_by_head_end_quietly(smoke_runs, tmp_path):
     """`predict.py MODEL --file texts.txt | head -2`: the reader goes away, and the write failing with
     BrokenPipeError was an internal error (found by review); the listing of train.py ends the same way."""

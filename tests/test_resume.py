@@ -257,6 +257,7 @@ def test_a_scheduler_signal_while_the_model_loads_stops_the_run_after_its_first_
     assert checkpoint.name == "step-1" and checkpoints.read_state(checkpoint)["stopped_by"] == "SIGUSR1"
 
 
+@pytest.mark.slow  # kept out of CI's 25 minutes; `pytest` runs it
 def test_a_signal_while_a_run_that_only_finishes_loads_is_answered_by_what_happens(tmp_path, cache_dir):
     """A run killed while it finished only finishes on --resume auto: a scheduler's signal while it loaded was
     acknowledged as "it stops after its first training step, with a checkpoint", then the run finished and
