@@ -53,24 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if hub.needed_by_export(args.run_dir / "model"):  # the merge loads the adapter's base: probe before
         hub.go_offline_if_unreachable()               # huggingface_hub is imported, which reads it once
-    from emodist import config
     from emodist.serve import export, onnx_export
 
-    if args.max_shard_size is not None and not config.valid_shard_size(args.max_shard_size):
-        raise errors.UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and KB, "
-                                "MB, GB, KiB, MiB or GiB, e.g. 2GB")
-    if args.push_to_hub is not None and not args.push_to_hub.strip():  # an empty variable in a script
-        raise errors.UsageError("--push-to-hub '': give the hub repository, e.g. --push-to-hub me/emotions")
-    for flag, given, what in (("--dry-run", args.dry_run, "shows what --push-to-hub would upload"),
-                              ("--private", args.private, "makes the repository --push-to-hub creates private")):
-        if given and not args.push_to_hub:
-            raise errors.UsageError(f"{flag} {what}: add --push-to-hub REPO_ID")
-    for flag, given in (("--quantize", args.quantize), ("--accept-drift", args.accept_drift)):
-        if given and not args.onnx:
-            raise errors.UsageError(f"{flag} applies to ONNX exports: add --onnx")
-    if args.onnx and (args.merge_dtype or args.max_shard_size):
-        raise errors.UsageError("--merge-dtype and --max-shard-size apply to the safetensors export: an ONNX export "
-                                "is merged in float32 and written as one graph")
+    export.check_flags(args)
     if args.push_to_hub:
         export.check_repo_id(args.push_to_hub)
         if not args.dry_run:

@@ -180,8 +180,8 @@ def not_text(value, argument: bool = False) -> str | None:
     a lone surrogate, which UTF-8 cannot encode: half of a JSON pair escape (\\ud83d without \\ude00), or, in a
     command-line `argument`, a byte that was not UTF-8 (Python keeps it as U+DC80-U+DCFF)."""
     if not isinstance(value, str):
-        shown = repr(value)
-        return f"{type(value).__name__} {shown if len(shown) <= 40 else shown[:37] + '...'}, not a text"
+        written = repr(value)
+        return f"{type(value).__name__} {written if len(written) <= 40 else written[:37] + '...'}, not a text"
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:

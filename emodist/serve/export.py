@@ -153,6 +153,28 @@ def merged_model(summary: dict, model_dir: Path, max_length: int, merge_dtype: s
     return model, tokenizer
 
 
+def check_flags(args) -> None:
+    """UsageError for launch/export.py flags that cannot go together or hold nothing (`args`: its parsed
+    arguments), before any work."""
+    from emodist.config import valid_shard_size
+
+    if args.max_shard_size is not None and not valid_shard_size(args.max_shard_size):
+        raise UsageError(f"--max-shard-size {args.max_shard_size}: not a size: write a whole number and KB, "
+                         "MB, GB, KiB, MiB or GiB, e.g. 2GB")
+    if args.push_to_hub is not None and not args.push_to_hub.strip():  # an empty variable in a script
+        raise UsageError("--push-to-hub '': give the hub repository, e.g. --push-to-hub me/emotions")
+    for flag, given, what in (("--dry-run", args.dry_run, "shows what --push-to-hub would upload"),
+                              ("--private", args.private, "makes the repository --push-to-hub creates private")):
+        if given and not args.push_to_hub:
+            raise UsageError(f"{flag} {what}: add --push-to-hub REPO_ID")
+    for flag, given in (("--quantize", args.quantize), ("--accept-drift", args.accept_drift)):
+        if given and not args.onnx:
+            raise UsageError(f"{flag} applies to ONNX exports: add --onnx")
+    if args.onnx and (args.merge_dtype or args.max_shard_size):
+        raise UsageError("--merge-dtype and --max-shard-size apply to the safetensors export: an ONNX export "
+                         "is merged in float32 and written as one graph")
+
+
 def check_repo_id(repo_id: str) -> None:
     """UsageError unless `repo_id` is a hub repository id (`name` or `namespace/name`), before any work."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
