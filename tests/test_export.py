@@ -236,6 +236,11 @@ def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_p
             f"emodist: error: --output {run_dir / inside}: inside the run's {inside.split('/')[0]}/, which training "
             f"rewrites: choose a path outside it (default {run_dir / 'export'})"]
     assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+    into = stopped / "model" / "v1"  # another run's model/: its finish would replace the export
+    assert error_lines(run_script("export.py", str(run_dir), "--output", str(into))) == [
+        f"emodist: error: --output {into}: inside the run {stopped}'s model/, which training rewrites: choose a path "
+        f"outside it (default {run_dir / 'export'})"]
+    assert not (stopped / "model").exists()
 
 
 @pytest.mark.parametrize(("damage", "message"), [

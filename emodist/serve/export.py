@@ -75,12 +75,19 @@ def staged(out_dir: Path):
 
 
 def check_output(run_dir: Path, out_dir: Path, default: Path) -> None:
-    """UsageError when `out_dir` lies inside the run's model/ or checkpoints/: a finish and every save rewrite
-    them, and an export there would be lost in them."""
-    for managed in ("model", "checkpoints"):
-        if out_dir.resolve().is_relative_to((run_dir / managed).resolve()):
-            raise UsageError(f"--output {out_dir}: inside the run's {managed}/, which training rewrites: choose a "
-                             f"path outside it (default {default})")
+    """UsageError when `out_dir` lies inside the model/ or checkpoints/ of this run or of another one: a finish
+    and every save rewrite them, and an export there would be lost in them."""
+    from emodist.rundir.contract import MARKER
+
+    out, own = out_dir.resolve(), run_dir.resolve()
+    if own.name == "model" and (own.parent / MARKER).is_file():
+        return  # a run's model/ named as the run: finished_run says which directory to name
+    for managed in (out, *out.parents):
+        run = managed.parent
+        if managed.name in ("model", "checkpoints") and (run == own or (run / MARKER).is_file()):
+            whose = "the run's" if run == own else f"the run {run}'s"
+            raise UsageError(f"--output {out_dir}: inside {whose} {managed.name}/, which training rewrites: choose "
+                             f"a path outside it (default {default})")
 
 
 def finished_run(run_dir: Path) -> tuple[dict, object]:
