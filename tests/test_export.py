@@ -4,6 +4,7 @@ scores as launch/predict.py does, its model card, the adapter of a QLoRA run, th
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -419,3 +420,21 @@ def test_the_model_s_files_are_told_from_a_user_s():
              "model.safetensors.index.json", "vocab.txt", "chat_template.jinja"]
     users = ["predictions.jsonl", "NOTES.md", "README.md", "embeddings.bin", "my-model.safetensors"]
     assert model_files(model + users) == model
+
+
+def test_a_finish_keeps_a_readme_of_the_user_s_in_model_and_replaces_its_own(tmp_path):
+    """A LoRA finish writes its card as model/README.md: a second finish (a resumed run) wrote it over the
+    user's own README.md there, lost without a word."""
+    from emodist.serve.model_dir import _replace_model_files
+
+    card = "---\nlibrary_name: peft\n---\n# A LoRA adapter of an emodist run\n"
+    for earlier, stays, kept in (("my notes\n", "my notes\n", ["README.md"]), (card, card, [])):
+        model, new = tmp_path / "model", tmp_path / "model.tmp"
+        for directory, readme, weights in ((model, earlier, b"old"), (new, card, b"new")):
+            directory.mkdir()
+            (directory / "README.md").write_text(readme)
+            (directory / "adapter_model.safetensors").write_bytes(weights)
+        assert _replace_model_files(model, new) == kept
+        assert (model / "README.md").read_text() == stays and not new.exists()
+        assert (model / "adapter_model.safetensors").read_bytes() == b"new"
+        shutil.rmtree(model)

@@ -171,7 +171,11 @@ def _replace_model_files(directory: Path, new: Path) -> list[str]:
     """Put the files of the fresh export `new` in place of the model's files of `directory`, the earlier export
     (its thresholds.json too: the finish writes the new weights' after), and remove `new`; the names of the
     files left in `directory` that emodist did not write. Those stay where they are throughout: a stop part
-    way leaves them, and the final checkpoint exports the model again."""
+    way leaves them, and the final checkpoint exports the model again. A README.md there other than the one
+    written now (a LoRA model's card) is the user's, or a card they edited: it stays, in place of the new card."""
+    card, earlier = new / "README.md", directory / "README.md"
+    if card.is_file() and earlier.is_file() and earlier.read_bytes() != card.read_bytes():
+        card.unlink()
     written = {p.name for p in new.iterdir()}
     for name in {*model_files(p.name for p in directory.iterdir()), *written}:
         target = directory / name
