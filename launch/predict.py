@@ -84,6 +84,7 @@ def predict(args: argparse.Namespace) -> int:
     if not classifier.tuned:
         print(f"emodist: {model_dir} has no {thresholds.FILE}: every label is chosen at probability 0.5 (a run "
               "writes the thresholds it tuned on dev there)", file=sys.stderr)
+    textio.check_format(classifier.labels, args.format, args.top_k)  # before --output is made
     writer = textio.Writer(textio.open_output(args.output), classifier.labels, args.format, args.top_k)
     textio.write_predictions(classifier, inputs, writer)
     return 0

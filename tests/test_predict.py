@@ -222,6 +222,37 @@ def test_options_that_cannot_apply_are_refused_and_texts_may_follow_them(smoke_r
         ".jsonl file (--column names the text column of one)"]
 
 
+def test_labels_a_csv_cannot_tell_from_its_own_columns_are_refused_before_the_output_is_made(smoke_runs, tmp_path):
+    """A label named `text` or `labels`, or holding ";", wrote a CSV whose columns and label lists read two
+    ways: `joy;sad` was one label or two."""
+    run_dir, _ = smoke_runs("distilbert")
+    model = tmp_path / "model"
+    shutil.copytree(run_dir / "model", model)
+    names = {"joy": "text", "love": "love;care"}
+    config_file, thresholds_file = model / "config.json", model / "thresholds.json"
+    config = json.loads(config_file.read_text())
+    config["id2label"] = {i: names.get(label, label) for i, label in config["id2label"].items()}
+    config["label2id"] = {label: int(i) for i, label in config["id2label"].items()}
+    config_file.write_text(json.dumps(config))
+    tuned = json.loads(thresholds_file.read_text())
+    tuned["per_label"] = {names.get(label, label): t for label, t in tuned["per_label"].items()}
+    thresholds_file.write_text(json.dumps(tuned))
+    out = tmp_path / "out.csv"
+    assert error_lines(predict(str(model), "so glad", "--format", "csv", "--output", str(out))) == [
+        "emodist: error: --format csv: this model's label(s) 'text', 'love;care' would read as the CSV's own "
+        "columns (text, labels) or its separators (;): use --format jsonl"]
+    assert not out.exists()
+    result = predict(str(model), "so glad", "--output", str(out))  # JSON lines hold any label
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(out.read_text())["scores"]) == {"anger", "fear", "text", "love;care", "sadness", "surprise"}
+    from emodist.serve import textio
+
+    textio.check_format(["a:b", "top"], "csv")  # "label:score" pairs and a `top` column only with --top-k
+    with pytest.raises(UsageError, match=r"label\(s\) 'a:b', 'top' would read as the CSV's own columns \(text, "
+                                         r"labels, top\) or its separators \(; :\)"):
+        textio.Writer(io.StringIO(), ["a:b", "top"], "csv", top_k=1)
+
+
 def test_a_model_without_thresholds_is_said_to_cut_at_one_half(smoke_runs, tmp_path):
     run_dir, _ = smoke_runs("distilbert")
     model = tmp_path / "model"

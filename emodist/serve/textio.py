@@ -190,12 +190,28 @@ def _jsonl_field(text: str, key: str, source: str) -> list[str]:
     return values
 
 
+def check_format(labels: list[str], fmt: str, top_k: int = 0) -> None:
+    """UsageError when `fmt` cannot write these labels' predictions unambiguously: a CSV names its score columns
+    after the labels beside its own `text`, `labels` (joined by ";") and `top` ("label:score" joined by ";")."""
+    if fmt != "csv":
+        return
+    own = {"text", "labels", *(["top"] if top_k else [])}
+    separators = ";:" if top_k else ";"
+    clash = [label for label in labels if label in own or any(mark in label for mark in separators)]
+    if clash:
+        shown_labels = ", ".join(repr(label) for label in clash[:5]) + (", ..." if len(clash) > 5 else "")
+        raise UsageError(f"--format csv: this model's label(s) {shown_labels} would read as the CSV's own columns "
+                         f"(text, labels{', top' if top_k else ''}) or its separators ({' '.join(separators)}): "
+                         "use --format jsonl")
+
+
 class Writer:
     """Predictions as JSON lines ({"text", "labels", "scores", "top"}) or CSV (text, labels joined by
     ";", one score column per label, "top"), flushed after every chunk so that what is done stays done."""
 
     def __init__(self, stream: TextIO, labels: list[str], fmt: str, top_k: int = 0):
         self.stream, self.labels, self.fmt, self.top_k = stream, labels, fmt, top_k
+        check_format(labels, fmt, top_k)
         self.done = 0
         """Texts whose predictions are written whole (and flushed)."""
         if fmt == "csv":
