@@ -3,7 +3,7 @@ run directory under one sweep directory, all in one wandb group.
 
     python launch/sweep.py SPEC.yaml --local             # the trials one after another, here
     python launch/sweep.py SPEC.yaml --slurm [--wait] [-- SBATCH_ARG ...]   # one SLURM job array
-    python launch/sweep.py SPEC.yaml --list              # the trials and which are finished; runs nothing
+    python launch/sweep.py SPEC.yaml --list              # the trials: finished, at step N, or to run; runs nothing
     python launch/compare.py runs/sweeps/NAME --rank-by dev_tuned.f1_macro  # rank them; the winner's config
 
 The spec format is in emodist/sweep/spec.py (and the README's Sweeps section). Running a sweep again skips its
@@ -54,8 +54,7 @@ def sweep(args: argparse.Namespace, sbatch_args: list[str]) -> int:
     if args.list:
         runner.started(loaded)  # another sweep's directory: its trials are not this spec's to call finished
         for trial in loaded.trials:
-            state = "finished" if runner.finished(loaded, trial) else "to run"
-            print(f"{trial.name:<60} {state:<9} {' '.join(trial.overrides)}")
+            print(f"{trial.name:<60} {runner.state(loaded, trial):<14} {' '.join(trial.overrides)}")
         return 0
     if args.slurm:
         runner.check_slurm()  # before the sweep directory is written

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -280,6 +281,9 @@ def test_a_local_sweep_stopped_keeps_its_trial_resumes_it_skips_finished_ones_an
     assert json.loads((stopped[-1] / "state.json").read_text())["stopped_by"] == "SIGTERM"  # saved, not killed
     assert not (out / "000-loss=bce" / LOCK).exists()  # the trial had ended when the sweep did
     assert not (out / "001-loss=asl").exists()  # the sweep stopped with its trial
+    listed = sweep_script(str(path), "--list", "--output-dir", str(out))  # said "to run" of the stopped trial
+    assert [re.split(r"\s{2,}", line)[:2] for line in listed.stdout.splitlines()] == [
+        ["000-loss=bce", f"at {stopped[-1].name.replace('-', ' ')}"], ["001-loss=asl", "to run"]]
 
     result = sweep_script(str(path), "--local", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]

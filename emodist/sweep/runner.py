@@ -96,6 +96,17 @@ def finished(sweep: Sweep, trial: Trial) -> bool:
     return (sweep.output_dir / trial.name / "summary.json").is_file()
 
 
+def state(sweep: Sweep, trial: Trial) -> str:
+    """What `--list` says of `trial`: finished, stopped at its newest checkpoint's step, or to run."""
+    from emodist.rundir.checkpoints import latest_checkpoint
+    from emodist.rundir.timeline import step_of
+
+    if finished(sweep, trial):
+        return "finished"
+    checkpoint, _ = latest_checkpoint(sweep.output_dir / trial.name, content=False)
+    return f"at step {step_of(checkpoint)}" if checkpoint else "to run"
+
+
 def pending(sweep: Sweep) -> list[Trial]:
     return [trial for trial in sweep.trials if not finished(sweep, trial)]
 
