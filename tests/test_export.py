@@ -348,6 +348,11 @@ def test_the_model_card_names_the_data_loss_and_what_its_scores_were_measured_on
     assert "hf download me/emotions --local-dir emotions" in local and 'predict.py emotions "' in local
     assert 'model = "me/emotions"' in local and 'predict.py THIS_DIRECTORY "' in cards.model_card(summary, cfg, "x")
     assert "measured on the 4-bit model" not in local
+    for precision, said in (("no", ")"), ("bf16", "; measured by the run in bf16 mixed precision: computed in float32, as "
+                                              "`pipeline` does, the scores can differ slightly)"), ("bf16+no", ")"),
+                            ("no+bf16", "; measured by the run in bf16 mixed precision")):  # a LoRA card quoted bf16
+        card = " ".join(cards.model_card({**summary, "mixed_precision": precision}, cfg, "x").split())  # as float32's
+        assert f"## Scores (test split, {summary['test']['num_examples']} examples{said}" in card
     qlora = cards.model_card({**summary, "quantization": "nf4"}, cfg, "x")
     assert f"## Scores (test split, {summary['test']['num_examples']} examples; measured on the 4-bit NF4 model" in qlora
     assert "(QLoRA adapters trained on the 4-bit NF4 base, merged here into the bfloat16 base;" in " ".join(qlora.split())

@@ -138,7 +138,11 @@ def _method(summary: dict, merged_in: str = "bfloat16", adapter_kept: bool = Tru
 def _scored(summary: dict) -> str:
     """What the card's scores were measured on, where that is not the model it publishes."""
     quantization = summary["quantization"]
-    return f"; measured on the {QUANTIZED[quantization]} model as trained, before the merge" if quantization != "none" else ""
+    if quantization != "none":
+        return f"; measured on the {QUANTIZED[quantization]} model as trained, before the merge"
+    last = str(summary.get("mixed_precision") or "no").split("+")[-1]  # the session that scored test
+    return (f"; measured by the run in {last} mixed precision: computed in float32, as `pipeline` does, the scores "
+            "can differ slightly") if last in ("bf16", "fp16") else ""
 
 
 def _loss(train) -> str:
