@@ -187,3 +187,24 @@ def test_the_wandb_summary_flattens_final_metrics_and_per_label_f1():
         "eval/f1_macro": 0.5, "eval/loss": 0.2, "eval/per_label_f1/joy": 0.7, "test/f1_macro": 0.4,
         "test/per_label_f1/joy": 0.6, "perf/train_tokens_per_s": 123.0, "perf/phase_seconds/load": 1.5,
         "train/steps": 7}
+
+
+def test_the_wandb_server_is_the_one_wandb_login_host_set(monkeypatch, tmp_path):
+    """After `wandb login --host https://wandb.example.org` (no WANDB_BASE_URL), runs looked for a key for
+    api.wandb.ai, found none and logged offline, and probed api.wandb.ai instead of the server wandb uses."""
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL", "WANDB_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path))
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine wandb.example.org\n  login user\n  password " + "k" * 40 + "\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert tracking.wandb_server() == "https://api.wandb.ai"  # no settings file
+    assert tracking.resolve_mode("auto")[0] == "offline"  # no key for api.wandb.ai
+    (tmp_path / "settings").write_text("[default]\nbase_url = https://wandb.example.org\nmode = online\n")
+    assert tracking.wandb_server() == "https://wandb.example.org"
+    assert tracking.resolve_mode("auto") == ("online", None)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # the environment comes first, as in wandb
+    assert tracking.wandb_server() == "http://127.0.0.1:9"
+    monkeypatch.delenv("WANDB_BASE_URL")
+    (tmp_path / "settings").write_bytes(b"[default\nbase_url = \xff")  # unreadable: as wandb, read as empty
+    assert tracking.wandb_server() == "https://api.wandb.ai"

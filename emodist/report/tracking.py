@@ -18,6 +18,7 @@ metrics.jsonl, which `download_wandb_group` reads back for `launch/compare.py --
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import json
 import logging
@@ -212,12 +213,28 @@ def has_credentials() -> bool:
     netrc entry for the wandb host (where `wandb login` writes it)."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = urlparse(wandb_server()).hostname
     path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
     try:
         return netrc.netrc(path).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
         return False
+
+
+def wandb_server() -> str:
+    """The wandb server a run logs to, as wandb finds it: WANDB_BASE_URL, else the base_url that `wandb login
+    --host` wrote into wandb's settings file (WANDB_CONFIG_DIR/settings, default ~/.config/wandb/settings),
+    else api.wandb.ai."""
+    if url := os.environ.get("WANDB_BASE_URL"):
+        return url
+    settings = configparser.ConfigParser(interpolation=None)
+    try:
+        settings.read(Path(os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb").expanduser() / "settings",
+                      encoding="utf-8")
+        url = settings.get("default", "base_url", fallback=None)
+    except (configparser.Error, OSError, UnicodeError):  # wandb reads such a file as empty too
+        url = None
+    return url or "https://api.wandb.ai"
 
 
 def run_name(variant: str) -> str:
@@ -232,7 +249,7 @@ def start_wandb(cfg, run_dir: Path, labels: list[str], topology, console: Consol
     mode, notice = resolve_mode(cfg.track.wandb)
     if mode == "off":
         return Tracker()
-    server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    server = wandb_server()
     if mode == "online" and not reachable(server):  # wandb.init would wait 90 s before it gave up
         mode, notice = "offline", (f"the wandb server {urlparse(server).hostname} is unreachable from here: logging "
                                    "offline; upload later with `wandb sync`")
