@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emodist import config
-from emodist.report import telemetry, tracking
+from emodist.report import telemetry, tracking, wandb_access
 from emodist.runtime.errors import UsageError
 
 
@@ -138,7 +138,7 @@ def test_wandb_mode(monkeypatch, tmp_path, setting, env, key, expected):
         monkeypatch.delenv("WANDB_MODE", raising=False)
     else:
         monkeypatch.setenv("WANDB_MODE", env)
-    mode, notice = tracking.resolve_mode(setting)
+    mode, notice = wandb_access.resolve_mode(setting)
     assert (mode, notice is not None) == expected
 
 
@@ -149,11 +149,11 @@ def test_a_wandb_mode_from_the_environment_is_named_as_such_and_a_bad_one_refuse
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "none"))
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert tracking.resolve_mode("auto") == (
+    assert wandb_access.resolve_mode("auto") == (
         "offline", "WANDB_MODE=online but no wandb API key is configured: logging offline instead")
     monkeypatch.setenv("WANDB_MODE", "bogus")
     with pytest.raises(UsageError) as refused:
-        tracking.resolve_mode("auto")
+        wandb_access.resolve_mode("auto")
     assert str(refused.value) == ("WANDB_MODE=bogus: not a wandb mode: set it to online, offline or disabled, or unset "
                                   "it (track.wandb, or --wandb, chooses then)")
 
@@ -198,13 +198,13 @@ def test_the_wandb_server_is_the_one_wandb_login_host_set(monkeypatch, tmp_path)
     netrc = tmp_path / "netrc"
     netrc.write_text("machine wandb.example.org\n  login user\n  password " + "k" * 40 + "\n")
     monkeypatch.setenv("NETRC", str(netrc))
-    assert tracking.wandb_server() == "https://api.wandb.ai"  # no settings file
-    assert tracking.resolve_mode("auto")[0] == "offline"  # no key for api.wandb.ai
+    assert wandb_access.wandb_server() == "https://api.wandb.ai"  # no settings file
+    assert wandb_access.resolve_mode("auto")[0] == "offline"  # no key for api.wandb.ai
     (tmp_path / "settings").write_text("[default]\nbase_url = https://wandb.example.org\nmode = online\n")
-    assert tracking.wandb_server() == "https://wandb.example.org"
-    assert tracking.resolve_mode("auto") == ("online", None)
+    assert wandb_access.wandb_server() == "https://wandb.example.org"
+    assert wandb_access.resolve_mode("auto") == ("online", None)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # the environment comes first, as in wandb
-    assert tracking.wandb_server() == "http://127.0.0.1:9"
+    assert wandb_access.wandb_server() == "http://127.0.0.1:9"
     monkeypatch.delenv("WANDB_BASE_URL")
     (tmp_path / "settings").write_bytes(b"[default\nbase_url = \xff")  # unreadable: as wandb, read as empty
-    assert tracking.wandb_server() == "https://api.wandb.ai"
+    assert wandb_access.wandb_server() == "https://api.wandb.ai"

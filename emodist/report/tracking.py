@@ -18,11 +18,9 @@ metrics.jsonl, which `download_wandb_group` reads back for `launch/compare.py --
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import json
 import logging
-import netrc
 import os
 import queue
 import shutil
@@ -32,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from emodist.report.console import Console
+from emodist.report.wandb_access import has_credentials, resolve_mode, wandb_server
 from emodist.runtime.errors import UsageError
 from emodist.runtime.hub import reachable
 from emodist.scoring.metrics import HEADLINE
@@ -180,61 +179,6 @@ def summary_metrics(summary: dict) -> dict:
             out.update({f"perf/{key}/{k}": v for k, v in value.items()})
     out["train/steps"] = summary.get("train", {}).get("steps")
     return out
-
-
-WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "off")
-"""The WANDB_MODE values wandb (and emodist: `off`) reads; another one failed deep inside wandb's settings."""
-
-
-def resolve_mode(setting: str) -> tuple[str, str | None]:
-    """(online | offline | off, a notice line or None) for track.wandb=`setting`; UsageError for a WANDB_MODE
-    that is no wandb mode (checked at the start of a run: `lifecycle.Run.setup`)."""
-    env = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env and env not in WANDB_MODES:
-        raise UsageError(f"WANDB_MODE={os.environ['WANDB_MODE']}: not a wandb mode: set it to online, offline or "
-                         "disabled, or unset it (track.wandb, or --wandb, chooses then)")
-    said = "track.wandb=online"
-    if setting == "auto" and env:
-        if env in ("disabled", "off"):
-            return "off", None
-        setting, said = ("offline" if env in ("offline", "dryrun") else "online"), f"WANDB_MODE={env}"
-    if setting == "auto":
-        setting = "online" if has_credentials() else "offline"
-        if setting == "offline":
-            return "offline", ("no wandb API key (WANDB_API_KEY or `wandb login`): logging offline; "
-                               "upload later with `wandb sync`")
-    if setting == "online" and not has_credentials():
-        return "offline", f"{said} but no wandb API key is configured: logging offline instead"
-    return setting, None
-
-
-def has_credentials() -> bool:
-    """Whether wandb would find an API key without prompting: WANDB_API_KEY, an identity token file, or a
-    netrc entry for the wandb host (where `wandb login` writes it)."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    host = urlparse(wandb_server()).hostname
-    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
-    try:
-        return netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def wandb_server() -> str:
-    """The wandb server a run logs to, as wandb finds it: WANDB_BASE_URL, else the base_url that `wandb login
-    --host` wrote into wandb's settings file (WANDB_CONFIG_DIR/settings, default ~/.config/wandb/settings),
-    else api.wandb.ai."""
-    if url := os.environ.get("WANDB_BASE_URL"):
-        return url
-    settings = configparser.ConfigParser(interpolation=None)
-    try:
-        settings.read(Path(os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb").expanduser() / "settings",
-                      encoding="utf-8")
-        url = settings.get("default", "base_url", fallback=None)
-    except (configparser.Error, OSError, UnicodeError):  # wandb reads such a file as empty too
-        url = None
-    return url or "https://api.wandb.ai"
 
 
 def run_name(variant: str) -> str:

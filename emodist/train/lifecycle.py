@@ -31,7 +31,7 @@ from emodist.data import sampling
 from emodist.models import BuiltModel, memory
 from emodist.models.placement import Target
 from emodist.models.shapes import model_shapes
-from emodist.report import telemetry, tracking
+from emodist.report import telemetry, tracking, wandb_access
 from emodist.report.console import Console
 from emodist.rundir import checkpoints, contract
 from emodist.rundir.lock import LOCK
@@ -83,7 +83,7 @@ class Lifecycle:
         cfg = self.cfg
         process.quiet_libraries()
         telemetry.peak_override()  # read at the end of the run: a typo there is refused now
-        tracking.resolve_mode(cfg.track.wandb)  # read once the model is loaded: a bad WANDB_MODE is refused now
+        wandb_access.resolve_mode(cfg.track.wandb)  # read once the model is loaded: a bad WANDB_MODE is refused now
         with self.phases.measure("load"):
             accelerator = self.accelerator = make_accelerator(cfg)
             topology = distributed.Topology.of(accelerator)
