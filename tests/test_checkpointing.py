@@ -356,3 +356,18 @@ def test_a_state_holding_nan_matches_its_digest_once_written():
 
     assert _digest({"last_loss": float("nan"), "perf": [1.0, float("inf")]}) == _digest(
         {"last_loss": None, "perf": [1.0, None]})
+
+
+def test_a_free_name_replaces_nothing_that_is_there(tmp_path):
+    """Where checkpoints, a run or a summary are moved aside: a second move within the same second, or a link
+    left at the name (even one to nothing), must not be replaced."""
+    from emodist.runtime.files import free_name
+
+    def numbered(number):
+        return tmp_path / f"x-{number}"
+
+    assert free_name(tmp_path / "x", numbered) == tmp_path / "x"
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x-2").symlink_to(tmp_path / "nothing")  # a dangling link: exists() says False
+    (tmp_path / "x-3").write_text("")
+    assert free_name(tmp_path / "x", numbered) == tmp_path / "x-4"

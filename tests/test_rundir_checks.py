@@ -114,7 +114,7 @@ def test_moving_aside_twice_in_one_second_takes_a_free_name(tmp_path):
     second.rename(first)
     (first / "x").write_text("second")
     again = contract.move_aside(first)
-    assert again != aside and again.name.startswith(aside.name) and again.name.endswith("-1")
+    assert again != aside and again.name == f"{aside.name}-2"
     assert (again / "x").read_text() == "second" and not first.exists()
 
 
@@ -385,15 +385,15 @@ def test_truncating_metrics_reads_past_bytes_that_are_not_utf8(tmp_path):
     assert metrics.read_text(encoding="utf-8") == '{"step": 1, "note": "caf\ufffd"}\n'
 
 
-def test_moving_aside_gives_up_after_100_names_in_one_second(tmp_path, monkeypatch):
+def test_moving_aside_after_100_names_in_one_second_takes_the_next_and_replaces_none(tmp_path, monkeypatch):
+    """It gave up at 100 names, refusing --overwrite; nothing is replaced either way."""
     monkeypatch.setattr(contract.time, "strftime", lambda _: "20261203-120000")
     (tmp_path / "run").mkdir()
-    for attempt in range(100):
-        (tmp_path / ("run.replaced-20261203-120000" + (f"-{attempt}" if attempt else ""))).mkdir()
-    with pytest.raises(UsageError) as error:
-        contract.move_aside(tmp_path / "run")
-    assert str(error.value) == f"--overwrite: could not find a free name beside {tmp_path / 'run'} to move it to"
-    assert (tmp_path / "run").is_dir()
+    taken = [tmp_path / ("run.replaced-20261203-120000" + (f"-{number}" if number > 1 else "")) for number in range(1, 101)]
+    for path in taken:
+        path.mkdir()
+    assert contract.move_aside(tmp_path / "run") == tmp_path / "run.replaced-20261203-120000-101"
+    assert not (tmp_path / "run").exists() and all(path.is_dir() and not any(path.iterdir()) for path in taken)
 
 
 def test_a_run_directory_that_cannot_be_moved_aside_is_refused_in_one_line(tmp_path, monkeypatch):

@@ -40,6 +40,7 @@ from emodist.config import RunConfig
 from emodist.rundir import checkpoints, timeline
 from emodist.rundir.lock import LOCK, RunLock
 from emodist.runtime.errors import UsageError
+from emodist.runtime.files import free_name
 
 MARKER = ".emodist-run"
 """Written into every run directory emodist makes: its files are emodist's own."""
@@ -92,11 +93,7 @@ class Run:
 def _unused(path: Path) -> Path:
     """`path` if nothing is there, else the first free `NAME.2.json`, `NAME.3.json`, ...: a run rewound twice
     to before one step keeps both summaries it replaced."""
-    candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.stem}.{number}{path.suffix}")
-    return candidate
+    return free_name(path, lambda number: path.with_name(f"{path.stem}.{number}{path.suffix}"))
 
 
 def open_run(cfg: RunConfig, accelerator, labels: list[str], topology: dict, overwrite: bool = False,
@@ -327,17 +324,14 @@ ASIDE = ".replaced-"
 
 def move_aside(path: Path) -> Path:
     """Rename `path` to a sibling `<name>.replaced-<time>` that does not exist yet; return it."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for attempt in range(100):
-        aside = path.with_name(f"{path.name}{ASIDE}{stamp}" + (f"-{attempt}" if attempt else ""))
-        if not aside.exists():
-            try:
-                os.rename(path, aside)
-            except OSError as err:  # a mount point (EBUSY), a parent that is not writable
-                raise UsageError(f"--overwrite: cannot move {path} aside to {aside.name} ({err.strerror}): nothing "
-                                 "was changed; choose a new --output-dir, or move or empty it yourself") from None
-            return aside
-    raise UsageError(f"--overwrite: could not find a free name beside {path} to move it to")
+    name = f"{path.name}{ASIDE}{time.strftime('%Y%m%d-%H%M%S')}"
+    aside = free_name(path.with_name(name), lambda number: path.with_name(f"{name}-{number}"))
+    try:
+        os.rename(path, aside)
+    except OSError as err:  # a mount point (EBUSY), a parent that is not writable
+        raise UsageError(f"--overwrite: cannot move {path} aside to {aside.name} ({err.strerror}): nothing was "
+                         "changed; choose a new --output-dir, or move or empty it yourself") from None
+    return aside
 
 
 def _remove(run_dir: Path, names) -> None:

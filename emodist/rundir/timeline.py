@@ -21,7 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
-from emodist.runtime.files import write_text_atomic
+from emodist.runtime.files import free_name, write_text_atomic
 
 STATE_FILE = "state.json"
 """What a complete checkpoint holds besides accelerate's files: written last, before its rename into place."""
@@ -55,11 +55,8 @@ def set_aside_after(root: Path, step: int) -> Path | None:
     later = [p for p in _checkpoints(root) if step_of(p) > step]
     if not later:
         return None
-    aside = root / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
-    number = 1
-    while aside.exists():  # a second rewind within the same second
-        number += 1
-        aside = root / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}-{number}"
+    name = f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside = free_name(root / name, lambda number: root / f"{name}-{number}")  # a second rewind within a second
     aside.mkdir()
     for checkpoint in later:
         checkpoint.rename(aside / checkpoint.name)

@@ -1,6 +1,6 @@
-"""Files written the way a long run needs them: JSON written whole or not at all, modes that follow the
-umask (safetensors ignores it), a file's SHA-256, and the cache directory for what can be rebuilt (tokenized
-splits, smoke bases)."""
+"""Files written the way a long run needs them: JSON written whole or not at all, free names to move things
+aside to, modes that follow the umask (safetensors ignores it), a file's SHA-256, and the cache directory for
+what can be rebuilt (tokenized splits, smoke bases)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,16 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:  # a full disk, a Ctrl-C: no half-written temporary file stays beside it
         tmp.unlink(missing_ok=True)
         raise
+
+
+def free_name(path: Path, numbered) -> Path:
+    """`path` when nothing is there (not even a dangling link), else the first free `numbered(2)`,
+    `numbered(3)`, ...: where a file or directory is moved aside, nothing that is already there is replaced."""
+    number, candidate = 1, path
+    while os.path.lexists(candidate):
+        number += 1
+        candidate = numbered(number)
+    return candidate
 
 
 def umask() -> int:
