@@ -243,6 +243,23 @@ def test_a_reader_of_the_output_that_goes_away_costs_the_printing_not_the_run(tm
     assert_no_noise(stderr)
 
 
+def test_a_full_disk_under_the_output_costs_the_printing_not_the_run(tmp_path, cache_dir):
+    """`train.py ... > log` with log's disk full (/dev/full here): the run stopped with "no space left on the disk
+    of <the run>", whose disk had room, losing the steps since its checkpoint; a finished run exited 74 too."""
+    from conftest import launch_command, read_summary
+
+    run_dir = tmp_path / "run"
+    command, environ = launch_command(*SMOKE, "--output-dir", str(run_dir), accelerate=False)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(command, cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, env=environ,
+                                timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("emodist: warning: standard output's file cannot grow (its disk is full or over quota): the run goes on "
+            "without printing; metrics.jsonl holds every record") in result.stderr
+    assert read_summary(run_dir)["train"]["steps"] == 40 and (run_dir / "model" / "config.json").is_file()
+    assert_no_noise(result.stderr)
+
+
 def test_a_disk_that_fills_between_checkpoints_names_the_run_and_how_to_go_on(small_disk, cache_dir):
     """metrics.jsonl's write failed with "no space left on a disk this command writes to ... then run again", which
     named no directory and no checkpoint, and a plain run again is refused: the directory holds a run."""

@@ -70,16 +70,26 @@ class _Terminal(RichConsole):
         try:
             super()._check_buffer()
         except OSError as err:  # EIO: the terminal hung up (the SIGHUP's own handler may come after this write)
-            if err.errno != errno.EIO:
+            if err.errno in FULL:  # `> log` on a full disk: the run's own disk may have room to spare
+                self._drop_stdout("standard output's file cannot grow (its disk is full or over quota)")
+            elif err.errno == errno.EIO:
+                self.on_broken_pipe()
+            else:
                 raise
-            self.on_broken_pipe()
 
     def on_broken_pipe(self) -> None:
+        self._drop_stdout("standard output is gone (the program that read it ended)")
+
+    def _drop_stdout(self, why: str) -> None:
         self.quiet = True
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # print() and the exit's flush too
         with contextlib.suppress(OSError):
-            sys.stderr.write("emodist: warning: standard output is gone (the program that read it ended): the run goes "
-                             "on without printing; metrics.jsonl holds every record\n")
+            sys.stderr.write(f"emodist: warning: {why}: the run goes on without printing; metrics.jsonl holds every "
+                             "record\n")
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""A write to a file that cannot grow."""
 
 
 class Console:
