@@ -224,6 +224,17 @@ def test_plan_prints_the_table_and_a_verdict_offline():
     assert "per process of 11.2 GiB of --gpu-memory 12GB" in result.stdout
 
 
+def test_a_terminal_of_no_width_still_gets_the_plan_and_its_verdict():
+    """COLUMNS=0 (a container's unsized terminal): plan printed nothing, exit 0, and training nothing on stdout."""
+    for columns in ("0", "1"):
+        result = subprocess.run([sys.executable, str(ROOT / "launch" / "plan.py"), "--variant", "mistral-qlora",
+                                 "--gpu-memory", "12GB"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                                env={**os.environ, "COLUMNS": columns})
+        assert result.returncode == 0, result.stderr
+        assert "base weights" in result.stdout and result.stdout.strip().splitlines()[-1].startswith("fits: ")
+        assert max(map(len, result.stdout.splitlines())) == 80
+
+
 def test_plan_as_json_says_what_does_not_fit_and_what_to_change():
     result = plan("--variant", "mistral-lora", "--gpu-memory", "12GiB", "--json")
     assert result.returncode == 0, result.stderr

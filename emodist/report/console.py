@@ -92,10 +92,17 @@ FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 """A write to a file that cannot grow."""
 
 
+def terminal() -> _Terminal:
+    """The console standard output is printed through. COLUMNS under 20 (a container reports 0 for a terminal it
+    has not sized) cut every line rich prints to nothing, or to a character: it prints 80 columns then."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    return _Terminal(highlight=False, width=80 if columns.isdigit() and int(columns) < 20 else None)
+
+
 class Console:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
-        self.rich = _Terminal(highlight=False)
+        self.rich = terminal()
         self._progress: Progress | None = None
         self._plan: _Plan | None = None
 

@@ -11,11 +11,12 @@ from rich.table import Table
 from emodist.models import memory
 from emodist.models.memory import MemoryPlan
 from emodist.models.placement import Target
+from emodist.report.console import terminal
 from emodist.runtime.errors import format_bytes
 
 
 def show(planned: MemoryPlan, target: Target, advice: list[dict], console: RichConsole | None = None) -> None:
-    console = console or RichConsole(highlight=False)
+    console = console or terminal()
     p = planned.placement
     table = Table(title=f"Memory plan per process · {planned.model} · {p.describe()}", title_justify="left")
     table.add_column("part")
