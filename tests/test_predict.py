@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -479,3 +480,23 @@ def test_predictions_read_by_head_end_quietly(smoke_runs, tmp_path):
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_an_output_in_another_encoding_or_closed_streams_are_handled_in_one_line(smoke_runs):
+    """PYTHONIOENCODING=ascii (or a latin-1 locale) ended predict, plan and even a finished training run as
+    internal errors (exit 70) at the first character it could not encode; `<&-` and `>&-` too."""
+    run_dir, _ = smoke_runs("distilbert")
+    script, environ = str(ROOT / "launch" / "predict.py"), {**os.environ, "PYTHONIOENCODING": "ascii"}
+    result = subprocess.run([sys.executable, script, str(run_dir), "héllo 😂"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300, env=environ)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["text"] == "héllo 😂"  # JSON's own escapes: the stream's (\xe9) are not JSON
+    plan = subprocess.run([sys.executable, str(ROOT / "launch" / "plan.py"), "--variant", "distilbert"],
+                          capture_output=True, cwd=ROOT, timeout=300, env=environ)
+    assert plan.returncode == 0 and b"fits: " in plan.stdout, plan.stderr[-3000:]
+    for closed, said in (("<&-", "standard input is closed: give texts as arguments, with --file, or on standard "
+                                 "input"),
+                         ('"so glad" >&-', "standard output is closed: name a file for the predictions with --output")):
+        shell = subprocess.run(["bash", "-c", f"exec {sys.executable} {script} {run_dir} {closed}"], capture_output=True,
+                               text=True, cwd=ROOT, timeout=300)
+        assert error_lines(shell) == [f"emodist: error: {said}"]

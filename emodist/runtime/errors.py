@@ -35,6 +35,7 @@ Exit codes of every entry script (launch/*.py); a launcher such as torchrun repo
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import json
@@ -231,6 +232,7 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
     `traceback_dir`: where an internal error writes its traceback (e.g. the run directory, once known);
     a temporary directory otherwise. `interrupted`: what a Ctrl-C that reaches it says.
     """
+    printable_streams()
     try:
         return body()
     except Preempted as stopped:
@@ -258,6 +260,16 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
         if type(err) is Exception and "No space left" in str(err):  # tokenizers' own for ENOSPC: a bare Exception
             return report(no_space(OSError(errno.ENOSPC, str(err))))
         return internal_error(err, traceback_dir())
+
+
+def printable_streams() -> None:
+    """Standard output and error in an encoding that cannot write every character (PYTHONIOENCODING=ascii, a
+    latin-1 locale) write the others as escapes: a label, a path or the banner's `·` ended the command as an
+    internal error, a finished run among them."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, LookupError, TypeError, ValueError):  # not a text stream of io's
+            if codecs.lookup(stream.encoding).name != "utf-8":
+                stream.reconfigure(errors="backslashreplace")
 
 
 def internal_error(err: BaseException, directory: Path | None) -> int:

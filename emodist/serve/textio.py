@@ -5,6 +5,7 @@ CSV, flushed chunk by chunk.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
@@ -76,6 +77,8 @@ def read_texts(path: str | None, column: str = "text") -> Texts:
     a missing column."""
     source = "<stdin>" if path in (None, "-") else path
     if source == "<stdin>":
+        if sys.stdin is None:  # `<&-`: Python has no stream for it
+            raise UsageError("standard input is closed: give texts as arguments, with --file, or on standard input")
         raw = sys.stdin.buffer.read()
     else:
         try:
@@ -212,6 +215,10 @@ class Writer:
     def __init__(self, stream: TextIO, labels: list[str], fmt: str, top_k: int = 0):
         self.stream, self.labels, self.fmt, self.top_k = stream, labels, fmt, top_k
         check_format(labels, fmt, top_k)
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        self.ascii = codecs.lookup(encoding).name != "utf-8"
+        """JSON escapes what the stream cannot hold (standard output under PYTHONIOENCODING=ascii): valid JSON
+        all the same, where the stream's own escapes (`\\xe9`) are not."""
         self.done = 0
         """Texts whose predictions are written whole (and flushed)."""
         if fmt == "csv":
@@ -231,7 +238,7 @@ class Writer:
                 record = {"text": text, "labels": chosen, "scores": scores}
                 if self.top_k:
                     record["top"] = [{"label": name, "score": p} for name, p in top]
-                self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self.stream.write(json.dumps(record, ensure_ascii=self.ascii) + "\n")
         self.stream.flush()
         self.done += len(texts)
         self.kept = self.stream.tell() if self.stream.seekable() else 0
@@ -257,6 +264,8 @@ def open_output(path: str | None) -> TextIO:
     """Standard output for None, else the new file `path` (an existing file is refused: nothing is overwritten),
     or a device or pipe that exists (/dev/stdout, a named pipe)."""
     if path is None:
+        if sys.stdout is None:  # `>&-`: the predictions would go nowhere
+            raise UsageError("standard output is closed: name a file for the predictions with --output")
         return sys.stdout
     with contextlib.suppress(OSError, ValueError, AttributeError):  # /dev/stdout is standard output, wherever it goes
         if os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno())):
