@@ -135,3 +135,13 @@ def test_an_unreachable_wandb_server_is_seen_before_wandb_waits_for_it(tmp_path)
            "`wandb sync`" in result.stdout
     assert "online failed" not in result.stdout  # what wandb's own failure, 90 s later, printed
     assert [r["train/loss"] for r in wandb_run(tmp_path / "run")["history"]] == [0.5]
+
+
+def test_a_wandb_mode_in_capitals_is_the_mode(tmp_path):
+    """WANDB_MODE=OFFLINE: emodist read it as offline, wandb refused it (lower case only) in a 4-line warning, and
+    the run went untracked without a word more."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"WANDB_MODE": "OFFLINE"}
+    result = tracked_run(tmp_path / "run", "auto", env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tracking is off" not in result.stdout + result.stderr and "ValidationError" not in result.stderr
+    assert [r["train/loss"] for r in wandb_run(tmp_path / "run")["history"]] == [0.5]

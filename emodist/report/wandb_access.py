@@ -26,6 +26,8 @@ def resolve_mode(setting: str) -> tuple[str, str | None]:
     if env and env not in WANDB_MODES:
         raise UsageError(f"WANDB_MODE={os.environ['WANDB_MODE']}: not a wandb mode: set it to online, offline or "
                          "disabled, or unset it (track.wandb, or --wandb, chooses then)")
+    if env:  # wandb reads it too, in lower case only: `ONLINE` turned tracking off after this said online
+        os.environ["WANDB_MODE"] = env
     said = "track.wandb=online"
     if setting == "auto" and env:
         if env in ("disabled", "off"):
