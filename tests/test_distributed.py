@@ -261,6 +261,23 @@ def test_fsdp_without_cuda_is_refused_in_one_line(tmp_path, cache_dir):
         "multi_gpu.yaml for DDP"]
 
 
+def test_a_distributed_launch_s_variables_left_in_the_shell_are_named_in_one_line(tmp_path, cache_dir):
+    """`WORLD_SIZE=2 python launch/train.py ...` (an exported variable of an earlier job) and a LOCAL_WORLD_SIZE that
+    is no number were internal errors, "a bug in emodist"."""
+    run_dir = tmp_path / "run"
+    for variables, said in (({"WORLD_SIZE": "2"}, (
+            "emodist: error: a distributed launch's variables are set (WORLD_SIZE=2), but it does not start "
+            "(accelerate: Tried to launch on distributed with multinode, but `MASTER_ADDR` env was not set, please try "
+            "exporting rank 0's hostname as `MASTER_ADDR`): start it with accelerate launch (or torchrun), or unset "
+            "them to train in one process")), ({"LOCAL_WORLD_SIZE": "abc"}, (
+            "emodist: error: LOCAL_WORLD_SIZE=abc: not a whole number (a launcher sets it to the processes on this "
+            "node): unset it, or start the run with accelerate launch"))):
+        result = launch("--variant", "distilbert", "--smoke", "--output-dir", str(run_dir), accelerate=False,
+                        env=variables)
+        assert error_lines(result) == [said] and result.returncode == 2
+        assert not run_dir.exists()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP needs two CUDA devices")
 def test_fsdp_on_gpus(tmp_path, cache_dir):

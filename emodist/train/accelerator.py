@@ -16,16 +16,29 @@ from emodist.runtime import process
 from emodist.runtime.errors import UsageError
 from emodist.train import distributed
 
+LAUNCHER_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+"""What torchrun and accelerate launch set for each process of a distributed run."""
+
 
 def make_accelerator(cfg: RunConfig) -> Accelerator:
     """The Accelerator for `cfg` under the launcher's topology: precision resolved for the hardware,
     accumulation derived, the support matrix checked, DeepSpeed's "auto" values filled. The process-wide
     settings that depend on the device chosen here (threads, seeds; the allocator once the model is loaded) are
     `runtime.process.for_training` and `for_steps`."""
-    accelerator = Accelerator(mixed_precision=resolve_precision(cfg),
-                              # pinned host batches (see `setup`) copy to a GPU without stalling the host
-                              dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
-                              **distributed.accelerator_kwargs())
+    precision = resolve_precision(cfg)
+    stray = [f"{name}={os.environ[name]}" for name in LAUNCHER_VARIABLES if name in os.environ]  # accelerate adds some
+    try:
+        accelerator = Accelerator(mixed_precision=precision,
+                                  # pinned host batches (see `setup`) copy to a GPU without stalling the host
+                                  dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
+                                  **distributed.accelerator_kwargs())
+    except (ValueError, KeyError) as err:  # accelerate reads a distributed launch from these, however they came
+        if not stray:
+            raise
+        said = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise UsageError(f"a distributed launch's variables are set ({', '.join(stray)}), but it does not start "
+                         f"(accelerate: {said}): start it with accelerate launch (or torchrun), or unset them to "
+                         "train in one process") from None
     accelerator.gradient_accumulation_steps = cfg.train.gradient_accumulation_steps(accelerator.num_processes)
     distributed.check_support(cfg, distributed.Topology.of(accelerator))
     distributed.fill_deepspeed_config(cfg, accelerator)

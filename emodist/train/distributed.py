@@ -113,8 +113,14 @@ class Topology:
     @classmethod
     def of(cls, accelerator) -> Topology:
         kind = accelerator.distributed_type.value
-        local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
-                    or accelerator.num_processes)
+        local = accelerator.num_processes
+        for name in ("LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+            if value := os.environ.get(name, "").strip():
+                if not value.isdigit():
+                    raise UsageError(f"{name}={value}: not a whole number (a launcher sets it to the processes on "
+                                     "this node): unset it, or start the run with accelerate launch")
+                local = int(value)
+                break
         nodes = max(1, accelerator.num_processes // max(local, 1))
         plugin = accelerator.state.deepspeed_plugin
         if plugin is None:
