@@ -523,3 +523,45 @@ def test_a_fork_killed_before_its_first_checkpoint_starts_again_from_what_it_for
     assert line.endswith("): nothing was changed; fork another checkpoint (--resume PATH), or pass --overwrite to "
                          "start afresh")
     assert snapshot(gone) == before
+
+
+def test_a_run_directory_moved_while_it_trains_stops_the_run_instead_of_splitting_it(tmp_path, cache_dir):
+    """`mv runs/a runs/a-old` during training: the next save made runs/a again and went on there, and a new run
+    started at runs/a was mixed with it (its checkpoints replaced, its summary written over; found by a new user)."""
+    from conftest import launch_command
+
+    run_dir, moved = tmp_path / "a", tmp_path / "a-old"
+    command, environ = launch_command(*SMOKE, "--output-dir", str(run_dir), "train.max_steps=2000",
+                                      "train.epochs=1000", "train.save_every_steps=20", "train.eval_every_steps=1000",
+                                      accelerate=False)
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "step-20").is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    run_dir.rename(moved)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == errors.EXIT_USAGE, stderr[-3000:]
+    [line] = [line for line in stderr.splitlines() if line.startswith("emodist: error:")]
+    assert line.startswith(f"emodist: error: {run_dir}: it is gone (moved, renamed or deleted) while this run "
+                           "trained: it stops at step ")
+    assert line.endswith("and writes nothing more there (the steps since its last checkpoint are lost): continue it "
+                         "where its directory is now, with --output-dir naming it and --resume auto")
+    assert not run_dir.exists()  # not made again
+    assert (moved / "checkpoints" / "step-20" / "state.json").is_file() and not (moved / "summary.json").exists()
+
+
+def test_a_lock_says_when_its_directory_is_no_longer_its_launch_s(tmp_path):
+    lock = contract.RunLock.acquire(tmp_path / "a", notify=lambda line: None)
+    try:
+        assert lock.lost() is None
+        (tmp_path / "a").rename(tmp_path / "a-old")
+        assert lock.lost() == "it is gone (moved, renamed or deleted)"
+        (tmp_path / "a").mkdir()  # something else made there since
+        assert lock.lost() == "its lock (.emodist-lock) is gone: the directory was moved, renamed or replaced"
+        other = contract.RunLock.acquire(tmp_path / "a", notify=lambda line: None)  # a new run started there
+        assert lock.lost().startswith(f"another launch holds it now (pid {os.getpid()} on ")
+        other.release()
+    finally:
+        lock.release()
+    assert (tmp_path / "a-old" / ".emodist-lock").exists()  # not its path any more: left for a resume to take over

@@ -87,6 +87,19 @@ class RunLock:
             with contextlib.suppress(OSError):  # the directory went away (moved aside): nothing holds it
                 self.path.unlink()
 
+    def lost(self) -> str | None:
+        """Why the run directory is no longer this launch's (None while it is): its lock is gone, or is another
+        launch's. A directory moved or renamed while it trained was made again at its path by the next save,
+        which then mixed its checkpoints with those of a new run started there."""
+        holder = _read_holder(self.path)
+        if holder.get("token") == self.token:
+            return None
+        if not self.path.parent.exists():
+            return "it is gone (moved, renamed or deleted)"
+        if not holder:
+            return f"its lock ({LOCK}) is gone: the directory was moved, renamed or replaced"
+        return f"another launch holds it now ({_describe(holder)}): the directory was moved, renamed or replaced"
+
     def _beat(self) -> None:
         while not self._stop.wait(self.HEARTBEAT_S):
             try:

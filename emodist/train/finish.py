@@ -43,6 +43,7 @@ def finish(s: Session, built: BuiltModel, data: data_mod.EmotionData) -> dict:
     test_tuned = evaluation.score(test_logits, test_targets, s.labels, cut)
     log_scores(s, "dev_tuned", dev_tuned)
     log_scores(s, "test_tuned", test_tuned)
+    saving.check_in_place(s)  # the final checkpoint checked it, but the evaluations took a while
     with s.phases.measure("save"):
         kept = model_dir.export_model(s.accelerator, s.model, built.tokenizer, s.run_dir / "model", s.cfg)
     summary = summarize(s, built, data, dev, test, perf_totals(s, built))

@@ -76,7 +76,21 @@ def progress(s: Session) -> dict:
     }
 
 
+def check_in_place(s: Session) -> None:
+    """Every rank, before anything is saved: UsageError when the run directory is no longer this launch's
+    (`RunLock.lost`); nothing more is written at its path, where another run may have started."""
+    from accelerate.utils import broadcast_object_list
+
+    why = [s.run.lock.lost() if s.accelerator.is_main_process and s.run.lock is not None else None]
+    broadcast_object_list(why)
+    if why[0]:
+        raise UsageError(f"{s.run_dir}: {why[0]} while this run trained: it stops at step {s.step} and writes nothing "
+                         "more there (the steps since its last checkpoint are lost): continue it where its directory "
+                         "is now, with --output-dir naming it and --resume auto")
+
+
 def save(s: Session) -> Path:
+    check_in_place(s)
     best_step = s.best["step"] if s.best else None
     with s.phases.measure("save"), s.meter.paused():
         return checkpoints.save_checkpoint(s.accelerator, s.run_dir, progress(s), s.cfg.train.keep_last_checkpoints,
