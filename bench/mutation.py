@@ -59,9 +59,8 @@ MODULES = {
               "runtime/files.py": ["cache_root"]}),
     # completeness and fingerprints (saving and loading need a launch: tests/test_resume.py)
     "checkpointing": (["tests/test_checkpointing.py", "tests/test_fuzz.py", "tests/test_rundir_checks.py"],
-                      {"rundir/timeline.py": None, "rundir/checkpoints.py": ["read_state", "unusable", "latest_checkpoint", "fingerprint",
-                                            "fingerprint_hash", "_flatten", "differences", "check_resumable", "_short",
-                                            "_describe_file", "_digest"]}),
+                      {"rundir/timeline.py": None, "rundir/fingerprint.py": None,
+                       "rundir/checkpoints.py": ["read_state", "unusable", "latest_checkpoint", "_describe_file", "_digest"]}),
     # what each way of starting may do with the files there (open_run's broadcast needs a launch)
     "rundir": (["tests/test_rundir_checks.py"],
                {"rundir/contract.py": ["_open", "_decide", "_saved_config", "_get", "_finished_step", "default_run_dir",

@@ -14,16 +14,9 @@ import pytest
 
 from emodist import config
 from emodist.rundir import checkpoints
-from emodist.rundir.checkpoints import (
-    REQUIRED,
-    STATE_FILE,
-    check_resumable,
-    differences,
-    fingerprint,
-    fingerprint_hash,
-    latest_checkpoint,
-    unusable,
-)
+from emodist.rundir import fingerprint as fingerprints
+from emodist.rundir.checkpoints import REQUIRED, STATE_FILE, latest_checkpoint, unusable
+from emodist.rundir.fingerprint import check_resumable, differences, fingerprint, fingerprint_hash
 from emodist.runtime.errors import UsageError
 
 TOPOLOGY = {"num_processes": 2, "distributed_type": "MULTI_CPU", "zero_stage": None}
@@ -285,7 +278,7 @@ def test_differences_name_the_first_three_and_count_the_rest():
 
 
 def test_a_tuple_in_the_settings_compares_equal_to_the_list_json_gives_back():
-    current = checkpoints._flatten({"model": {"lora": {"target_modules": ("q", "v")}}})
+    current = fingerprints._flatten({"model": {"lora": {"target_modules": ("q", "v")}}})
     assert current == {"model.lora.target_modules": ["q", "v"]}
     assert differences(json.loads(json.dumps(current)), current) == ""
 

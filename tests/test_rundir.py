@@ -565,3 +565,38 @@ def test_a_lock_says_when_its_directory_is_no_longer_its_launch_s(tmp_path):
     finally:
         lock.release()
     assert (tmp_path / "a-old" / ".emodist-lock").exists()  # not its path any more: left for a resume to take over
+
+
+def test_a_local_base_is_recorded_wherever_it_is_read_from_and_resumes_however_it_is_named(finished, tmp_path):
+    """A base named relatively was written so into config.yaml: run from elsewhere, `bases/x` read as a hub id; and
+    the same base named another way (`./x`, `x/`, its full path) was refused as other settings on resume."""
+    import yaml
+    from conftest import launch_command
+
+    base, run_dir = tmp_path / "base", tmp_path / "run"
+    shutil.copytree(finished / "smoke-base", base)
+    args = ["--variant", "distilbert", "data.dataset=synthetic", "--output-dir", str(run_dir), "train.save_every_steps=10"]
+    first = launch(*args, f"model.name_or_path={os.path.relpath(base, ROOT)}", "train.max_steps=10", accelerate=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["name_or_path"] == str(base)
+    command, environ = launch_command(*args, "model.name_or_path=./base/", "train.max_steps=20", "--resume", "auto",
+                                      accelerate=False)
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=environ, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert read_summary(run_dir)["train"]["steps"] == 20
+
+
+def test_a_base_named_two_ways_is_one_base_to_a_resume(tmp_path, monkeypatch):
+    """Checkpoints saved before bases were recorded by their full path name them as they were given."""
+    from emodist.rundir.fingerprint import BASE_KEY, differences
+
+    (tmp_path / "bases" / "x").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    name = "model.name_or_path"
+    assert differences({name: "bases/x"}, {name: str(tmp_path / "bases" / "x")}) == ""
+    assert differences({name: "bases/x"}, {name: "./bases/x/"}) == ""
+    assert differences({name: "bases/x"}, {name: "other"}) == f'{name}="bases/x" there, "other" here'
+    same = {BASE_KEY: "abc"}  # identical weights, moved since
+    assert differences({name: "/gone/x", **same}, {name: "other", **same}) == ""
+    assert differences({name: "/gone/x", **same}, {name: "other", BASE_KEY: "def"}).startswith(f"{BASE_KEY}=")

@@ -14,7 +14,8 @@ from conftest import snapshot
 from test_checkpointing import TOPOLOGY, make_checkpoint
 
 from emodist import config
-from emodist.rundir import checkpoints, contract, timeline
+from emodist.rundir import contract, timeline
+from emodist.rundir import fingerprint as fingerprints
 from emodist.rundir.contract import MARKER, Contents
 from emodist.runtime import files
 from emodist.runtime.errors import UsageError
@@ -52,7 +53,7 @@ def a_run(path: Path, *, saved=(), finished: bool = False, steps: int = 512, **f
     (path / MARKER).write_text('{"emodist_run": 1}\n')
     (path / "metrics.jsonl").write_text('{"step": 1, "train/loss": 0.7}\n')
     for step in saved:
-        make_checkpoint(path, step, fingerprint=checkpoints.fingerprint(settings(path), LABELS))
+        make_checkpoint(path, step, fingerprint=fingerprints.fingerprint(settings(path), LABELS))
     if finished:
         (path / "summary.json").write_text(json.dumps({"train": {"steps": steps}}))
     for name, text in files.items():

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from emodist import config as config_mod
 from emodist.config import RunConfig
-from emodist.rundir import checkpoints, timeline
+from emodist.rundir import checkpoints, fingerprint, timeline
 from emodist.rundir.lock import LOCK, RunLock
 from emodist.runtime.errors import UsageError
 from emodist.runtime.files import free_name
@@ -134,7 +134,7 @@ def open_run(cfg: RunConfig, accelerator, labels: list[str], topology: dict, ove
 
 def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, resume: str, notify,
           data: dict[str, str] | None = None) -> Run:
-    current = checkpoints.fingerprint(cfg, labels, data)
+    current = fingerprint.fingerprint(cfg, labels, data)
     named = Path(resume) if resume not in ("none", "auto") else None
     if resume == "auto" and not cfg.output_dir:
         raise UsageError("--resume auto continues the run in --output-dir, and none was given: add --output-dir "
@@ -157,7 +157,7 @@ def _open(cfg: RunConfig, labels: list[str], topology: dict, overwrite: bool, re
         reason = checkpoints.unusable(named)
         if reason:
             raise UsageError(f"--resume {named}: {reason}: name another checkpoint, or pass --resume auto")
-        checkpoints.check_resumable(named, checkpoints.read_state(named), current, topology)
+        fingerprint.check_resumable(named, checkpoints.read_state(named), current, topology)
 
     lock = RunLock.acquire(path, notify)
     try:
@@ -215,12 +215,12 @@ def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents:
     for candidate, reason in skipped:
         notify(f"emodist: skipped checkpoint {candidate}: {reason}")
     if checkpoint is not None:
-        checkpoints.check_resumable(checkpoint, checkpoints.read_state(checkpoint), current, topology, "auto")
+        fingerprint.check_resumable(checkpoint, checkpoints.read_state(checkpoint), current, topology, "auto")
     finished = "summary.json" in trained
     if finished or checkpoint is None:
         earlier = _saved_config(path)
         if earlier is not None and checkpoint is None:  # a checkpoint was compared above; else the config
-            changed = checkpoints.differences(checkpoints.fingerprint(earlier, current["labels"]), current)
+            changed = fingerprint.differences(fingerprint.fingerprint(earlier, current["labels"]), current)
             if changed:
                 raise UsageError(f"--resume auto: {path} was started with other settings: {changed}: resume with "
                                  "its settings (--config on its config.yaml), or start a new run in a new --output-dir")
@@ -238,7 +238,7 @@ def _decide(cfg: RunConfig, current: dict, topology: dict, path: Path, contents:
                     raise UsageError(f"--resume auto: {path} is a fork of {fork}, stopped before its first checkpoint, "
                                      f"and that checkpoint cannot be read ({reason}): nothing was changed; fork "
                                      "another checkpoint (--resume PATH), or pass --overwrite to start afresh")
-                checkpoints.check_resumable(fork, checkpoints.read_state(fork), current, topology, "auto")
+                fingerprint.check_resumable(fork, checkpoints.read_state(fork), current, topology, "auto")
                 notify(f"emodist: {path} stopped before its first checkpoint: starting it again from {fork}, its source")
                 return Run(path, fork, fork_of=fork.parent.parent)
             if kept or earlier is None:

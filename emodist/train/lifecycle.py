@@ -17,6 +17,7 @@ or stopped before it trained removes the run directory it made (`abandon`): a di
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from emodist.models.placement import Target
 from emodist.models.shapes import model_shapes
 from emodist.report import telemetry, tracking, wandb_access
 from emodist.report.console import Console
-from emodist.rundir import checkpoints, contract
+from emodist.rundir import checkpoints, contract, fingerprint
 from emodist.rundir.lock import LOCK
 from emodist.runtime import hostmem, process
 from emodist.runtime.errors import NO_SPACE_ERRNOS, NoSpace, UsageError, format_bytes
@@ -92,9 +93,12 @@ class Lifecycle:
             dataset = self.data = data_mod.load(cfg.data, seed=cfg.train.seed)
             check_data_fits(cfg, dataset, accelerator)
             planned = plan_memory(cfg, accelerator, topology, len(dataset.labels))  # before the run dir and weights
+            if not cfg.smoke and not Path(cfg.model.name_or_path).is_absolute() and Path(cfg.model.name_or_path).is_dir():
+                # config.yaml names it wherever it is read from: relative, `bases/x` read as a hub id elsewhere
+                cfg.model.name_or_path = os.path.abspath(cfg.model.name_or_path)
             identity = data_mod.identity(dataset.splits)  # hashed once: the resume check and every checkpoint
             if cfg.model.method == "lora" and not cfg.smoke and (base := models.base_identity(models.base_path(cfg.model))):
-                identity[checkpoints.BASE_KEY] = base  # its checkpoints hold the adapters only
+                identity[fingerprint.BASE_KEY] = base  # its checkpoints hold the adapters only
             run = self.run = contract.open_run(cfg, accelerator, dataset.labels, topology.identity(), overwrite, resume,
                                                notify=console.print, data=identity)
             if run.finished:

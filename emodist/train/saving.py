@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emodist.rundir import checkpoints
+from emodist.rundir import checkpoints, fingerprint
 from emodist.runtime.errors import (
     UsageError,
 )
@@ -68,8 +68,8 @@ def progress(s: Session) -> dict:
         "best": s.best, "loss_sum_per_rank": loss_sums, "loss_count": s.loss_count, "last_loss": s.last_loss,
         "total_steps": s.plan.total_steps,
         **s.topology.identity(),
-        "fingerprint": (fp := checkpoints.fingerprint(s.cfg, s.labels, s.data_identity)),
-        "config_hash": checkpoints.fingerprint_hash(fp),
+        "fingerprint": (fp := fingerprint.fingerprint(s.cfg, s.labels, s.data_identity)),
+        "config_hash": fingerprint.fingerprint_hash(fp),
         "stopped_by": s.stop.received,
         "precisions": trained_in(s).split("+"),
         "perf": s.meter.carried(s.accelerator),  # the next session adds its own to these
