@@ -4,6 +4,7 @@ scores as launch/predict.py does, its model card, the adapter of a QLoRA run, th
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -231,6 +232,15 @@ def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_p
             f"emodist: error: {stopped}: a run that has not finished (no summary.json, so no model yet): finish it with "
             f"`accelerate launch launch/train.py --config {stopped / 'config.yaml'} --output-dir {stopped} --resume "
             f"auto`, then {then}"]
+    from emodist.rundir.lock import RunLock
+
+    training = RunLock.acquire(stopped, notify=lambda line: None)  # trained further now: its command was refused
+    try:
+        [line] = error_lines(run_script("export.py", str(stopped)))
+        assert line.startswith(f"emodist: error: {stopped}: a run being trained now (pid {os.getpid()} on ")
+        assert line.endswith("): its model comes with this training's finish: wait for it, then export it")
+    finally:
+        training.release()
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
     for inside in ("checkpoints/new", "model/sub"):  # a save or a finish rewrites them: the export would be lost there
         assert error_lines(run_script("export.py", str(run_dir), "--output", str(run_dir / inside))) == [

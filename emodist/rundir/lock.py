@@ -108,6 +108,15 @@ class RunLock:
                 return
 
 
+def in_use(run_dir: Path) -> str | None:
+    """Who works in `run_dir` now (`pid 123 on host, since ...`), or None when no live launch holds its lock."""
+    path = run_dir / LOCK
+    if not path.is_file():
+        return None
+    holder = _read_holder(path)
+    return _describe(holder) if holder and _why_stale(holder, path) is None else None
+
+
 def _make_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--output-dir {run_dir} is a file, not a directory: choose a directory")

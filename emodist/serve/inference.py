@@ -229,9 +229,12 @@ def unfinished_run(path: Path) -> str | None:
     """The one line for `path`, a run directory (or its model/ directory) of a run that has not finished, with
     the command that finishes it; None for anything else."""
     from emodist.rundir.contract import MARKER
+    from emodist.rundir.lock import in_use
 
     run = path.parent if path.name == "model" else path
     if not (run / MARKER).is_file() or (run / "summary.json").is_file():
         return None
+    if holder := in_use(run):  # a run trained further: its summary goes until the new finish writes its own
+        return f"{run}: a run being trained now ({holder}): its model comes with this training's finish: wait for it"
     return (f"{run}: a run that has not finished (no summary.json, so no model yet): finish it with `accelerate launch "
             f"launch/train.py --config {run / 'config.yaml'} --output-dir {run} --resume auto`")
