@@ -225,6 +225,28 @@ def test_a_full_disk_while_tokenizing_or_exporting_names_the_cache_or_the_export
     assert list(out.parent.iterdir()) == []
 
 
+def test_a_read_only_cache_without_the_run_s_tokens_tokenizes_them_in_memory(small_disk, tmp_path, capsys):
+    """A shared cache mounted read-only: a cache miss failed with "<cache>/tokenized/tmpppv2udsn: Read-only file
+    system" (a temporary file's name) and left the run directory behind (found by a new user)."""
+    from accelerate import PartialState
+
+    from emodist import data
+    from emodist.models import smoke_tokenizer
+
+    disk = small_disk(64)
+    (disk / "tokenized").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    synthetic = data.synthetic(0)
+    tokenizer = smoke_tokenizer(synthetic.splits["train"].texts)
+    tokens = data.tokenize(synthetic, tokenizer, 16, str(disk), PartialState())
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("emodist:")] == [
+        f"emodist: the tokenization cache {disk / 'tokenized'} is read-only and lacks this run's tokens: tokenizing "
+        "in memory (set data.cache_dir to a writable directory to keep them)"]
+    expected = data.tokenize(synthetic, tokenizer, 16, str(tmp_path / "cache"), PartialState())
+    assert all(tokens[split][:] == expected[split][:] for split in ("train", "dev", "test"))
+    assert list((disk / "tokenized").iterdir()) == []
+
+
 def test_a_reader_of_the_output_that_goes_away_costs_the_printing_not_the_run(tmp_path, cache_dir):
     """`train.py ... | head` (or a `tee` ended by a hangup): rich ended the run with exit 1, no line and no
     checkpoint of the steps since the last one (found by a new user). Now the printing stops, the run does not."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -38,7 +39,7 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
-    out = {}
+    out, said = {}, False
     with accelerator.local_main_process_first():
         for split, part in data.splits.items():
             key = _fingerprint(tokenizer_id, str(max_length), *part.texts, part.targets.tobytes())
@@ -47,11 +48,19 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
             problem = _unverified(cached) if writable and cached.is_file() else None  # a damaged file may still read
             if problem:
                 print(f"emodist: the cached tokens {cached} {problem}: tokenizing again", file=sys.stderr)
+            kept = writable or cached.is_file()  # a read-only cache without these tokens: tokenized in memory
+            if not kept and not said:
+                print(f"emodist: the tokenization cache {root} is read-only and lacks this run's tokens: tokenizing "
+                      "in memory (set data.cache_dir to a writable directory to keep them)", file=sys.stderr)
+                said = True
             try:  # tokenized again, datasets writes a new file and renames it over the old: a launch reading it is safe
                 out[split] = raw.map(encode, batched=True, batch_size=1000, remove_columns=["text"],
-                                     cache_file_name=str(cached), load_from_cache_file=not problem,
-                                     new_fingerprint=key, desc=f"tokenize {split}")
+                                     cache_file_name=str(cached) if kept else None, keep_in_memory=not kept,
+                                     load_from_cache_file=not problem, new_fingerprint=key, desc=f"tokenize {split}")
             except Exception as err:
+                if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise UsageError(f"the tokenization cache {root} cannot be written ({err.strerror}): set "
+                                     "data.cache_dir (or $EMODIST_CACHE) to a writable directory") from None
                 if not out_of_space(err, root):
                     raise
                 raise NoSpace(f"no space left for the tokenization cache {root} ({format_bytes(free_bytes(root))} "
