@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from conftest import ROOT, error_lines, read_summary
 
 from emodist import config, data
 from emodist.runtime import files
+from emodist.runtime.errors import UsageError
 from emodist.serve import card as cards
 from emodist.serve import export
 
@@ -252,6 +254,10 @@ def test_exporting_over_an_export_or_an_unfinished_run_is_refused(exports, tmp_p
         f"emodist: error: --output {into}: inside the run {stopped}'s model/, which training rewrites: choose a path "
         f"outside it (default {run_dir / 'export'})"]
     assert not (stopped / "model").exists()
+    for inside in ("model.tmp/v1", "smoke-base/v1", "wandb/v1"):  # a finish, a restart from step 0 remove them
+        managed = inside.split("/")[0]
+        with pytest.raises(UsageError, match=rf"inside the run {re.escape(str(stopped))}'s {re.escape(managed)}/"):
+            export.check_output(run_dir, stopped / inside, run_dir / "export")
 
 
 @pytest.mark.parametrize(("damage", "message"), [
@@ -439,11 +445,14 @@ def test_the_model_s_files_are_told_from_a_user_s():
 
 def test_a_finish_keeps_a_readme_of_the_user_s_in_model_and_replaces_its_own(tmp_path):
     """A LoRA finish writes its card as model/README.md: a second finish (a resumed run) wrote it over the
-    user's own README.md there, lost without a word."""
+    user's own README.md there, lost without a word; and an older emodist's card must not pass for the user's."""
     from emodist.serve.model_dir import _replace_model_files
 
-    card = "---\nlibrary_name: peft\n---\n# A LoRA adapter of an emodist run\n"
-    for earlier, stays, kept in (("my notes\n", "my notes\n", ["README.md"]), (card, card, [])):
+    card = "---\nlibrary_name: peft\n---\n# A LoRA adapter of an emodist run (gemma-lora)\n"
+    older = "---\nlibrary_name: peft\n---\n# A LoRA adapter of an emodist run (gemma-lora)\nsaid NF4 of an int8 run\n"
+    template = "---\nbase_model: x\nlibrary_name: peft\n---\n\n# Model Card for Model ID\n"  # peft's, kept by old finishes
+    for earlier, stays, kept in (("my notes\n", "my notes\n", ["README.md"]), (card, card, []),
+                                 (older, card, ["README.earlier.md"]), (template, card, [])):
         model, new = tmp_path / "model", tmp_path / "model.tmp"
         for directory, readme, weights in ((model, earlier, b"old"), (new, card, b"new")):
             directory.mkdir()
@@ -452,4 +461,6 @@ def test_a_finish_keeps_a_readme_of_the_user_s_in_model_and_replaces_its_own(tmp
         assert _replace_model_files(model, new) == kept
         assert (model / "README.md").read_text() == stays and not new.exists()
         assert (model / "adapter_model.safetensors").read_bytes() == b"new"
+        if kept == ["README.earlier.md"]:  # an older emodist's card, or one edited since: replaced, kept beside
+            assert (model / "README.earlier.md").read_text() == older
         shutil.rmtree(model)

@@ -245,6 +245,11 @@ def test_a_read_only_cache_without_the_run_s_tokens_tokenizes_them_in_memory(sma
     expected = data.tokenize(synthetic, tokenizer, 16, str(tmp_path / "cache"), PartialState())
     assert all(tokens[split][:] == expected[split][:] for split in ("train", "dev", "test"))
     assert list((disk / "tokenized").iterdir()) == []
+    bare = small_disk(48)  # no tokenized/ in it either: it was refused, "cannot be created"
+    subprocess.run(["mount", "-o", "remount,ro", str(bare)], check=True)
+    tokens = data.tokenize(synthetic, tokenizer, 16, str(bare), PartialState())
+    assert tokens["train"][:] == expected["train"][:] and list(bare.iterdir()) == []
+    assert "is read-only and lacks this run's tokens: tokenizing in memory" in capsys.readouterr().err
 
 
 def test_a_reader_of_the_output_that_goes_away_costs_the_printing_not_the_run(tmp_path, cache_dir):
@@ -280,6 +285,16 @@ def test_a_full_disk_under_the_output_costs_the_printing_not_the_run(tmp_path, c
             "without printing; metrics.jsonl holds every record") in result.stderr
     assert read_summary(run_dir)["train"]["steps"] == 40 and (run_dir / "model" / "config.json").is_file()
     assert_no_noise(result.stderr)
+
+
+def test_a_plan_on_a_full_output_says_what_is_lost():
+    """It said "the run goes on without printing; metrics.jsonl holds every record", of a plan."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, str(ROOT / "launch" / "plan.py"), "--variant", "distilbert"],
+                                cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.splitlines() == ["emodist: warning: standard output's file cannot grow (its disk is full or "
+                                          "over quota): the plan is not printed"]
 
 
 def test_a_disk_that_fills_between_checkpoints_names_the_run_and_how_to_go_on(small_disk, cache_dir):

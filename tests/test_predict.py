@@ -491,6 +491,11 @@ def test_an_output_in_another_encoding_or_closed_streams_are_handled_in_one_line
                             cwd=ROOT, timeout=300, env=environ)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["text"] == "héllo 😂"  # JSON's own escapes: the stream's (\xe9) are not JSON
+    result = subprocess.run([sys.executable, script, str(run_dir), "héllo", "--format", "csv"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300, env=environ)  # wrote h\xe9llo: a CSV has no escapes
+    assert error_lines(result) == ["emodist: error: --format csv: standard output writes ascii, not UTF-8, so texts and "
+                                   "labels would change in it: name a file with --output (written in UTF-8), or use "
+                                   "--format jsonl"]
     plan = subprocess.run([sys.executable, str(ROOT / "launch" / "plan.py"), "--variant", "distilbert"],
                           capture_output=True, cwd=ROOT, timeout=300, env=environ)
     assert plan.returncode == 0 and b"fits: " in plan.stdout, plan.stderr[-3000:]

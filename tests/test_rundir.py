@@ -555,6 +555,12 @@ def test_a_lock_says_when_its_directory_is_no_longer_its_launch_s(tmp_path):
     lock = contract.RunLock.acquire(tmp_path / "a", notify=lambda line: None)
     try:
         assert lock.lost() is None
+        import errno
+        from unittest import mock
+
+        stale = OSError(errno.ESTALE, "Stale file handle")  # NFS, or no file descriptor left: not taken for a move
+        with mock.patch.object(Path, "read_text", side_effect=stale):
+            assert lock.lost() is None
         (tmp_path / "a").rename(tmp_path / "a-old")
         assert lock.lost() == "it is gone (moved, renamed or deleted)"
         (tmp_path / "a").mkdir()  # something else made there since
@@ -597,6 +603,5 @@ def test_a_base_named_two_ways_is_one_base_to_a_resume(tmp_path, monkeypatch):
     assert differences({name: "bases/x"}, {name: str(tmp_path / "bases" / "x")}) == ""
     assert differences({name: "bases/x"}, {name: "./bases/x/"}) == ""
     assert differences({name: "bases/x"}, {name: "other"}) == f'{name}="bases/x" there, "other" here'
-    same = {BASE_KEY: "abc"}  # identical weights, moved since
-    assert differences({name: "/gone/x", **same}, {name: "other", **same}) == ""
-    assert differences({name: "/gone/x", **same}, {name: "other", BASE_KEY: "def"}).startswith(f"{BASE_KEY}=")
+    same = {BASE_KEY: "abc"}  # weights identified alike (a sample of them): not enough to take two bases for one
+    assert differences({name: "/gone/x", **same}, {name: "other", **same}) == f'{name}="/gone/x" there, "other" here'

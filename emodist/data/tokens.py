@@ -31,8 +31,9 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"the tokenization cache {root} cannot be created ({err.strerror}): set data.cache_dir (or "
-                         "$EMODIST_CACHE) to a writable directory") from None
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):  # a read-only one: tokenized in memory below
+            raise UsageError(f"the tokenization cache {root} cannot be created ({err.strerror}): set data.cache_dir "
+                             "(or $EMODIST_CACHE) to a writable directory") from None
     tokenizer_id = _tokenizer_fingerprint(tokenizer)
     writable = os.access(root, os.W_OK)  # a shared read-only cache is read as it is: no checksum can be kept there
 

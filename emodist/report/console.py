@@ -66,6 +66,11 @@ class _Terminal(RichConsole):
     terminal hung up: EIO) no longer ends the process: rich's own answer is exit 1, no line, and no checkpoint of the steps since
     the last one. What would be printed is dropped, one warning goes to stderr, the run goes on."""
 
+    def __init__(self, *args, then: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.then = then
+        """What the warning says goes on once standard output is dropped."""
+
     def _check_buffer(self) -> None:
         try:
             super()._check_buffer()
@@ -84,19 +89,22 @@ class _Terminal(RichConsole):
         self.quiet = True
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # print() and the exit's flush too
         with contextlib.suppress(OSError):
-            sys.stderr.write(f"emodist: warning: {why}: the run goes on without printing; metrics.jsonl holds every "
-                             "record\n")
+            sys.stderr.write(f"emodist: warning: {why}: {self.then}\n")
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 """A write to a file that cannot grow."""
 
 
-def terminal() -> _Terminal:
-    """The console standard output is printed through. COLUMNS under 20 (a container reports 0 for a terminal it
-    has not sized) cut every line rich prints to nothing, or to a character: it prints 80 columns then."""
+RUN_GOES_ON = "the run goes on without printing; metrics.jsonl holds every record"
+
+
+def terminal(then: str = RUN_GOES_ON) -> _Terminal:
+    """The console standard output is printed through; `then`: what the warning says goes on once standard output
+    is gone. COLUMNS under 20 (a container reports 0 for a terminal it has not sized) cut every line rich prints to
+    nothing, or to a character: it prints 80 columns then."""
     columns = os.environ.get("COLUMNS", "").strip()
-    return _Terminal(highlight=False, width=80 if columns.isdigit() and int(columns) < 20 else None)
+    return _Terminal(highlight=False, width=80 if columns.isdigit() and int(columns) < 20 else None, then=then)
 
 
 class Console:

@@ -16,7 +16,7 @@ from emodist.runtime.errors import format_bytes
 
 
 def show(planned: MemoryPlan, target: Target, advice: list[dict], console: RichConsole | None = None) -> None:
-    console = console or terminal()
+    console = console or terminal(then="the plan is not printed")
     p = planned.placement
     table = Table(title=f"Memory plan per process · {planned.model} · {p.describe()}", title_justify="left")
     table.add_column("part")

@@ -6,8 +6,8 @@ and of a LoRA run's base weights), and the one-line refusal of a checkpoint that
     check_resumable(checkpoint, read_state(checkpoint), current, topology)   # UsageError naming what differs
 
 The length of training may change (that is how a run is trained further); so may where the cache is and
-gradient checkpointing. The data's content decides, wherever it is read from; the base's weights decide, however
-its directory is named.
+gradient checkpointing. The data's content decides, wherever it is read from; a local base is the same however
+its directory is named (relative, `./x/`, absolute).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def differences(saved: dict, current: dict) -> str:
     elif any(k.startswith(SPLIT_KEY) for k in current):  # the data's content decides, wherever it is read from and
         # whichever name detected its layout (a directory that now holds two data sets needs data.dataset named)
         saved, current = ({k: v for k, v in d.items() if k not in ("data.data_dir", "data.dataset")} for d in (saved, current))
-    if _same_base(saved, current):  # one base, named two ways (relative, absolute, moved): its weights decide
+    if _same_base(saved, current):  # one base directory, named two ways (relative, ./x/, absolute)
         current = {**current, NAME_KEY: saved.get(NAME_KEY)}
     keys = sorted(set(saved) | set(current), key=lambda k: (k.startswith(SPLIT_KEY), k))  # settings first: they say why
     changed = [k for k in keys if saved.get(k) != current.get(k) and k not in RESUME_FREE]  # older saves hold them
@@ -79,12 +79,10 @@ def differences(saved: dict, current: dict) -> str:
 
 def _same_base(saved: dict, current: dict) -> bool:
     """Whether two fingerprints' model.name_or_path name one base: the same local directory (a relative name read
-    from here), or bases whose weights are identified alike (`BASE_KEY`)."""
+    from here). Not bases whose weights are identified alike (`BASE_KEY` samples them: it may miss a change)."""
     a, b = saved.get(NAME_KEY), current.get(NAME_KEY)
     if a == b or not (isinstance(a, str) and isinstance(b, str)):
         return a == b
-    if BASE_KEY in saved and saved.get(BASE_KEY) == current.get(BASE_KEY):
-        return True
     try:
         return os.path.samefile(a, b)
     except (OSError, ValueError):

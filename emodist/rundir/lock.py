@@ -90,14 +90,18 @@ class RunLock:
     def lost(self) -> str | None:
         """Why the run directory is no longer this launch's (None while it is): its lock is gone, or is another
         launch's. A directory moved or renamed while it trained was made again at its path by the next save,
-        which then mixed its checkpoints with those of a new run started there."""
-        holder = _read_holder(self.path)
-        if holder.get("token") == self.token:
-            return None
-        if not self.path.parent.exists():
-            return "it is gone (moved, renamed or deleted)"
-        if not holder:
+        which then mixed its checkpoints with those of a new run started there. A lock that does not read now (a
+        stale NFS handle, no file descriptor left, one being written) is not taken for that: never raises."""
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            if not os.path.isdir(self.path.parent):
+                return "it is gone (moved, renamed or deleted)"
             return f"its lock ({LOCK}) is gone: the directory was moved, renamed or replaced"
+        except (OSError, ValueError):
+            return None
+        if not isinstance(holder, dict) or holder.get("token") == self.token:
+            return None
         return f"another launch holds it now ({_describe(holder)}): the directory was moved, renamed or replaced"
 
     def _beat(self) -> None:

@@ -74,6 +74,10 @@ def staged(out_dir: Path):
         raise
 
 
+REWRITTEN = ("model", "model.tmp", "checkpoints", "smoke-base", "wandb")
+"""What training writes over in a run directory: a finish (model/, model.tmp/), every save, a restart."""
+
+
 def check_output(run_dir: Path, out_dir: Path, default: Path) -> None:
     """UsageError when `out_dir` lies inside the model/ or checkpoints/ of this run or of another one: a finish
     and every save rewrite them, and an export there would be lost in them."""
@@ -84,7 +88,7 @@ def check_output(run_dir: Path, out_dir: Path, default: Path) -> None:
         return  # a run's model/ named as the run: finished_run says which directory to name
     for managed in (out, *out.parents):
         run = managed.parent
-        if managed.name in ("model", "checkpoints") and (run == own or (run / MARKER).is_file()):
+        if managed.name in REWRITTEN and (run == own or (run / MARKER).is_file()):
             whose = "the run's" if run == own else f"the run {run}'s"
             raise UsageError(f"--output {out_dir}: inside {whose} {managed.name}/, which training rewrites: choose "
                              f"a path outside it (default {default})")

@@ -27,7 +27,7 @@ from emodist.runtime.errors import (
     free_bytes,
     out_of_space,
 )
-from emodist.runtime.files import open_to_umask
+from emodist.runtime.files import free_name, open_to_umask
 
 
 def load_trained(model_dir: str | Path, device: str | torch.device = "cpu", unquantized: torch.dtype | None = None):
@@ -171,11 +171,16 @@ def _replace_model_files(directory: Path, new: Path) -> list[str]:
     """Put the files of the fresh export `new` in place of the model's files of `directory`, the earlier export
     (its thresholds.json too: the finish writes the new weights' after), and remove `new`; the names of the
     files left in `directory` that emodist did not write. Those stay where they are throughout: a stop part
-    way leaves them, and the final checkpoint exports the model again. A README.md there other than the one
-    written now (a LoRA model's card) is the user's, or a card they edited: it stays, in place of the new card."""
+    way leaves them, and the final checkpoint exports the model again. A README.md there other than the card
+    written now (a LoRA model's) stays where it is when it is the user's own; an earlier finish's card (an older
+    emodist's, or one edited since) is replaced and kept beside as README.earlier.md; peft's template is replaced."""
     card, earlier = new / "README.md", directory / "README.md"
     if card.is_file() and earlier.is_file() and earlier.read_bytes() != card.read_bytes():
-        card.unlink()
+        text = earlier.read_text(encoding="utf-8", errors="replace")
+        if ADAPTER_CARD_HEADING in text:
+            earlier.rename(free_name(directory / "README.earlier.md", lambda n: directory / f"README.earlier-{n}.md"))
+        elif PEFT_TEMPLATE not in text:
+            card.unlink()
     written = {p.name for p in new.iterdir()}
     for name in {*model_files(p.name for p in directory.iterdir()), *written}:
         target = directory / name
@@ -187,6 +192,11 @@ def _replace_model_files(directory: Path, new: Path) -> list[str]:
         (new / name).rename(directory / name)
     new.rmdir()
     return sorted({p.name for p in directory.iterdir()} - written)
+
+
+ADAPTER_CARD_HEADING = "# A LoRA adapter of an emodist run"
+PEFT_TEMPLATE = "# Model Card for Model ID"
+"""The heading of peft's empty model card, which emodist kept in model/ before it wrote its own."""
 
 
 def adapter_card(cfg: RunConfig) -> str:
@@ -203,7 +213,7 @@ library_name: peft
 tags: [emodist, lora, multi-label-classification]
 ---
 
-# A LoRA adapter of an emodist run ({cfg.variant})
+{ADAPTER_CARD_HEADING} ({cfg.variant})
 
 The run's adapter (`adapter_model.safetensors`, `adapter_config.json`, whose base_model_name_or_path names
 the base{f", trained on it loaded in {QUANTIZED[quantization]}" if bnb else ""}), the classifier's `config.json` (its labels, id2label,

@@ -219,6 +219,9 @@ class Writer:
         self.ascii = codecs.lookup(encoding).name != "utf-8"
         """JSON escapes what the stream cannot hold (standard output under PYTHONIOENCODING=ascii): valid JSON
         all the same, where the stream's own escapes (`\\xe9`) are not."""
+        if self.ascii and fmt == "csv":  # a CSV has no escapes: its texts and labels would change
+            raise UsageError(f"--format csv: standard output writes {encoding}, not UTF-8, so texts and labels would "
+                             "change in it: name a file with --output (written in UTF-8), or use --format jsonl")
         self.done = 0
         """Texts whose predictions are written whole (and flushed)."""
         if fmt == "csv":
