@@ -9,6 +9,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import yaml
 from conftest import error_lines, read_summary
 from test_export import run_script
 
@@ -66,6 +67,20 @@ def test_a_float32_export_scores_as_the_torch_model_and_says_so(onnx_exports, va
     assert all({"q_num_heads": heads, "kv_num_heads": heads}.items() <= attributes(node).items() for node in attention)
     if attention:
         assert not [node for node in graph.node if node.op_type in ("Transpose", "Where")]
+    # tokenizer.json as transformers.js or ONNX Runtime users read it alone: it held no truncation (a text past the
+    # positions crashed the graph) and the exporter's padding
+    from tokenizers import Tokenizer
+
+    max_length = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["max_length"]
+    backend = Tokenizer.from_file(str(out / "tokenizer.json"))
+    assert [len(e.ids) for e in backend.encode_batch(["so glad " * 400, "hi"])] == [max_length, 3]
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))  # fed what the tokenizer returns, as a user would
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert sorted(tokenizer.model_input_names) == sorted(i.name for i in session.get_inputs())
+    session.run(None, dict(tokenizer(["so glad", "hi"], padding=True, return_tensors="np")))
     card = (out / "README.md").read_text()
     assert "## ONNX export (float32)" in card and "launch/predict.py" in card and "pipeline(" not in card
     assert f"{measured['f1_macro']['onnx']:.4f}" in card

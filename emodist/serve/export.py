@@ -136,9 +136,11 @@ def _write(summary: dict, cfg, model_dir: Path, tmp: Path, card: str, max_shard_
         (tmp / "adapter").mkdir()  # the adapter as trained: its files alone, not a user's beside them in model/
         for name in model_files(p.name for p in model_dir.iterdir() if p.is_file()):
             shutil.copy2(model_dir / name, tmp / "adapter" / name)
+    from emodist.serve.model_dir import save_tokenizer
+
     model, tokenizer = merged_model(summary, model_dir, cfg.data.max_length, merge_dtype)
     model.save_pretrained(tmp, max_shard_size=max_shard_size or cfg.export.max_shard_size)
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp, cfg.data.max_length)
     shutil.copy2(model_dir / "thresholds.json", tmp / "thresholds.json")
     (tmp / "README.md").write_text(card, encoding="utf-8")
 

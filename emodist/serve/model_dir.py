@@ -246,9 +246,24 @@ def _save_pretrained(unwrapped, tokenizer, directory: Path, state_dict: dict, cf
         (directory / "README.md").write_text(adapter_card(cfg), encoding="utf-8")  # in place of peft's empty template
     else:
         unwrapped.save_pretrained(directory, state_dict=state_dict, max_shard_size=cfg.export.max_shard_size)
-    kept = tokenizer.model_max_length  # the run's tokenizer, still in use: only the saved copy changes
-    tokenizer.model_max_length = cfg.data.max_length  # pipeline(..., truncation=True) reads as many as the run
+    save_tokenizer(tokenizer, directory, cfg.data.max_length)
+
+
+def save_tokenizer(tokenizer, directory: Path, max_length: int, input_names: list[str] | None = None) -> None:
+    """Save `tokenizer` as its model is served: model_max_length the run's max_length (what `pipeline(...,
+    truncation=True)` reads), and a tokenizer.json that cuts texts there, unpadded. Readers of tokenizer.json alone
+    (transformers.js, Rust servers, ONNX Runtime users) apply what it says, and it held the settings of the
+    tokenizer's last call: a training batch's, or none (an ONNX export crashed past 512 tokens). `input_names`: the
+    inputs its model takes (an ONNX graph takes no token_type_ids). The tokenizer in use is left as it was."""
+    kept = tokenizer.model_max_length, tokenizer.model_input_names, dict(tokenizer.init_kwargs)
+    tokenizer.model_max_length = max_length
+    if input_names is not None:
+        tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = list(input_names)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and max_length < 10**6:  # every call sets its own again: the tokenizer in use keeps its
+        backend.enable_truncation(max_length=max_length)
+        backend.no_padding()
     try:
         tokenizer.save_pretrained(directory)
     finally:
-        tokenizer.model_max_length = kept
+        tokenizer.model_max_length, tokenizer.model_input_names, tokenizer.init_kwargs = kept

@@ -103,7 +103,7 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
     model = model.float().eval()
     with hf_export.staged(out_dir) as tmp:
         notify(f"exporting {run_dir} to ONNX ({precision_of(quantize)})")
-        write(model, tokenizer, tmp, quantize, f"variant {summary['variant']}")
+        write(model, tokenizer, tmp, quantize, f"variant {summary['variant']}", cfg.data.max_length)
         shutil.copy2(run_dir / "model" / "thresholds.json", tmp / "thresholds.json")
         notify("measuring its parity on the test split")
         result = measure_parity(model, tokenizer, tmp, test, cfg.data.max_length, precision_of(quantize))
@@ -127,7 +127,8 @@ def _check_runtime() -> None:
                          f"{' '.join(missing)})")
 
 
-def write(model, tokenizer, directory: Path, quantize: str | None = None, what: str = "this model") -> None:
+def write(model, tokenizer, directory: Path, quantize: str | None = None, what: str = "this model",
+          max_length: int | None = None) -> None:
     """Write the torch `model` (float32, eval mode) to `directory` as an ONNX export Classifier.load serves:
     transformers' ONNX export (dynamic shapes), int8-quantized by ONNX Runtime if asked, with the tokenizer.
     UsageError, naming `what`, when the exporter cannot export the model."""
@@ -139,6 +140,8 @@ def write(model, tokenizer, directory: Path, quantize: str | None = None, what: 
         OnnxRuntimeDynamicConfig,
         OnnxRuntimeQuantizer,
     )
+
+    from emodist.serve.model_dir import save_tokenizer
 
     inputs = dict(tokenizer(SAMPLE_TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False))
     quantizer = OnnxRuntimeQuantizer(OnnxRuntimeDynamicConfig(**INT8)) if quantize == "int8" else None
@@ -153,7 +156,7 @@ def write(model, tokenizer, directory: Path, quantize: str | None = None, what: 
                          f"({type(err).__name__}: {first}); serve the safetensors export (launch/export.py without "
                          "--onnx) instead") from None
     exported.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    save_tokenizer(tokenizer, directory, max_length or tokenizer.model_max_length, input_names=list(inputs))
     if settings.opset_version is not None:  # an encoder: its attention is ONNX Attention ops
         onnx_graph.attention_3d(graph_file(directory), model.config.num_attention_heads)
 
