@@ -355,6 +355,14 @@ def test_the_model_card_names_the_data_loss_and_what_its_scores_were_measured_on
     ekman = config.load(config_file=str(run_dir / "config.yaml"), overrides=["data.grouping=ekman"])
     grouped = yaml.safe_load(cards.model_card({**summary, "dataset": "goemotions-ekman"}, ekman, "x").split("---")[1])
     assert grouped["datasets"] == ["google-research-datasets/go_emotions"]
+    # parsed by the hub's leaderboards: which configuration, and that 7 Ekman groups on a subset are no go_emotions
+    # result (the card called them go_emotions' test split and said nothing more)
+    subset = config.load(config_file=str(run_dir / "config.yaml"), overrides=["data.grouping=ekman",
+                                                                               "data.max_eval_examples=64"])
+    meta = yaml.safe_load(cards.model_card({**summary, "dataset": "goemotions-ekman"}, subset, "x").split("---")[1])
+    assert meta["model-index"][0]["results"][0]["dataset"] == {
+        "type": "google-research-datasets/go_emotions", "name": "goemotions-ekman", "config": "simplified",
+        "split": "test", "args": {"grouping": "ekman", "max_eval_examples": 64}}
     german = yaml.safe_load(cards.model_card({**summary, "dataset": "goemotions-de"}, cfg, "x").split("---")[1])
     assert "datasets" not in german  # a directory of one's own, named like the hub's data set
     assert "; BCE; global batch" in local

@@ -84,6 +84,10 @@ def test_a_float32_export_scores_as_the_torch_model_and_says_so(onnx_exports, va
     card = (out / "README.md").read_text()
     assert "## ONNX export (float32)" in card and "launch/predict.py" in card and "pipeline(" not in card
     assert f"{measured['f1_macro']['onnx']:.4f}" in card
+    meta = yaml.safe_load(card.split("---")[1])  # this repository's results: the ONNX model's, not the torch model's
+    assert meta["library_name"] == "onnx" and "onnx" in meta["tags"]
+    assert {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]} == {
+        f"F1 {avg} (tuned thresholds, ONNX float32)": round(measured[f"f1_{avg}"]["onnx"], 4) for avg in ("micro", "macro")}
 
 
 def test_predict_serves_an_onnx_export_as_it_serves_the_torch_model(onnx_exports):

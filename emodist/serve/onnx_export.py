@@ -109,7 +109,7 @@ def export(run_dir: Path, out_dir: Path, quantize: str | None = None, accept_dri
         result = measure_parity(model, tokenizer, tmp, test, cfg.data.max_length, precision_of(quantize))
         (tmp / PARITY).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         title = name or hf_export.run_name(run_dir)  # as the safetensors export's card: the hub repository, else the run
-        card = model_card(summary, cfg, title, use=_use(title), merged_in="float32", adapter_kept=False)
+        card = model_card(summary, cfg, title, use=_use(title), merged_in="float32", adapter_kept=False, onnx=result)
         (tmp / "README.md").write_text(card + parity_section(result), encoding="utf-8")
         if not result["passed"] and not accept_drift:
             raise UsageError(f"the {precision_of(quantize)} ONNX export misses its tolerances on the test split "
