@@ -133,7 +133,11 @@ def test_a_length_or_batch_the_model_cannot_take_is_refused_and_a_run_directory_
                             ({"max_length": 10**6}, "max_length 1000000: this model reads at most 128 tokens: use "
                                                     "max_length 128 or less"),  # a tensor-size RuntimeError
                             ({"batch_size": 0}, "batch_size 0: must be a whole number, at least 1"),
-                            ({"device": "tpu"}, "device 'tpu': not a device: use cpu, cuda or cuda:N")]:
+                            ({"device": "tpu"}, "device 'tpu': not a device: use cpu, cuda or cuda:N"),
+                            ({"device": "mps"}, "device 'mps': emodist runs on cpu or cuda devices"),  # "corrupted"
+                            *([({"device": "cuda"}, "device 'cuda': this machine has no CUDA GPU (or no CUDA build of "
+                                                    "torch): use device='cpu'")]  # torch's own AssertionError
+                              if not torch.cuda.is_available() else [])]:
         with pytest.raises(UsageError) as error:
             Classifier.load(model_dir, **kwargs)
         assert str(error.value) == message

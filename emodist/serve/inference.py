@@ -78,10 +78,7 @@ class Classifier:
 
         model_dir = model_dir_of(Path(model_dir))  # a run directory serves its model/, as for launch/predict.py
         onnx = onnx_export.is_onnx_dir(Path(model_dir))
-        try:
-            device = torch.device(device)
-        except RuntimeError:  # torch's "Expected one of cpu, cuda, ... device type at start of device string"
-            raise UsageError(f"device {device!r}: not a device: use cpu, cuda or cuda:N") from None
+        device = device_of(device, said="device")  # "cuda" without a GPU failed in torch's own assertion
         precision = serving_precision(precision, device, onnx)
         if onnx:
             model, tokenizer = onnx_export.load(Path(model_dir), device)
@@ -193,21 +190,23 @@ def serving_precision(requested: str, device: torch.device, onnx: bool = False) 
     return requested
 
 
-def device_of(name: str) -> torch.device:
-    """The torch device `--device` names; UsageError for one this machine does not have."""
+def device_of(name, said: str = "--device") -> torch.device:
+    """The torch device `name` (a string or a torch.device) names; UsageError, naming it as `said`, for one this
+    machine does not have."""
+    shown = f"{said} {name}" if said.startswith("--") else f"{said} {str(name)!r}"
     try:
         device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name}: not a device: use cpu, cuda or cuda:N") from None
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"{shown}: not a device: use cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if count == 0:
-            raise UsageError(f"--device {name}: this machine has no CUDA GPU (or no CUDA build of torch): "
-                             "use --device cpu")
+            instead = "--device cpu" if said.startswith("--") else "device='cpu'"
+            raise UsageError(f"{shown}: this machine has no CUDA GPU (or no CUDA build of torch): use {instead}")
         if device.index is not None and device.index >= count:
-            raise UsageError(f"--device {name}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+            raise UsageError(f"{shown}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif device.type != "cpu":
-        raise UsageError(f"--device {name}: emodist runs on cpu or cuda devices")
+        raise UsageError(f"{shown}: emodist runs on cpu or cuda devices")
     return device
 
 
