@@ -390,6 +390,11 @@ def test_the_model_card_names_the_data_loss_and_what_its_scores_were_measured_on
     from emodist.serve.model_dir import adapter_card
 
     recipe = adapter_card(config.load("mistral-qlora", overrides=["model.quantization=int8"]))
+    # the hub lists an adapter under its base by base_model: a hub id's, never a local path's or a smoke run's
+    assert yaml.safe_load(recipe.split("---")[1])["base_model"] == "mistralai/Mistral-7B-Instruct-v0.2"
+    for overrides, smoke in ((["model.name_or_path=/srv/models/mistral"], False), ([], True)):
+        local = adapter_card(config.load("mistral-qlora", overrides=overrides, smoke=smoke))
+        assert "base_model" not in yaml.safe_load(local.split("---")[1])
     assert "BitsAndBytesConfig(load_in_8bit=True)" in recipe and "4-bit" not in recipe and "nf4" not in recipe
 
 

@@ -208,8 +208,10 @@ def adapter_card(cfg: RunConfig) -> str:
     bnb = {"nf4": "load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n        bnb_4bit_use_double_quant=True, "
                   f"bnb_4bit_compute_dtype=torch.{cfg.model.compute_dtype}", "int8": "load_in_8bit=True"}.get(quantization)
     quantized = f",\n    quantization_config=BitsAndBytesConfig({bnb})" if bnb else ""
+    name = cfg.model.name_or_path  # the hub lists an adapter under its base by this; a local path names none there
+    base = f"base_model: {name}\n" if not cfg.smoke and not Path(name).is_absolute() and not Path(name).exists() else ""
     return f"""---
-library_name: peft
+{base}library_name: peft
 tags: [emodist, lora, multi-label-classification]
 ---
 
