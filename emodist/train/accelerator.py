@@ -25,15 +25,18 @@ def make_accelerator(cfg: RunConfig) -> Accelerator:
     accumulation derived, the support matrix checked, DeepSpeed's "auto" values filled. The process-wide
     settings that depend on the device chosen here (threads, seeds; the allocator once the model is loaded) are
     `runtime.process.for_training` and `for_steps`."""
-    precision = resolve_precision(cfg)
+    precision, kwargs = resolve_precision(cfg), distributed.accelerator_kwargs()
     stray = [f"{name}={os.environ[name]}" for name in LAUNCHER_VARIABLES if name in os.environ]  # accelerate adds some
+    launched = "TORCHELASTIC_RUN_ID" in os.environ or any(name.startswith("ACCELERATE_") for name in os.environ)
     try:
         accelerator = Accelerator(mixed_precision=precision,
                                   # pinned host batches (see `setup`) copy to a GPU without stalling the host
                                   dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
-                                  **distributed.accelerator_kwargs())
+                                  **kwargs)
+    except UsageError:
+        raise
     except (ValueError, KeyError) as err:  # accelerate reads a distributed launch from these, however they came
-        if not stray:
+        if not stray or launched:
             raise
         said = (str(err).splitlines() or [type(err).__name__])[0][:200]
         raise UsageError(f"a distributed launch's variables are set ({', '.join(stray)}), but it does not start "
