@@ -262,7 +262,7 @@ def save_tokenizer(tokenizer, directory: Path, max_length: int, input_names: lis
     if input_names is not None:
         tokenizer.model_input_names = tokenizer.init_kwargs["model_input_names"] = list(input_names)
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and max_length < 10**6:  # every call sets its own again: the tokenizer in use keeps its
+    if backend is not None and max_length < 10**6:  # transformers sets them again at every call: nothing else changes
         backend.enable_truncation(max_length=max_length)
         backend.no_padding()
     try:
