@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
@@ -13,7 +12,14 @@ import numpy as np
 
 from emodist.data.sets import EmotionData, _fingerprint
 from emodist.runtime import files
-from emodist.runtime.errors import NoSpace, UsageError, format_bytes, free_bytes, out_of_space
+from emodist.runtime.errors import (
+    NOT_WRITABLE_ERRNOS,
+    NoSpace,
+    UsageError,
+    format_bytes,
+    free_bytes,
+    out_of_space,
+)
 from emodist.runtime.files import cache_root
 
 
@@ -31,7 +37,7 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):  # a read-only one: tokenized in memory below
+        if err.errno not in NOT_WRITABLE_ERRNOS:  # a read-only one: tokenized in memory below
             raise UsageError(f"the tokenization cache {root} cannot be created ({err.strerror}): set data.cache_dir "
                              "(or $EMODIST_CACHE) to a writable directory") from None
     tokenizer_id = _tokenizer_fingerprint(tokenizer)
@@ -59,7 +65,7 @@ def tokenize(data: EmotionData, tokenizer, max_length: int, cache_dir: str | Non
                                      cache_file_name=str(cached) if kept else None, keep_in_memory=not kept,
                                      load_from_cache_file=not problem, new_fingerprint=key, desc=f"tokenize {split}")
             except Exception as err:
-                if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                if isinstance(err, OSError) and err.errno in NOT_WRITABLE_ERRNOS:
                     raise UsageError(f"the tokenization cache {root} cannot be written ({err.strerror}): set "
                                      "data.cache_dir (or $EMODIST_CACHE) to a writable directory") from None
                 if not out_of_space(err, root):

@@ -30,6 +30,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from emodist.runtime.errors import NO_SPACE_ERRNOS
 from emodist.scoring.metrics import HEADLINE
 
 
@@ -75,7 +76,7 @@ class _Terminal(RichConsole):
         try:
             super()._check_buffer()
         except OSError as err:  # EIO: the terminal hung up (the SIGHUP's own handler may come after this write)
-            if err.errno in FULL:  # `> log` on a full disk: the run's own disk may have room to spare
+            if err.errno in (*NO_SPACE_ERRNOS, errno.EFBIG):  # `> log` on a full disk: the run's own disk may have room to spare
                 self._drop_stdout("standard output's file cannot grow (its disk is full or over quota)")
             elif err.errno == errno.EIO:
                 self.on_broken_pipe()
@@ -90,10 +91,6 @@ class _Terminal(RichConsole):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # print() and the exit's flush too
         with contextlib.suppress(OSError):
             sys.stderr.write(f"emodist: warning: {why}: {self.then}\n")
-
-
-FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-"""A write to a file that cannot grow."""
 
 
 RUN_GOES_ON = "the run goes on without printing; metrics.jsonl holds every record"

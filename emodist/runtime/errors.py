@@ -67,6 +67,8 @@ EXIT_INTERRUPTED = 130
 """Ctrl-C outside training (128 + SIGINT, as shells report it)."""
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+"""A path this process may not write: its permissions, or a read-only file system."""
 
 
 class EmodistError(Exception):
@@ -252,7 +254,7 @@ def run_main(body: Callable[[], int], traceback_dir: Callable[[], Path | None] =
     except OSError as err:
         if err.errno in NO_SPACE_ERRNOS:
             return report(no_space(err))
-        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and err.filename:
+        if err.errno in NOT_WRITABLE_ERRNOS and err.filename:
             return report(UsageError(f"{err.filename}: {err.strerror}: emodist needs to read or write it; check its "
                                      "permissions, or choose another path"))
         return internal_error(err, traceback_dir())
