@@ -79,8 +79,8 @@ REWRITTEN = ("model", "model.tmp", "checkpoints", "smoke-base", "wandb")
 
 
 def check_output(run_dir: Path, out_dir: Path, default: Path) -> None:
-    """UsageError when `out_dir` lies inside the model/ or checkpoints/ of this run or of another one: a finish
-    and every save rewrite them, and an export there would be lost in them."""
+    """UsageError when `out_dir` lies inside a directory of this run or of another one that training rewrites
+    (REWRITTEN): an export there would be lost in it."""
     from emodist.rundir.contract import MARKER
 
     out, own = out_dir.resolve(), run_dir.resolve()
